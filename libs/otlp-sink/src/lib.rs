@@ -1,0 +1,255 @@
+//! An in-process OTLP/gRPC receiver (trace and logs services) that keeps what it is sent.
+//!
+//! Tests point `OTEL_EXPORTER_OTLP_ENDPOINT` at [`OtlpSink::endpoint`] and then assert on the
+//! spans and log records received; the benchmark uses it as the "local collector". It stops
+//! when dropped.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+pub use opentelemetry_proto::tonic::logs::v1::LogRecord;
+pub use opentelemetry_proto::tonic::trace::v1::Span;
+use tokio::sync::oneshot;
+
+/// A received span with the `service.name` of the resource that sent it.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    /// `service.name` of the sender.
+    pub service: String,
+    /// The span as sent.
+    pub span: Span,
+}
+
+impl ReceivedSpan {
+    /// Trace id as 32 lowercase hex digits.
+    pub fn trace_id(&self) -> String {
+        hex(&self.span.trace_id)
+    }
+    /// Span id as 16 lowercase hex digits.
+    pub fn span_id(&self) -> String {
+        hex(&self.span.span_id)
+    }
+    /// Parent span id as hex, empty for a root span.
+    pub fn parent_span_id(&self) -> String {
+        hex(&self.span.parent_span_id)
+    }
+    /// A string attribute's value.
+    pub fn attr(&self, key: &str) -> Option<String> {
+        attr(&self.span.attributes, key)
+    }
+}
+
+/// A received log record with the `service.name` of the resource that sent it.
+#[derive(Debug, Clone)]
+pub struct ReceivedLog {
+    /// `service.name` of the sender.
+    pub service: String,
+    /// The record as sent.
+    pub record: LogRecord,
+}
+
+impl ReceivedLog {
+    /// Trace id as hex (empty when the record was emitted outside a span).
+    pub fn trace_id(&self) -> String {
+        hex(&self.record.trace_id)
+    }
+    /// The body as text.
+    pub fn body(&self) -> String {
+        self.record
+            .body
+            .as_ref()
+            .map(value_text)
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default, Debug)]
+struct Store {
+    spans: Mutex<Vec<ReceivedSpan>>,
+    logs: Mutex<Vec<ReceivedLog>>,
+}
+
+#[derive(Clone, Debug)]
+struct Traces(Arc<Store>);
+#[derive(Clone, Debug)]
+struct Logs(Arc<Store>);
+
+#[tonic::async_trait]
+impl TraceService for Traces {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut received = Vec::new();
+        for rs in request.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| attr(&r.attributes, "service.name"))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for span in ss.spans {
+                    received.push(ReceivedSpan {
+                        service: service.clone(),
+                        span,
+                    });
+                }
+            }
+        }
+        if let Ok(mut spans) = self.0.spans.lock() {
+            spans.extend(received);
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Logs {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let mut received = Vec::new();
+        for rl in request.into_inner().resource_logs {
+            let service = rl
+                .resource
+                .as_ref()
+                .and_then(|r| attr(&r.attributes, "service.name"))
+                .unwrap_or_default();
+            for sl in rl.scope_logs {
+                for record in sl.log_records {
+                    received.push(ReceivedLog {
+                        service: service.clone(),
+                        record,
+                    });
+                }
+            }
+        }
+        if let Ok(mut logs) = self.0.logs.lock() {
+            logs.extend(received);
+        }
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+/// A running receiver on 127.0.0.1; stops when dropped.
+#[derive(Debug)]
+pub struct OtlpSink {
+    addr: SocketAddr,
+    store: Arc<Store>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl OtlpSink {
+    /// Starts a receiver on a free port of 127.0.0.1.
+    pub async fn start() -> std::io::Result<Self> {
+        Self::start_on("127.0.0.1:0".parse().expect("a valid address")).await
+    }
+
+    /// Starts a receiver on `addr` (port 0 picks a free one).
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let store = Arc::new(Store::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let traces = TraceServiceServer::new(Traces(store.clone()));
+        let logs = LogsServiceServer::new(Logs(store.clone()));
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(traces)
+                .add_service(logs)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            store,
+            stop: Some(stop),
+        })
+    }
+
+    /// The gRPC endpoint, e.g. `http://127.0.0.1:41234`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every span received so far.
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.store.spans.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Every log record received so far.
+    pub fn logs(&self) -> Vec<ReceivedLog> {
+        self.store.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `done(spans, logs)` holds or `timeout` passes; returns whether it held.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[ReceivedSpan], &[ReceivedLog]) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if done(&self.spans(), &self.logs()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for OtlpSink {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .map(value_text)
+}
+
+fn value_text(v: &AnyValue) -> String {
+    match &v.value {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

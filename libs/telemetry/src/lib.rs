@@ -1,0 +1,326 @@
+//! Logs, traces and metrics for every organism binary.
+//!
+//! One call, [`init`], installs:
+//! - JSON logs on stdout, one object per line, with `trace_id`/`span_id` inside a span, filtered by
+//!   `RUST_LOG` and changeable at runtime through [`LogFilter`];
+//! - OpenTelemetry traces and logs exported over OTLP (gRPC or http/protobuf) when an endpoint is
+//!   configured through the standard `OTEL_*` variables, with bounded queues whose drops are
+//!   counted ([`export`]);
+//! - W3C trace-context propagation.
+//!
+//! It returns a [`Guard`] that flushes and shuts the exporters down, bounded in time, after the
+//! server has stopped. [`http`] gives the axum layer (server spans + RED metrics), [`client`] the
+//! traced HTTP client and [`metrics`] the `/metrics` encoder with process metrics.
+
+pub mod client;
+pub mod config;
+pub mod export;
+pub mod fmt;
+pub mod http;
+pub mod metrics;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use prometheus::Registry;
+use tracing_subscriber::filter::FilterFn;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, reload};
+
+pub use config::{Env, ProcessEnv, TelemetryConfig, VarError};
+
+/// Errors from [`init`].
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An OTLP exporter could not be built from the configuration.
+    #[error("building the OTLP {signal} exporter: {source}")]
+    Exporter {
+        /// `traces` or `logs`.
+        signal: &'static str,
+        /// The exporter's error.
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// A metric could not be registered (a name clash on the registry).
+    #[error("registering telemetry metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A global subscriber was already installed in this process.
+    #[error("installing the log subscriber: {0}")]
+    Subscriber(#[from] tracing_subscriber::util::TryInitError),
+}
+
+/// Targets whose events never go to the OTel layers: the exporters' own stack, so that export
+/// never traces or logs itself.
+const EXPORT_STACK: &[&str] = &["hyper", "h2", "tonic", "tower", "reqwest", "opentelemetry", "telemetry"];
+
+/// Directives added to `RUST_LOG` unless it mentions the target: the SDK reports its own drops
+/// and failures through our counters and the once-per-outage warning instead.
+const QUIET_BY_DEFAULT: &[&str] = &["opentelemetry=off", "opentelemetry_sdk=off", "opentelemetry_otlp=off", "h2=warn", "hyper=warn", "tonic=warn"];
+
+/// The running telemetry of one process.
+#[derive(Debug)]
+pub struct Telemetry {
+    /// Flushes exporters on shutdown.
+    pub guard: Guard,
+    /// Changes the log filter at runtime.
+    pub log_filter: LogFilter,
+    /// `service.instance.id` of this process.
+    pub instance_id: String,
+}
+
+/// Installs logging, tracing and propagation for the process, registering export metrics on
+/// `registry`. Must be called from inside a Tokio runtime (the gRPC exporter spawns its
+/// connection task there) and at most once per process.
+pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, Error> {
+    let instance_id = config
+        .resource_attributes
+        .iter()
+        .find(|(k, _)| k == "service.instance.id")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let resource = resource(config, &instance_id);
+    metrics::register_target_info(registry, config, &instance_id)?;
+    let export_metrics = export::ExportMetrics::new(registry)?;
+
+    let mut tracer_provider = None;
+    let mut logger_provider = None;
+    if !config.sdk_disabled {
+        let mut builder = SdkTracerProvider::builder()
+            .with_resource(resource.clone())
+            .with_sampler(sampler(config.sampler));
+        if let Some(otlp) = &config.otlp
+            && let Some(endpoint) = &otlp.traces_endpoint
+        {
+            let exporter = span_exporter(otlp, endpoint)
+                .map_err(|source| Error::Exporter { signal: "traces", source })?;
+            builder = builder.with_span_processor(export::span_processor(
+                exporter,
+                otlp.max_queue_size,
+                export_metrics.clone(),
+            ));
+        }
+        tracer_provider = Some(builder.build());
+
+        if let Some(otlp) = &config.otlp
+            && let Some(endpoint) = &otlp.logs_endpoint
+        {
+            let exporter = log_exporter(otlp, endpoint)
+                .map_err(|source| Error::Exporter { signal: "logs", source })?;
+            logger_provider = Some(
+                SdkLoggerProvider::builder()
+                    .with_resource(resource)
+                    .with_log_processor(export::log_processor(
+                        exporter,
+                        otlp.max_queue_size,
+                        export_metrics,
+                    ))
+                    .build(),
+            );
+        }
+    }
+
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry::propagation::TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]),
+    );
+
+    let (filter_layer, handle) = reload::Layer::new(build_filter(&config.log_filter));
+    let not_export_stack =
+        FilterFn::new(|meta| !EXPORT_STACK.iter().any(|t| meta.target().starts_with(t)));
+    let otel_traces = tracer_provider.as_ref().map(|p| {
+        opentelemetry::global::set_tracer_provider(p.clone());
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("organism"))
+            .with_error_records_to_exceptions(true)
+            .with_filter(not_export_stack.clone())
+    });
+    let otel_logs = logger_provider.as_ref().map(|p| {
+        opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p)
+            .with_filter(not_export_stack)
+    });
+    tracing_subscriber::registry()
+        .with(filter_layer)
+        .with(otel_traces)
+        .with(otel_logs)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .event_format(fmt::JsonFormat)
+                .with_writer(std::io::stdout),
+        )
+        .try_init()?;
+
+    Ok(Telemetry {
+        guard: Guard {
+            exporting: config.otlp.is_some() && !config.sdk_disabled,
+            tracer_provider,
+            logger_provider,
+        },
+        log_filter: LogFilter {
+            handle: Arc::new(handle),
+            current: Arc::new(Mutex::new(config.log_filter.clone())),
+        },
+        instance_id,
+    })
+}
+
+fn resource(config: &TelemetryConfig, instance_id: &str) -> Resource {
+    let mut attrs: Vec<KeyValue> = config
+        .resource_attributes
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "service.name" | "service.version" | "service.instance.id"))
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    attrs.push(KeyValue::new("service.version", config.service_version.clone()));
+    attrs.push(KeyValue::new("service.instance.id", instance_id.to_owned()));
+    attrs.push(KeyValue::new("telemetry.sdk.language", "rust"));
+    attrs.push(KeyValue::new("telemetry.sdk.name", "opentelemetry"));
+    Resource::builder_empty()
+        .with_service_name(config.service_name.clone())
+        .with_attributes(attrs)
+        .build()
+}
+
+fn sampler(config: config::SamplerConfig) -> Sampler {
+    use config::SamplerConfig as S;
+    match config {
+        S::AlwaysOn => Sampler::AlwaysOn,
+        S::AlwaysOff => Sampler::AlwaysOff,
+        S::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
+        S::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        S::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        S::ParentBasedTraceIdRatio(r) => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+        }
+    }
+}
+
+fn span_exporter(
+    otlp: &config::OtlpConfig,
+    endpoint: &str,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    match otlp.protocol {
+        config::Protocol::Grpc => builder
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(otlp.timeout)
+            .build(),
+        config::Protocol::HttpProtobuf => builder
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(endpoint)
+            .with_timeout(otlp.timeout)
+            .build(),
+    }
+}
+
+fn log_exporter(
+    otlp: &config::OtlpConfig,
+    endpoint: &str,
+) -> Result<opentelemetry_otlp::LogExporter, opentelemetry_otlp::ExporterBuildError> {
+    let builder = opentelemetry_otlp::LogExporter::builder();
+    match otlp.protocol {
+        config::Protocol::Grpc => builder
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(otlp.timeout)
+            .build(),
+        config::Protocol::HttpProtobuf => builder
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(endpoint)
+            .with_timeout(otlp.timeout)
+            .build(),
+    }
+}
+
+fn build_filter(directives: &str) -> EnvFilter {
+    let mut all = directives.to_owned();
+    for quiet in QUIET_BY_DEFAULT {
+        let target = quiet.split('=').next().unwrap_or_default();
+        if !directives.contains(target) {
+            all.push(',');
+            all.push_str(quiet);
+        }
+    }
+    EnvFilter::builder().parse_lossy(all)
+}
+
+/// Changes the process's log filter at runtime (`RUST_LOG` syntax).
+#[derive(Clone)]
+pub struct LogFilter {
+    handle: Arc<reload::Handle<EnvFilter, tracing_subscriber::Registry>>,
+    current: Arc<Mutex<String>>,
+}
+
+impl std::fmt::Debug for LogFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogFilter").field("current", &self.current()).finish()
+    }
+}
+
+impl LogFilter {
+    /// The directives in force.
+    pub fn current(&self) -> String {
+        self.current.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the directives; an invalid string is rejected with the parser's reason and the
+    /// old filter stays in force.
+    pub fn set(&self, directives: &str) -> Result<(), String> {
+        EnvFilter::builder()
+            .parse(directives)
+            .map_err(|e| format!("invalid filter directives: {e}"))?;
+        self.handle
+            .reload(build_filter(directives))
+            .map_err(|e| format!("reloading the filter: {e}"))?;
+        if let Ok(mut c) = self.current.lock() {
+            *c = directives.to_owned();
+        }
+        Ok(())
+    }
+}
+
+/// Owns the tracer and logger providers; [`Guard::shutdown`] flushes them, bounded in time.
+#[derive(Debug)]
+pub struct Guard {
+    tracer_provider: Option<SdkTracerProvider>,
+    logger_provider: Option<SdkLoggerProvider>,
+    exporting: bool,
+}
+
+impl Guard {
+    /// Whether anything is exported (an OTLP endpoint was configured and the SDK is enabled).
+    pub fn exporting(&self) -> bool {
+        self.exporting
+    }
+
+    /// Flushes and shuts down traces, then logs (so the last log lines, about shutting down,
+    /// still leave). Runs off the async workers and gives up after `timeout`.
+    pub async fn shutdown(mut self, timeout: Duration) {
+        let tracer = self.tracer_provider.take();
+        let logger = self.logger_provider.take();
+        if tracer.is_none() && logger.is_none() {
+            return;
+        }
+        let half = timeout / 2;
+        let work = tokio::task::spawn_blocking(move || {
+            if let Some(t) = tracer {
+                let _ = t.shutdown_with_timeout(half);
+            }
+            if let Some(l) = logger {
+                let _ = l.shutdown_with_timeout(half);
+            }
+        });
+        let _ = tokio::time::timeout(timeout, work).await;
+    }
+}
