@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The organism on a local kind cluster, with its observability stack (docs/cluster.md).
+#
+#   scripts/kind-up.sh        (cargo xtask kind-up runs this)
+#
+# 1. create the kind cluster from kind-config.yaml (reused when it exists)
+# 2. docker build -f docker/Dockerfile -t organism:dev . ; kind load docker-image organism:dev
+# 3. helmfile sync (helmfile.yaml; the organism release takes organism:dev from
+#    k8s/values/organism-kind.yaml)
+# 4. wait for every workload, bounded; print the URLs and Grafana's admin credentials
+#
+# Environment: KIND_CLUSTER_NAME (default: the name in kind-config.yaml), WAIT_TIMEOUT (s, 600).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+IMAGE="organism:dev" # must match k8s/values/organism-kind.yaml
+CLUSTER="${KIND_CLUSTER_NAME:-$(sed -n 's/^name: *//p' kind-config.yaml | head -1)}"
+CLUSTER="${CLUSTER:-organism}"
+WAIT_TIMEOUT="${WAIT_TIMEOUT:-600}"
+
+say() { printf '\n==> %s\n' "$*"; }
+die() { printf 'kind-up: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- prerequisites
+missing=()
+for tool in docker kind kubectl helm helmfile; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  die "missing: ${missing[*]}. Needed: Docker (engine running), kind >= 0.27, kubectl, helm >= 3.14 (or 4), helmfile >= 1.0. See docs/cluster.md."
+fi
+docker info >/dev/null 2>&1 || die "the Docker engine is not running (docker info failed)"
+grep -q "image:" k8s/values/organism-kind.yaml || die "k8s/values/organism-kind.yaml missing"
+[ -f docker/Dockerfile ] || die "docker/Dockerfile missing"
+
+# ---------------------------------------------------------------- 1. cluster
+if kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+  say "kind cluster $CLUSTER exists, reusing it"
+else
+  say "creating kind cluster $CLUSTER (kind-config.yaml)"
+  kind create cluster --config kind-config.yaml --name "$CLUSTER" --wait 180s
+fi
+kubectl config use-context "kind-$CLUSTER" >/dev/null
+
+# ---------------------------------------------------------------- 2. image
+say "building $IMAGE"
+docker build -f docker/Dockerfile -t "$IMAGE" .
+say "loading $IMAGE into the kind nodes"
+kind load docker-image "$IMAGE" --name "$CLUSTER"
+
+# ---------------------------------------------------------------- 3. deploy
+say "helmfile sync (first run pulls the charts and images: allow several minutes)"
+helmfile --file helmfile.yaml sync
+
+# ---------------------------------------------------------------- 4. wait
+# wait_pods NAMESPACE: every non-Job pod Ready, or fail after WAIT_TIMEOUT seconds.
+wait_pods() {
+  local ns="$1" deadline=$((SECONDS + WAIT_TIMEOUT))
+  until kubectl -n "$ns" get pods --field-selector=status.phase!=Succeeded -o name 2>/dev/null | grep -q .; do
+    [ "$SECONDS" -lt "$deadline" ] || die "no pods in namespace $ns after ${WAIT_TIMEOUT}s"
+    sleep 3
+  done
+  kubectl -n "$ns" wait pod --all --field-selector=status.phase!=Succeeded \
+    --for=condition=Ready --timeout="$((deadline - SECONDS > 10 ? deadline - SECONDS : 10))s" \
+    || { kubectl -n "$ns" get pods -o wide; die "pods in $ns not Ready in ${WAIT_TIMEOUT}s"; }
+}
+say "waiting for the monitoring stack"
+wait_pods monitoring
+# Prometheus and Alertmanager are created by the operator after the chart: wait for them by name.
+for sts in prometheus-kube-prometheus-stack-prometheus alertmanager-kube-prometheus-stack-alertmanager; do
+  deadline=$((SECONDS + WAIT_TIMEOUT))
+  until kubectl -n monitoring get "statefulset/$sts" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || die "statefulset $sts not created in ${WAIT_TIMEOUT}s (prometheus-operator logs?)"
+    sleep 3
+  done
+  kubectl -n monitoring rollout status "statefulset/$sts" --timeout="${WAIT_TIMEOUT}s"
+done
+say "waiting for the organism"
+kubectl -n organism wait deployment --all --for=condition=Available --timeout="${WAIT_TIMEOUT}s"
+wait_pods organism
+
+# ---------------------------------------------------------------- done
+grafana_user="$(kubectl -n monitoring get secret kube-prometheus-stack-grafana -o go-template='{{index .data "admin-user" | base64decode}}')"
+grafana_pass="$(kubectl -n monitoring get secret kube-prometheus-stack-grafana -o go-template='{{index .data "admin-password" | base64decode}}')"
+cat <<EOF
+
+organism is up on kind cluster "$CLUSTER".
+
+  api-gateway    http://localhost:8080        curl localhost:8080/healthz
+  Grafana        http://localhost:3000        user: $grafana_user   password: $grafana_pass
+                 dashboards: Organism folder (Organism overview, health-monitor, auto-healer, alert-service)
+  Prometheus     http://localhost:9090
+  Alertmanager   http://localhost:9093
+  Mailpit        kubectl -n monitoring port-forward svc/mailpit-http 8025:80   -> http://localhost:8025
+  Tempo / Loki   through Grafana Explore (or port-forward svc/tempo 3200, svc/loki 3100 in monitoring)
+
+  chaos token    kubectl -n organism get secret organism-chaos -o go-template='{{index .data "chaos-token" | base64decode}}'
+  end-to-end     scripts/kind-e2e.sh   (cargo xtask kind-e2e)
+  tear down      kind delete cluster --name $CLUSTER
+EOF
