@@ -77,6 +77,15 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{/* PostgreSQL object names and the Secret user-service reads DATABASE_URL from. */}}
 {{- define "organism.postgres.name" -}}postgres{{- end }}
 
+{{/* Databases in the PostgreSQL server: postgresql.database plus services.*.database.name. */}}
+{{- define "organism.postgres.databases" -}}
+{{- $dbs := list .Values.postgresql.database }}
+{{- range $name, $cfg := .Values.services }}
+{{- if and $cfg.enabled $cfg.database }}{{ $dbs = append $dbs $cfg.database.name }}{{ end }}
+{{- end }}
+{{- $dbs | uniq | sortAlpha | toJson }}
+{{- end }}
+
 {{- define "organism.postgres.secretName" -}}
 {{- default "postgres-credentials" .Values.postgresql.existingSecret }}
 {{- end }}
