@@ -196,12 +196,20 @@ impl OtlpSink {
 
     /// Every span received so far.
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.store.spans.lock().map(|s| s.clone()).unwrap_or_default()
+        self.store
+            .spans
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 
     /// Every log record received so far.
     pub fn logs(&self) -> Vec<ReceivedLog> {
-        self.store.logs.lock().map(|l| l.clone()).unwrap_or_default()
+        self.store
+            .logs
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// Waits until `done(spans, logs)` holds or `timeout` passes; returns whether it held.

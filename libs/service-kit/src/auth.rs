@@ -14,7 +14,10 @@ pub fn require_bearer(headers: &HeaderMap, token: Option<&SecretString>) -> Resu
     let presented = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .unwrap_or_default();
     let expected = expected.expose_secret().as_bytes();
@@ -40,7 +43,10 @@ mod tests {
     #[test]
     fn token_rules() {
         let token = SecretString::from("s3cret");
-        assert!(require_bearer(&headers(None), None).is_ok(), "open without a token");
+        assert!(
+            require_bearer(&headers(None), None).is_ok(),
+            "open without a token"
+        );
         assert!(require_bearer(&headers(Some("Bearer s3cret")), Some(&token)).is_ok());
         assert!(require_bearer(&headers(None), Some(&token)).is_err());
         assert!(require_bearer(&headers(Some("Bearer wrong")), Some(&token)).is_err());

@@ -6,8 +6,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::SecretString;
-pub use telemetry::config::{Env, ProcessEnv, VarError};
 use telemetry::TelemetryConfig;
+pub use telemetry::config::{Env, ProcessEnv, VarError};
 
 /// Reads variables from an [`Env`], collecting every problem instead of stopping at the first.
 pub struct EnvReader<'a> {
@@ -17,7 +17,9 @@ pub struct EnvReader<'a> {
 
 impl fmt::Debug for EnvReader<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EnvReader").field("errors", &self.errors).finish()
+        f.debug_struct("EnvReader")
+            .field("errors", &self.errors)
+            .finish()
     }
 }
 
@@ -64,7 +66,9 @@ impl<'a> EnvReader<'a> {
         T: FromStr,
         T::Err: fmt::Display,
     {
-        self.parse_with(var, default, |raw| raw.parse::<T>().map_err(|e| e.to_string()))
+        self.parse_with(var, default, |raw| {
+            raw.parse::<T>().map_err(|e| e.to_string())
+        })
     }
 
     /// A value parsed with `parse`, or `default` when unset; a bad value is recorded.
@@ -88,10 +92,12 @@ impl<'a> EnvReader<'a> {
 
     /// `true`/`false` (also `1`/`0`, `yes`/`no`).
     pub fn bool(&mut self, var: &str, default: bool) -> bool {
-        self.parse_with(var, default, |raw| match raw.to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => Ok(true),
-            "false" | "0" | "no" => Ok(false),
-            _ => Err("expected true or false".to_owned()),
+        self.parse_with(var, default, |raw| {
+            match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err("expected true or false".to_owned()),
+            }
         })
     }
 
@@ -187,11 +193,13 @@ pub struct BaseConfig {
 
 impl BaseConfig {
     /// Reads the common settings of `service` (default port `port`, version `version`).
-    pub fn read(reader: &mut EnvReader<'_>, service: &'static str, port: u16, version: &str) -> Option<Self> {
-        let listen = reader.parse(
-            "LISTEN_ADDR",
-            SocketAddr::from(([0, 0, 0, 0], port)),
-        );
+    pub fn read(
+        reader: &mut EnvReader<'_>,
+        service: &'static str,
+        port: u16,
+        version: &str,
+    ) -> Option<Self> {
+        let listen = reader.parse("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], port)));
         let shutdown_timeout = reader.seconds("SHUTDOWN_TIMEOUT_SECS", Duration::from_secs(20));
         let request_timeout = reader.seconds("REQUEST_TIMEOUT_SECS", Duration::from_secs(30));
         let body_limit = reader.parse("REQUEST_BODY_LIMIT_BYTES", 1024 * 1024usize);
@@ -252,10 +260,18 @@ mod tests {
         let err = reader.finish().unwrap_err();
         assert!(base.is_none());
         let text = err.to_string();
-        for var in ["LISTEN_ADDR", "SHUTDOWN_TIMEOUT_SECS", "OTEL_EXPORTER_OTLP_PROTOCOL", "HEART_URL"] {
+        for var in [
+            "LISTEN_ADDR",
+            "SHUTDOWN_TIMEOUT_SECS",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+            "HEART_URL",
+        ] {
             assert!(text.contains(var), "{var} not named in:\n{text}");
         }
-        assert!(text.starts_with("invalid configuration (4 problems)"), "{text}");
+        assert!(
+            text.starts_with("invalid configuration (4 problems)"),
+            "{text}"
+        );
     }
 
     #[test]

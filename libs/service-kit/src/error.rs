@@ -119,7 +119,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
     }
 }
 
@@ -166,7 +172,11 @@ impl From<JsonRejection> for ApiError {
             .unwrap_or_else(|| text.clone());
         match rejection {
             JsonRejection::JsonDataError(_) => {
-                let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", detail.clone());
+                let mut e = Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_body",
+                    detail.clone(),
+                );
                 e.field = field_of(&detail);
                 e
             }
@@ -249,8 +259,14 @@ mod tests {
 
     #[test]
     fn fields_are_found_in_serde_messages() {
-        assert_eq!(field_of("missing field `name` at line 1 column 2").as_deref(), Some("name"));
-        assert_eq!(field_of("unknown field `nmae`, expected one of `name`").as_deref(), Some("nmae"));
+        assert_eq!(
+            field_of("missing field `name` at line 1 column 2").as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            field_of("unknown field `nmae`, expected one of `name`").as_deref(),
+            Some("nmae")
+        );
         assert_eq!(
             field_of("email: invalid type: integer `3`, expected a string at line 1").as_deref(),
             Some("email")

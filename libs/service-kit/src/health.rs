@@ -61,11 +61,8 @@ impl Readiness {
 
     /// Runs every check; the failing ones with their reasons.
     pub async fn evaluate(&self) -> (BTreeMap<String, String>, Vec<(String, String)>) {
-        let checks: Vec<(String, CheckFn)> = self
-            .checks
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_default();
+        let checks: Vec<(String, CheckFn)> =
+            self.checks.read().map(|c| c.clone()).unwrap_or_default();
         let results = join_all(checks.iter().map(|(name, check)| {
             let fut = check();
             async move {

@@ -15,6 +15,6 @@ pub mod server;
 
 pub use config::{BaseConfig, ConfigError, EnvReader};
 pub use error::ApiError;
-pub use health::{ReadyFlag, Readiness};
+pub use health::{Readiness, ReadyFlag};
 pub use server::{Context, assemble, launch, serve, shutdown_signal};
 pub use tokio_util::sync::CancellationToken;

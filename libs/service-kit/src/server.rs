@@ -26,9 +26,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use crate::config::{BaseConfig, EnvReader, ProcessEnv};
 use crate::error::ApiError;
 use crate::health::{self, Readiness};
+use telemetry::LogFilter;
 use telemetry::client::{ClientMetrics, HttpClient};
 use telemetry::http::ServerMetrics;
-use telemetry::LogFilter;
 
 /// The request id header, set when absent and echoed on the response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -90,10 +90,7 @@ pub fn assemble(ctx: &Context, routes: Router) -> Router {
             "/readyz",
             get(health::readyz).with_state(ctx.readiness.clone()),
         )
-        .route(
-            "/metrics",
-            get(metrics).with_state(ctx.registry.clone()),
-        )
+        .route("/metrics", get(metrics).with_state(ctx.registry.clone()))
         .route(
             "/admin/log-filter",
             get(get_log_filter)
@@ -160,7 +157,11 @@ async fn get_log_filter(State(admin): State<AdminState>) -> Response {
     }
 }
 
-async fn put_log_filter(State(admin): State<AdminState>, headers: HeaderMap, body: String) -> Response {
+async fn put_log_filter(
+    State(admin): State<AdminState>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
     if let Err(e) = crate::auth::require_bearer(&headers, admin.token.as_ref()) {
         return e.into_response();
     }
@@ -172,7 +173,9 @@ async fn put_log_filter(State(admin): State<AdminState>, headers: HeaderMap, bod
             tracing::info!(filter = %body.trim(), "log filter changed");
             axum::Json(serde_json::json!({"filter": filter.current()})).into_response()
         }
-        Err(reason) => ApiError::bad_request(reason).with_field("filter").into_response(),
+        Err(reason) => ApiError::bad_request(reason)
+            .with_field("filter")
+            .into_response(),
     }
 }
 
@@ -207,8 +210,11 @@ pub async fn serve(
     drain: Duration,
 ) -> std::io::Result<bool> {
     let signal = shutdown.clone();
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { signal.cancelled().await });
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { signal.cancelled().await });
     let server = std::pin::pin!(server.into_future());
     let mut server = server;
     tokio::select! {
@@ -292,7 +298,10 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(addr = %addr, version = %ctx.base.telemetry.service_version, "{service} listening");
 
     let shutdown = ctx.shutdown.clone();
@@ -301,7 +310,14 @@ where
         tracing::info!("shutdown signal received; draining in-flight requests");
         shutdown.cancel();
     });
-    match serve(listener, app, ctx.shutdown.clone(), ctx.base.shutdown_timeout).await {
+    match serve(
+        listener,
+        app,
+        ctx.shutdown.clone(),
+        ctx.base.shutdown_timeout,
+    )
+    .await
+    {
         Ok(true) => {
             tracing::info!("{service} stopped");
             ExitCode::SUCCESS

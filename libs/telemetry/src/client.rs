@@ -32,7 +32,12 @@ impl ClientMetrics {
                 "Duration of HTTP client requests, by method, server and status code.",
             )
             .buckets(crate::http::LATENCY_BUCKETS.to_vec()),
-            &["http_request_method", "server_address", "http_response_status_code", "error_type"],
+            &[
+                "http_request_method",
+                "server_address",
+                "http_response_status_code",
+                "error_type",
+            ],
         )?;
         registry.register(Box::new(duration.clone()))?;
         Ok(Self { duration })
@@ -112,7 +117,11 @@ impl HttpClient {
                     span.record("otel.status_code", "ERROR");
                     span.record("error.type", status.as_str());
                 }
-                let error = if status.is_server_error() { status.as_str().to_owned() } else { String::new() };
+                let error = if status.is_server_error() {
+                    status.as_str().to_owned()
+                } else {
+                    String::new()
+                };
                 (status.as_str().to_owned(), error)
             }
             Err(e) => {

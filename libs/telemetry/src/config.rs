@@ -119,7 +119,10 @@ const DEFAULT_QUEUE: usize = 4096;
 /// Downward-API variables (as the chart sets them) and the attribute each becomes.
 const K8S_ATTRIBUTES: &[(&[&str], &str)] = &[
     (&["K8S_POD_NAME", "POD_NAME"], "k8s.pod.name"),
-    (&["K8S_NAMESPACE_NAME", "POD_NAMESPACE"], "k8s.namespace.name"),
+    (
+        &["K8S_NAMESPACE_NAME", "POD_NAMESPACE"],
+        "k8s.namespace.name",
+    ),
     (&["K8S_NODE_NAME", "NODE_NAME"], "k8s.node.name"),
 ];
 
@@ -144,12 +147,19 @@ impl TelemetryConfig {
             Some(v) if v.eq_ignore_ascii_case("true") => true,
             Some(v) if v.eq_ignore_ascii_case("false") => false,
             Some(v) => {
-                err("OTEL_SDK_DISABLED", format!("expected true or false, got {v:?}"));
+                err(
+                    "OTEL_SDK_DISABLED",
+                    format!("expected true or false, got {v:?}"),
+                );
                 false
             }
         };
 
-        let protocol = match env.var("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref().map(str::trim) {
+        let protocol = match env
+            .var("OTEL_EXPORTER_OTLP_PROTOCOL")
+            .as_deref()
+            .map(str::trim)
+        {
             None | Some("http/protobuf") => Protocol::HttpProtobuf,
             Some("grpc") => Protocol::Grpc,
             Some(v) => {
@@ -193,11 +203,18 @@ impl TelemetryConfig {
         let mut endpoint = |signal_var: &str, path: &str| -> Option<String> {
             let (var, url, append) = match env.var(signal_var) {
                 Some(url) => (signal_var.to_owned(), url, false),
-                None => ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), base.clone()?, true),
+                None => (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                    base.clone()?,
+                    true,
+                ),
             };
             let url = url.trim().to_owned();
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                err(&var, format!("expected an http:// or https:// URL, got {url:?}"));
+                err(
+                    &var,
+                    format!("expected an http:// or https:// URL, got {url:?}"),
+                );
                 return None;
             }
             Some(if append && protocol == Protocol::HttpProtobuf {
@@ -363,8 +380,14 @@ mod tests {
         let c = read(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")]).unwrap();
         let otlp = c.otlp.unwrap();
         assert_eq!(otlp.protocol, Protocol::HttpProtobuf);
-        assert_eq!(otlp.traces_endpoint.as_deref(), Some("http://collector:4318/v1/traces"));
-        assert_eq!(otlp.logs_endpoint.as_deref(), Some("http://collector:4318/v1/logs"));
+        assert_eq!(
+            otlp.traces_endpoint.as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert_eq!(
+            otlp.logs_endpoint.as_deref(),
+            Some("http://collector:4318/v1/logs")
+        );
 
         let c = read(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
@@ -373,7 +396,10 @@ mod tests {
         ])
         .unwrap();
         let otlp = c.otlp.unwrap();
-        assert_eq!(otlp.traces_endpoint.as_deref(), Some("http://collector:4317"));
+        assert_eq!(
+            otlp.traces_endpoint.as_deref(),
+            Some("http://collector:4317")
+        );
         assert_eq!(otlp.logs_endpoint.as_deref(), Some("http://logs:4317"));
     }
 
@@ -411,8 +437,14 @@ mod tests {
         ] {
             assert!(vars.contains(&expected), "{expected} missing from {vars:?}");
         }
-        let protocol = errs.iter().find(|e| e.var == "OTEL_EXPORTER_OTLP_PROTOCOL").unwrap();
-        assert!(protocol.to_string().contains("carrier-pigeon"), "{protocol}");
+        let protocol = errs
+            .iter()
+            .find(|e| e.var == "OTEL_EXPORTER_OTLP_PROTOCOL")
+            .unwrap();
+        assert!(
+            protocol.to_string().contains("carrier-pigeon"),
+            "{protocol}"
+        );
     }
 
     #[test]
@@ -428,7 +460,10 @@ mod tests {
         ])
         .unwrap();
         let get = |k: &str| attr(&c.resource_attributes, k);
-        assert_eq!(get("deployment.environment.name").as_deref(), Some("kind local"));
+        assert_eq!(
+            get("deployment.environment.name").as_deref(),
+            Some("kind local")
+        );
         assert_eq!(get("k8s.pod.name").as_deref(), Some("heart-abc"));
         assert_eq!(get("k8s.namespace.name").as_deref(), Some("organism"));
         assert_eq!(get("k8s.node.name"), None);

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use opentelemetry::InstrumentationScope;
 use opentelemetry::Context;
+use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, LogProcessor, SdkLogRecord};
@@ -80,12 +80,18 @@ impl Gauge {
     }
 
     fn settle(&self, n: usize, result: &OTelSdkResult) {
-        self.pending.fetch_sub(n.min(self.pending.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.pending.fetch_sub(
+            n.min(self.pending.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
         match result {
             Ok(()) => {
-                self.metrics.exported.with_label_values(&[self.signal]).inc_by(n as u64);
+                self.metrics
+                    .exported
+                    .with_label_values(&[self.signal])
+                    .inc_by(n as u64);
                 if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(target: "telemetry", signal = self.signal, "OTLP export recovered");
+                    tracing::info!(target: "otel_export", signal = self.signal, "OTLP export recovered");
                 }
             }
             Err(e) => {
@@ -94,7 +100,7 @@ impl Gauge {
                     .with_label_values(&[self.signal, "export_failed"])
                     .inc_by(n as u64);
                 if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(target: "telemetry", signal = self.signal, error = %e,
+                    tracing::warn!(target: "otel_export", signal = self.signal, error = %e,
                         "OTLP export failing; dropping telemetry until the collector answers");
                 }
             }
@@ -169,7 +175,9 @@ pub struct BoundedSpanProcessor {
 
 impl fmt::Debug for BoundedSpanProcessor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoundedSpanProcessor").field("gauge", &self.gauge).finish()
+        f.debug_struct("BoundedSpanProcessor")
+            .field("gauge", &self.gauge)
+            .finish()
     }
 }
 
@@ -232,7 +240,9 @@ pub struct BoundedLogProcessor {
 
 impl fmt::Debug for BoundedLogProcessor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoundedLogProcessor").field("gauge", &self.gauge).finish()
+        f.debug_struct("BoundedLogProcessor")
+            .field("gauge", &self.gauge)
+            .finish()
     }
 }
 
@@ -304,7 +314,10 @@ mod tests {
         let admitted = (0..5).filter(|_| g.admit()).count();
         assert_eq!(admitted, 3);
         assert_eq!(
-            g.metrics.dropped.with_label_values(&["traces", "queue_full"]).get(),
+            g.metrics
+                .dropped
+                .with_label_values(&["traces", "queue_full"])
+                .get(),
             2
         );
         g.settle(3, &Ok(()));
@@ -318,9 +331,17 @@ mod tests {
         for _ in 0..4 {
             assert!(g.admit());
         }
-        g.settle(4, &Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure("down".into())));
+        g.settle(
+            4,
+            &Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                "down".into(),
+            )),
+        );
         assert_eq!(
-            g.metrics.dropped.with_label_values(&["traces", "export_failed"]).get(),
+            g.metrics
+                .dropped
+                .with_label_values(&["traces", "export_failed"])
+                .get(),
             4
         );
         assert_eq!(g.pending.load(Ordering::Relaxed), 0);

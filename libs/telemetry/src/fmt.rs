@@ -36,7 +36,10 @@ where
         let meta = event.metadata();
         let mut line = Map::with_capacity(8);
         line.insert("timestamp".into(), Value::String(timestamp));
-        line.insert("level".into(), Value::String(meta.level().as_str().to_owned()));
+        line.insert(
+            "level".into(),
+            Value::String(meta.level().as_str().to_owned()),
+        );
         line.insert("target".into(), Value::String(meta.target().to_owned()));
         line.insert(
             "message".into(),

@@ -4,10 +4,10 @@
 
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::Router;
 use http::HeaderValue;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_http::HeaderExtractor;
@@ -37,7 +37,11 @@ impl ServerMetrics {
                 "Duration of HTTP server requests, by method, route template and status code.",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
-            &["http_request_method", "http_route", "http_response_status_code"],
+            &[
+                "http_request_method",
+                "http_route",
+                "http_response_status_code",
+            ],
         )?;
         let active = IntGaugeVec::new(
             Opts::new(
@@ -52,7 +56,10 @@ impl ServerMetrics {
     }
 
     /// Wraps every route of `router` (call it after all routes are added).
-    pub fn instrument_router<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
+    pub fn instrument_router<S: Clone + Send + Sync + 'static>(
+        &self,
+        router: Router<S>,
+    ) -> Router<S> {
         router.layer(axum::middleware::from_fn_with_state(self.clone(), track))
     }
 }
@@ -153,9 +160,8 @@ mod tests {
     async fn metrics_are_labelled_with_the_route_template() {
         let registry = Registry::new();
         let metrics = ServerMetrics::new(&registry).unwrap();
-        let app = metrics.instrument_router(
-            Router::new().route("/users/{id}", get(|| async { "ok" })),
-        );
+        let app =
+            metrics.instrument_router(Router::new().route("/users/{id}", get(|| async { "ok" })));
         for path in ["/users/42", "/users/43", "/nowhere"] {
             app.clone()
                 .oneshot(Request::get(path).body(Body::empty()).unwrap())
@@ -167,7 +173,10 @@ mod tests {
             text.contains(r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="200",http_route="/users/{id}"} 2"#),
             "{text}"
         );
-        assert!(!text.contains("/users/42"), "raw paths must never become labels");
+        assert!(
+            !text.contains("/users/42"),
+            "raw paths must never become labels"
+        );
         assert!(text.contains(r#"le="0.0005""#) && text.contains(r#"le="10""#));
     }
 }

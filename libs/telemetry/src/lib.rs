@@ -58,11 +58,26 @@ pub enum Error {
 
 /// Targets whose events never go to the OTel layers: the exporters' own stack, so that export
 /// never traces or logs itself.
-const EXPORT_STACK: &[&str] = &["hyper", "h2", "tonic", "tower", "reqwest", "opentelemetry", "telemetry"];
+const EXPORT_STACK: &[&str] = &[
+    "hyper",
+    "h2",
+    "tonic",
+    "tower",
+    "reqwest",
+    "opentelemetry",
+    "otel_export",
+];
 
 /// Directives added to `RUST_LOG` unless it mentions the target: the SDK reports its own drops
 /// and failures through our counters and the once-per-outage warning instead.
-const QUIET_BY_DEFAULT: &[&str] = &["opentelemetry=off", "opentelemetry_sdk=off", "opentelemetry_otlp=off", "h2=warn", "hyper=warn", "tonic=warn"];
+const QUIET_BY_DEFAULT: &[&str] = &[
+    "opentelemetry=off",
+    "opentelemetry_sdk=off",
+    "opentelemetry_otlp=off",
+    "h2=warn",
+    "hyper=warn",
+    "tonic=warn",
+];
 
 /// The running telemetry of one process.
 #[derive(Debug)]
@@ -98,8 +113,10 @@ pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, 
         if let Some(otlp) = &config.otlp
             && let Some(endpoint) = &otlp.traces_endpoint
         {
-            let exporter = span_exporter(otlp, endpoint)
-                .map_err(|source| Error::Exporter { signal: "traces", source })?;
+            let exporter = span_exporter(otlp, endpoint).map_err(|source| Error::Exporter {
+                signal: "traces",
+                source,
+            })?;
             builder = builder.with_span_processor(export::span_processor(
                 exporter,
                 otlp.max_queue_size,
@@ -111,8 +128,10 @@ pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, 
         if let Some(otlp) = &config.otlp
             && let Some(endpoint) = &otlp.logs_endpoint
         {
-            let exporter = log_exporter(otlp, endpoint)
-                .map_err(|source| Error::Exporter { signal: "logs", source })?;
+            let exporter = log_exporter(otlp, endpoint).map_err(|source| Error::Exporter {
+                signal: "logs",
+                source,
+            })?;
             logger_provider = Some(
                 SdkLoggerProvider::builder()
                     .with_resource(resource)
@@ -176,10 +195,18 @@ fn resource(config: &TelemetryConfig, instance_id: &str) -> Resource {
     let mut attrs: Vec<KeyValue> = config
         .resource_attributes
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "service.name" | "service.version" | "service.instance.id"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "service.name" | "service.version" | "service.instance.id"
+            )
+        })
         .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
         .collect();
-    attrs.push(KeyValue::new("service.version", config.service_version.clone()));
+    attrs.push(KeyValue::new(
+        "service.version",
+        config.service_version.clone(),
+    ));
     attrs.push(KeyValue::new("service.instance.id", instance_id.to_owned()));
     attrs.push(KeyValue::new("telemetry.sdk.language", "rust"));
     attrs.push(KeyValue::new("telemetry.sdk.name", "opentelemetry"));
@@ -264,7 +291,9 @@ pub struct LogFilter {
 
 impl std::fmt::Debug for LogFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogFilter").field("current", &self.current()).finish()
+        f.debug_struct("LogFilter")
+            .field("current", &self.current())
+            .finish()
     }
 }
 
@@ -322,5 +351,41 @@ impl Guard {
             }
         });
         let _ = tokio::time::timeout(timeout, work).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_sdk::trace::InMemorySpanExporter;
+
+    #[test]
+    fn spans_reach_the_exporter_through_the_filtered_layers() {
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let (filter_layer, _handle) = reload::Layer::new(build_filter("info"));
+        let not_export_stack =
+            FilterFn::new(|meta| !EXPORT_STACK.iter().any(|t| meta.target().starts_with(t)));
+        let subscriber = tracing_subscriber::registry().with(filter_layer).with(Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("test"))
+                .with_filter(not_export_stack),
+        ));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("kept", otel.name = "GET /kept");
+            let _e = span.enter();
+            let hidden = tracing::info_span!(target: "hyper::client", "dropped");
+            let _h = hidden.enter();
+        });
+        let _ = provider.force_flush();
+        let names: Vec<String> = exporter
+            .get_finished_spans()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name.to_string())
+            .collect();
+        assert_eq!(names, vec!["GET /kept".to_owned()]);
     }
 }

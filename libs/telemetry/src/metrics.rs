@@ -8,7 +8,9 @@ use crate::config::TelemetryConfig;
 /// start time) on `registry`. Linux only; elsewhere it registers nothing.
 pub fn register_process_metrics(registry: &Registry) -> prometheus::Result<()> {
     #[cfg(target_os = "linux")]
-    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     #[cfg(not(target_os = "linux"))]
     let _ = registry;
     Ok(())
@@ -22,7 +24,10 @@ pub(crate) fn register_target_info(
     instance_id: &str,
 ) -> prometheus::Result<()> {
     let info = IntGaugeVec::new(
-        Opts::new("target_info", "Target metadata: the service's resource attributes."),
+        Opts::new(
+            "target_info",
+            "Target metadata: the service's resource attributes.",
+        ),
         &["service_name", "service_version", "service_instance_id"],
     )?;
     info.with_label_values(&[&config.service_name, &config.service_version, instance_id])

@@ -1,0 +1,354 @@
+//! Whole-process tests of the skeleton: the `relay` demo binary runs as real child processes with
+//! real environment variables, signals and an in-process OTLP receiver.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use otlp_sink::OtlpSink;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The `relay` demo binary, which cargo builds before this test.
+fn relay_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_relay"))
+}
+
+struct Service {
+    child: Child,
+    addr: String,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    /// Starts the relay with `env` and waits for its "listening" log line.
+    async fn start(name: &str, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(relay_binary());
+        cmd.env_clear()
+            .env("OTEL_SERVICE_NAME", name)
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("SHUTDOWN_TIMEOUT_SECS", "5")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn relay");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let sink = stdout.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let addr = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(line) = rx.recv().await {
+                let v: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+                if v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("listening"))
+                {
+                    return v["fields"]["addr"].as_str().unwrap().to_owned();
+                }
+            }
+            panic!("relay exited before listening");
+        })
+        .await
+        .expect("relay did not start within 10 s");
+        Self {
+            child,
+            addr,
+            stdout,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn log_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    async fn terminate(&mut self) -> (Duration, std::process::ExitStatus) {
+        let pid = self.child.id().expect("running").to_string();
+        let start = Instant::now();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("exits within 10 s")
+            .expect("wait");
+        (start.elapsed(), exit)
+    }
+}
+
+#[tokio::test]
+async fn a_request_across_two_services_is_one_trace_in_spans_and_logs() {
+    let sink = OtlpSink::start().await.unwrap();
+    let endpoint = sink.endpoint();
+    let otlp = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ];
+    let mut b = Service::start("svc-b", &otlp).await;
+    let b_url = format!("http://{}", b.addr);
+    let mut env = otlp.to_vec();
+    env.push(("NEXT_URL", b_url.as_str()));
+    let mut a = Service::start("svc-a", &env).await;
+
+    let response = reqwest::get(a.url("/relay")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["relayed"]["hello"], "relay");
+
+    let arrived = sink
+        .wait_for(Duration::from_secs(10), |spans, logs| {
+            spans
+                .iter()
+                .any(|s| s.service == "svc-b" && s.span.name == "GET /hello/{name}")
+                && spans
+                    .iter()
+                    .any(|s| s.service == "svc-a" && s.span.name == "GET /relay")
+                && logs
+                    .iter()
+                    .any(|l| l.service == "svc-a" && l.body() == "relaying")
+        })
+        .await;
+    let spans = sink.spans();
+    if !arrived {
+        let metrics = reqwest::get(a.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let otel: Vec<&str> = metrics.lines().filter(|l| l.starts_with("otel_")).collect();
+        panic!(
+            "spans/logs not received: {spans:#?}\nexport metrics of svc-a: {otel:#?}\nstdout: {:#?}",
+            a.log_lines()
+        );
+    }
+
+    let a_server = spans
+        .iter()
+        .find(|s| s.service == "svc-a" && s.span.name == "GET /relay")
+        .unwrap();
+    let a_client = spans
+        .iter()
+        .find(|s| s.service == "svc-a" && s.span.name == "GET")
+        .expect("client span");
+    let b_server = spans
+        .iter()
+        .find(|s| s.service == "svc-b" && s.span.name == "GET /hello/{name}")
+        .unwrap();
+    let trace = a_server.trace_id();
+    assert_eq!(a_client.trace_id(), trace);
+    assert_eq!(b_server.trace_id(), trace, "one trace across both services");
+    assert_eq!(a_server.parent_span_id(), "", "the entry span is a root");
+    assert_eq!(a_client.parent_span_id(), a_server.span_id());
+    assert_eq!(
+        b_server.parent_span_id(),
+        a_client.span_id(),
+        "traceparent crossed the hop"
+    );
+    // Semantic-convention attributes, route template rather than raw path.
+    assert_eq!(
+        b_server.attr("http.route").as_deref(),
+        Some("/hello/{name}")
+    );
+    assert_eq!(b_server.attr("url.path").as_deref(), Some("/hello/relay"));
+    assert_eq!(b_server.attr("http.request.method").as_deref(), Some("GET"));
+    assert_eq!(
+        b_server.attr("http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        a_client.attr("server.address").as_deref(),
+        Some("127.0.0.1")
+    );
+    // SpanKind: 2 = server, 3 = client.
+    assert_eq!(a_server.span.kind, 2);
+    assert_eq!(a_client.span.kind, 3);
+
+    // The log line emitted inside the request carries the trace id in OTLP and on stdout.
+    let otlp_log = sink
+        .logs()
+        .into_iter()
+        .find(|l| l.service == "svc-a" && l.body() == "relaying")
+        .unwrap();
+    assert_eq!(otlp_log.trace_id(), trace);
+    let stdout_line = a
+        .log_lines()
+        .into_iter()
+        .find(|l| l["message"] == "relaying")
+        .expect("relaying on stdout");
+    assert_eq!(stdout_line["trace_id"].as_str(), Some(trace.as_str()));
+    assert_eq!(stdout_line["level"], "INFO");
+    assert!(
+        stdout_line["span_id"]
+            .as_str()
+            .is_some_and(|s| s.len() == 16)
+    );
+
+    a.terminate().await;
+    b.terminate().await;
+}
+
+/// Median of `n` sequential request latencies.
+async fn median_latency(client: &reqwest::Client, url: &str, n: usize) -> Duration {
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        let r = client.get(url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        samples.push(start.elapsed());
+    }
+    samples.sort();
+    samples[n / 2]
+}
+
+#[tokio::test]
+async fn a_dead_collector_adds_no_latency_and_does_not_stall_shutdown() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dead = format!("http://{closed}");
+    let mut baseline = Service::start("baseline", &[]).await;
+    let mut down = Service::start(
+        "collector-down",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", dead.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    // Warm both up, then compare medians.
+    median_latency(&client, &baseline.url("/hello/x"), 20).await;
+    median_latency(&client, &down.url("/hello/x"), 20).await;
+    let base = median_latency(&client, &baseline.url("/hello/x"), 300).await;
+    let with_dead = median_latency(&client, &down.url("/hello/x"), 300).await;
+    assert!(
+        with_dead <= base + Duration::from_millis(2),
+        "collector down added latency: {with_dead:?} vs {base:?}"
+    );
+
+    let metrics = client
+        .get(down.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("otel_export_dropped_items_total"),
+        "{metrics}"
+    );
+
+    let (took, status) = down.terminate().await;
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    let (_, status) = baseline.terminate().await;
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn bad_environment_variables_are_all_named_and_exit_2() {
+    let output = Command::new(relay_binary())
+        .env_clear()
+        .env("LISTEN_ADDR", "localhost-ish")
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "morse")
+        .env("NEXT_URL", "gopher://next")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for var in ["LISTEN_ADDR", "OTEL_EXPORTER_OTLP_PROTOCOL", "NEXT_URL"] {
+        assert!(stderr.contains(var), "{var} not named: {stderr}");
+    }
+    assert!(
+        output.stdout.is_empty(),
+        "nothing starts before the config is valid"
+    );
+}
+
+#[tokio::test]
+async fn a_request_in_flight_when_sigterm_arrives_still_completes() {
+    let mut svc = Service::start("drain", &[]).await;
+    let url = svc.url("/slow?ms=1500");
+    let in_flight = tokio::spawn(async move {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status(), r.text().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (took, status) = svc.terminate().await;
+    let (code, body) = in_flight.await.unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(body, "done");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "exited before the request finished: {took:?}"
+    );
+    let messages: Vec<String> = svc
+        .log_lines()
+        .iter()
+        .filter_map(|l| l["message"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        messages.iter().any(|m| m.contains("draining")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m == "relay stopped"),
+        "{messages:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_log_filter_changes_at_runtime() {
+    let mut svc = Service::start("filter", &[("RUST_LOG", "warn,service_kit=info")]).await;
+    let client = reqwest::Client::new();
+    client.get(svc.url("/hello/quiet")).send().await.unwrap();
+    let bad = client
+        .put(svc.url("/admin/log-filter"))
+        .body("info,[oops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let ok = client
+        .put(svc.url("/admin/log-filter"))
+        .body("info")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    client.get(svc.url("/hello/loud")).send().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let greetings: Vec<String> = svc
+        .log_lines()
+        .iter()
+        .filter(|l| l["message"] == "greeting")
+        .map(|l| l["fields"]["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(greetings, vec!["loud".to_owned()]);
+    svc.terminate().await;
+}
