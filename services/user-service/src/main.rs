@@ -10,8 +10,8 @@ async fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         user_service::Config::read,
         |ctx, config| async move {
-            let state = user_service::AppState::new(&ctx, config);
-            Ok::<_, std::convert::Infallible>(user_service::app(state))
+            let state = user_service::AppState::new(&ctx, config).await?;
+            Ok::<_, user_service::StartError>(user_service::app(state))
         },
     )
     .await
