@@ -1,0 +1,30 @@
+//! Alertmanager, as organism's services speak to it.
+//!
+//! - [`webhook`]: the webhook v4 payload Alertmanager POSTs to receivers (auto-healer,
+//!   alert-service), a validating parser whose errors name the bad field, and a builder that
+//!   produces the same payloads Alertmanager would (health-monitor's direct delivery).
+//! - [`fingerprint`]: the label-set fingerprint Alertmanager and Prometheus use as alert identity.
+//! - [`api`]: API v2 types for alerts and silences.
+//! - [`client`]: an async client for the API v2 ([`AlertmanagerClient`]).
+//! - `fixtures` (feature `fixtures`): ready-made payloads for other crates' tests.
+
+pub mod api;
+pub mod client;
+pub mod fingerprint;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
+mod time_format;
+pub mod webhook;
+
+use std::collections::BTreeMap;
+
+pub use api::{
+    AlertState, AlertStatus, GettableAlert, GettableSilence, Matcher, PostableAlert,
+    PostableSilence, SilenceState, SilenceStatus,
+};
+pub use client::{AlertmanagerClient, Error};
+pub use fingerprint::Fingerprint;
+pub use webhook::{Alert, PayloadError, Status, WebhookMessage, WebhookMessageBuilder};
+
+/// Labels or annotations: names to values, in name order.
+pub type LabelSet = BTreeMap<String, String>;
