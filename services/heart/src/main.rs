@@ -9,10 +9,7 @@ async fn main() -> ExitCode {
         heart::PORT,
         env!("CARGO_PKG_VERSION"),
         heart::Config::read,
-        |ctx, config| async move {
-            let state = heart::AppState::new(&ctx, config);
-            Ok::<_, std::convert::Infallible>(heart::app(state))
-        },
+        |ctx, config| async move { heart::AppState::new(&ctx, config).map(heart::app) },
     )
     .await
 }
