@@ -6,11 +6,13 @@
 //! | `DB_MAX_CONNECTIONS` | 10 | pool size |
 //! | `DB_ACQUIRE_TIMEOUT_MS` | 500 | longest wait for a pooled connection (including connecting) before a 503 |
 //! | `DB_QUERY_TIMEOUT_MS` | 1500 | longest one database operation may take, acquire included, before a 503 |
+//! | `CHAOS_TOKEN` | unset | bearer token for `POST`/`DELETE /chaos` (open when unset) |
 
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use service_kit::EnvReader;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
@@ -124,6 +126,8 @@ pub struct Config {
     pub acquire_timeout: Duration,
     /// `DB_QUERY_TIMEOUT_MS`.
     pub query_timeout: Duration,
+    /// `CHAOS_TOKEN`.
+    pub chaos_token: Option<SecretString>,
 }
 
 impl Config {
@@ -146,11 +150,13 @@ impl Config {
             });
         let acquire_timeout = positive(reader, "DB_ACQUIRE_TIMEOUT_MS", Duration::from_millis(500));
         let query_timeout = positive(reader, "DB_QUERY_TIMEOUT_MS", Duration::from_millis(1500));
+        let chaos_token = chaos::Chaos::read_token(reader);
         Self {
             database,
             max_connections,
             acquire_timeout,
             query_timeout,
+            chaos_token,
         }
     }
 

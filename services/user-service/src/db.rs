@@ -71,7 +71,7 @@ impl StoreError {
 /// Errors that stop the service from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The metrics could not be registered.
+    /// The metrics (the service's or chaos') could not be registered.
     #[error("registering metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     /// The embedded SQLite database could not be opened or migrated.

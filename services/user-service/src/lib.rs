@@ -12,6 +12,8 @@
 //! Lovelace). The service starts while PostgreSQL is down: `/readyz` fails naming the database
 //! and requests get a fast 503 with `Retry-After` until it answers again (see [`db`]).
 //!
+//! Fault injection (`/chaos`, see the `chaos` crate) applies to the `/users` routes only.
+//!
 //! `app(state)` builds the service's routes; the shared skeleton (`service-kit`) adds health,
 //! readiness, metrics, limits and shutdown around them.
 
@@ -36,6 +38,7 @@ pub const PORT: u16 = 8083;
 #[derive(Debug, Clone)]
 pub struct AppState {
     db: Database,
+    chaos: chaos::Chaos,
 }
 
 impl AppState {
@@ -46,6 +49,7 @@ impl AppState {
     /// Fails when the metrics cannot be registered or an embedded SQLite file cannot be opened;
     /// an unreachable PostgreSQL is not an error (the service starts not-ready).
     pub async fn new(ctx: &Context, config: Config) -> Result<Self, StartError> {
+        let chaos = chaos::Chaos::new(ctx, config.chaos_token.clone())?;
         let db = Database::open(&config, &ctx.registry)?;
         db.initialize().await?;
         let probe = db.clone();
@@ -54,26 +58,30 @@ impl AppState {
             Box::pin(async move { result })
         });
         db.spawn_monitor(ctx.shutdown.clone());
-        Ok(Self { db })
+        Ok(Self { db, chaos })
     }
 
     /// The users store.
     pub fn database(&self) -> &Database {
         &self.db
     }
+
+    /// The fault switchboard behind `/chaos`.
+    pub fn chaos(&self) -> &chaos::Chaos {
+        &self.chaos
+    }
 }
 
-/// The service's routes.
+/// The service's routes: `/users` (with the chaos faults applied), `/chaos` and `/`.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/",
-            get(|| async {
-                axum::Json(
-                    serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")}),
-                )
-            }),
-        )
-        .merge(routes::router())
-        .with_state(state)
+    let chaos = state.chaos.clone();
+    let business = routes::router().with_state(state);
+    chaos.wrap(business).merge(chaos.routes()).route(
+        "/",
+        get(|| async {
+            axum::Json(
+                serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")}),
+            )
+        }),
+    )
 }

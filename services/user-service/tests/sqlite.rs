@@ -190,3 +190,56 @@ async fn root_names_the_service() {
     let (status, _, body) = app.send("PATCH", "/users/123", None).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
 }
+
+#[tokio::test]
+async fn chaos_faults_hit_users_routes_only_and_need_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("users.db").display());
+    let ctx = service_kit::Context::for_tests(user_service::SERVICE);
+    let mut config = user_service::Config::with_database_url(&url).unwrap();
+    config.chaos_token = Some(secrecy::SecretString::from("letmein"));
+    let state = user_service::AppState::new(&ctx, config).await.unwrap();
+    let app = service_kit::assemble(&ctx, user_service::app(state.clone()));
+    let call = |method: &str, path: &str, token: Option<&str>, body: Option<serde_json::Value>| {
+        let mut req = axum::http::Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let req = req
+            .body(axum::body::Body::from(
+                body.map(|b| b.to_string()).unwrap_or_default(),
+            ))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            use tower::ServiceExt as _;
+            app.oneshot(req).await.unwrap().status()
+        }
+    };
+    let fault = json!({"error_rate": 1.0});
+    assert_eq!(
+        call("POST", "/chaos", None, Some(fault.clone())).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(call("GET", "/users/123", None, None).await, StatusCode::OK);
+    assert_eq!(
+        call("POST", "/chaos", Some("letmein"), Some(fault)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call("GET", "/users/123", None, None).await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(call("GET", "/readyz", None, None).await, StatusCode::OK);
+    assert_eq!(call("GET", "/healthz", None, None).await, StatusCode::OK);
+    assert_eq!(
+        call("DELETE", "/chaos", Some("letmein"), None).await,
+        StatusCode::OK
+    );
+    assert_eq!(call("GET", "/users/123", None, None).await, StatusCode::OK);
+    assert!(state.chaos().faults().active().is_empty());
+    ctx.shutdown.cancel();
+}
