@@ -1,1 +1,78 @@
-fn main() {}
+//! Project automation for organism.
+//!
+//! ```text
+//! cargo xtask up [--debug] [--no-build]   all seven services on 127.0.0.1 (+ Prometheus, Alertmanager)
+//! cargo xtask test                         install test peers, fmt, clippy, every test, chart/stack checks
+//! cargo xtask bench [--out FILE]           throughput/latency/RSS/start-up against a bare axum baseline
+//! cargo xtask kind-up | kind-e2e           the cluster path (needs Docker, kind, helm, helmfile)
+//! ```
+
+#![allow(clippy::print_stderr, clippy::print_stdout)]
+
+mod bench;
+mod launcher;
+mod test;
+mod up;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+fn usage() -> ExitCode {
+    let text = "usage: cargo xtask <command>\n\n\
+        commands:\n  \
+        up [--debug] [--no-build] [--smoke]   run all services locally (Ctrl-C stops)\n  \
+        test [--skip-k8s]                      the whole test suite, as CI runs it\n  \
+        bench [--out FILE] [--secs N]          benchmarks against a bare axum baseline\n  \
+        kind-up                                create a kind cluster and deploy everything\n  \
+        kind-e2e                               end-to-end checks against that cluster\n";
+    eprint!("{text}");
+    ExitCode::from(2)
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((command, rest)) = args.split_first() else {
+        return usage();
+    };
+    let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
+    let result = match command.as_str() {
+        "test" => test::run(&rest),
+        "up" => up::run(&rest),
+        "bench" => bench::run(&rest),
+        "kind-up" => script("scripts/kind-up.sh", &rest),
+        "kind-e2e" => script("scripts/kind-e2e.sh", &rest),
+        "-h" | "--help" | "help" => return usage(),
+        other => {
+            eprintln!("unknown command {other:?}");
+            return usage();
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask {command}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn script(path: &str, args: &[&str]) -> anyhow::Result<ExitCode> {
+    let status = std::process::Command::new("bash")
+        .arg(root().join(path))
+        .args(args)
+        .current_dir(root())
+        .status()?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

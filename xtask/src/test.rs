@@ -1,0 +1,141 @@
+//! `cargo xtask test`: the whole suite, exactly as CI runs it.
+//!
+//! Installs the real test peers when missing (quietly when they are there), then runs
+//! formatting, clippy with warnings denied, every test of the workspace, the offline chart and
+//! stack validation with their self-tests, and a smoke run of `cargo xtask up`.
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::root;
+
+struct Step {
+    name: &'static str,
+    command: Vec<String>,
+}
+
+fn step(name: &'static str, command: &[&str]) -> Step {
+    Step {
+        name,
+        command: command.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+fn have_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs the suite; `--skip-k8s` leaves out the chart and stack validation.
+pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
+    let skip_k8s = args.contains(&"--skip-k8s");
+    let mut steps = vec![
+        step("install test peers", &["bash", "ci/install-test-deps.sh"]),
+        step(
+            "cargo fmt --check",
+            &["cargo", "fmt", "--all", "--", "--check"],
+        ),
+        step(
+            "cargo clippy -D warnings",
+            &[
+                "cargo",
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+    ];
+    if have_nextest() {
+        steps.push(step(
+            "cargo nextest run",
+            &[
+                "cargo",
+                "nextest",
+                "run",
+                "--workspace",
+                "--locked",
+                "--no-fail-fast",
+            ],
+        ));
+    } else {
+        steps.push(step(
+            "cargo test",
+            &["cargo", "test", "--workspace", "--locked", "--no-fail-fast"],
+        ));
+    }
+    steps.push(step(
+        "doc tests",
+        &["cargo", "test", "--workspace", "--locked", "--doc"],
+    ));
+    if !skip_k8s {
+        // Runs its checks, then its self-test (injected faults must be caught).
+        steps.push(step("chart validation", &["bash", "ci/k8s/validate.sh"]));
+        steps.push(step("stack validation", &["bash", "ci/stack/validate.sh"]));
+        steps.push(step(
+            "stack validation self-test",
+            &["bash", "ci/stack/validate.sh", "--self-test"],
+        ));
+    }
+    steps.push(step(
+        "cargo xtask up smoke",
+        &[
+            "cargo",
+            "run",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "up",
+            "--debug",
+            "--smoke",
+        ],
+    ));
+
+    let mut results = Vec::new();
+    for s in &steps {
+        println!("\n==> {}", s.name);
+        let start = Instant::now();
+        let status = Command::new(&s.command[0])
+            .args(&s.command[1..])
+            .current_dir(root())
+            .status()
+            .with_context(|| format!("running {}", s.command.join(" ")))?;
+        let ok = status.success();
+        println!(
+            "==> {} {} in {:.1} s",
+            s.name,
+            if ok { "passed" } else { "FAILED" },
+            start.elapsed().as_secs_f64()
+        );
+        results.push((s.name, ok, start.elapsed()));
+        if !ok && s.name == "install test peers" {
+            break;
+        }
+    }
+
+    println!("\nsummary:");
+    for (name, ok, took) in &results {
+        println!(
+            "  {:<32} {:<6} {:>6.1} s",
+            name,
+            if *ok { "ok" } else { "FAILED" },
+            took.as_secs_f64()
+        );
+    }
+    let failed = results.iter().filter(|(_, ok, _)| !ok).count();
+    let passed = results.len() - failed;
+    println!("steps: {passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
