@@ -10,8 +10,8 @@ async fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         api_gateway::Config::read,
         |ctx, config| async move {
-            let state = api_gateway::AppState::new(&ctx, config);
-            Ok::<_, std::convert::Infallible>(api_gateway::app(state))
+            let state = api_gateway::AppState::new(&ctx, config)?;
+            Ok::<_, prometheus::Error>(api_gateway::app(state))
         },
     )
     .await

@@ -1,45 +1,435 @@
 //! health-monitor — the senses: watches the cluster and the metrics and publishes findings as alerts.
 //!
+//! - [`finding`]: what is wrong, as plain data, and its Alertmanager alert form.
+//! - [`classify`]: the pure core, Kubernetes objects + a clock + thresholds → findings.
+//! - [`kube_watch`]: Kubernetes mode (watchers, reflectors, control-plane probes).
+//! - [`local`]: local mode (HTTP probes of `/healthz` and `/readyz`).
+//! - [`promql`]: PromQL checks against Prometheus, in both modes.
+//! - [`publish`]: findings → Alertmanager (API v2) or, without one, webhook receivers.
+//! - [`config`]: the environment and the YAML file (reloaded on change).
+//!
 //! `app(state)` builds the service's routes; the shared skeleton (`service-kit`) adds health,
 //! readiness, metrics, limits and shutdown around them.
 
+pub mod board;
+pub mod classify;
+pub mod config;
+pub mod finding;
+pub mod kube_watch;
+pub mod local;
+pub mod metrics;
+pub mod promql;
+pub mod publish;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::Router;
+use axum::extract::State;
 use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use service_kit::extract::Query;
 use service_kit::{Context, EnvReader};
+use tokio::sync::{mpsc, watch};
+
+use crate::board::Board;
+use crate::config::{FileConfig, Receiver};
+use crate::finding::{Finding, FindingKind, Severity};
+use crate::metrics::Metrics;
+use crate::publish::{Publisher, Sink};
 
 /// The service's name: crate, binary, chart key and `service.name`.
 pub const SERVICE: &str = "health-monitor";
 /// The service's default port.
 pub const PORT: u16 = 8084;
 
-/// The service's own configuration.
-#[derive(Debug, Clone, Default)]
-pub struct Config {}
+/// What health-monitor watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The Kubernetes API (watchers) — in a cluster or with a kubeconfig.
+    Kubernetes,
+    /// Local HTTP probes of the services of `cargo xtask up`.
+    Local,
+}
+
+/// The service's own configuration (environment; the file is [`FileConfig`]).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HEALTH_MONITOR_MODE` (`kubernetes`, `local`, or unset/`auto`: Kubernetes when in a
+    /// cluster or a kubeconfig exists, local otherwise).
+    pub mode: Mode,
+    /// `HEALTH_MONITOR_CONFIG`: the YAML file, if any.
+    pub config_path: Option<PathBuf>,
+    /// The file's content at start (defaults when no file).
+    pub file: FileConfig,
+    /// `ALERTMANAGER_URL`.
+    pub alertmanager_url: Option<String>,
+    /// `PROMETHEUS_URL`.
+    pub prometheus_url: Option<String>,
+    /// `WEBHOOK_URLS`: comma-separated receivers for direct delivery.
+    pub webhook_urls: Vec<String>,
+    /// `HEALTH_MONITOR_CONFIG_POLL_MS`: how often the file's mtime is checked (default 2000).
+    pub config_poll: Duration,
+    /// `HEALTH_MONITOR_TICK_MS`: how often the publisher syncs (default 250).
+    pub publish_tick: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Local,
+            config_path: None,
+            file: FileConfig::default(),
+            alertmanager_url: None,
+            prometheus_url: None,
+            webhook_urls: Vec::new(),
+            config_poll: Duration::from_secs(2),
+            publish_tick: Duration::from_millis(250),
+        }
+    }
+}
+
+fn kube_available(reader: &EnvReader<'_>) -> bool {
+    if reader.optional("KUBERNETES_SERVICE_HOST").is_some()
+        || reader.optional("KUBECONFIG").is_some()
+    {
+        return true;
+    }
+    reader
+        .optional("HOME")
+        .is_some_and(|home| PathBuf::from(home).join(".kube/config").is_file())
+}
 
 impl Config {
-    /// Reads the service's own variables; problems are recorded on `reader`.
-    pub fn read(_reader: &mut EnvReader<'_>) -> Self {
-        Self {}
+    /// Reads the service's own variables and the configuration file; problems are recorded on
+    /// `reader` (so a bad file on start exits with code 2 before the port is bound).
+    pub fn read(reader: &mut EnvReader<'_>) -> Self {
+        let mode = reader.parse_with("HEALTH_MONITOR_MODE", None, |raw| match raw {
+            "kubernetes" | "k8s" => Ok(Some(Mode::Kubernetes)),
+            "local" => Ok(Some(Mode::Local)),
+            "auto" | "" => Ok(None),
+            _ => Err("expected kubernetes, local or auto".to_owned()),
+        });
+        let mode = mode.unwrap_or_else(|| {
+            if kube_available(reader) {
+                Mode::Kubernetes
+            } else {
+                Mode::Local
+            }
+        });
+        let config_path = reader.optional("HEALTH_MONITOR_CONFIG").map(PathBuf::from);
+        let file = match &config_path {
+            Some(path) => match FileConfig::load(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    reader.error("HEALTH_MONITOR_CONFIG", e.to_string());
+                    FileConfig::default()
+                }
+            },
+            None => FileConfig::default(),
+        };
+        let alertmanager_url = reader.optional_url("ALERTMANAGER_URL");
+        let prometheus_url = reader.optional_url("PROMETHEUS_URL");
+        let webhook_urls = reader.parse_with("WEBHOOK_URLS", Vec::new(), |raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|u| match reqwest::Url::parse(u) {
+                    Ok(p) if matches!(p.scheme(), "http" | "https") => Ok(u.to_owned()),
+                    _ => Err(format!("{u:?} is not an http(s) URL")),
+                })
+                .collect()
+        });
+        let config_poll = reader.millis("HEALTH_MONITOR_CONFIG_POLL_MS", Duration::from_secs(2));
+        let publish_tick = reader.millis("HEALTH_MONITOR_TICK_MS", Duration::from_millis(250));
+        Self {
+            mode,
+            config_path,
+            file,
+            alertmanager_url,
+            prometheus_url,
+            webhook_urls,
+            config_poll,
+            publish_tick,
+        }
     }
+
+    /// The receivers for direct delivery: `WEBHOOK_URLS` then the file's.
+    pub fn receivers(&self) -> Vec<Receiver> {
+        let mut out: Vec<Receiver> = self
+            .webhook_urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| Receiver {
+                name: format!("webhook-{i}"),
+                url: url.clone(),
+                bearer_token: None,
+            })
+            .collect();
+        out.extend(self.file.receivers.iter().cloned());
+        out
+    }
+}
+
+/// Why the service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Metrics could not be registered.
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The Alertmanager client could not be built.
+    #[error(transparent)]
+    Alertmanager(#[from] alertmanager::Error),
+    /// The Kubernetes client could not be built.
+    #[error("Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
 }
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    #[allow(dead_code)]
-    config: Config,
+    board: Board,
+    config: watch::Receiver<Arc<FileConfig>>,
+    mode: Mode,
 }
 
 impl AppState {
-    /// Builds the state, registering the service's metrics on the context's registry.
-    pub fn new(_ctx: &Context, config: Config) -> Self {
-        Self { config }
+    /// Builds the state and starts the background work: the watchers (Kubernetes mode) or the
+    /// probes (local mode), the PromQL checks, the publisher and the config reloader, all
+    /// stopping on the context's shutdown token.
+    pub async fn new(ctx: &Context, config: Config) -> Result<Self, StartError> {
+        let client = if config.mode == Mode::Kubernetes {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            Some(kube::Client::try_default().await?)
+        } else {
+            None
+        };
+        Self::with_kube_client(ctx, config, client)
+    }
+
+    /// As [`AppState::new`], with a given Kubernetes client (Kubernetes mode) — tests pass a
+    /// mock service's client.
+    pub fn with_kube_client(
+        ctx: &Context,
+        config: Config,
+        client: Option<kube::Client>,
+    ) -> Result<Self, StartError> {
+        let metrics = Metrics::new(&ctx.registry)?;
+        let board = Board::new();
+        let (tx, rx) = watch::channel(Arc::new(config.file.clone()));
+        let shutdown = ctx.shutdown.clone();
+
+        if let Some(path) = config.config_path.clone() {
+            tokio::spawn(config::watch_file(
+                path,
+                config.config_poll,
+                tx,
+                metrics.config_reload_failures.clone(),
+                shutdown.clone(),
+            ));
+        } else {
+            // Keep the sender alive so receivers do not see a closed channel.
+            let token = shutdown.clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                drop(tx);
+            });
+        }
+
+        match (config.mode, client) {
+            (Mode::Kubernetes, Some(client)) => {
+                let ready = ctx
+                    .readiness
+                    .flag("kubernetes", "a Kubernetes watch is failing");
+                let (ctx_tx, ctx_rx) = mpsc::channel(10_000);
+                let wc = kube_watch::WatchContext {
+                    tx: ctx_tx,
+                    metrics: metrics.clone(),
+                    ready: Some(ready),
+                    shutdown: shutdown.clone(),
+                };
+                let stores = kube_watch::start_watchers(&client, &config.file.namespaces, &wc);
+                let evaluator = kube_watch::Evaluator::new(stores, board.clone(), metrics.clone());
+                tokio::spawn(kube_watch::run_evaluator(
+                    evaluator,
+                    ctx_rx,
+                    rx.clone(),
+                    shutdown.clone(),
+                ));
+                tokio::spawn(kube_watch::run_control_plane(
+                    client,
+                    rx.clone(),
+                    board.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            _ => {
+                let http = ctx.http_client_with_timeouts(
+                    config.file.local.timeout,
+                    config.file.local.timeout,
+                );
+                tokio::spawn(local::run_prober(
+                    http,
+                    rx.clone(),
+                    board.clone(),
+                    metrics.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
+
+        if let Some(url) = &config.prometheus_url {
+            let prom = promql::PromClient::new(url, ctx.http_client());
+            let check = prom.clone();
+            ctx.readiness.add("prometheus", move || {
+                let c = check.clone();
+                Box::pin(async move { c.ready().await })
+            });
+            tokio::spawn(promql::run_checks(
+                prom,
+                rx.clone(),
+                board.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+                None,
+            ));
+        }
+
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_default();
+        let (sink, ready) = if let Some(url) = &config.alertmanager_url {
+            let client = alertmanager::AlertmanagerClient::new(url, http)?;
+            let check = client.clone().with_timeout(Duration::from_millis(900));
+            ctx.readiness.add("alertmanager", move || {
+                let c = check.clone();
+                Box::pin(async move { c.ready().await.map_err(|e| e.to_string()) })
+            });
+            (Sink::Alertmanager(client), None)
+        } else {
+            let receivers = config.receivers();
+            if receivers.is_empty() {
+                (Sink::Nowhere, None)
+            } else {
+                let flag = ctx.readiness.flag(
+                    "webhook-receivers",
+                    "a webhook receiver is failing; deliveries are retried",
+                );
+                (Sink::Webhooks { http, receivers }, Some(flag))
+            }
+        };
+        let publisher = Publisher::new(sink, config.file.publish.clone(), metrics.clone(), ready);
+        tokio::spawn(run_publisher(
+            publisher,
+            board.clone(),
+            metrics,
+            rx.clone(),
+            config.publish_tick,
+            shutdown,
+        ));
+        Ok(Self {
+            board,
+            config: rx,
+            mode: config.mode,
+        })
+    }
+
+    /// The findings board.
+    pub fn board(&self) -> &Board {
+        &self.board
     }
 }
 
-/// The service's routes.
+/// Syncs the publisher with the board every `tick` until `shutdown`; updates the findings
+/// gauge and the health score.
+pub async fn run_publisher(
+    mut publisher: Publisher,
+    board: Board,
+    metrics: Metrics,
+    mut config: watch::Receiver<Arc<FileConfig>>,
+    tick: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        if config.has_changed().unwrap_or(false) {
+            publisher.set_config(config.borrow_and_update().publish.clone());
+        }
+        let findings = board.all();
+        metrics.set_findings(&findings);
+        metrics.health_score.set(board.health_score());
+        publisher.tick(&findings).await;
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+/// Filters of `GET /api/v1/findings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindingsQuery {
+    /// Only this severity.
+    pub severity: Option<Severity>,
+    /// Only this kind.
+    pub finding: Option<FindingKind>,
+    /// Only this namespace.
+    pub namespace: Option<String>,
+}
+
+#[derive(Serialize)]
+struct FindingsBody {
+    mode: Mode,
+    count: usize,
+    findings: Vec<Finding>,
+}
+
+async fn findings(
+    State(state): State<AppState>,
+    Query(q): Query<FindingsQuery>,
+) -> axum::Json<serde_json::Value> {
+    let findings: Vec<Finding> = state
+        .board
+        .all()
+        .into_iter()
+        .filter(|f| q.severity.is_none_or(|s| f.severity == s))
+        .filter(|f| q.finding.is_none_or(|k| f.finding == k))
+        .filter(|f| {
+            q.namespace
+                .as_deref()
+                .is_none_or(|n| f.object.namespace.as_deref() == Some(n))
+        })
+        .collect();
+    let body = FindingsBody {
+        mode: state.mode,
+        count: findings.len(),
+        findings,
+    };
+    axum::Json(serde_json::to_value(body).unwrap_or_default())
+}
+
+async fn effective_config(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let cfg = state.config.borrow().clone();
+    axum::Json(serde_json::to_value(&*cfg).unwrap_or_default())
+}
+
+/// The service's routes: `GET /api/v1/findings` (`?severity=&finding=&namespace=`) and
+/// `GET /api/v1/config` (the configuration in force, secrets left out).
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/", get(|| async { axum::Json(serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")})) }))
+        .route(
+            "/",
+            get(|| async {
+                axum::Json(
+                    serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")}),
+                )
+            }),
+        )
+        .route("/api/v1/findings", get(findings))
+        .route("/api/v1/config", get(effective_config))
         .with_state(state)
 }

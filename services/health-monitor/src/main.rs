@@ -10,8 +10,8 @@ async fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         health_monitor::Config::read,
         |ctx, config| async move {
-            let state = health_monitor::AppState::new(&ctx, config);
-            Ok::<_, std::convert::Infallible>(health_monitor::app(state))
+            let state = health_monitor::AppState::new(&ctx, config).await?;
+            Ok::<_, health_monitor::StartError>(health_monitor::app(state))
         },
     )
     .await

@@ -1,0 +1,128 @@
+//! The gateway's own configuration.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `USER_SERVICE_URL` | `http://127.0.0.1:8083` | user-service |
+//! | `HEART_URL` | `http://127.0.0.1:8081` | heart |
+//! | `BRAIN_URL` | `http://127.0.0.1:8082` | brain |
+//! | `GATEWAY_MAX_CONCURRENCY` | 512 | proxied requests in flight before shedding with 503 |
+//! | `UPSTREAM_TIMEOUT_MS` | 2000 | longest an upstream call may take (connect: at most 1 s) before a 504 |
+//! | `CHAOS_TOKEN` | unset | bearer token for `POST`/`DELETE /chaos` (open when unset) |
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use service_kit::EnvReader;
+
+/// The service's own configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `USER_SERVICE_URL`, without a trailing slash.
+    pub user_service_url: String,
+    /// `HEART_URL`, without a trailing slash.
+    pub heart_url: String,
+    /// `BRAIN_URL`, without a trailing slash.
+    pub brain_url: String,
+    /// `GATEWAY_MAX_CONCURRENCY`.
+    pub max_concurrency: usize,
+    /// `UPSTREAM_TIMEOUT_MS`.
+    pub upstream_timeout: Duration,
+    /// `CHAOS_TOKEN`.
+    pub chaos_token: Option<SecretString>,
+}
+
+impl Config {
+    /// Reads the service's own variables; problems are recorded on `reader`.
+    pub fn read(reader: &mut EnvReader<'_>) -> Self {
+        let user_service_url = reader.url("USER_SERVICE_URL", "http://127.0.0.1:8083");
+        let heart_url = reader.url("HEART_URL", "http://127.0.0.1:8081");
+        let brain_url = reader.url("BRAIN_URL", "http://127.0.0.1:8082");
+        let max_concurrency = reader.parse_with("GATEWAY_MAX_CONCURRENCY", 512, |raw| match raw
+            .parse::<usize>()
+        {
+            Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+            _ => Err("expected a whole number from 1 to 1000000".to_owned()),
+        });
+        let upstream_timeout = reader.parse_with(
+            "UPSTREAM_TIMEOUT_MS",
+            Duration::from_millis(2000),
+            |raw| match raw.parse::<u64>() {
+                Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+                _ => Err("expected a positive whole number of milliseconds".to_owned()),
+            },
+        );
+        let chaos_token = chaos::Chaos::read_token(reader);
+        Self {
+            user_service_url,
+            heart_url,
+            brain_url,
+            max_concurrency,
+            upstream_timeout,
+            chaos_token,
+        }
+    }
+
+    /// The defaults with these upstream URLs (for tests and tools).
+    pub fn with_upstreams(user_service: &str, heart: &str, brain: &str) -> Self {
+        let env = std::collections::HashMap::from([
+            ("USER_SERVICE_URL", user_service),
+            ("HEART_URL", heart),
+            ("BRAIN_URL", brain),
+        ]);
+        let mut reader = EnvReader::new(&env);
+        let config = Self::read(&mut reader);
+        if let Err(e) = reader.finish() {
+            panic!("invalid upstream URLs: {e}");
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn defaults_follow_the_contracts() {
+        let env: HashMap<&str, &str> = HashMap::new();
+        let mut reader = EnvReader::new(&env);
+        let c = Config::read(&mut reader);
+        reader.finish().unwrap();
+        assert_eq!(c.user_service_url, "http://127.0.0.1:8083");
+        assert_eq!(c.heart_url, "http://127.0.0.1:8081");
+        assert_eq!(c.brain_url, "http://127.0.0.1:8082");
+        assert_eq!(c.max_concurrency, 512);
+        assert_eq!(c.upstream_timeout, Duration::from_millis(2000));
+    }
+
+    #[test]
+    fn every_bad_variable_is_reported() {
+        let env: HashMap<&str, &str> = [
+            ("USER_SERVICE_URL", "users:8083"),
+            ("HEART_URL", "ftp://heart"),
+            ("GATEWAY_MAX_CONCURRENCY", "0"),
+            ("UPSTREAM_TIMEOUT_MS", "fast"),
+        ]
+        .into_iter()
+        .collect();
+        let mut reader = EnvReader::new(&env);
+        let _ = Config::read(&mut reader);
+        let text = reader.finish().unwrap_err().to_string();
+        for var in [
+            "USER_SERVICE_URL",
+            "HEART_URL",
+            "GATEWAY_MAX_CONCURRENCY",
+            "UPSTREAM_TIMEOUT_MS",
+        ] {
+            assert!(text.contains(var), "{var} not named in {text}");
+        }
+    }
+
+    #[test]
+    fn trailing_slashes_are_dropped() {
+        let c = Config::with_upstreams("http://u:1/", "http://h:2", "http://b:3//");
+        assert_eq!(c.user_service_url, "http://u:1");
+        assert_eq!(c.brain_url, "http://b:3");
+    }
+}

@@ -1,0 +1,485 @@
+//! Router tests of every gateway endpoint, in front of real organs (user-service over SQLite,
+//! heart) and testbed's HTTP sink where a request has to be inspected as it arrives.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use api_gateway::Config;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+    took: Duration,
+}
+
+async fn call(router: &Router, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Reply {
+    let mut req = Request::builder().method(method).uri(path);
+    let body = match body {
+        Some((content_type, bytes)) => {
+            req = req.header("content-type", content_type);
+            Body::from(bytes)
+        }
+        None => Body::empty(),
+    };
+    let start = Instant::now();
+    let resp = router
+        .clone()
+        .oneshot(req.body(body).unwrap())
+        .await
+        .unwrap();
+    let took = start.elapsed();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        let ct = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(
+            ct.starts_with("application/json"),
+            "{method} {path}: {status} {ct:?} {bytes:?}"
+        );
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+        took,
+    }
+}
+
+fn json_body(v: Value) -> Option<(&'static str, Vec<u8>)> {
+    Some(("application/json", v.to_string().into_bytes()))
+}
+
+struct Organs {
+    users: common::Running,
+    heart: common::Running,
+    _dir: tempfile::TempDir,
+}
+
+async fn organs() -> Organs {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("users.db").display());
+    Organs {
+        users: common::user_service(&url).await,
+        heart: common::heart().await,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn user_lookups_pass_through_with_their_status() {
+    let organs = organs().await;
+    let (_ctx, gw) = common::gateway_router(Config::with_upstreams(
+        &organs.users.url(),
+        &organs.heart.url(),
+        &common::closed_url(),
+    ));
+    let ok = call(&gw, "GET", "/user/123", None).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.body["name"], "Ada Lovelace");
+    let missing = call(&gw, "GET", "/user/999", None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND, "{}", missing.body);
+    assert_eq!(missing.body["error"]["code"], "not_found");
+    assert!(
+        missing.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("999")
+    );
+}
+
+#[tokio::test]
+async fn bad_ids_are_400_at_the_gateway_without_an_upstream_call() {
+    // No user-service at all: a 400 proves the id never went upstream.
+    let (_ctx, gw) = common::gateway_router(Config::with_upstreams(
+        &common::closed_url(),
+        &common::closed_url(),
+        &common::closed_url(),
+    ));
+    for (method, path) in [
+        ("GET", "/user/abc"),
+        ("GET", "/user/12abc"),
+        ("GET", "/users/abc"),
+        ("PUT", "/users/1e3"),
+        ("DELETE", "/users/%2e%2e"),
+        ("GET", "/user/99999999999999999999999"),
+    ] {
+        let body = (method == "PUT").then(|| json!({"name": "A", "email": "a@example.org"}));
+        let r = call(&gw, method, path, body.and_then(json_body)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {path}: {}",
+            r.body
+        );
+        assert_eq!(
+            r.body["error"]["field"], "id",
+            "{method} {path}: {}",
+            r.body
+        );
+    }
+    let r = call(&gw, "GET", "/nowhere", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = call(&gw, "PATCH", "/users/1", None).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn users_crud_through_the_gateway() {
+    let organs = organs().await;
+    let (_ctx, gw) = common::gateway_router(Config::with_upstreams(
+        &organs.users.url(),
+        &organs.heart.url(),
+        &common::closed_url(),
+    ));
+    let created = call(
+        &gw,
+        "POST",
+        "/users",
+        json_body(json!({"name": "Margaret Hamilton", "email": "mh@example.org"})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["id"].as_i64().unwrap();
+    assert_eq!(created.headers["location"], format!("/users/{id}").as_str());
+
+    let fetched = call(&gw, "GET", &format!("/users/{id}"), None).await;
+    assert_eq!(fetched.status, StatusCode::OK);
+    assert_eq!(fetched.body, created.body);
+    let via_user = call(&gw, "GET", &format!("/user/{id}"), None).await;
+    assert_eq!(via_user.body, created.body);
+
+    // The query string reaches user-service.
+    let page = call(&gw, "GET", "/users?limit=2", None).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.body["items"].as_array().unwrap().len(), 2);
+    assert_eq!(page.body["next"], "/users?limit=2&cursor=122");
+    let bad_page = call(&gw, "GET", "/users?limit=1000", None).await;
+    assert_eq!(bad_page.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_page.body["error"]["field"], "limit");
+
+    let replaced = call(
+        &gw,
+        "PUT",
+        &format!("/users/{id}"),
+        json_body(json!({"name": "M. Hamilton", "email": "mh@example.org"})),
+    )
+    .await;
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.body);
+    assert_eq!(replaced.body["name"], "M. Hamilton");
+
+    let duplicate = call(
+        &gw,
+        "POST",
+        "/users",
+        json_body(json!({"name": "Copy", "email": "MH@example.org"})),
+    )
+    .await;
+    assert_eq!(duplicate.status, StatusCode::CONFLICT);
+
+    let deleted = call(&gw, "DELETE", &format!("/users/{id}"), None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(deleted.body, Value::Null);
+    let gone = call(&gw, "DELETE", &format!("/users/{id}"), None).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn bad_bodies_are_4xx_json() {
+    let organs = organs().await;
+    let (_ctx, gw) = common::gateway_router(Config::with_upstreams(
+        &organs.users.url(),
+        &organs.heart.url(),
+        &common::closed_url(),
+    ));
+    let r = call(
+        &gw,
+        "POST",
+        "/users",
+        Some(("application/json", b"{\"name\":".to_vec())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "malformed_json");
+    let r = call(
+        &gw,
+        "POST",
+        "/users",
+        json_body(json!({"name": "A", "email": "a@example.org", "role": "admin"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.body["error"]["field"], "role");
+    let r = call(
+        &gw,
+        "PUT",
+        "/users/123",
+        json_body(json!({"name": "", "email": "a@example.org"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert_eq!(r.body["error"]["field"], "name");
+    let r = call(
+        &gw,
+        "POST",
+        "/users",
+        Some(("text/plain", b"hello".to_vec())),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.body);
+    // Oversized bodies stop at the gateway (1 MiB limit in tests).
+    let huge = vec![b'x'; 2 * 1024 * 1024];
+    for (method, path) in [("POST", "/users"), ("PUT", "/users/123")] {
+        let r = call(&gw, method, path, Some(("application/json", huge.clone()))).await;
+        assert_eq!(
+            r.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{method} {path}: {}",
+            r.body
+        );
+        assert_eq!(r.body["error"]["code"], "payload_too_large");
+    }
+    let ada = call(&gw, "GET", "/user/123", None).await;
+    assert_eq!(
+        ada.body["name"], "Ada Lovelace",
+        "nothing rejected reached the database"
+    );
+}
+
+#[tokio::test]
+async fn beat_reaches_heart_and_think_goes_to_brain_with_its_query_and_request_id() {
+    let organs = organs().await;
+    // brain is the recording sink here: what arrives can be inspected.
+    let brain = testbed::HttpSink::start().await;
+    brain.set_response(StatusCode::OK, "application/json", r#"{"thought":"done"}"#);
+    let (_ctx, gw) = common::gateway_router(Config::with_upstreams(
+        &organs.users.url(),
+        &organs.heart.url(),
+        &brain.url(),
+    ));
+    let beat = call(&gw, "GET", "/beat", None).await;
+    assert_eq!(beat.status, StatusCode::OK, "{}", beat.body);
+    assert!(beat.body.is_object());
+
+    let req = Request::get("/think?difficulty=3&topic=a%20b")
+        .header("x-request-id", "req-42")
+        .body(Body::empty())
+        .unwrap();
+    let resp = gw.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-request-id"], "req-42");
+    let got = brain.wait_for_requests(1, Duration::from_secs(5)).await;
+    assert_eq!(got[0].path, "/think");
+    assert_eq!(got[0].query.as_deref(), Some("difficulty=3&topic=a%20b"));
+    assert_eq!(got[0].header("x-request-id"), Some("req-42"));
+
+    // Without one, the skeleton's generated id is the one forwarded and echoed.
+    brain.clear();
+    let resp = gw
+        .clone()
+        .oneshot(Request::get("/think").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let echoed = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let got = brain.wait_for_requests(1, Duration::from_secs(5)).await;
+    assert_eq!(got[0].header("x-request-id"), Some(echoed.as_str()));
+    assert_eq!(got[0].query, None);
+}
+
+#[tokio::test]
+async fn a_down_upstream_is_a_fast_502_naming_it() {
+    let organs = organs().await;
+    let (_ctx, gw) = common::gateway_router(Config::with_upstreams(
+        &organs.users.url(),
+        &organs.heart.url(),
+        &common::closed_url(),
+    ));
+    let r = call(&gw, "GET", "/think?x=1", None).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "upstream_unreachable");
+    assert_eq!(r.body["error"]["upstream"], "brain");
+    assert!(r.took < Duration::from_secs(1), "took {:?}", r.took);
+    // The others are unaffected.
+    assert_eq!(call(&gw, "GET", "/beat", None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_a_504_after_the_upstream_timeout() {
+    let organs = organs().await;
+    let mut config = Config::with_upstreams(
+        &organs.users.url(),
+        &organs.heart.url(),
+        &common::closed_url(),
+    );
+    config.upstream_timeout = Duration::from_millis(300);
+    let (_ctx, gw) = common::gateway_router(config);
+    // heart's own chaos switch makes it slow.
+    organs.heart.chaos(json!({"latency_ms": 3000})).await;
+    let r = call(&gw, "GET", "/beat", None).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], "upstream_timeout");
+    assert_eq!(r.body["error"]["upstream"], "heart");
+    assert!(
+        r.took >= Duration::from_millis(300) && r.took < Duration::from_millis(1500),
+        "took {:?}",
+        r.took
+    );
+    // user-service is still answered at full speed.
+    assert_eq!(
+        call(&gw, "GET", "/user/123", None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn load_beyond_the_concurrency_limit_is_shed_with_503() {
+    let organs = organs().await;
+    let mut config = Config::with_upstreams(
+        &organs.users.url(),
+        &organs.heart.url(),
+        &common::closed_url(),
+    );
+    config.max_concurrency = 2;
+    let (_ctx, gw) = common::gateway_router(config);
+    organs.heart.chaos(json!({"latency_ms": 800})).await;
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { call(&gw, "GET", "/beat", None).await.status })
+        })
+        .collect();
+    // Let both take their permits.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let shed = call(&gw, "GET", "/user/123", None).await;
+    assert_eq!(
+        shed.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        shed.body
+    );
+    assert_eq!(shed.body["error"]["code"], "overloaded");
+    assert_eq!(shed.headers["retry-after"], "1");
+    assert!(
+        shed.took < Duration::from_millis(100),
+        "shedding must not queue: {:?}",
+        shed.took
+    );
+    // Health endpoints are outside the limit.
+    assert_eq!(
+        call(&gw, "GET", "/readyz", None).await.status,
+        StatusCode::OK
+    );
+    for task in slow {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    // Permits are given back.
+    assert_eq!(
+        call(&gw, "GET", "/user/123", None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn upstreams_are_reported_and_do_not_decide_the_gateways_readiness() {
+    let organs = organs().await;
+    let closed = common::closed_url();
+    let (_ctx, gw) = common::gateway_router(Config::with_upstreams(
+        &organs.users.url(),
+        &organs.heart.url(),
+        &closed,
+    ));
+    let r = call(&gw, "GET", "/upstreams", None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["all_ready"], false);
+    let by_name = |name: &str| {
+        r.body["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_name("user-service")["status"], "ready");
+    assert_eq!(
+        by_name("user-service")["readyz"]["checks"]["database"],
+        "ok"
+    );
+    assert_eq!(by_name("heart")["status"], "ready");
+    assert_eq!(by_name("brain")["status"], "unreachable");
+    assert_eq!(by_name("brain")["url"], closed.as_str());
+    let ready = call(&gw, "GET", "/readyz", None).await;
+    assert_eq!(
+        ready.status,
+        StatusCode::OK,
+        "the gateway is ready with brain down: {}",
+        ready.body
+    );
+}
+
+#[tokio::test]
+async fn gateway_chaos_and_metrics() {
+    let organs = organs().await;
+    let (ctx, gw) = common::gateway_router(Config::with_upstreams(
+        &organs.users.url(),
+        &organs.heart.url(),
+        &common::closed_url(),
+    ));
+    let on = call(&gw, "POST", "/chaos", json_body(json!({"error_rate": 1.0}))).await;
+    assert_eq!(on.status, StatusCode::OK, "{}", on.body);
+    assert_eq!(
+        call(&gw, "GET", "/user/123", None).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        call(&gw, "GET", "/readyz", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&gw, "DELETE", "/chaos", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&gw, "GET", "/user/123", None).await.status,
+        StatusCode::OK
+    );
+    drop(ctx);
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let text = String::from_utf8(
+        gw.clone()
+            .oneshot(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(text.contains(r#"http_route="/user/{id}""#), "{text}");
+    assert!(
+        text.contains("http_client_request_duration_seconds_count"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"chaos_fault_active{fault="error_rate"} 0"#),
+        "{text}"
+    );
+    assert!(!text.contains("/user/123"), "no raw paths in labels");
+}

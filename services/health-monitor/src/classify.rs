@@ -1,0 +1,974 @@
+//! The pure core: Kubernetes objects + a clock + thresholds → [`Finding`]s.
+//!
+//! Nothing here does I/O. Each `classify_*` function looks at one object (or one Service's
+//! EndpointSlices) and says what is wrong with it; [`classify_cluster`] runs them all over a
+//! [`Cluster`] snapshot. The only memory between calls is the [`SinceTracker`], plain data that
+//! remembers since when a condition without a timestamp of its own (a cordon, a StatefulSet
+//! short of ready replicas) has been seen, so "for longer than X" rules work for those too.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use crate::config::{DependencyRules, NamespaceFilter, Thresholds};
+use crate::finding::{Finding, FindingKind, ObjectRef, Remediation, Severity};
+
+/// Everything the classifier needs besides the objects: the clock, the thresholds, how to
+/// recognise a dependency in a message, and which namespaces count.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    /// Now, Unix seconds.
+    pub now: i64,
+    /// The thresholds from the configuration.
+    pub thresholds: &'a Thresholds,
+    /// Keywords that name a dependency in readiness messages.
+    pub dependencies: &'a DependencyRules,
+    /// Which namespaces are watched.
+    pub namespaces: &'a NamespaceFilter,
+}
+
+/// Since when conditions without a timestamp of their own have been seen (Unix seconds),
+/// keyed by a condition key. Keys not touched in a full sweep are forgotten.
+#[derive(Debug, Clone, Default)]
+pub struct SinceTracker {
+    first_seen: HashMap<String, i64>,
+    touched: HashSet<String>,
+}
+
+impl SinceTracker {
+    /// Since when `key` holds: the first time it was seen (now, if this is the first time).
+    pub fn since(&mut self, key: &str, now: i64) -> i64 {
+        self.touched.insert(key.to_owned());
+        *self.first_seen.entry(key.to_owned()).or_insert(now)
+    }
+
+    /// The condition `key` no longer holds.
+    pub fn clear(&mut self, key: &str) {
+        self.first_seen.remove(key);
+    }
+
+    /// Starts a full sweep: keys not seen until [`SinceTracker::end_sweep`] are forgotten.
+    pub fn begin_sweep(&mut self) {
+        self.touched.clear();
+    }
+
+    /// Ends a full sweep, forgetting conditions no longer seen.
+    pub fn end_sweep(&mut self) {
+        let touched = std::mem::take(&mut self.touched);
+        self.first_seen.retain(|k, _| touched.contains(k));
+    }
+
+    /// How many conditions are tracked.
+    pub fn len(&self) -> usize {
+        self.first_seen.len()
+    }
+
+    /// Whether nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.first_seen.is_empty()
+    }
+}
+
+/// A snapshot of the watched objects.
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    /// Pods.
+    pub pods: Vec<Arc<Pod>>,
+    /// Nodes.
+    pub nodes: Vec<Arc<Node>>,
+    /// Deployments.
+    pub deployments: Vec<Arc<Deployment>>,
+    /// StatefulSets.
+    pub statefulsets: Vec<Arc<StatefulSet>>,
+    /// DaemonSets.
+    pub daemonsets: Vec<Arc<DaemonSet>>,
+    /// EndpointSlices.
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    /// HorizontalPodAutoscalers (autoscaling/v2).
+    pub hpas: Vec<Arc<HorizontalPodAutoscaler>>,
+    /// Warning events.
+    pub events: Vec<Arc<Event>>,
+}
+
+/// Warning event messages by involved object `(kind, namespace, name)`.
+pub type EventIndex = HashMap<(String, String, String), Vec<String>>;
+
+/// Indexes the messages of Warning events by the object they are about.
+pub fn index_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> EventIndex {
+    let mut index = EventIndex::new();
+    for e in events {
+        if e.type_.as_deref() != Some("Warning") {
+            continue;
+        }
+        let o = &e.involved_object;
+        let key = (
+            o.kind.clone().unwrap_or_default(),
+            o.namespace.clone().unwrap_or_default(),
+            o.name.clone().unwrap_or_default(),
+        );
+        let message = format!(
+            "{}: {}",
+            e.reason.as_deref().unwrap_or(""),
+            e.message.as_deref().unwrap_or("")
+        );
+        index.entry(key).or_default().push(message);
+    }
+    index
+}
+
+/// Runs every classifier over `cluster`: a full sweep.
+pub fn classify_cluster(
+    cluster: &Cluster,
+    ctx: &Ctx<'_>,
+    since: &mut SinceTracker,
+) -> Vec<Finding> {
+    since.begin_sweep();
+    let events = index_events(cluster.events.iter().map(AsRef::as_ref));
+    let mut out = Vec::new();
+    for pod in &cluster.pods {
+        out.extend(classify_pod(pod, ctx, &events));
+    }
+    for node in &cluster.nodes {
+        out.extend(classify_node(node, ctx, since));
+    }
+    for d in &cluster.deployments {
+        out.extend(classify_deployment(d, ctx, since));
+    }
+    for s in &cluster.statefulsets {
+        out.extend(classify_statefulset(s, ctx, since));
+    }
+    for d in &cluster.daemonsets {
+        out.extend(classify_daemonset(d, ctx, since));
+    }
+    for h in &cluster.hpas {
+        out.extend(classify_hpa(h, ctx));
+    }
+    for ((ns, service), slices) in group_slices(cluster.endpoint_slices.iter().map(AsRef::as_ref)) {
+        out.extend(classify_service_endpoints(
+            &ns, &service, &slices, ctx, since,
+        ));
+    }
+    since.end_sweep();
+    out
+}
+
+/// EndpointSlices grouped by `(namespace, service)` from the `kubernetes.io/service-name` label.
+pub fn group_slices<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> BTreeMap<(String, String), Vec<&'a EndpointSlice>> {
+    let mut groups: BTreeMap<(String, String), Vec<&EndpointSlice>> = BTreeMap::new();
+    for s in slices {
+        let Some(service) = label(&s.metadata, "kubernetes.io/service-name") else {
+            continue;
+        };
+        let ns = s.metadata.namespace.clone().unwrap_or_default();
+        groups.entry((ns, service.to_owned())).or_default().push(s);
+    }
+    groups
+}
+
+fn ts(t: &Time) -> i64 {
+    t.0.as_second()
+}
+
+fn label<'m>(meta: &'m ObjectMeta, key: &str) -> Option<&'m str> {
+    meta.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+fn name(meta: &ObjectMeta) -> &str {
+    meta.name.as_deref().unwrap_or("")
+}
+
+/// Our service's name from the standard labels (`app.kubernetes.io/name`, then `app`).
+fn service_of(meta: &ObjectMeta) -> Option<String> {
+    label(meta, "app.kubernetes.io/name")
+        .or_else(|| label(meta, "app"))
+        .map(str::to_owned)
+}
+
+fn age(now: i64, since: i64) -> String {
+    let secs = (now - since).max(0) as u64;
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+/// The workload that owns a pod: a ReplicaSet's Deployment (name without the pod-template
+/// hash), a StatefulSet, a DaemonSet, a Job, or whatever the controller owner is.
+pub fn pod_workload(pod: &Pod) -> Option<(String, String)> {
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))?;
+    if owner.kind == "ReplicaSet" {
+        let hash = label(&pod.metadata, "pod-template-hash");
+        let deployment = match hash {
+            Some(h) if owner.name.ends_with(&format!("-{h}")) => {
+                owner.name[..owner.name.len() - h.len() - 1].to_owned()
+            }
+            _ => match owner.name.rsplit_once('-') {
+                Some((base, _)) => base.to_owned(),
+                None => owner.name.clone(),
+            },
+        };
+        return Some(("Deployment".to_owned(), deployment));
+    }
+    Some((owner.kind.clone(), owner.name.clone()))
+}
+
+fn pod_object(pod: &Pod) -> ObjectRef {
+    let mut o = ObjectRef::new(
+        "Pod",
+        pod.metadata.namespace.as_deref(),
+        name(&pod.metadata),
+    );
+    o.node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+    if let Some((kind, workload)) = pod_workload(pod) {
+        o.workload_kind = Some(kind);
+        o.workload = Some(workload);
+    }
+    o
+}
+
+/// Classifies one pod. `events` holds Warning event messages (see [`index_events`]).
+pub fn classify_pod(pod: &Pod, ctx: &Ctx<'_>, events: &EventIndex) -> Vec<Finding> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+    if !ctx.namespaces.allows(ns) {
+        return Vec::new();
+    }
+    let th = ctx.thresholds;
+    let pod_name = name(&pod.metadata);
+    let object = pod_object(pod);
+    let service = service_of(&pod.metadata);
+    let make = |kind, severity, summary: String, description: String| {
+        Finding::new(kind, severity, object.clone(), summary, description)
+            .with_service(service.clone())
+    };
+    let mut out = Vec::new();
+
+    // Being deleted: only "stuck terminating" matters.
+    if let Some(deleted) = &pod.metadata.deletion_timestamp {
+        let overdue = ctx.now - ts(deleted);
+        if overdue > th.stuck_terminating_after.as_secs() as i64 {
+            out.push(
+                make(
+                    FindingKind::PodStuckTerminating,
+                    Severity::Warning,
+                    format!("Pod {ns}/{pod_name} is stuck terminating"),
+                    format!(
+                        "The pod was due to be gone {} ago (deletionTimestamp plus grace period) and still exists; a finalizer or an unreachable node holds it.",
+                        age(ctx.now, ts(deleted))
+                    ),
+                )
+                .with_remediation(Some(Remediation::Cleanup))
+                .with_since(Some(ts(deleted))),
+            );
+        }
+        return out;
+    }
+
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("");
+    let event_messages: &[String] = events
+        .get(&("Pod".to_owned(), ns.to_owned(), pod_name.to_owned()))
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+
+    if phase == "Failed" {
+        let ended = status
+            .into_iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref())
+            .map(ts)
+            .max()
+            .or_else(|| status.and_then(|s| s.start_time.as_ref()).map(ts))
+            .or_else(|| pod.metadata.creation_timestamp.as_ref().map(ts))
+            .unwrap_or(ctx.now);
+        if ctx.now - ended > th.lingering_failed_after.as_secs() as i64 {
+            let reason = status.and_then(|s| s.reason.as_deref()).unwrap_or("Failed");
+            let message = status.and_then(|s| s.message.as_deref()).unwrap_or("");
+            out.push(
+                make(
+                    FindingKind::PodFailedLingering,
+                    Severity::Info,
+                    format!("Failed pod {ns}/{pod_name} lingers ({reason})"),
+                    format!(
+                        "The pod failed {} ago ({reason}: {message}) and was not cleaned up.",
+                        age(ctx.now, ended)
+                    ),
+                )
+                .with_remediation(Some(Remediation::Cleanup))
+                .with_since(Some(ended)),
+            );
+        }
+        return out;
+    }
+    if phase == "Succeeded" {
+        return out;
+    }
+
+    let containers: Vec<&ContainerStatus> = status
+        .into_iter()
+        .flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        })
+        .collect();
+
+    let mut crash = Vec::new();
+    let mut pull = Vec::new();
+    let mut config = Vec::new();
+    let mut oom = Vec::new();
+    let mut restarting = Vec::new();
+    let mut dependency_texts: Vec<&str> = Vec::new();
+    for c in &containers {
+        let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+        let reason = waiting.and_then(|w| w.reason.as_deref()).unwrap_or("");
+        let wmsg = waiting.and_then(|w| w.message.as_deref()).unwrap_or("");
+        let last = c.last_state.as_ref().and_then(|s| s.terminated.as_ref());
+        let current = c.state.as_ref().and_then(|s| s.terminated.as_ref());
+        match reason {
+            "CrashLoopBackOff" => {
+                let last_desc = last
+                    .map(|t| {
+                        format!(
+                            ", last exit {} ({})",
+                            t.exit_code,
+                            t.reason.as_deref().unwrap_or("Error")
+                        )
+                    })
+                    .unwrap_or_default();
+                if let Some(m) = last.and_then(|t| t.message.as_deref()) {
+                    dependency_texts.push(m);
+                }
+                crash.push(format!(
+                    "{} restarted {} times{last_desc}",
+                    c.name, c.restart_count
+                ));
+            }
+            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" => {
+                pull.push(format!(
+                    "{} cannot pull {:?}: {reason}: {wmsg}",
+                    c.name, c.image
+                ));
+            }
+            "CreateContainerConfigError" | "CreateContainerError" => {
+                config.push(format!("{}: {reason}: {wmsg}", c.name));
+            }
+            _ => {}
+        }
+        for t in [last, current].into_iter().flatten() {
+            if t.reason.as_deref() == Some("OOMKilled") {
+                let when = t.finished_at.as_ref().map(ts).unwrap_or(ctx.now);
+                if ctx.now - when <= th.restart_window.as_secs() as i64 {
+                    oom.push((c.name.clone(), when));
+                    break;
+                }
+            }
+        }
+        if reason != "CrashLoopBackOff"
+            && c.restart_count >= th.restarts as i32
+            && let Some(when) = last.and_then(|t| t.finished_at.as_ref()).map(ts)
+            && ctx.now - when <= th.restart_window.as_secs() as i64
+        {
+            restarting.push(format!(
+                "{} restarted {} times, last {} ago",
+                c.name,
+                c.restart_count,
+                age(ctx.now, when)
+            ));
+        }
+    }
+    let dependency_in_events = ctx
+        .dependencies
+        .find(event_messages.iter().map(String::as_str));
+
+    if !crash.is_empty() {
+        let dependency = ctx
+            .dependencies
+            .find(dependency_texts.iter().copied())
+            .or_else(|| dependency_in_events.clone());
+        out.push(
+            make(
+                FindingKind::CrashLoopBackOff,
+                Severity::Critical,
+                format!("Pod {ns}/{pod_name} is crash looping"),
+                format!("Containers in CrashLoopBackOff: {}.", crash.join("; ")),
+            )
+            .with_remediation(Some(Remediation::RestartPod))
+            .with_dependency(dependency),
+        );
+    }
+    if !pull.is_empty() {
+        let deployment = object.workload_kind.as_deref() == Some("Deployment");
+        out.push(
+            make(
+                FindingKind::ImagePullBackOff,
+                Severity::Critical,
+                format!("Pod {ns}/{pod_name} cannot pull its image"),
+                format!("{}.", pull.join("; ")),
+            )
+            .with_remediation(deployment.then_some(Remediation::Rollback)),
+        );
+    }
+    if !config.is_empty() {
+        out.push(make(
+            FindingKind::CreateContainerConfigError,
+            Severity::Critical,
+            format!("Pod {ns}/{pod_name} cannot create its containers"),
+            format!("{}.", config.join("; ")),
+        ));
+    }
+    if !oom.is_empty() {
+        let latest = oom.iter().map(|(_, t)| *t).max();
+        let names: Vec<&str> = oom.iter().map(|(n, _)| n.as_str()).collect();
+        out.push(
+            make(
+                FindingKind::OomKilled,
+                Severity::Warning,
+                format!("Pod {ns}/{pod_name} was OOM-killed"),
+                format!(
+                    "Containers killed for exceeding their memory limit within the last {}: {}. Raise the limit or fix the leak; a restart does not help.",
+                    humantime::format_duration(th.restart_window),
+                    names.join(", ")
+                ),
+            )
+            .with_since(latest),
+        );
+    }
+    if !restarting.is_empty() {
+        out.push(make(
+            FindingKind::PodRestarting,
+            Severity::Warning,
+            format!("Pod {ns}/{pod_name} keeps restarting"),
+            format!("{}.", restarting.join("; ")),
+        ));
+    }
+
+    let conditions = status.and_then(|s| s.conditions.as_ref());
+    let condition = |t: &str| conditions.and_then(|cs| cs.iter().find(|c| c.type_ == t));
+    if phase == "Pending"
+        && let Some(c) = condition("PodScheduled")
+        && c.status == "False"
+        && c.reason.as_deref() == Some("Unschedulable")
+    {
+        let since = c.last_transition_time.as_ref().map(ts).unwrap_or(ctx.now);
+        if ctx.now - since > th.pending_after.as_secs() as i64 {
+            out.push(
+                make(
+                    FindingKind::PodUnschedulable,
+                    Severity::Warning,
+                    format!("Pod {ns}/{pod_name} cannot be scheduled"),
+                    format!(
+                        "Pending for {}: {}",
+                        age(ctx.now, since),
+                        c.message.as_deref().unwrap_or("no node fits")
+                    ),
+                )
+                .with_since(Some(since)),
+            );
+        }
+    }
+    if phase == "Running"
+        && crash.is_empty()
+        && pull.is_empty()
+        && config.is_empty()
+        && let Some(c) = condition("Ready")
+    {
+        let since = c.last_transition_time.as_ref().map(ts).unwrap_or(ctx.now);
+        if c.status != "True" && ctx.now - since > th.not_ready_after.as_secs() as i64 {
+            let cond_msg = c.message.as_deref().unwrap_or("");
+            let dependency = ctx
+                .dependencies
+                .find(std::iter::once(cond_msg))
+                .or(dependency_in_events);
+            let mut description = format!("Not ready for {}: {cond_msg}.", age(ctx.now, since));
+            if let Some(last) = event_messages.last() {
+                description.push_str(&format!(" Last warning: {last}."));
+            }
+            if let Some(d) = &dependency {
+                description.push_str(&format!(" The failing check names the dependency {d:?}; restarting the pod would not help."));
+            }
+            out.push(
+                make(
+                    FindingKind::PodNotReady,
+                    Severity::Warning,
+                    format!("Pod {ns}/{pod_name} is not ready"),
+                    description,
+                )
+                .with_remediation(Some(Remediation::RestartPod))
+                .with_dependency(dependency)
+                .with_since(Some(since)),
+            );
+        }
+    }
+    out
+}
+
+/// Classifies one node.
+pub fn classify_node(node: &Node, ctx: &Ctx<'_>, since: &mut SinceTracker) -> Vec<Finding> {
+    let th = ctx.thresholds;
+    let node_name = name(&node.metadata);
+    let mut object = ObjectRef::new("Node", None, node_name);
+    object.node = Some(node_name.to_owned());
+    let mut out = Vec::new();
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    for c in conditions.into_iter().flatten() {
+        let since_t = c.last_transition_time.as_ref().map(ts).unwrap_or(ctx.now);
+        let msg = c.message.as_deref().unwrap_or("");
+        match (c.type_.as_str(), c.status.as_str()) {
+            ("Ready", "False" | "Unknown")
+                if ctx.now - since_t > th.not_ready_after.as_secs() as i64 =>
+            {
+                out.push(
+                    Finding::new(
+                        FindingKind::NodeNotReady,
+                        Severity::Critical,
+                        object.clone(),
+                        format!("Node {node_name} is not ready"),
+                        format!(
+                            "Ready={} for {} ({}: {msg}).",
+                            c.status,
+                            age(ctx.now, since_t),
+                            c.reason.as_deref().unwrap_or("")
+                        ),
+                    )
+                    .with_remediation(Some(Remediation::CordonDrain))
+                    .with_since(Some(since_t)),
+                );
+            }
+            (kind @ ("MemoryPressure" | "DiskPressure" | "PIDPressure"), "True") => {
+                let finding = match kind {
+                    "MemoryPressure" => FindingKind::NodeMemoryPressure,
+                    "DiskPressure" => FindingKind::NodeDiskPressure,
+                    _ => FindingKind::NodePidPressure,
+                };
+                out.push(
+                    Finding::new(
+                        finding,
+                        Severity::Warning,
+                        object.clone(),
+                        format!("Node {node_name} has {kind}"),
+                        format!("{kind} since {} ago: {msg}", age(ctx.now, since_t)),
+                    )
+                    .with_since(Some(since_t)),
+                );
+            }
+            _ => {}
+        }
+    }
+    let key = format!("cordoned/{node_name}");
+    let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+    if cordoned {
+        let taint_time = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .and_then(|ts| {
+                ts.iter()
+                    .find(|t| t.key == "node.kubernetes.io/unschedulable")
+            })
+            .and_then(|t| t.time_added.as_ref())
+            .map(ts);
+        let since_t = taint_time.unwrap_or_else(|| since.since(&key, ctx.now));
+        if ctx.now - since_t > th.cordoned_for.as_secs() as i64 {
+            out.push(
+                Finding::new(
+                    FindingKind::NodeCordonedLong,
+                    Severity::Info,
+                    object,
+                    format!("Node {node_name} has been cordoned for {}", age(ctx.now, since_t)),
+                    "The node is unschedulable; uncordon it when the maintenance is over, or remove it.",
+                )
+                .with_since(Some(since_t)),
+            );
+        }
+    } else {
+        since.clear(&key);
+    }
+    out
+}
+
+fn workload_object(kind: &str, meta: &ObjectMeta) -> ObjectRef {
+    let mut o = ObjectRef::new(kind, meta.namespace.as_deref(), name(meta));
+    o.workload_kind = Some(kind.to_owned());
+    o.workload = Some(name(meta).to_owned());
+    o
+}
+
+/// Classifies one Deployment.
+pub fn classify_deployment(
+    d: &Deployment,
+    ctx: &Ctx<'_>,
+    since: &mut SinceTracker,
+) -> Vec<Finding> {
+    let ns = d.metadata.namespace.as_deref().unwrap_or("");
+    if !ctx.namespaces.allows(ns) {
+        return Vec::new();
+    }
+    let n = name(&d.metadata);
+    let object = workload_object("Deployment", &d.metadata);
+    let service = service_of(&d.metadata);
+    if d.spec.paused == Some(true) {
+        return Vec::new();
+    }
+    let desired = d.spec.replicas.unwrap_or(1);
+    let status = d.status.as_ref();
+    let conditions = status.and_then(|s| s.conditions.as_ref());
+    let condition =
+        |t: &str| conditions.and_then(|cs| cs.iter().find(|c| c.type_.as_deref() == Some(t)));
+    let mut out = Vec::new();
+    if let Some(c) = condition("Progressing")
+        && c.status.as_deref() == Some("False")
+        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+    {
+        out.push(
+            Finding::new(
+                FindingKind::DeploymentProgressDeadlineExceeded,
+                Severity::Critical,
+                object.clone(),
+                format!("Deployment {ns}/{n} rollout is stuck"),
+                format!(
+                    "ProgressDeadlineExceeded: {}",
+                    c.message.as_deref().unwrap_or("")
+                ),
+            )
+            .with_remediation(Some(Remediation::Rollback))
+            .with_service(service.clone())
+            .with_since(c.last_transition_time.as_ref().map(ts)),
+        );
+    }
+    let available = status.and_then(|s| s.available_replicas).unwrap_or(0);
+    let key = format!("deployment-unavailable/{ns}/{n}");
+    if desired > 0 && available < desired {
+        let since_t = match condition("Available") {
+            Some(c) if c.status.as_deref() == Some("False") => c
+                .last_transition_time
+                .as_ref()
+                .map(ts)
+                .unwrap_or_else(|| since.since(&key, ctx.now)),
+            _ => since.since(&key, ctx.now),
+        };
+        if ctx.now - since_t > ctx.thresholds.not_ready_after.as_secs() as i64 {
+            let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
+            let rolling = updated < desired
+                || out
+                    .iter()
+                    .any(|f| f.finding == FindingKind::DeploymentProgressDeadlineExceeded);
+            out.push(
+                Finding::new(
+                    FindingKind::DeploymentReplicasUnavailable,
+                    if available == 0 {
+                        Severity::Critical
+                    } else {
+                        Severity::Warning
+                    },
+                    object,
+                    format!(
+                        "Deployment {ns}/{n} has {}/{desired} replicas available",
+                        available
+                    ),
+                    format!(
+                        "{} of {desired} replicas unavailable for {}{}.",
+                        desired - available,
+                        age(ctx.now, since_t),
+                        if rolling { " during a rollout" } else { "" }
+                    ),
+                )
+                .with_remediation((!rolling).then_some(Remediation::RolloutRestart))
+                .with_service(service)
+                .with_since(Some(since_t)),
+            );
+        }
+    } else {
+        since.clear(&key);
+    }
+    out
+}
+
+/// Classifies one StatefulSet.
+pub fn classify_statefulset(
+    s: &StatefulSet,
+    ctx: &Ctx<'_>,
+    since: &mut SinceTracker,
+) -> Vec<Finding> {
+    let ns = s.metadata.namespace.as_deref().unwrap_or("");
+    if !ctx.namespaces.allows(ns) {
+        return Vec::new();
+    }
+    let n = name(&s.metadata);
+    let desired = s.spec.replicas.unwrap_or(1);
+    let ready = s
+        .status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let key = format!("statefulset-not-ready/{ns}/{n}");
+    if desired == 0 || ready >= desired {
+        since.clear(&key);
+        return Vec::new();
+    }
+    let since_t = since.since(&key, ctx.now);
+    if ctx.now - since_t <= ctx.thresholds.not_ready_after.as_secs() as i64 {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(
+            FindingKind::StatefulsetNotReady,
+            if ready == 0 {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            workload_object("StatefulSet", &s.metadata),
+            format!("StatefulSet {ns}/{n} has {ready}/{desired} replicas ready"),
+            format!(
+                "{} of {desired} replicas not ready for at least {}.",
+                desired - ready,
+                age(ctx.now, since_t)
+            ),
+        )
+        .with_service(service_of(&s.metadata))
+        .with_since(Some(since_t)),
+    ]
+}
+
+/// Classifies one DaemonSet.
+pub fn classify_daemonset(d: &DaemonSet, ctx: &Ctx<'_>, since: &mut SinceTracker) -> Vec<Finding> {
+    let ns = d.metadata.namespace.as_deref().unwrap_or("");
+    if !ctx.namespaces.allows(ns) {
+        return Vec::new();
+    }
+    let n = name(&d.metadata);
+    let Some(status) = d.status.as_ref() else {
+        return Vec::new();
+    };
+    let desired = status.desired_number_scheduled;
+    let unavailable = status
+        .number_unavailable
+        .unwrap_or(0)
+        .max(desired - status.number_ready);
+    let key = format!("daemonset-not-ready/{ns}/{n}");
+    if unavailable <= 0 {
+        since.clear(&key);
+        return Vec::new();
+    }
+    let since_t = since.since(&key, ctx.now);
+    if ctx.now - since_t <= ctx.thresholds.not_ready_after.as_secs() as i64 {
+        return Vec::new();
+    }
+    vec![
+        Finding::new(
+            FindingKind::DaemonsetNotReady,
+            Severity::Warning,
+            workload_object("DaemonSet", &d.metadata),
+            format!("DaemonSet {ns}/{n} has {unavailable} unavailable pods"),
+            format!(
+                "{} of {desired} scheduled pods ready; {unavailable} unavailable for at least {}.",
+                status.number_ready,
+                age(ctx.now, since_t)
+            ),
+        )
+        .with_service(service_of(&d.metadata))
+        .with_since(Some(since_t)),
+    ]
+}
+
+/// Classifies one HorizontalPodAutoscaler.
+pub fn classify_hpa(h: &HorizontalPodAutoscaler, ctx: &Ctx<'_>) -> Vec<Finding> {
+    let ns = h.metadata.namespace.as_deref().unwrap_or("");
+    if !ctx.namespaces.allows(ns) {
+        return Vec::new();
+    }
+    let n = name(&h.metadata);
+    let spec = &h.spec;
+    let Some(status) = h.status.as_ref() else {
+        return Vec::new();
+    };
+    let max = spec.max_replicas;
+    let current = status.current_replicas.unwrap_or(0);
+    let limited = status.conditions.iter().flatten().find(|c| {
+        c.type_ == "ScalingLimited"
+            && c.status == "True"
+            && c.reason.as_deref() == Some("TooManyReplicas")
+    });
+    let at_max = current >= max && (status.desired_replicas >= max || limited.is_some());
+    if !at_max {
+        return Vec::new();
+    }
+    let since_t = limited
+        .and_then(|c| c.last_transition_time.as_ref())
+        .or(status.last_scale_time.as_ref())
+        .map(ts)
+        .unwrap_or(ctx.now);
+    if ctx.now - since_t < ctx.thresholds.hpa_at_max_for.as_secs() as i64 {
+        return Vec::new();
+    }
+    let target = &spec.scale_target_ref;
+    let mut object = ObjectRef::new("HorizontalPodAutoscaler", Some(ns), n);
+    object.workload_kind = Some(target.kind.clone());
+    object.workload = Some(target.name.clone());
+    let message = limited.and_then(|c| c.message.as_deref()).unwrap_or("");
+    vec![
+        Finding::new(
+            FindingKind::HpaAtMaxReplicas,
+            Severity::Warning,
+            object,
+            format!("HPA {ns}/{n} is at its maximum of {max} replicas"),
+            format!(
+                "{} {} runs {current} replicas, the HPA's maximum, for {}; demand wants more. {message}",
+                target.kind, target.name, age(ctx.now, since_t)
+            ),
+        )
+        .with_remediation(Some(Remediation::ScaleUp))
+        .with_service(Some(target.name.clone()))
+        .with_since(Some(since_t)),
+    ]
+}
+
+/// Classifies one Service from its EndpointSlices: a finding when none of its endpoints is
+/// ready (a missing `ready` counts as ready, as the API defines).
+pub fn classify_service_endpoints(
+    ns: &str,
+    service: &str,
+    slices: &[&EndpointSlice],
+    ctx: &Ctx<'_>,
+    since: &mut SinceTracker,
+) -> Vec<Finding> {
+    if !ctx.namespaces.allows(ns) {
+        return Vec::new();
+    }
+    let key = format!("no-ready-endpoints/{ns}/{service}");
+    let endpoints: Vec<_> = slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .collect();
+    let ready = endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .count();
+    if ready > 0 {
+        since.clear(&key);
+        return Vec::new();
+    }
+    let since_t = since.since(&key, ctx.now);
+    if ctx.now - since_t <= ctx.thresholds.not_ready_after.as_secs() as i64 {
+        return Vec::new();
+    }
+    let object = ObjectRef::new("Service", Some(ns), service);
+    let pods: Vec<&str> = endpoints
+        .iter()
+        .filter_map(|e| e.target_ref.as_ref()?.name.as_deref())
+        .collect();
+    vec![
+        Finding::new(
+            FindingKind::ServiceNoReadyEndpoints,
+            Severity::Critical,
+            object,
+            format!("Service {ns}/{service} has no ready endpoints"),
+            if endpoints.is_empty() {
+                format!("No pod backs the Service for at least {}; every request to it fails.", age(ctx.now, since_t))
+            } else {
+                format!(
+                    "None of its {} endpoints ({}) is ready, for at least {}; every request to it fails.",
+                    endpoints.len(),
+                    pods.join(", "),
+                    age(ctx.now, since_t)
+                )
+            },
+        )
+        .with_service(Some(service.to_owned()))
+        .with_since(Some(since_t)),
+    ]
+}
+
+/// One check of the API server's `/readyz?verbose` or `/livez?verbose` answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The check's name, e.g. `etcd`, `poststarthook/rbac/bootstrap-roles`.
+    pub name: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// The text after the name (`ok`, `failed: reason withheld`).
+    pub detail: String,
+}
+
+/// Parses the `[+]name ok` / `[-]name failed: reason` lines of a verbose health answer.
+pub fn parse_health_checks(body: &str) -> Vec<HealthCheck> {
+    body.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let (ok, rest) = if let Some(rest) = line.strip_prefix("[+]") {
+                (true, rest)
+            } else if let Some(rest) = line.strip_prefix("[-]") {
+                (false, rest)
+            } else {
+                return None;
+            };
+            let (name, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+            Some(HealthCheck {
+                name: name.to_owned(),
+                ok,
+                detail: detail.trim().to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// A control-plane finding about `component` (the API server's check name, or a Prometheus job).
+pub fn control_plane_finding(component: &str, source: &str, detail: &str) -> Finding {
+    let mut f = Finding::new(
+        FindingKind::ControlPlaneUnhealthy,
+        Severity::Critical,
+        ObjectRef::new("ControlPlane", None, component),
+        format!("Control plane component {component} is unhealthy"),
+        format!("{source}: {detail}"),
+    );
+    f.labels
+        .insert("component".to_owned(), component.to_owned());
+    f
+}
+
+/// Findings from the API server's `/livez?verbose` and `/readyz?verbose` answers: each is
+/// `Ok(body)` or `Err(why the request failed)`, status 200 or not.
+pub fn classify_apiserver_health(
+    livez: &Result<(u16, String), String>,
+    readyz: &Result<(u16, String), String>,
+) -> Vec<Finding> {
+    let mut out: BTreeMap<String, Finding> = BTreeMap::new();
+    for (endpoint, answer) in [("/livez", livez), ("/readyz", readyz)] {
+        match answer {
+            Err(why) => {
+                out.entry("apiserver".to_owned())
+                    .or_insert_with(|| control_plane_finding("apiserver", endpoint, why));
+            }
+            Ok((status, body)) => {
+                let failing: Vec<HealthCheck> = parse_health_checks(body)
+                    .into_iter()
+                    .filter(|c| !c.ok)
+                    .collect();
+                for c in &failing {
+                    out.entry(c.name.clone())
+                        .or_insert_with(|| control_plane_finding(&c.name, endpoint, &c.detail));
+                }
+                if failing.is_empty() && *status != 200 {
+                    out.entry("apiserver".to_owned()).or_insert_with(|| {
+                        control_plane_finding(
+                            "apiserver",
+                            endpoint,
+                            &format!("HTTP {status}: {}", body.trim()),
+                        )
+                    });
+                }
+            }
+        }
+    }
+    out.into_values().collect()
+}

@@ -1,0 +1,592 @@
+//! Kubernetes mode: kube-runtime watchers and reflectors (no polling) on pods, nodes,
+//! Deployments, StatefulSets, DaemonSets, EndpointSlices, HPAs and Warning events, cluster-wide
+//! or per configured namespace; every change re-classifies the object it touches, and a
+//! periodic sweep (plus one after every (re-)list) re-classifies everything. The control plane
+//! is checked through the API server's `/livez?verbose` and `/readyz?verbose`.
+//!
+//! A watch that fails (including `410 Gone`, resource version too old) is restarted by the
+//! watcher with backoff, which re-lists and replaces the reflector's store.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef as KubeRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use service_kit::ReadyFlag;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::board::{Board, Source};
+use crate::classify::{self, Cluster, Ctx, SinceTracker};
+use crate::config::{FileConfig, NamespaceFilter};
+use crate::finding::{Finding, ObjectRef};
+use crate::metrics::Metrics;
+
+/// The watched resource kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Pods.
+    Pod,
+    /// Nodes.
+    Node,
+    /// Deployments.
+    Deployment,
+    /// StatefulSets.
+    StatefulSet,
+    /// DaemonSets.
+    DaemonSet,
+    /// EndpointSlices.
+    EndpointSlice,
+    /// HorizontalPodAutoscalers.
+    Hpa,
+    /// Warning events.
+    Event,
+}
+
+impl Kind {
+    /// The `resource` label value.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Kind::Pod => "pods",
+            Kind::Node => "nodes",
+            Kind::Deployment => "deployments",
+            Kind::StatefulSet => "statefulsets",
+            Kind::DaemonSet => "daemonsets",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::Hpa => "horizontalpodautoscalers",
+            Kind::Event => "events",
+        }
+    }
+}
+
+/// What a change touched, for re-classification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// An object of `kind` in `namespace` (empty for cluster-scoped) named `name`; for an
+    /// EndpointSlice its Service, for an event the object it is about.
+    Object {
+        /// The kind to re-classify.
+        kind: Kind,
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// A watcher finished a (re-)list of `kind`.
+    Resynced(Kind),
+}
+
+/// The reflectors' stores (one per namespace for namespaced kinds when namespaces are listed).
+#[derive(Debug, Clone, Default)]
+pub struct Stores {
+    /// Pods.
+    pub pods: Vec<Store<Pod>>,
+    /// Nodes.
+    pub nodes: Vec<Store<Node>>,
+    /// Deployments.
+    pub deployments: Vec<Store<Deployment>>,
+    /// StatefulSets.
+    pub statefulsets: Vec<Store<StatefulSet>>,
+    /// DaemonSets.
+    pub daemonsets: Vec<Store<DaemonSet>>,
+    /// EndpointSlices.
+    pub endpoint_slices: Vec<Store<EndpointSlice>>,
+    /// HPAs.
+    pub hpas: Vec<Store<HorizontalPodAutoscaler>>,
+    /// Warning events.
+    pub events: Vec<Store<Event>>,
+}
+
+fn all<K: Resource<DynamicType = ()> + Clone + 'static>(stores: &[Store<K>]) -> Vec<Arc<K>> {
+    stores.iter().flat_map(Store::state).collect()
+}
+
+fn get<K: Resource<DynamicType = ()> + Clone + 'static>(
+    stores: &[Store<K>],
+    ns: &str,
+    name: &str,
+) -> Option<Arc<K>> {
+    let mut r = KubeRef::<K>::new(name);
+    if !ns.is_empty() {
+        r = r.within(ns);
+    }
+    stores.iter().find_map(|s| s.get(&r))
+}
+
+impl Stores {
+    /// A snapshot of every store.
+    pub fn snapshot(&self) -> Cluster {
+        Cluster {
+            pods: all(&self.pods),
+            nodes: all(&self.nodes),
+            deployments: all(&self.deployments),
+            statefulsets: all(&self.statefulsets),
+            daemonsets: all(&self.daemonsets),
+            endpoint_slices: all(&self.endpoint_slices),
+            hpas: all(&self.hpas),
+            events: all(&self.events),
+        }
+    }
+}
+
+/// The board key of the object a finding is about.
+pub fn object_key(o: &ObjectRef) -> String {
+    format!(
+        "{}/{}/{}",
+        o.kind,
+        o.namespace.as_deref().unwrap_or(""),
+        o.name
+    )
+}
+
+fn key_of(kind: &str, ns: &str, name: &str) -> String {
+    format!("{kind}/{ns}/{name}")
+}
+
+/// Classifies changed objects and sweeps; owns the [`SinceTracker`].
+#[derive(Debug)]
+pub struct Evaluator {
+    stores: Stores,
+    since: SinceTracker,
+    board: Board,
+    metrics: Metrics,
+}
+
+impl Evaluator {
+    /// An evaluator over `stores` publishing to `board`.
+    pub fn new(stores: Stores, board: Board, metrics: Metrics) -> Self {
+        Self {
+            stores,
+            since: SinceTracker::default(),
+            board,
+            metrics,
+        }
+    }
+
+    /// A full sweep: every object classified, the board's Kubernetes findings replaced.
+    pub fn sweep(&mut self, cfg: &FileConfig, now: i64) -> Duration {
+        let start = Instant::now();
+        let cluster = self.stores.snapshot();
+        let filter = cfg.namespace_filter();
+        let ctx = Ctx {
+            now,
+            thresholds: &cfg.thresholds,
+            dependencies: &cfg.dependencies,
+            namespaces: &filter,
+        };
+        let findings = classify::classify_cluster(&cluster, &ctx, &mut self.since);
+        let mut grouped: HashMap<String, Vec<Finding>> = HashMap::new();
+        for f in findings {
+            grouped.entry(object_key(&f.object)).or_default().push(f);
+        }
+        let population = cluster.pods.len()
+            + cluster.nodes.len()
+            + cluster.deployments.len()
+            + cluster.statefulsets.len()
+            + cluster.daemonsets.len()
+            + classify::group_slices(cluster.endpoint_slices.iter().map(AsRef::as_ref)).len();
+        self.board.set_population(Source::Kubernetes, population);
+        self.board.replace(Source::Kubernetes, grouped);
+        let took = start.elapsed();
+        self.metrics.sweep_duration.observe(took.as_secs_f64());
+        self.metrics
+            .last_sweep
+            .set(time::OffsetDateTime::now_utc().unix_timestamp() as f64);
+        took
+    }
+
+    /// Re-classifies what `change` touched.
+    pub fn apply(&mut self, change: &Change, cfg: &FileConfig, now: i64) {
+        let Change::Object {
+            kind,
+            namespace: ns,
+            name,
+        } = change
+        else {
+            return;
+        };
+        let filter: NamespaceFilter = cfg.namespace_filter();
+        let ctx = Ctx {
+            now,
+            thresholds: &cfg.thresholds,
+            dependencies: &cfg.dependencies,
+            namespaces: &filter,
+        };
+        let (key, findings) = match kind {
+            Kind::Pod | Kind::Event => {
+                let findings = match get(&self.stores.pods, ns, name) {
+                    Some(pod) => {
+                        let events = classify::index_events(
+                            self.stores
+                                .events
+                                .iter()
+                                .flat_map(Store::state)
+                                .filter(|e| {
+                                    e.involved_object.name.as_deref() == Some(name.as_str())
+                                        && e.involved_object.namespace.as_deref()
+                                            == Some(ns.as_str())
+                                })
+                                .collect::<Vec<_>>()
+                                .iter()
+                                .map(AsRef::as_ref),
+                        );
+                        classify::classify_pod(&pod, &ctx, &events)
+                    }
+                    None => Vec::new(),
+                };
+                (key_of("Pod", ns, name), findings)
+            }
+            Kind::Node => {
+                let f = get(&self.stores.nodes, "", name)
+                    .map(|n| classify::classify_node(&n, &ctx, &mut self.since))
+                    .unwrap_or_default();
+                (key_of("Node", "", name), f)
+            }
+            Kind::Deployment => {
+                let f = get(&self.stores.deployments, ns, name)
+                    .map(|d| classify::classify_deployment(&d, &ctx, &mut self.since))
+                    .unwrap_or_default();
+                (key_of("Deployment", ns, name), f)
+            }
+            Kind::StatefulSet => {
+                let f = get(&self.stores.statefulsets, ns, name)
+                    .map(|s| classify::classify_statefulset(&s, &ctx, &mut self.since))
+                    .unwrap_or_default();
+                (key_of("StatefulSet", ns, name), f)
+            }
+            Kind::DaemonSet => {
+                let f = get(&self.stores.daemonsets, ns, name)
+                    .map(|d| classify::classify_daemonset(&d, &ctx, &mut self.since))
+                    .unwrap_or_default();
+                (key_of("DaemonSet", ns, name), f)
+            }
+            Kind::Hpa => {
+                let f = get(&self.stores.hpas, ns, name)
+                    .map(|h| classify::classify_hpa(&h, &ctx))
+                    .unwrap_or_default();
+                (key_of("HorizontalPodAutoscaler", ns, name), f)
+            }
+            Kind::EndpointSlice => {
+                let slices: Vec<Arc<EndpointSlice>> = self
+                    .stores
+                    .endpoint_slices
+                    .iter()
+                    .flat_map(|s| {
+                        s.state_filter(|e| {
+                            e.metadata.namespace.as_deref() == Some(ns.as_str())
+                                && e.metadata
+                                    .labels
+                                    .as_ref()
+                                    .and_then(|l| l.get("kubernetes.io/service-name"))
+                                    == Some(name)
+                        })
+                    })
+                    .collect();
+                let f = if slices.is_empty() {
+                    Vec::new()
+                } else {
+                    let refs: Vec<&EndpointSlice> = slices.iter().map(AsRef::as_ref).collect();
+                    classify::classify_service_endpoints(ns, name, &refs, &ctx, &mut self.since)
+                };
+                (key_of("Service", ns, name), f)
+            }
+        };
+        self.board.set_object(Source::Kubernetes, &key, findings);
+    }
+}
+
+fn target_of_object<K: Resource>(obj: &K, kind: Kind) -> Change {
+    let meta = obj.meta();
+    Change::Object {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
+fn target_of_slice(s: &EndpointSlice) -> Option<Change> {
+    let service = s
+        .metadata
+        .labels
+        .as_ref()?
+        .get("kubernetes.io/service-name")?;
+    Some(Change::Object {
+        kind: Kind::EndpointSlice,
+        namespace: s.metadata.namespace.clone().unwrap_or_default(),
+        name: service.clone(),
+    })
+}
+
+fn target_of_event(e: &Event) -> Option<Change> {
+    let o = &e.involved_object;
+    (o.kind.as_deref() == Some("Pod")).then(|| Change::Object {
+        kind: Kind::Event,
+        namespace: o.namespace.clone().unwrap_or_default(),
+        name: o.name.clone().unwrap_or_default(),
+    })
+}
+
+/// What every watcher shares: where changes go, the metrics, the readiness flag, shutdown.
+#[derive(Debug, Clone)]
+pub struct WatchContext {
+    /// Changes for the evaluator.
+    pub tx: mpsc::Sender<Change>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Down while a watch fails, up again after a (re-)list.
+    pub ready: Option<ReadyFlag>,
+    /// Stops the watchers.
+    pub shutdown: CancellationToken,
+}
+
+/// Starts a reflector for `api`, sending what each event touched on the context's channel.
+/// Returns its store.
+pub fn reflect<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: Kind,
+    target: fn(&K) -> Option<Change>,
+    wc: WatchContext,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config).default_backoff().reflect(writer);
+    let resource = kind.resource();
+    tokio::spawn(async move {
+        let WatchContext {
+            tx,
+            metrics,
+            ready,
+            shutdown,
+        } = wc;
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let item = tokio::select! {
+                () = shutdown.cancelled() => return,
+                item = stream.next() => item,
+            };
+            let Some(item) = item else { return };
+            let change = match item {
+                Ok(watcher::Event::Apply(obj) | watcher::Event::Delete(obj)) => {
+                    metrics.watch_events.with_label_values(&[resource]).inc();
+                    target(&obj)
+                }
+                Ok(watcher::Event::InitApply(_)) => {
+                    metrics.watch_events.with_label_values(&[resource]).inc();
+                    None
+                }
+                Ok(watcher::Event::Init) => None,
+                Ok(watcher::Event::InitDone) => {
+                    if let Some(r) = &ready {
+                        r.set_up();
+                    }
+                    Some(Change::Resynced(kind))
+                }
+                Err(e) => {
+                    metrics.watch_errors.with_label_values(&[resource]).inc();
+                    tracing::warn!(resource, error = %e, "watch failed; the watcher retries (re-listing if needed)");
+                    if let Some(r) = &ready {
+                        r.set_down();
+                    }
+                    None
+                }
+            };
+            if let Some(change) = change
+                && tx.send(change).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    reader
+}
+
+fn apis<K>(client: &Client, namespaces: &[String]) -> Vec<Api<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    if namespaces.is_empty() {
+        vec![Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Api::namespaced(client.clone(), ns))
+            .collect()
+    }
+}
+
+fn reflect_all<K>(
+    client: &Client,
+    namespaces: &[String],
+    config: &watcher::Config,
+    kind: Kind,
+    target: fn(&K) -> Option<Change>,
+    wc: &WatchContext,
+) -> Vec<Store<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    apis::<K>(client, namespaces)
+        .into_iter()
+        .map(|api| reflect(api, config.clone(), kind, target, wc.clone()))
+        .collect()
+}
+
+/// Starts every watcher. Namespaced kinds are watched per namespace when the configuration
+/// lists namespaces, cluster-wide otherwise; events only of type `Warning`.
+pub fn start_watchers(client: &Client, namespaces: &[String], wc: &WatchContext) -> Stores {
+    let cfg = watcher::Config::default();
+    let ns = namespaces;
+    Stores {
+        pods: reflect_all(
+            client,
+            ns,
+            &cfg,
+            Kind::Pod,
+            |o: &Pod| Some(target_of_object(o, Kind::Pod)),
+            wc,
+        ),
+        nodes: vec![reflect(
+            Api::<Node>::all(client.clone()),
+            cfg.clone(),
+            Kind::Node,
+            |o| Some(target_of_object(o, Kind::Node)),
+            wc.clone(),
+        )],
+        deployments: reflect_all(
+            client,
+            ns,
+            &cfg,
+            Kind::Deployment,
+            |o: &Deployment| Some(target_of_object(o, Kind::Deployment)),
+            wc,
+        ),
+        statefulsets: reflect_all(
+            client,
+            ns,
+            &cfg,
+            Kind::StatefulSet,
+            |o: &StatefulSet| Some(target_of_object(o, Kind::StatefulSet)),
+            wc,
+        ),
+        daemonsets: reflect_all(
+            client,
+            ns,
+            &cfg,
+            Kind::DaemonSet,
+            |o: &DaemonSet| Some(target_of_object(o, Kind::DaemonSet)),
+            wc,
+        ),
+        endpoint_slices: reflect_all(client, ns, &cfg, Kind::EndpointSlice, target_of_slice, wc),
+        hpas: reflect_all(
+            client,
+            ns,
+            &cfg,
+            Kind::Hpa,
+            |o: &HorizontalPodAutoscaler| Some(target_of_object(o, Kind::Hpa)),
+            wc,
+        ),
+        events: reflect_all(
+            client,
+            ns,
+            &cfg.clone().fields("type=Warning"),
+            Kind::Event,
+            target_of_event,
+            wc,
+        ),
+    }
+}
+
+/// Re-classifies on every change and sweeps every interval (and after every re-list).
+pub async fn run_evaluator(
+    mut evaluator: Evaluator,
+    mut rx: mpsc::Receiver<Change>,
+    mut config: watch::Receiver<Arc<FileConfig>>,
+    shutdown: CancellationToken,
+) {
+    let now = || time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut cfg = config.borrow_and_update().clone();
+    let mut next_sweep = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep_until(next_sweep) => {
+                evaluator.sweep(&cfg, now());
+                next_sweep = tokio::time::Instant::now() + cfg.interval();
+            }
+            _ = config.changed() => {
+                cfg = config.borrow_and_update().clone();
+                next_sweep = tokio::time::Instant::now();
+            }
+            change = rx.recv() => match change {
+                None => return,
+                Some(Change::Resynced(_)) => {
+                    evaluator.sweep(&cfg, now());
+                }
+                Some(change) => evaluator.apply(&change, &cfg, now()),
+            }
+        }
+    }
+}
+
+/// GETs `path` from the API server through the kube client: `(status, body)` or why it failed.
+pub async fn apiserver_get(client: &Client, path: &str) -> Result<(u16, String), String> {
+    let req = http::Request::get(path)
+        .body(kube::client::Body::empty())
+        .map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.send(req))
+        .await
+        .map_err(|_| "no answer within 5s".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect())
+        .await
+        .map_err(|_| "body not received within 5s".to_owned())?
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// One control-plane check: `/livez?verbose` and `/readyz?verbose` → findings.
+pub async fn check_control_plane(client: &Client) -> Vec<Finding> {
+    let livez = apiserver_get(client, "/livez?verbose").await;
+    let readyz = apiserver_get(client, "/readyz?verbose").await;
+    classify::classify_apiserver_health(&livez, &readyz)
+}
+
+/// Checks the control plane every interval until `shutdown`.
+pub async fn run_control_plane(
+    client: Client,
+    config: watch::Receiver<Arc<FileConfig>>,
+    board: Board,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let findings = check_control_plane(&client).await;
+        board.replace_flat(Source::ControlPlane, findings);
+        let period = config.borrow().interval();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+    }
+}

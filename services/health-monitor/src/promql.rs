@@ -1,0 +1,411 @@
+//! PromQL checks against the Prometheus HTTP API (`GET /api/v1/query`), in both modes.
+//!
+//! [`PromClient`] is the adapter; [`CheckState::evaluate`] is the pure part: samples + the
+//! check + the clock → findings, remembering since when each series crosses the threshold so a
+//! check with `for: 1m` fires only after a minute (as a Prometheus rule's `for` does).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::board::{Board, Source};
+use crate::classify::control_plane_finding;
+use crate::config::{FileConfig, LOCAL_SERVICES, PromCheck};
+use crate::finding::{Finding, FindingKind, ObjectRef, RESERVED_LABELS};
+use crate::metrics::Metrics;
+
+/// One series of an instant query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Its labels.
+    pub metric: BTreeMap<String, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+/// A query that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// Transport failure or timeout.
+    #[error("Prometheus unreachable: {0}")]
+    Unreachable(String),
+    /// Prometheus answered an error (bad PromQL, ...).
+    #[error("Prometheus rejected the query: {0}")]
+    Rejected(String),
+    /// The answer was not what the API documents.
+    #[error("unexpected answer from Prometheus: {0}")]
+    Decode(String),
+}
+
+/// A client for a Prometheus HTTP API.
+#[derive(Debug, Clone)]
+pub struct PromClient {
+    base: String,
+    http: telemetry::client::HttpClient,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default, rename = "errorType")]
+    error_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum Data {
+    Vector(Vec<VectorSample>),
+    Scalar((f64, String)),
+    Matrix(serde::de::IgnoredAny),
+    String(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct VectorSample {
+    metric: BTreeMap<String, String>,
+    value: (f64, String),
+}
+
+fn parse_value(text: &str) -> Result<f64, QueryError> {
+    match text {
+        "+Inf" => Ok(f64::INFINITY),
+        "-Inf" => Ok(f64::NEG_INFINITY),
+        "NaN" => Ok(f64::NAN),
+        t => t
+            .parse()
+            .map_err(|_| QueryError::Decode(format!("sample value {t:?}"))),
+    }
+}
+
+/// Parses an instant query's JSON answer into samples.
+pub fn parse_query_response(body: &[u8]) -> Result<Vec<Sample>, QueryError> {
+    let env: Envelope =
+        serde_json::from_slice(body).map_err(|e| QueryError::Decode(e.to_string()))?;
+    if env.status != "success" {
+        return Err(QueryError::Rejected(format!(
+            "{}: {}",
+            env.error_type.unwrap_or_default(),
+            env.error.unwrap_or_default()
+        )));
+    }
+    match env.data {
+        Some(Data::Vector(v)) => v
+            .into_iter()
+            .map(|s| {
+                Ok(Sample {
+                    metric: s.metric,
+                    value: parse_value(&s.value.1)?,
+                })
+            })
+            .collect(),
+        Some(Data::Scalar((_, v))) => Ok(vec![Sample {
+            metric: BTreeMap::new(),
+            value: parse_value(&v)?,
+        }]),
+        Some(Data::Matrix(_) | Data::String(_)) => Err(QueryError::Decode(
+            "the query must give an instant vector or a scalar".into(),
+        )),
+        None => Err(QueryError::Decode("no data".into())),
+    }
+}
+
+impl PromClient {
+    /// A client for the Prometheus at `base` (e.g. `http://127.0.0.1:9090`).
+    pub fn new(base: &str, http: telemetry::client::HttpClient) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+        }
+    }
+
+    /// An instant query.
+    pub async fn query(&self, promql: &str) -> Result<Vec<Sample>, QueryError> {
+        let url = format!("{}/api/v1/query", self.base);
+        let req = self
+            .http
+            .get(&url)
+            .query(&[("query", promql)])
+            .timeout(Duration::from_secs(5));
+        let resp = self
+            .http
+            .send(req)
+            .await
+            .map_err(|e| QueryError::Unreachable(e.to_string()))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| QueryError::Unreachable(e.to_string()))?;
+        if status.is_server_error() && serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+            return Err(QueryError::Unreachable(format!("HTTP {status}")));
+        }
+        parse_query_response(&body)
+    }
+
+    /// `GET /-/ready`.
+    pub async fn ready(&self) -> Result<(), String> {
+        let url = format!("{}/-/ready", self.base);
+        match self
+            .http
+            .send(self.http.get(&url).timeout(Duration::from_secs(1)))
+            .await
+        {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("Prometheus answered {}", r.status())),
+            Err(e) => Err(format!("Prometheus unreachable: {e}")),
+        }
+    }
+}
+
+/// Since when each series of each check crosses its threshold (Unix seconds).
+#[derive(Debug, Clone, Default)]
+pub struct CheckState {
+    pending: HashMap<(String, String), i64>,
+}
+
+fn series_key(metric: &BTreeMap<String, String>) -> String {
+    alertmanager::webhook::label_set_string(metric)
+}
+
+impl CheckState {
+    /// The findings of `check` given this query result at `now`; updates the pending times.
+    pub fn evaluate(&mut self, check: &PromCheck, samples: &[Sample], now: i64) -> Vec<Finding> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for s in samples {
+            if !check.comparison.holds(s.value, check.threshold) {
+                continue;
+            }
+            let key = (check.name.clone(), series_key(&s.metric));
+            seen.insert(key.clone());
+            let since = *self.pending.entry(key).or_insert(now);
+            if now - since < check.for_.as_secs() as i64 {
+                continue;
+            }
+            out.push(metric_finding(check, s, since));
+        }
+        self.pending
+            .retain(|k, _| k.0 != check.name || seen.contains(k));
+        out
+    }
+
+    /// Forgets checks that are no longer configured.
+    pub fn retain_checks(&mut self, names: &[&str]) {
+        self.pending.retain(|k, _| names.contains(&k.0.as_str()));
+    }
+}
+
+fn metric_finding(check: &PromCheck, s: &Sample, since: i64) -> Finding {
+    let m = &s.metric;
+    let mut object = ObjectRef::new(
+        "Metric",
+        m.get("namespace").map(String::as_str),
+        &check.name,
+    );
+    object.node = m.get("node").cloned();
+    if let Some(pod) = m.get("pod") {
+        object.kind = "Pod".into();
+        object.name = pod.clone();
+    }
+    let service = m
+        .get("service")
+        .or_else(|| m.get("job"))
+        .filter(|j| LOCAL_SERVICES.iter().any(|(n, _)| n == j) || *j == crate::SERVICE)
+        .cloned();
+    let summary = check.summary.clone().unwrap_or_else(|| {
+        format!(
+            "Check {} is {} {} {}",
+            check.name,
+            s.value,
+            check.comparison.as_str(),
+            check.threshold
+        )
+    });
+    let mut f = Finding::new(
+        FindingKind::MetricCheck,
+        check.severity,
+        object,
+        summary,
+        format!(
+            "{} = {} ({} {}{}) for series {}.",
+            check.query,
+            s.value,
+            check.comparison.as_str(),
+            check.threshold,
+            if check.for_.is_zero() {
+                String::new()
+            } else {
+                format!(" for {}", humantime::format_duration(check.for_))
+            },
+            series_key(m)
+        ),
+    )
+    .with_remediation(check.remediation)
+    .with_dependency(check.dependency.clone())
+    .with_service(service)
+    .with_since(Some(since));
+    for (k, v) in m {
+        if k != "__name__" && !RESERVED_LABELS.contains(&k.as_str()) {
+            f.labels.insert(k.clone(), v.clone());
+        }
+    }
+    f.labels.extend(check.labels.clone());
+    f.labels.insert("check".to_owned(), check.name.clone());
+    f
+}
+
+/// Control-plane findings from the `up == 0` query's samples (one per job).
+pub fn control_plane_from_up(samples: &[Sample]) -> Vec<Finding> {
+    samples
+        .iter()
+        .map(|s| {
+            let job = s.metric.get("job").map(String::as_str).unwrap_or("unknown");
+            let instance = s.metric.get("instance").map(String::as_str).unwrap_or("");
+            control_plane_finding(job, "Prometheus", &format!("up == 0 for {job} {instance}"))
+        })
+        .collect()
+}
+
+/// Runs the configured checks (and the control-plane `up` query) every sweep interval until
+/// `shutdown`, keeping [`Source::Prometheus`] findings on `board` current. A failed query keeps
+/// that check's previous findings (no flapping while Prometheus restarts).
+pub async fn run_checks(
+    client: PromClient,
+    mut config: watch::Receiver<Arc<FileConfig>>,
+    board: Board,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    period_override: Option<Duration>,
+) {
+    let mut state = CheckState::default();
+    let mut last: HashMap<String, Vec<Finding>> = HashMap::new();
+    loop {
+        let cfg = config.borrow_and_update().clone();
+        let period = period_override.unwrap_or_else(|| cfg.interval());
+        if cfg.prometheus_checks {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let names: Vec<&str> = cfg.checks.iter().map(|c| c.name.as_str()).collect();
+            state.retain_checks(&names);
+            last.retain(|k, _| k == "control-plane" || names.contains(&k.as_str()));
+            for check in &cfg.checks {
+                match client.query(&check.query).await {
+                    Ok(samples) => {
+                        metrics.prom_queries.with_label_values(&["ok"]).inc();
+                        last.insert(check.name.clone(), state.evaluate(check, &samples, now));
+                    }
+                    Err(e) => {
+                        metrics.prom_queries.with_label_values(&["error"]).inc();
+                        tracing::warn!(check = %check.name, error = %e, "PromQL check failed");
+                    }
+                }
+            }
+            if !cfg.control_plane_query.is_empty() {
+                match client.query(&cfg.control_plane_query).await {
+                    Ok(samples) => {
+                        metrics.prom_queries.with_label_values(&["ok"]).inc();
+                        last.insert("control-plane".to_owned(), control_plane_from_up(&samples));
+                    }
+                    Err(e) => {
+                        metrics.prom_queries.with_label_values(&["error"]).inc();
+                        tracing::debug!(error = %e, "control-plane up query failed");
+                    }
+                }
+            }
+        } else {
+            last.clear();
+        }
+        board.set_population(Source::Prometheus, cfg.checks.len());
+        board.replace(Source::Prometheus, last.clone());
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+            _ = config.changed() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Comparison;
+    use crate::finding::{Remediation, Severity};
+
+    fn check(for_secs: u64) -> PromCheck {
+        PromCheck {
+            name: "queue-deep".into(),
+            query: "queue_depth".into(),
+            threshold: 10.0,
+            comparison: Comparison::Greater,
+            for_: Duration::from_secs(for_secs),
+            severity: Severity::Critical,
+            labels: BTreeMap::from([("team".into(), "organs".into())]),
+            summary: None,
+            remediation: Some(Remediation::RestartPod),
+            dependency: None,
+        }
+    }
+
+    fn sample(value: f64) -> Sample {
+        Sample {
+            metric: BTreeMap::from([
+                ("__name__".into(), "queue_depth".into()),
+                ("job".into(), "heart".into()),
+                ("instance".into(), "127.0.0.1:8081".into()),
+            ]),
+            value,
+        }
+    }
+
+    #[test]
+    fn fires_after_for_and_clears_when_back() {
+        let mut st = CheckState::default();
+        let c = check(60);
+        assert!(
+            st.evaluate(&c, &[sample(11.0)], 1000).is_empty(),
+            "pending, not firing"
+        );
+        assert!(st.evaluate(&c, &[sample(12.0)], 1059).is_empty());
+        let f = st.evaluate(&c, &[sample(12.0)], 1060);
+        assert_eq!(f.len(), 1);
+        let l = f[0].alert_labels();
+        assert_eq!(l["alertname"], "MetricCheck");
+        assert_eq!(l["check"], "queue-deep");
+        assert_eq!(l["team"], "organs");
+        assert_eq!(l["service"], "heart");
+        assert_eq!(l["job"], "heart");
+        assert_eq!(l["severity"], "critical");
+        assert_eq!(l["remediation"], "restart-pod");
+        assert!(!l.contains_key("__name__"));
+        assert!(st.evaluate(&c, &[sample(3.0)], 1070).is_empty());
+        assert!(
+            st.evaluate(&c, &[sample(11.0)], 1080).is_empty(),
+            "pending restarts from zero"
+        );
+    }
+
+    #[test]
+    fn parses_vector_scalar_and_errors() {
+        let v = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"job":"x"},"value":[1.5,"+Inf"]}]}}"#;
+        let s = parse_query_response(v).unwrap();
+        assert_eq!(s[0].metric["job"], "x");
+        assert!(s[0].value.is_infinite());
+        let sc = br#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"2"]}}"#;
+        assert_eq!(parse_query_response(sc).unwrap()[0].value, 2.0);
+        let e = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
+        assert!(
+            matches!(parse_query_response(e), Err(QueryError::Rejected(m)) if m.contains("parse error"))
+        );
+        assert!(matches!(
+            parse_query_response(b"<html>"),
+            Err(QueryError::Decode(_))
+        ));
+    }
+}
