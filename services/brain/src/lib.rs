@@ -1,45 +1,154 @@
-//! brain — cognition: CPU-bound thinking with measurable latency; calls heart through a circuit breaker.
+//! brain — cognition: CPU-bound thinking with measurable latency; calls heart through a circuit
+//! breaker.
+//!
+//! - `GET /think` thinks for `BRAIN_THINK_MS` (default 10) milliseconds, `± BRAIN_THINK_JITTER_MS`
+//!   (default 0), or `?ms=N` (at most [`MAX_THINK_MS`]): iterated SipHash, real CPU work, on
+//!   the blocking pool with at most one thinker per core, so the async workers stay free for
+//!   probes, metrics and fast failures. Each think is timed in `brain_think_duration_seconds`.
+//! - `GET /think?pulse=true` (or `GET /think/pulse`) then calls heart's `/beat` (`HEART_URL`)
+//!   through [`pulse::Heart`]: a per-attempt timeout, bounded retries, and a circuit breaker
+//!   (`failsafe`). While the breaker is open brain answers at once: 503
+//!   `{"error":{"code":"circuit_open"}}` with `Retry-After`. Breaker state is the gauge
+//!   `brain_circuit_breaker_state` (0 closed, 1 half-open, 2 open) and the attribute
+//!   `brain.circuit_breaker.state` on the request span; the call to heart is traced.
+//! - `/chaos` (see the `chaos` crate) injects faults into `/think`.
 //!
 //! `app(state)` builds the service's routes; the shared skeleton (`service-kit`) adds health,
 //! readiness, metrics, limits and shutdown around them.
 
+pub mod pulse;
+pub mod think;
+
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::Router;
 use axum::routing::get;
+use chaos::Chaos;
+use secrecy::SecretString;
 use service_kit::{Context, EnvReader};
+use tokio::sync::Semaphore;
+
+pub use pulse::{BreakerState, Heart, PulseConfig};
 
 /// The service's name: crate, binary, chart key and `service.name`.
 pub const SERVICE: &str = "brain";
 /// The service's default port.
 pub const PORT: u16 = 8082;
+/// The longest think one request may ask for (`?ms=`), and the largest `BRAIN_THINK_MS`.
+pub const MAX_THINK_MS: u64 = 1_000;
 
 /// The service's own configuration.
-#[derive(Debug, Clone, Default)]
-pub struct Config {}
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `HEART_URL` (default `http://127.0.0.1:8081`).
+    pub heart_url: String,
+    /// `BRAIN_THINK_MS`: how long a think takes when the request does not say.
+    pub think: Duration,
+    /// `BRAIN_THINK_JITTER_MS`: each think is `think ± uniform(0..=jitter)` (default 0).
+    pub jitter: Duration,
+    /// Timeouts, retries and breaker of the call to heart.
+    pub pulse: PulseConfig,
+    /// `CHAOS_TOKEN`: bearer token for `POST`/`DELETE /chaos`.
+    pub chaos_token: Option<SecretString>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            heart_url: "http://127.0.0.1:8081".to_owned(),
+            think: Duration::from_millis(10),
+            jitter: Duration::ZERO,
+            pulse: PulseConfig::default(),
+            chaos_token: None,
+        }
+    }
+}
+
+fn bounded_millis(raw: &str) -> Result<Duration, String> {
+    match raw.parse::<u64>() {
+        Ok(ms) if ms <= MAX_THINK_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!(
+            "expected a whole number of milliseconds from 0 to {MAX_THINK_MS}"
+        )),
+    }
+}
 
 impl Config {
     /// Reads the service's own variables; problems are recorded on `reader`.
-    pub fn read(_reader: &mut EnvReader<'_>) -> Self {
-        Self {}
+    pub fn read(reader: &mut EnvReader<'_>) -> Self {
+        let defaults = Self::default();
+        Self {
+            heart_url: reader.url("HEART_URL", &defaults.heart_url),
+            think: reader.parse_with("BRAIN_THINK_MS", defaults.think, bounded_millis),
+            jitter: reader.parse_with("BRAIN_THINK_JITTER_MS", defaults.jitter, bounded_millis),
+            pulse: defaults.pulse,
+            chaos_token: Chaos::read_token(reader),
+        }
     }
 }
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    #[allow(dead_code)]
-    config: Config,
+    think: Duration,
+    jitter: Duration,
+    thinkers: Arc<Semaphore>,
+    think_duration: prometheus::Histogram,
+    heart: Heart,
+    chaos: Chaos,
 }
 
 impl AppState {
-    /// Builds the state, registering the service's metrics on the context's registry.
-    pub fn new(_ctx: &Context, config: Config) -> Self {
-        Self { config }
+    /// Builds the state, registering brain's metrics (think histogram, breaker gauge, chaos) on
+    /// the context's registry (an error only on a name clash).
+    pub fn new(ctx: &Context, config: Config) -> prometheus::Result<Self> {
+        let think_duration = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "brain_think_duration_seconds",
+                "Time spent thinking per /think request, waiting for a free core included.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )?;
+        ctx.registry.register(Box::new(think_duration.clone()))?;
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        Ok(Self {
+            think: config.think,
+            jitter: config.jitter,
+            thinkers: Arc::new(Semaphore::new(cores)),
+            think_duration,
+            heart: Heart::new(ctx, &config.heart_url, config.pulse)?,
+            chaos: Chaos::new(ctx, config.chaos_token)?,
+        })
+    }
+
+    /// The client of heart, with its breaker.
+    pub fn heart(&self) -> &Heart {
+        &self.heart
+    }
+
+    /// The fault switchboard of this brain.
+    pub fn chaos(&self) -> &Chaos {
+        &self.chaos
     }
 }
 
-/// The service's routes.
+/// The service's routes: `/think`, `/think/pulse` (under chaos) and `/chaos`.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(|| async { axum::Json(serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")})) }))
-        .with_state(state)
+    let chaos = state.chaos.clone();
+    let business = Router::new()
+        .route("/think", get(think::think))
+        .route("/think/pulse", get(think::think_pulse))
+        .route(
+            "/",
+            get(|| async {
+                axum::Json(
+                    serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")}),
+                )
+            }),
+        )
+        .with_state(state);
+    chaos.wrap(business).merge(chaos.routes())
 }

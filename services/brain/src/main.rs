@@ -9,10 +9,7 @@ async fn main() -> ExitCode {
         brain::PORT,
         env!("CARGO_PKG_VERSION"),
         brain::Config::read,
-        |ctx, config| async move {
-            let state = brain::AppState::new(&ctx, config);
-            Ok::<_, std::convert::Infallible>(brain::app(state))
-        },
+        |ctx, config| async move { brain::AppState::new(&ctx, config).map(brain::app) },
     )
     .await
 }

@@ -1,0 +1,161 @@
+//! brain → heart over real sockets: the pulse, the breaker opening when heart is down or slow,
+//! fast answers while it is open, and recovery through half-open.
+
+use std::time::{Duration, Instant};
+
+use brain::BreakerState;
+
+use crate::helpers::{
+    client, get, quick_breaker, sample, spawn_brain, spawn_heart, spawn_heart_on,
+};
+
+async fn breaker_gauge(client: &reqwest::Client, brain: &str) -> f64 {
+    let text = client
+        .get(format!("{brain}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    sample(&text, "brain_circuit_breaker_state")
+}
+
+/// Calls `/think?pulse=true` until the breaker rejects; panics after `max` calls.
+async fn until_open(client: &reqwest::Client, brain: &str, max: usize) {
+    for _ in 0..max {
+        let a = get(client, &format!("{brain}/think?pulse=true")).await;
+        assert_eq!(a.status, 503, "{}", a.text);
+        if a.body["error"]["code"] == "circuit_open" {
+            return;
+        }
+    }
+    panic!("the breaker did not open after {max} calls");
+}
+
+/// Ten pulses while open: each a 503 `circuit_open` with `Retry-After`, within 50 ms.
+async fn assert_fails_fast(client: &reqwest::Client, brain: &str) {
+    for _ in 0..10 {
+        let start = Instant::now();
+        let a = get(client, &format!("{brain}/think?pulse=true")).await;
+        let took = start.elapsed();
+        assert_eq!(a.status, 503, "{}", a.text);
+        assert_eq!(a.body["error"]["code"], "circuit_open", "{}", a.text);
+        let retry_after: u64 = a
+            .retry_after
+            .as_deref()
+            .expect("Retry-After")
+            .parse()
+            .unwrap();
+        assert!((1..=1).contains(&retry_after), "Retry-After {retry_after}");
+        assert!(
+            took < Duration::from_millis(50),
+            "an open breaker answered in {took:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_when_heart_stops_and_closes_when_it_returns() {
+    let client = client();
+    let heart = spawn_heart().await;
+    let heart_addr = heart.addr;
+    let brain = spawn_brain(&heart.url(), quick_breaker()).await;
+    let b = brain.url();
+
+    let a = get(&client, &format!("{b}/think?pulse=true")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(
+        a.body["pulse"]["beat"], 1,
+        "brain's pulse reached heart: {}",
+        a.text
+    );
+    let a = get(&client, &format!("{b}/think/pulse")).await;
+    assert_eq!(a.body["pulse"]["beat"], 2, "{}", a.text);
+    assert_eq!(breaker_gauge(&client, &b).await, 0.0);
+
+    heart.stop().await;
+    until_open(&client, &b, 4).await;
+    assert_eq!(breaker_gauge(&client, &b).await, 2.0);
+    assert_fails_fast(&client, &b).await;
+    assert!(
+        get(&client, &format!("{b}/think")).await.status == 200,
+        "thinking without a pulse still works"
+    );
+
+    // Cool-down over, heart still down: the half-open probe fails and the breaker opens again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let a = get(&client, &format!("{b}/think?pulse=true")).await;
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert_eq!(
+        breaker_gauge(&client, &b).await,
+        2.0,
+        "a failed probe reopens"
+    );
+    assert_fails_fast(&client, &b).await;
+
+    // heart returns on the same address; after the cool-down the probe closes the breaker.
+    let heart = spawn_heart_on(heart_addr).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let a = get(&client, &format!("{b}/think?pulse=true")).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert_eq!(a.body["pulse"]["beat"], 1, "the new heart beat: {}", a.text);
+    assert_eq!(breaker_gauge(&client, &b).await, 0.0);
+    for _ in 0..5 {
+        assert_eq!(
+            get(&client, &format!("{b}/think?pulse=true")).await.status,
+            200
+        );
+    }
+    heart.stop().await;
+    brain.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_heart_opens_the_breaker_too() {
+    let client = client();
+    let heart = spawn_heart().await;
+    let brain = spawn_brain(&heart.url(), quick_breaker()).await;
+    let b = brain.url();
+    assert_eq!(
+        get(&client, &format!("{b}/think?pulse=true")).await.status,
+        200
+    );
+
+    // heart takes 1 s per beat; brain's attempts time out after 300 ms and are not retried.
+    let r = client
+        .post(format!("{}/chaos", heart.url()))
+        .json(&serde_json::json!({"latency_ms": 1000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for _ in 0..3 {
+        let start = Instant::now();
+        let a = get(&client, &format!("{b}/think?pulse=true")).await;
+        assert_eq!(a.status, 503, "{}", a.text);
+        assert!(
+            start.elapsed() < Duration::from_millis(800),
+            "one attempt, bounded by its timeout"
+        );
+    }
+    assert_fails_fast(&client, &b).await;
+
+    let r = client
+        .delete(format!("{}/chaos", heart.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        get(&client, &format!("{b}/think?pulse=true")).await.status,
+        200
+    );
+    assert_eq!(
+        breaker_gauge(&client, &b).await,
+        BreakerState::Closed as i32 as f64
+    );
+    heart.stop().await;
+    brain.stop().await;
+}

@@ -1,0 +1,165 @@
+//! `/think`, `/chaos` and bad input, through the assembled router.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use brain::{BreakerState, Config, MAX_THINK_MS};
+
+use crate::helpers::{brain_router, config, oneshot, quick_breaker, sample};
+
+#[tokio::test]
+async fn think_does_cpu_work_for_the_asked_time_and_is_timed() {
+    let (_ctx, _state, app) = brain_router(Config::default());
+    let start = Instant::now();
+    let a = oneshot(&app, "GET", "/think", "").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    assert!(start.elapsed() >= Duration::from_millis(10));
+    assert_eq!(a.body["target_ms"], 10.0);
+    assert!(a.body["thought_ms"].as_f64().unwrap() >= 10.0, "{}", a.text);
+    assert!(a.body["iterations"].as_u64().unwrap() > 0);
+    assert!(a.body.get("pulse").is_none(), "no pulse unless asked");
+
+    let start = Instant::now();
+    let a = oneshot(&app, "GET", "/think?ms=40", "").await;
+    assert_eq!(a.status, 200);
+    assert!(start.elapsed() >= Duration::from_millis(40));
+    assert_eq!(a.body["target_ms"], 40.0);
+
+    let a = oneshot(&app, "GET", "/think?ms=0&pulse=false", "").await;
+    assert_eq!(a.status, 200, "{}", a.text);
+
+    let metrics = oneshot(&app, "GET", "/metrics", "").await.text;
+    assert_eq!(sample(&metrics, "brain_think_duration_seconds_count"), 3.0);
+    assert!(sample(&metrics, "brain_think_duration_seconds_sum") >= 0.05);
+    assert_eq!(sample(&metrics, "brain_circuit_breaker_state"), 0.0);
+}
+
+#[tokio::test]
+async fn bad_query_values_are_400_naming_the_field() {
+    let (_ctx, _state, app) = brain_router(Config::default());
+    let too_long = format!("/think?ms={}", MAX_THINK_MS + 1);
+    for (uri, field) in [
+        ("/think?ms=abc", "ms"),
+        ("/think?ms=-3", "ms"),
+        ("/think?ms=2.5", "ms"),
+        (too_long.as_str(), "ms"),
+        ("/think?pulse=maybe", "pulse"),
+        ("/think?pulse=1", "pulse"),
+        ("/think/pulse?pulse=false", "pulse"),
+    ] {
+        let a = oneshot(&app, "GET", uri, "").await;
+        assert_eq!(a.status, 400, "{uri}: {}", a.text);
+        assert_eq!(a.body["error"]["field"], field, "{uri}: {}", a.text);
+    }
+    let metrics = oneshot(&app, "GET", "/metrics", "").await.text;
+    assert_eq!(
+        sample(&metrics, "brain_think_duration_seconds_count"),
+        0.0,
+        "nothing was thought"
+    );
+    assert_eq!(oneshot(&app, "POST", "/think", "{}").await.status, 405);
+}
+
+#[tokio::test]
+async fn pulse_to_an_unreachable_heart_is_a_503_not_a_500() {
+    // Nothing listens on port 9 of 127.0.0.1 (discard; never served here): connection refused.
+    let (_ctx, state, app) = brain_router(config("http://127.0.0.1:9", quick_breaker()));
+    let a = oneshot(&app, "GET", "/think?pulse=true", "").await;
+    assert_eq!(a.status, 503, "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "unavailable");
+    assert_eq!(a.retry_after.as_deref(), Some("1"));
+    // Two attempts (one retry) of the three failures that open the breaker.
+    assert_eq!(state.heart().state(), BreakerState::Closed);
+    let a = oneshot(&app, "GET", "/think/pulse", "").await;
+    assert_eq!(a.status, 503);
+    assert_eq!(state.heart().state(), BreakerState::Open);
+    let a = oneshot(&app, "GET", "/think/pulse", "").await;
+    assert_eq!(a.body["error"]["code"], "circuit_open", "{}", a.text);
+    let metrics = oneshot(&app, "GET", "/metrics", "").await.text;
+    assert_eq!(sample(&metrics, "brain_circuit_breaker_state"), 2.0);
+}
+
+#[tokio::test]
+async fn chaos_is_wired_on_think() {
+    let (_ctx, _state, app) = brain_router(Config::default());
+    let a = oneshot(
+        &app,
+        "POST",
+        "/chaos",
+        r#"{"error_rate": 1, "latency_ms": 30}"#,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let start = Instant::now();
+    let a = oneshot(&app, "GET", "/think", "").await;
+    assert_eq!(a.status, 500);
+    assert_eq!(a.body["error"]["code"], "chaos");
+    assert!(start.elapsed() >= Duration::from_millis(30));
+    assert_eq!(oneshot(&app, "GET", "/healthz", "").await.status, 200);
+    let a = oneshot(&app, "POST", "/chaos", r#"{"error_rate": 2}"#).await;
+    assert_eq!(a.status, 422);
+    assert_eq!(a.body["error"]["field"], "error_rate");
+    assert_eq!(oneshot(&app, "DELETE", "/chaos", "").await.status, 200);
+    assert_eq!(oneshot(&app, "GET", "/think", "").await.status, 200);
+}
+
+#[tokio::test]
+async fn metrics_pass_promtool() {
+    let (_ctx, _state, app) = brain_router(Config::default());
+    oneshot(&app, "GET", "/think?ms=1", "").await;
+    let text = oneshot(&app, "GET", "/metrics", "").await.text;
+    assert!(text.contains(r#"http_route="/think""#), "{text}");
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool not found: run `bash ci/install-test-deps.sh` (cargo xtask test does)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn configuration_is_read_and_checked() {
+    use std::collections::HashMap;
+    let env: HashMap<&str, &str> = [
+        ("HEART_URL", "http://heart:8081/"),
+        ("BRAIN_THINK_MS", "25"),
+        ("BRAIN_THINK_JITTER_MS", "5"),
+    ]
+    .into_iter()
+    .collect();
+    let mut reader = service_kit::EnvReader::new(&env);
+    let c = Config::read(&mut reader);
+    reader.finish().unwrap();
+    assert_eq!(c.heart_url, "http://heart:8081");
+    assert_eq!(c.think, Duration::from_millis(25));
+    assert_eq!(c.jitter, Duration::from_millis(5));
+
+    let env: HashMap<&str, &str> = [
+        ("HEART_URL", "heart"),
+        ("BRAIN_THINK_MS", "ten"),
+        ("BRAIN_THINK_JITTER_MS", "99999"),
+    ]
+    .into_iter()
+    .collect();
+    let mut reader = service_kit::EnvReader::new(&env);
+    Config::read(&mut reader);
+    let err = reader.finish().unwrap_err().to_string();
+    for var in ["HEART_URL", "BRAIN_THINK_MS", "BRAIN_THINK_JITTER_MS"] {
+        assert!(err.contains(var), "{var} not named in {err}");
+    }
+}
