@@ -10,8 +10,8 @@ async fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         alert_service::Config::read,
         |ctx, config| async move {
-            let state = alert_service::AppState::new(&ctx, config);
-            Ok::<_, std::convert::Infallible>(alert_service::app(state))
+            let state = alert_service::AppState::new(&ctx, config).await?;
+            Ok::<_, alert_service::StartError>(alert_service::app(state))
         },
     )
     .await

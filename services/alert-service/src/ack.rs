@@ -1,0 +1,344 @@
+//! Acknowledgements: `POST /api/v1/alerts/{fingerprint}/ack` creates an Alertmanager silence with
+//! an equality matcher on every label of the alert (for `duration_minutes`, default `ack.duration`),
+//! records who acknowledged, and stops escalation; `GET` shows the state read back from
+//! Alertmanager (JSON, or an HTML page with a form for the link in messages).
+//!
+//! Without `ALERTMANAGER_URL` the ack is recorded locally only (it still stops escalation).
+//! The endpoint is not behind `ALERT_SERVICE_TOKEN`: the link in messages must work from a
+//! browser; expose it only where your ingress authenticates people.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use alertmanager::{
+    Fingerprint, GettableSilence, LabelSet, Matcher, PostableSilence, SilenceState,
+};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{Html, IntoResponse, Response};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+use service_kit::ApiError;
+use service_kit::extract::Path;
+
+use crate::AppState;
+use crate::delivery::now_ms;
+
+/// The optional body of an ack.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    /// Who acknowledges (default `alert-service`).
+    pub by: Option<String>,
+    /// Why (default "Acknowledged via alert-service").
+    pub comment: Option<String>,
+    /// How long to silence.
+    pub duration_minutes: Option<u64>,
+}
+
+struct Known {
+    labels: LabelSet,
+    local: Option<crate::store::AlertRecord>,
+}
+
+fn parse_fingerprint(text: &str) -> Result<Fingerprint, ApiError> {
+    Fingerprint::from_str(text)
+        .map_err(|e| ApiError::bad_request(e.to_string()).with_field("fingerprint"))
+}
+
+fn am_error(e: &alertmanager::Error) -> ApiError {
+    tracing::warn!(error = %e, "Alertmanager request failed");
+    ApiError::unavailable(
+        format!(
+            "Alertmanager is unavailable ({}); nothing was changed",
+            e.metric_label()
+        ),
+        Some(10),
+    )
+}
+
+async fn lookup(state: &AppState, fp: Fingerprint) -> Result<Known, ApiError> {
+    let text = fp.to_string();
+    let local = state
+        .inner
+        .store
+        .find_alert(&text)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string(), Some(5)))?;
+    if let Some(rec) = &local
+        && let Ok(labels) = serde_json::from_str::<LabelSet>(&rec.labels)
+    {
+        return Ok(Known { labels, local });
+    }
+    if let Some(am) = &state.inner.alertmanager {
+        let alerts = am.alerts(&[]).await.map_err(|e| am_error(&e))?;
+        if let Some(a) = alerts.into_iter().find(|a| a.fingerprint == fp) {
+            return Ok(Known {
+                labels: a.labels,
+                local: None,
+            });
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "no alert with fingerprint {text} is known here or in Alertmanager"
+    )))
+}
+
+fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<(AckRequest, bool), ApiError> {
+    let ctype = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok((AckRequest::default(), false));
+    }
+    if ctype.starts_with("application/x-www-form-urlencoded") {
+        let text = String::from_utf8_lossy(body);
+        let url = reqwest::Url::parse(&format!("http://form/?{text}"))
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let mut req = AckRequest::default();
+        for (k, v) in url.query_pairs() {
+            let v = v.trim().to_owned();
+            if v.is_empty() {
+                continue;
+            }
+            match k.as_ref() {
+                "by" => req.by = Some(v),
+                "comment" => req.comment = Some(v),
+                "duration_minutes" => {
+                    req.duration_minutes = Some(v.parse().map_err(|_| {
+                        ApiError::invalid_field(
+                            "duration_minutes",
+                            "duration_minutes must be a whole number of minutes",
+                        )
+                    })?)
+                }
+                _ => {}
+            }
+        }
+        return Ok((req, true));
+    }
+    let req: AckRequest = serde_json::from_slice(body).map_err(|e| {
+        let mut err = ApiError::bad_request(format!("invalid ack body: {e}"));
+        for f in ["by", "comment", "duration_minutes"] {
+            if e.to_string().contains(&format!("`{f}`")) {
+                err = err.with_field(f);
+            }
+        }
+        err
+    })?;
+    Ok((req, false))
+}
+
+/// `POST /api/v1/alerts/{fingerprint}/ack`.
+pub async fn acknowledge(
+    State(state): State<AppState>,
+    Path(fingerprint): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let fp = parse_fingerprint(&fingerprint)?;
+    let (req, from_form) = parse_body(&headers, &body)?;
+    let settings = &state.inner.settings.ack;
+    let duration = match req.duration_minutes {
+        None => settings.duration,
+        Some(0) => {
+            return Err(ApiError::invalid_field(
+                "duration_minutes",
+                "duration_minutes must be at least 1",
+            ));
+        }
+        Some(m) => {
+            let d = Duration::from_secs(m.saturating_mul(60));
+            if d > settings.max_duration {
+                return Err(ApiError::invalid_field(
+                    "duration_minutes",
+                    format!(
+                        "duration_minutes may be at most {}",
+                        settings.max_duration.as_secs() / 60
+                    ),
+                ));
+            }
+            d
+        }
+    };
+    let by = req.by.unwrap_or_else(|| "alert-service".to_owned());
+    let comment = req
+        .comment
+        .unwrap_or_else(|| "Acknowledged via alert-service".to_owned());
+    if by.len() > 200 || comment.len() > 2000 {
+        return Err(ApiError::invalid_field(
+            "comment",
+            "by is limited to 200 and comment to 2000 bytes",
+        ));
+    }
+    let known = lookup(&state, fp).await?;
+    let matchers: Vec<Matcher> = known
+        .labels
+        .iter()
+        .map(|(k, v)| Matcher::equal(k, v))
+        .collect();
+    let silence = match &state.inner.alertmanager {
+        Some(am) => {
+            let s = PostableSilence::for_duration(
+                matchers.clone(),
+                time::Duration::try_from(duration).unwrap_or(time::Duration::hours(2)),
+                by.clone(),
+                comment.clone(),
+            );
+            let id = am.create_silence(&s).await.map_err(|e| {
+                state
+                    .inner
+                    .metrics
+                    .acks
+                    .with_label_values(&["alertmanager_error"])
+                    .inc();
+                am_error(&e)
+            })?;
+            Some((id, s.ends_at))
+        }
+        None => None,
+    };
+    let silence_id = silence.as_ref().map(|(id, _)| id.as_str());
+    state
+        .inner
+        .store
+        .record_ack(&fp.to_string(), now_ms(), &by, &comment, silence_id)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string(), Some(5)))?;
+    state
+        .inner
+        .metrics
+        .acks
+        .with_label_values(&[if silence.is_some() {
+            "silenced"
+        } else {
+            "local"
+        }])
+        .inc();
+    tracing::info!(fingerprint = %fp, by = %by, silence = ?silence_id, "alert acknowledged");
+    let body = json!({
+        "fingerprint": fp.to_string(),
+        "acknowledged": true,
+        "by": by,
+        "comment": comment,
+        "labels": known.labels,
+        "silence": silence.as_ref().map(|(id, ends)| json!({"id": id, "ends_at": crate::view::rfc3339(*ends)})),
+        "note": if silence.is_none() { Some("ALERTMANAGER_URL is not set: recorded here only (stops escalation, not notifications)") } else { None },
+    });
+    if from_form {
+        return Ok(Html(page(&fp.to_string(), &body)).into_response());
+    }
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// `GET /api/v1/alerts/{fingerprint}/ack`.
+pub async fn status(
+    State(state): State<AppState>,
+    Path(fingerprint): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let fp = parse_fingerprint(&fingerprint)?;
+    let known = lookup(&state, fp).await?;
+    let mut silences: Vec<GettableSilence> = Vec::new();
+    let mut in_alertmanager = serde_json::Value::Null;
+    if let Some(am) = &state.inner.alertmanager {
+        let filter: Vec<Matcher> = known
+            .labels
+            .iter()
+            .map(|(k, v)| Matcher::equal(k, v))
+            .collect();
+        let alerts = am.alerts(&filter).await.map_err(|e| am_error(&e))?;
+        let mut ids: Vec<String> = Vec::new();
+        if let Some(a) = alerts.iter().find(|a| a.fingerprint == fp) {
+            in_alertmanager = json!({"state": a.status.state, "silenced_by": a.status.silenced_by});
+            ids.extend(a.status.silenced_by.iter().cloned());
+        }
+        if let Some(id) = known.local.as_ref().and_then(|l| l.silence_id.clone())
+            && !ids.contains(&id)
+        {
+            ids.push(id);
+        }
+        for id in ids {
+            match am.silence(&id).await {
+                Ok(s) => silences.push(s),
+                Err(alertmanager::Error::SilenceNotFound { .. }) => {}
+                Err(e) => return Err(am_error(&e)),
+            }
+        }
+    }
+    let silenced = silences
+        .iter()
+        .any(|s| matches!(s.status.state, SilenceState::Active | SilenceState::Pending));
+    let local = known.local.as_ref();
+    let body = json!({
+        "fingerprint": fp.to_string(),
+        "labels": known.labels,
+        "status": local.map(|l| l.status.clone()),
+        "acknowledged": silenced || local.is_some_and(|l| l.acked_at.is_some()),
+        "acked_by": local.and_then(|l| l.acked_by.clone()),
+        "acked_at": local.and_then(|l| l.acked_at).and_then(|t| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000).ok()).map(crate::view::rfc3339),
+        "comment": local.and_then(|l| l.ack_comment.clone()),
+        "alertmanager": in_alertmanager,
+        "silences": silences.iter().map(|s| json!({
+            "id": s.id, "state": s.status.state, "starts_at": crate::view::rfc3339(s.starts_at),
+            "ends_at": crate::view::rfc3339(s.ends_at), "created_by": s.created_by, "comment": s.comment,
+        })).collect::<Vec<_>>(),
+    });
+    let wants_html = headers
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if wants_html {
+        return Ok(Html(page(&fp.to_string(), &body)).into_response());
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The confirmation page: the state and a form that POSTs the ack.
+fn page(fingerprint: &str, state: &serde_json::Value) -> String {
+    let labels = state["labels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    format!(
+                        "<tr><td>{}</td><td><code>{}</code></td></tr>",
+                        esc(k),
+                        esc(v.as_str().unwrap_or_default())
+                    )
+                })
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let acked = state["acknowledged"].as_bool().unwrap_or(false);
+    let summary = if acked {
+        let by = state["acked_by"]
+            .as_str()
+            .or(state["by"].as_str())
+            .unwrap_or("someone");
+        format!("<p><b>Acknowledged</b> by {}.</p>", esc(by))
+    } else {
+        "<p><b>Not acknowledged.</b></p>".to_owned()
+    };
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Acknowledge {fp}</title></head>\
+<body style=\"font-family:sans-serif\"><h2>Alert {fp}</h2>{summary}<table>{labels}</table>\
+<form method=\"post\" action=\"/api/v1/alerts/{fp}/ack\">\
+<p><label>Your name <input name=\"by\" required></label></p>\
+<p><label>Comment <input name=\"comment\" size=\"60\"></label></p>\
+<p><label>Silence for (minutes) <input name=\"duration_minutes\" type=\"number\" min=\"1\" value=\"120\"></label></p>\
+<p><button type=\"submit\">Acknowledge</button></p></form>\
+<pre>{json}</pre></body></html>",
+        fp = esc(fingerprint),
+        json = esc(&serde_json::to_string_pretty(state).unwrap_or_default()),
+    )
+}

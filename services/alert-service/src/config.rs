@@ -1,0 +1,1121 @@
+//! Configuration: environment variables ([`Config::read`]) and the routing file
+//! (`ALERT_SERVICE_CONFIG`, YAML, parsed and checked by [`Settings::parse`]).
+//!
+//! Every problem in the file is reported at load time, naming its place: `routes[1].match_re.pod`,
+//! `channels.slack.templates.message: line 3: ...`, `escalation.tiers[0].channels`. Secrets
+//! (webhook URLs, SMTP password) come from the environment and are never printed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use service_kit::EnvReader;
+use service_kit::config::Env;
+
+use crate::duration::DurationText;
+use crate::routing::{RouteSpec, Routes, Severity};
+use crate::templates::Templates;
+
+/// The configuration shipped in the binary: everything goes to the `log` channel (stdout).
+pub const DEFAULT_CONFIG: &str = include_str!("../config/default.yaml");
+
+/// Channel names that exist without being declared: `log` (stdout), `email` (when the file has a
+/// top-level `smtp`), `slack` (when `SLACK_WEBHOOK_URL` is set), `teams` (`TEAMS_WEBHOOK_URL`).
+pub const BUILTIN_CHANNELS: [&str; 4] = ["log", "email", "slack", "teams"];
+
+/// Everything alert-service reads from its environment.
+#[derive(Clone)]
+pub struct Config {
+    /// The parsed routing file.
+    pub settings: Arc<Settings>,
+    /// `ALERT_SERVICE_TOKEN`: bearer token for the webhook; open when unset.
+    pub token: Option<SecretString>,
+    /// `ALERT_SERVICE_DB`: `sqlite://...` (default `sqlite://alert-service.db`) or `postgres://...`.
+    pub database_url: SecretString,
+    /// `ALERTMANAGER_URL`: for silences (acks) and the state of alerts; none = acks stay local.
+    pub alertmanager_url: Option<String>,
+    /// `AUTO_HEALER_URL`: whose `/api/v1/actions` the digest summarises.
+    pub auto_healer_url: Option<String>,
+    /// `PUBLIC_URL`: how people reach this service (acknowledge links); default
+    /// `http://127.0.0.1:8086`.
+    pub public_url: String,
+    /// `GRAFANA_URL` (+ `GRAFANA_LOKI_UID`, `GRAFANA_TEMPO_UID`): Explore links in messages.
+    pub grafana: Option<GrafanaLinks>,
+    /// `ALERT_SERVICE_KUBERNETES` (`auto`/`true`/`false`): enrich from the Kubernetes API;
+    /// `auto` (default) = when running in a cluster (`KUBERNETES_SERVICE_HOST` set).
+    pub kubernetes: bool,
+    /// This replica's name (`K8S_POD_NAME`/`POD_NAME`, or a random id): the outbox lease owner.
+    pub instance: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("settings", &self.settings)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("database_url", &"[redacted]")
+            .field("alertmanager_url", &self.alertmanager_url)
+            .field("auto_healer_url", &self.auto_healer_url)
+            .field("public_url", &self.public_url)
+            .field("grafana", &self.grafana)
+            .field("kubernetes", &self.kubernetes)
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+/// Where Grafana is and which datasources the Explore links open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrafanaLinks {
+    /// Base URL, no trailing slash.
+    pub url: String,
+    /// Loki datasource uid (`GRAFANA_LOKI_UID`, default `loki`).
+    pub loki_uid: String,
+    /// Tempo datasource uid (`GRAFANA_TEMPO_UID`, default `tempo`).
+    pub tempo_uid: String,
+}
+
+impl Config {
+    /// Reads the service's variables and its routing file; problems are recorded on `reader`.
+    pub fn read(reader: &mut EnvReader<'_>) -> Self {
+        let env = reader.env();
+        let (source, origin) = match reader.optional("ALERT_SERVICE_CONFIG") {
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(text) => (text, path),
+                Err(e) => {
+                    reader.error("ALERT_SERVICE_CONFIG", format!("cannot read {path}: {e}"));
+                    (DEFAULT_CONFIG.to_owned(), "(built-in)".to_owned())
+                }
+            },
+            None => (DEFAULT_CONFIG.to_owned(), "(built-in)".to_owned()),
+        };
+        let settings = match Settings::parse(&source, env) {
+            Ok(s) => s,
+            Err(errors) => {
+                reader.error(
+                    "ALERT_SERVICE_CONFIG",
+                    format!(
+                        "{origin}: {} problem(s):\n    {}",
+                        errors.len(),
+                        errors.join("\n    ")
+                    ),
+                );
+                Settings::parse(DEFAULT_CONFIG, env).expect("the built-in configuration is valid")
+            }
+        };
+        for w in &settings.warnings {
+            tracing::warn!(warning = %w, "alert-service configuration");
+        }
+        let token = reader.secret("ALERT_SERVICE_TOKEN");
+        let database_url = reader.string("ALERT_SERVICE_DB", "sqlite://alert-service.db");
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            reader.error(
+                "ALERT_SERVICE_DB",
+                "expected a sqlite://... or postgres://... URL",
+            );
+        }
+        let alertmanager_url = reader.optional_url("ALERTMANAGER_URL");
+        let auto_healer_url = reader.optional_url("AUTO_HEALER_URL");
+        let public_url = reader.url("PUBLIC_URL", "http://127.0.0.1:8086");
+        let grafana = reader.optional_url("GRAFANA_URL").map(|url| GrafanaLinks {
+            url,
+            loki_uid: reader.string("GRAFANA_LOKI_UID", "loki"),
+            tempo_uid: reader.string("GRAFANA_TEMPO_UID", "tempo"),
+        });
+        let in_cluster = reader.optional("KUBERNETES_SERVICE_HOST").is_some();
+        let kubernetes = reader.parse_with("ALERT_SERVICE_KUBERNETES", in_cluster, |raw| match raw
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "auto" => Ok(in_cluster),
+            "true" | "1" | "yes" => Ok(true),
+            "false" | "0" | "no" => Ok(false),
+            _ => Err("expected auto, true or false".to_owned()),
+        });
+        let instance = reader
+            .optional("K8S_POD_NAME")
+            .or_else(|| reader.optional("POD_NAME"))
+            .unwrap_or_else(|| format!("alert-service-{}", uuid::Uuid::new_v4().simple()));
+        Self {
+            settings: Arc::new(settings),
+            token,
+            database_url: SecretString::from(database_url),
+            alertmanager_url,
+            auto_healer_url,
+            public_url,
+            grafana,
+            kubernetes,
+            instance,
+        }
+    }
+
+    /// A configuration for tests: `yaml` as the routing file, secrets looked up in `env`, the
+    /// outbox in `database_url`, everything else unset.
+    pub fn for_tests(yaml: &str, env: &dyn Env, database_url: &str) -> Result<Self, Vec<String>> {
+        Ok(Self {
+            settings: Arc::new(Settings::parse(yaml, env)?),
+            token: None,
+            database_url: SecretString::from(database_url.to_owned()),
+            alertmanager_url: None,
+            auto_healer_url: None,
+            public_url: "http://127.0.0.1:8086".to_owned(),
+            grafana: None,
+            kubernetes: false,
+            instance: format!("test-{}", uuid::Uuid::new_v4().simple()),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    routes: Vec<RouteSpec>,
+    #[serde(default)]
+    default_channels: Vec<String>,
+    #[serde(default)]
+    channels: BTreeMap<String, ChannelSpec>,
+    #[serde(default)]
+    smtp: Option<SmtpSpec>,
+    #[serde(default)]
+    escalation: Option<EscalationSpec>,
+    #[serde(default)]
+    escalation_after_secs: Option<u64>,
+    #[serde(default)]
+    digest: Option<DigestSpec>,
+    #[serde(default)]
+    delivery: DeliverySpec,
+    #[serde(default)]
+    ack: AckSpec,
+    #[serde(default)]
+    enrichment: EnrichmentSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelSpec {
+    kind: ChannelKind,
+    /// log: a file to append to (`-` or absent = stdout).
+    #[serde(default)]
+    path: Option<String>,
+    /// webhook: the URL (not secret); slack/teams/webhook: `url_env` names the variable instead.
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    url_env: Option<String>,
+    /// email
+    #[serde(default)]
+    smtp: Option<SmtpSpec>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Vec<String>,
+    #[serde(default)]
+    templates: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmtpSpec {
+    host: String,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    tls: Option<TlsMode>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Vec<String>,
+    #[serde(default)]
+    timeout: Option<DurationText>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EscalationSpec {
+    #[serde(default)]
+    min_severity: Option<Severity>,
+    #[serde(default)]
+    check_interval: Option<DurationText>,
+    tiers: Vec<TierSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierSpec {
+    after: DurationText,
+    #[serde(default)]
+    channels: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DigestSpec {
+    interval: DurationText,
+    channels: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliverySpec {
+    max_attempts: Option<u32>,
+    initial_backoff: Option<DurationText>,
+    max_backoff: Option<DurationText>,
+    lease: Option<DurationText>,
+    poll_interval: Option<DurationText>,
+    concurrency: Option<usize>,
+    dedup_window: Option<DurationText>,
+    send_timeout: Option<DurationText>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckSpec {
+    duration: Option<DurationText>,
+    max_duration: Option<DurationText>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrichmentSpec {
+    log_lines: Option<i64>,
+    events: Option<usize>,
+    timeout: Option<DurationText>,
+    max_alerts: Option<usize>,
+}
+
+/// What a channel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// A line of text to stdout or a file.
+    Log,
+    /// A Slack incoming webhook (Block Kit).
+    Slack,
+    /// A Microsoft Teams Workflows webhook (Adaptive Card).
+    Teams,
+    /// SMTP (text + HTML).
+    Email,
+    /// Generic JSON POST.
+    Webhook,
+}
+
+impl ChannelKind {
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelKind::Log => "log",
+            ChannelKind::Slack => "slack",
+            ChannelKind::Teams => "teams",
+            ChannelKind::Email => "email",
+            ChannelKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// How to talk TLS to the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain connection, upgraded with STARTTLS (required).
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Tls,
+    /// No TLS (local relays, mailpit, tests).
+    None,
+}
+
+/// A configured channel.
+#[derive(Clone)]
+pub struct ChannelConfig {
+    /// Its name (routes refer to it).
+    pub name: String,
+    /// Its kind.
+    pub kind: ChannelKind,
+    /// Where it sends.
+    pub target: ChannelTarget,
+}
+
+impl fmt::Debug for ChannelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+/// Where a channel sends.
+#[derive(Clone)]
+pub enum ChannelTarget {
+    /// `None` = stdout.
+    Log(Option<PathBuf>),
+    /// Slack, Teams, webhook: the URL (a secret: it carries the token).
+    Http(SecretString),
+    /// SMTP.
+    Email(EmailTarget),
+}
+
+impl fmt::Debug for ChannelTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChannelTarget::Log(p) => f.debug_tuple("Log").field(p).finish(),
+            ChannelTarget::Http(_) => f.write_str("Http([redacted])"),
+            ChannelTarget::Email(e) => f.debug_tuple("Email").field(e).finish(),
+        }
+    }
+}
+
+/// An SMTP destination.
+#[derive(Clone)]
+pub struct EmailTarget {
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// TLS mode.
+    pub tls: TlsMode,
+    /// `From`.
+    pub from: String,
+    /// `To` (at least one).
+    pub to: Vec<String>,
+    /// `SMTP_USERNAME`.
+    pub username: Option<String>,
+    /// `SMTP_PASSWORD`.
+    pub password: Option<SecretString>,
+    /// Connection and command timeout.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for EmailTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmailTarget")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+/// Outbox delivery tuning (`delivery:` in the file).
+#[derive(Debug, Clone)]
+pub struct DeliverySettings {
+    /// Attempts before a row is `dead` (default 8).
+    pub max_attempts: u32,
+    /// First retry delay (default 2 s), doubled per attempt, with jitter.
+    pub initial_backoff: Duration,
+    /// Longest retry delay (default 5 min).
+    pub max_backoff: Duration,
+    /// How long a claim holds a row (default 60 s); a crashed claimer's rows are retried after it.
+    pub lease: Duration,
+    /// How often an idle worker looks for due rows (default 1 s; intake also wakes it).
+    pub poll_interval: Duration,
+    /// Rows sent at once (default 8).
+    pub concurrency: usize,
+    /// An identical notification (same group, status, channel and alerts) within this window is
+    /// a duplicate and is not sent again (default 10 min). Alertmanager's repeats after it are.
+    pub dedup_window: Duration,
+    /// The longest one send may take (default 10 s).
+    pub send_timeout: Duration,
+}
+
+/// One escalation tier.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    /// Delay after the alert was first received.
+    pub after: Duration,
+    /// Channels; empty = the channels the alert was routed to.
+    pub channels: Vec<String>,
+}
+
+/// `escalation:` in the file.
+#[derive(Debug, Clone)]
+pub struct EscalationSettings {
+    /// Alerts at or above this severity escalate (default `critical`).
+    pub min_severity: Severity,
+    /// How often to look (default 5 s).
+    pub check_interval: Duration,
+    /// Tiers, by increasing delay.
+    pub tiers: Vec<Tier>,
+}
+
+/// `digest:` in the file.
+#[derive(Debug, Clone)]
+pub struct DigestSettings {
+    /// Period of the digest.
+    pub interval: Duration,
+    /// Where it goes.
+    pub channels: Vec<String>,
+}
+
+/// `ack:` in the file.
+#[derive(Debug, Clone)]
+pub struct AckSettings {
+    /// Silence length when the request does not say (default 2 h).
+    pub duration: Duration,
+    /// Longest silence an ack may ask for (default 7 d).
+    pub max_duration: Duration,
+}
+
+/// `enrichment:` in the file (Kubernetes mode only).
+#[derive(Debug, Clone)]
+pub struct EnrichmentSettings {
+    /// Log lines of the pod (default 20).
+    pub log_lines: i64,
+    /// Recent events of the object (default 10).
+    pub events: usize,
+    /// Bound of each lookup (default 2 s).
+    pub timeout: Duration,
+    /// Alerts per message that are enriched (default 3).
+    pub max_alerts: usize,
+}
+
+/// The parsed, checked routing file.
+pub struct Settings {
+    /// Routes to channels.
+    pub routes: Routes,
+    /// Channels by name.
+    pub channels: BTreeMap<String, ChannelConfig>,
+    /// Every channel's compiled templates.
+    pub templates: Templates,
+    /// Outbox tuning.
+    pub delivery: DeliverySettings,
+    /// Escalation, if configured.
+    pub escalation: Option<EscalationSettings>,
+    /// Digest, if configured.
+    pub digest: Option<DigestSettings>,
+    /// Acks.
+    pub ack: AckSettings,
+    /// Enrichment.
+    pub enrichment: EnrichmentSettings,
+    /// Things that work but may not be meant (a built-in channel without its secret).
+    pub warnings: Vec<String>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("routes", &self.routes)
+            .field("channels", &self.channels)
+            .field("delivery", &self.delivery)
+            .field("escalation", &self.escalation)
+            .field("digest", &self.digest)
+            .field("ack", &self.ack)
+            .field("enrichment", &self.enrichment)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Errors(Vec<String>);
+
+impl Errors {
+    fn push(&mut self, place: impl fmt::Display, what: impl fmt::Display) {
+        self.0.push(format!("{place}: {what}"));
+    }
+
+    fn duration(
+        &mut self,
+        place: &str,
+        value: Option<&DurationText>,
+        default: Duration,
+    ) -> Duration {
+        match value.map(DurationText::parse) {
+            None => default,
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.push(place, e);
+                default
+            }
+        }
+    }
+}
+
+impl Settings {
+    /// Parses and checks a routing file; secrets (`url_env`, `SMTP_*`, `SLACK_WEBHOOK_URL`,
+    /// `TEAMS_WEBHOOK_URL`) are read from `env`. Every problem is returned, each naming its place.
+    pub fn parse(yaml: &str, env: &dyn Env) -> Result<Self, Vec<String>> {
+        let file: FileConfig = if yaml.trim().is_empty() {
+            serde_yaml_ng::from_str("{}")
+        } else {
+            serde_yaml_ng::from_str(yaml)
+        }
+        .map_err(|e| vec![format!("invalid YAML: {e}")])?;
+        let mut errors = Errors(Vec::new());
+        let mut warnings = Vec::new();
+
+        let mut channels = BTreeMap::new();
+        let mut template_overrides = BTreeMap::new();
+        for (name, spec) in &file.channels {
+            if let Some(ch) = channel(name, spec, file.smtp.as_ref(), env, &mut errors) {
+                channels.insert(name.clone(), ch);
+            }
+            template_overrides.insert(name.clone(), spec.templates.clone());
+        }
+        // Built-in channels, unless declared.
+        let mut disabled = Vec::new();
+        channels
+            .entry("log".to_owned())
+            .or_insert_with(|| ChannelConfig {
+                name: "log".to_owned(),
+                kind: ChannelKind::Log,
+                target: ChannelTarget::Log(None),
+            });
+        if !channels.contains_key("email") && !file.channels.contains_key("email") {
+            match &file.smtp {
+                Some(smtp) => {
+                    if let Some(t) = email_target("smtp", Some(smtp), None, &[], env, &mut errors) {
+                        channels.insert(
+                            "email".to_owned(),
+                            ChannelConfig {
+                                name: "email".to_owned(),
+                                kind: ChannelKind::Email,
+                                target: ChannelTarget::Email(t),
+                            },
+                        );
+                    }
+                }
+                None => disabled.push(("email", "no top-level smtp: section")),
+            }
+        }
+        for (name, kind, var) in [
+            ("slack", ChannelKind::Slack, "SLACK_WEBHOOK_URL"),
+            ("teams", ChannelKind::Teams, "TEAMS_WEBHOOK_URL"),
+        ] {
+            if channels.contains_key(name) || file.channels.contains_key(name) {
+                continue;
+            }
+            match env.var(var) {
+                Some(url) => {
+                    if let Err(e) = check_url(&url) {
+                        errors.push(format!("{var} (channel {name})"), e);
+                    }
+                    channels.insert(
+                        name.to_owned(),
+                        ChannelConfig {
+                            name: name.to_owned(),
+                            kind,
+                            target: ChannelTarget::Http(SecretString::from(url)),
+                        },
+                    );
+                }
+                None => disabled.push((
+                    name,
+                    if name == "slack" {
+                        "SLACK_WEBHOOK_URL is not set"
+                    } else {
+                        "TEAMS_WEBHOOK_URL is not set"
+                    },
+                )),
+            }
+        }
+        let is_disabled = |name: &str| {
+            disabled
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, why)| *why)
+        };
+
+        // Every channel name a route, tier or digest mentions must exist (a built-in one without
+        // its secret is skipped with a warning, so a chart without a Slack secret still starts).
+        let mut check_refs =
+            |place: String, names: &[String], errors: &mut Errors| -> Vec<String> {
+                let mut kept = Vec::new();
+                for n in names {
+                    if channels.contains_key(n) {
+                        kept.push(n.clone());
+                    } else if let Some(why) = is_disabled(n) {
+                        warnings.push(format!(
+                            "{place}: channel {n:?} is disabled ({why}); skipped"
+                        ));
+                    } else {
+                        let known: Vec<&str> = channels.keys().map(String::as_str).collect();
+                        errors.push(
+                            &place,
+                            format!("unknown channel {n:?} (known: {})", known.join(", ")),
+                        );
+                    }
+                }
+                kept
+            };
+
+        let mut route_specs = file.routes;
+        for (i, r) in route_specs.iter_mut().enumerate() {
+            r.channels = check_refs(format!("routes[{i}].channels"), &r.channels, &mut errors);
+        }
+        let default_channels = check_refs(
+            "default_channels".to_owned(),
+            &file.default_channels,
+            &mut errors,
+        );
+        let routes = match Routes::compile(route_specs, default_channels) {
+            Ok(r) => Some(r),
+            Err(es) => {
+                errors.0.extend(es);
+                None
+            }
+        };
+
+        let escalation = match (file.escalation, file.escalation_after_secs) {
+            (Some(_), Some(_)) => {
+                errors.push(
+                    "escalation_after_secs",
+                    "use either escalation: or escalation_after_secs:, not both",
+                );
+                None
+            }
+            (None, None) => None,
+            (None, Some(secs)) => Some(EscalationSettings {
+                min_severity: Severity::Critical,
+                check_interval: Duration::from_secs(5),
+                tiers: vec![Tier {
+                    after: Duration::from_secs(secs),
+                    channels: Vec::new(),
+                }],
+            }),
+            (Some(spec), None) => {
+                let mut tiers = Vec::new();
+                for (i, t) in spec.tiers.iter().enumerate() {
+                    let after = errors.duration(
+                        &format!("escalation.tiers[{i}].after"),
+                        Some(&t.after),
+                        Duration::ZERO,
+                    );
+                    if let Some(prev) = tiers.last().map(|p: &Tier| p.after)
+                        && after <= prev
+                    {
+                        errors.push(
+                            format!("escalation.tiers[{i}].after"),
+                            "tiers must have increasing delays",
+                        );
+                    }
+                    let chans = check_refs(
+                        format!("escalation.tiers[{i}].channels"),
+                        &t.channels,
+                        &mut errors,
+                    );
+                    tiers.push(Tier {
+                        after,
+                        channels: chans,
+                    });
+                }
+                if tiers.is_empty() {
+                    errors.push("escalation.tiers", "at least one tier is needed");
+                }
+                Some(EscalationSettings {
+                    min_severity: spec.min_severity.unwrap_or(Severity::Critical),
+                    check_interval: errors.duration(
+                        "escalation.check_interval",
+                        spec.check_interval.as_ref(),
+                        Duration::from_secs(5),
+                    ),
+                    tiers,
+                })
+            }
+        };
+        if let Some(e) = &escalation
+            && e.check_interval.is_zero()
+        {
+            errors.push("escalation.check_interval", "must be more than 0");
+        }
+
+        let digest = file.digest.map(|d| {
+            let interval = errors.duration(
+                "digest.interval",
+                Some(&d.interval),
+                Duration::from_secs(86400),
+            );
+            if interval < Duration::from_secs(1) {
+                errors.push("digest.interval", "must be at least 1s");
+            }
+            let chans = check_refs("digest.channels".to_owned(), &d.channels, &mut errors);
+            DigestSettings {
+                interval,
+                channels: chans,
+            }
+        });
+
+        let dl = &file.delivery;
+        let delivery = DeliverySettings {
+            max_attempts: dl.max_attempts.unwrap_or(8).max(1),
+            initial_backoff: errors.duration(
+                "delivery.initial_backoff",
+                dl.initial_backoff.as_ref(),
+                Duration::from_secs(2),
+            ),
+            max_backoff: errors.duration(
+                "delivery.max_backoff",
+                dl.max_backoff.as_ref(),
+                Duration::from_secs(300),
+            ),
+            lease: errors.duration("delivery.lease", dl.lease.as_ref(), Duration::from_secs(60)),
+            poll_interval: errors.duration(
+                "delivery.poll_interval",
+                dl.poll_interval.as_ref(),
+                Duration::from_secs(1),
+            ),
+            concurrency: dl.concurrency.unwrap_or(8).max(1),
+            dedup_window: errors.duration(
+                "delivery.dedup_window",
+                dl.dedup_window.as_ref(),
+                Duration::from_secs(600),
+            ),
+            send_timeout: errors.duration(
+                "delivery.send_timeout",
+                dl.send_timeout.as_ref(),
+                Duration::from_secs(10),
+            ),
+        };
+        if delivery.lease <= delivery.send_timeout {
+            errors.push(
+                "delivery.lease",
+                "must be longer than delivery.send_timeout",
+            );
+        }
+        if delivery.poll_interval.is_zero() {
+            errors.push("delivery.poll_interval", "must be more than 0");
+        }
+        let ack = AckSettings {
+            duration: errors.duration(
+                "ack.duration",
+                file.ack.duration.as_ref(),
+                Duration::from_secs(7200),
+            ),
+            max_duration: errors.duration(
+                "ack.max_duration",
+                file.ack.max_duration.as_ref(),
+                Duration::from_secs(7 * 86400),
+            ),
+        };
+        let en = &file.enrichment;
+        let enrichment = EnrichmentSettings {
+            log_lines: en.log_lines.unwrap_or(20).clamp(1, 500),
+            events: en.events.unwrap_or(10).clamp(1, 100),
+            timeout: errors.duration(
+                "enrichment.timeout",
+                en.timeout.as_ref(),
+                Duration::from_secs(2),
+            ),
+            max_alerts: en.max_alerts.unwrap_or(3),
+        };
+
+        let kinds: BTreeMap<String, ChannelKind> =
+            channels.iter().map(|(n, c)| (n.clone(), c.kind)).collect();
+        let templates = match Templates::compile(&kinds, &template_overrides) {
+            Ok(t) => Some(t),
+            Err(es) => {
+                errors.0.extend(es);
+                None
+            }
+        };
+
+        match (errors.0.is_empty(), routes, templates) {
+            (true, Some(routes), Some(templates)) => Ok(Settings {
+                routes,
+                channels,
+                templates,
+                delivery,
+                escalation,
+                digest,
+                ack,
+                enrichment,
+                warnings,
+            }),
+            _ => Err(errors.0),
+        }
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        Ok(_) => Err("expected an http:// or https:// URL".to_owned()),
+        // Never echo the value: webhook URLs carry their token.
+        Err(e) => Err(format!("not a URL ({e})")),
+    }
+}
+
+fn channel(
+    name: &str,
+    spec: &ChannelSpec,
+    smtp: Option<&SmtpSpec>,
+    env: &dyn Env,
+    errors: &mut Errors,
+) -> Option<ChannelConfig> {
+    let place = format!("channels.{name}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        errors.push(
+            &place,
+            "a channel name may only hold letters, digits, '-' and '_'",
+        );
+    }
+    let target = match spec.kind {
+        ChannelKind::Log => ChannelTarget::Log(match spec.path.as_deref() {
+            None | Some("-") | Some("stdout") => None,
+            Some(p) => Some(PathBuf::from(p)),
+        }),
+        ChannelKind::Slack | ChannelKind::Teams | ChannelKind::Webhook => {
+            let default_env = match spec.kind {
+                ChannelKind::Slack => Some("SLACK_WEBHOOK_URL"),
+                ChannelKind::Teams => Some("TEAMS_WEBHOOK_URL"),
+                _ => None,
+            };
+            let url = match (&spec.url, &spec.url_env) {
+                (Some(_), Some(_)) => {
+                    errors.push(&place, "set url or url_env, not both");
+                    return None;
+                }
+                (Some(u), None) => u.clone(),
+                (None, var) => {
+                    let Some(var) = var.as_deref().or(default_env) else {
+                        errors.push(&place, "a webhook channel needs url or url_env");
+                        return None;
+                    };
+                    match env.var(var) {
+                        Some(u) => u,
+                        None => {
+                            errors.push(format!("{place}.url_env"), format!("{var} is not set"));
+                            return None;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = check_url(&url) {
+                errors.push(format!("{place}.url"), e);
+                return None;
+            }
+            ChannelTarget::Http(SecretString::from(url))
+        }
+        ChannelKind::Email => ChannelTarget::Email(email_target(
+            &place,
+            spec.smtp.as_ref().or(smtp),
+            spec.from.as_deref(),
+            &spec.to,
+            env,
+            errors,
+        )?),
+    };
+    if spec.kind != ChannelKind::Email
+        && (spec.smtp.is_some() || spec.from.is_some() || !spec.to.is_empty())
+    {
+        errors.push(
+            &place,
+            format!(
+                "smtp/from/to only apply to email channels, this one is {}",
+                spec.kind.as_str()
+            ),
+        );
+    }
+    Some(ChannelConfig {
+        name: name.to_owned(),
+        kind: spec.kind,
+        target,
+    })
+}
+
+fn email_target(
+    place: &str,
+    smtp: Option<&SmtpSpec>,
+    from: Option<&str>,
+    to: &[String],
+    env: &dyn Env,
+    errors: &mut Errors,
+) -> Option<EmailTarget> {
+    let Some(smtp) = smtp else {
+        errors.push(
+            place,
+            "an email channel needs smtp: (here or at the top level)",
+        );
+        return None;
+    };
+    let from = from
+        .or(smtp.from.as_deref())
+        .unwrap_or("alert-service@localhost")
+        .to_owned();
+    let to: Vec<String> = if to.is_empty() {
+        smtp.to.clone()
+    } else {
+        to.to_vec()
+    };
+    let before = errors.0.len();
+    if lettre::message::Mailbox::from_str(&from).is_err() {
+        errors.push(
+            format!("{place}.from"),
+            format!("{from:?} is not an email address"),
+        );
+    }
+    if to.is_empty() {
+        errors.push(format!("{place}.to"), "at least one recipient is needed");
+    }
+    for (i, addr) in to.iter().enumerate() {
+        if lettre::message::Mailbox::from_str(addr).is_err() {
+            errors.push(
+                format!("{place}.to[{i}]"),
+                format!("{addr:?} is not an email address"),
+            );
+        }
+    }
+    let tls = smtp.tls.unwrap_or(match smtp.port {
+        Some(465) => TlsMode::Tls,
+        Some(587) => TlsMode::Starttls,
+        _ => TlsMode::None,
+    });
+    let port = smtp.port.unwrap_or(match tls {
+        TlsMode::Tls => 465,
+        TlsMode::Starttls => 587,
+        TlsMode::None => 25,
+    });
+    let timeout = errors.duration(
+        &format!("{place}.smtp.timeout"),
+        smtp.timeout.as_ref(),
+        Duration::from_secs(10),
+    );
+    (errors.0.len() == before).then(|| EmailTarget {
+        host: smtp.host.clone(),
+        port,
+        tls,
+        from,
+        to,
+        username: env.var("SMTP_USERNAME"),
+        password: env.var("SMTP_PASSWORD").map(SecretString::from),
+        timeout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(yaml: &str) -> Result<Settings, Vec<String>> {
+        let env: HashMap<&str, &str> = [("HOOK_URL", "http://127.0.0.1:1/hook")]
+            .into_iter()
+            .collect();
+        Settings::parse(yaml, &env)
+    }
+
+    #[test]
+    fn builtin_default_routes_everything_to_log() {
+        let s = parse(DEFAULT_CONFIG).unwrap();
+        assert!(s.channels.contains_key("log"));
+        let labels = [("alertname".to_owned(), "X".to_owned())]
+            .into_iter()
+            .collect();
+        assert_eq!(s.routes.channels_for(&labels), vec!["log".to_owned()]);
+    }
+
+    #[test]
+    fn the_charts_config_shape_loads() {
+        // k8s/charts/organism/values.yaml, alert-service.config.data
+        let yaml = r#"
+smtp:
+  host: mailpit.monitoring.svc
+  port: 1025
+  from: organism@localhost
+  to:
+    - oncall@localhost
+routes:
+  - match:
+      severity: critical
+    channels: [email, slack]
+  - match: {}
+    channels: [email]
+escalation_after_secs: 900
+"#;
+        let s = parse(yaml).unwrap();
+        assert_eq!(s.channels["email"].kind, ChannelKind::Email);
+        assert!(!s.channels.contains_key("slack"));
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("routes[0].channels") && w.contains("slack")),
+            "{:?}",
+            s.warnings
+        );
+        assert_eq!(
+            s.escalation.as_ref().unwrap().tiers[0].after,
+            Duration::from_secs(900)
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named_by_its_place() {
+        let yaml = r#"
+routes:
+  - match_re: {pod: "heart-[" }
+    channels: [log]
+  - channels: [pager]
+channels:
+  hook:
+    kind: webhook
+    url_env: NOT_SET
+  mail:
+    kind: email
+    smtp: {host: localhost, port: 2525}
+    to: ["not an address"]
+delivery:
+  lease: 5 minutes
+"#;
+        let errors = parse(yaml).unwrap_err();
+        let text = errors.join("\n");
+        for needle in [
+            "routes[0].match_re.pod",
+            "routes[1].channels: unknown channel \"pager\"",
+            "channels.hook.url_env: NOT_SET is not set",
+            "channels.mail.to[0]",
+            "delivery.lease",
+        ] {
+            assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_yaml_are_rejected() {
+        let e = parse("routes:\n  - matchers: {a: b}\n    channels: [log]\n").unwrap_err();
+        assert!(e[0].contains("unknown field `matchers`"), "{e:?}");
+        let e = parse("routes: [").unwrap_err();
+        assert!(e[0].starts_with("invalid YAML"), "{e:?}");
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let env: HashMap<&str, &str> = [(
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/SECRETTOKEN",
+        )]
+        .into_iter()
+        .collect();
+        let s = Settings::parse("routes: [{channels: [slack]}]", &env).unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("SECRETTOKEN"), "{printed}");
+        let env: HashMap<&str, &str> = [("SLACK_WEBHOOK_URL", "hooks.slack.com/SECRETTOKEN")]
+            .into_iter()
+            .collect();
+        let e = Settings::parse("routes: [{channels: [slack]}]", &env)
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            !e.contains("SECRETTOKEN") && e.contains("SLACK_WEBHOOK_URL"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! The digest: alerts fired and resolved, time to acknowledge and resolve, the noisiest alerts and
+//! the auto-healer's actions over a window. Sent every `digest.interval` (aligned to the interval,
+//! UTC) to `digest.channels` — one row per period and channel, so replicas send it once — and
+//! served at `GET /api/v1/report?window=24h`.
+//!
+//! The healer's actions come from `{AUTO_HEALER_URL}/api/v1/actions` (a JSON list of actions with
+//! `action` and `result`, or `{"actions": [...]}`, or counts `[{"action","result","count"}]`);
+//! if that route is missing, from its `auto_healer_actions_total{action,result}` on `/metrics`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::Value;
+use service_kit::ApiError;
+use service_kit::extract::Query;
+
+use crate::AppState;
+use crate::delivery::{Payload, now_ms};
+use crate::duration;
+use crate::store::NewRow;
+use crate::view::{DeliveryTotals, HealerCount, HealerSummary, NoisyAlert, Report, rfc3339};
+
+fn time_of(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Counts healer actions in any of the JSON shapes described in the module docs.
+pub fn healer_from_json(v: &Value) -> Option<Vec<HealerCount>> {
+    let list = match v {
+        Value::Array(a) => a,
+        Value::Object(o) => o
+            .get("actions")
+            .or_else(|| o.get("items"))
+            .or_else(|| o.get("counts"))?
+            .as_array()?,
+        _ => return None,
+    };
+    let mut counts: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for item in list {
+        let action = item["action"]
+            .as_str()
+            .or_else(|| item["kind"].as_str())
+            .unwrap_or("unknown")
+            .to_owned();
+        let result = item["result"]
+            .as_str()
+            .or_else(|| item["outcome"].as_str())
+            .unwrap_or("unknown")
+            .to_owned();
+        let n = item["count"].as_f64().unwrap_or(1.0);
+        *counts.entry((action, result)).or_default() += n;
+    }
+    Some(
+        counts
+            .into_iter()
+            .map(|((action, result), count)| HealerCount {
+                action,
+                result,
+                count,
+            })
+            .collect(),
+    )
+}
+
+/// Reads `auto_healer_actions_total{action="..",result=".."} N` lines of a Prometheus text body.
+pub fn healer_from_metrics(text: &str) -> Vec<HealerCount> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("auto_healer_actions_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once('}') else {
+            continue;
+        };
+        let Ok(count) = value
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .parse::<f64>()
+        else {
+            continue;
+        };
+        let get = |name: &str| {
+            labels
+                .split(',')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| k.trim() == name)
+                .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+                .unwrap_or_default()
+        };
+        out.push(HealerCount {
+            action: get("action"),
+            result: get("result"),
+            count,
+        });
+    }
+    out
+}
+
+async fn healer(state: &AppState) -> Option<HealerSummary> {
+    let base = state.inner.config.auto_healer_url.as_ref()?;
+    let http = &state.inner.http;
+    let timeout = Duration::from_secs(3);
+    let fetch = async {
+        let resp = http
+            .get(format!("{base}/api/v1/actions"))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if resp.status().is_success() {
+            let v: Value = resp
+                .json()
+                .await
+                .map_err(|e| format!("api/v1/actions: {e}"))?;
+            return healer_from_json(&v)
+                .ok_or_else(|| "api/v1/actions: unexpected JSON shape".to_owned());
+        }
+        let status = resp.status();
+        let m = http
+            .get(format!("{base}/metrics"))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if !m.status().is_success() {
+            return Err(format!(
+                "api/v1/actions answered {status}, /metrics {}",
+                m.status()
+            ));
+        }
+        Ok(healer_from_metrics(
+            &m.text().await.map_err(|e| e.to_string())?,
+        ))
+    };
+    Some(match fetch.await {
+        Ok(actions) => HealerSummary {
+            available: true,
+            total: actions.iter().map(|a| a.count).sum(),
+            actions,
+            error: None,
+        },
+        Err(e) => HealerSummary {
+            available: false,
+            total: 0.0,
+            actions: Vec::new(),
+            error: Some(e),
+        },
+    })
+}
+
+/// The report for `[from, to)` (ms).
+pub async fn build(
+    state: &AppState,
+    from: i64,
+    to: i64,
+) -> Result<Report, crate::store::StoreError> {
+    let c = state.inner.store.report(from, to).await?;
+    let window = duration::display(Duration::from_millis((to - from).max(0) as u64));
+    let fmt =
+        |ms: Option<f64>| ms.map(|v| duration::display(Duration::from_millis(v.max(0.0) as u64)));
+    Ok(Report {
+        title: format!(
+            "Alert digest ({window}): {} fired, {} resolved, {} acknowledged",
+            c.fired, c.resolved, c.acknowledged
+        ),
+        from: rfc3339(time_of(from)),
+        to: rfc3339(time_of(to)),
+        window,
+        fired: c.fired,
+        resolved: c.resolved,
+        acknowledged: c.acknowledged,
+        escalated: c.escalated,
+        mean_time_to_ack: fmt(c.mean_ack_ms),
+        mean_time_to_resolve: fmt(c.mean_resolve_ms),
+        mean_time_to_ack_seconds: c.mean_ack_ms.map(|v| v / 1000.0),
+        mean_time_to_resolve_seconds: c.mean_resolve_ms.map(|v| v / 1000.0),
+        noisiest: c
+            .noisiest
+            .into_iter()
+            .map(|(alertname, notifications, alerts)| NoisyAlert {
+                alertname,
+                notifications,
+                alerts,
+            })
+            .collect(),
+        healer: healer(state).await,
+        deliveries: DeliveryTotals {
+            sent: c.sent,
+            dead: c.dead,
+            pending: c.pending,
+        },
+    })
+}
+
+/// Queues the digest of the period ending at `end` (ms) on the digest channels (idempotent).
+pub async fn send_period(state: &AppState, end: i64) -> Result<usize, crate::store::StoreError> {
+    let Some(settings) = state.inner.settings.digest.as_ref() else {
+        return Ok(0);
+    };
+    let interval = settings.interval.as_millis() as i64;
+    let report = build(state, end - interval, end).await?;
+    let payload = serde_json::to_string(&Payload::Digest { report }).unwrap_or_default();
+    let rows: Vec<NewRow> = settings
+        .channels
+        .iter()
+        .map(|c| NewRow {
+            idem_key: format!("d|{interval}|{end}|{c}"),
+            kind: "digest",
+            channel: c.clone(),
+            group_key: format!("digest/{end}"),
+            status: "digest".to_owned(),
+            payload: payload.clone(),
+            renotify_before: i64::MIN,
+        })
+        .collect();
+    let r = state.inner.store.enqueue(now_ms(), &rows).await?;
+    state.inner.wake.notify_one();
+    Ok(r.iter()
+        .filter(|e| !matches!(e, crate::store::Enqueued::Duplicate))
+        .count())
+}
+
+/// Runs until cancelled: at each interval boundary, queues the digest of the period just ended
+/// (on start, the last ended period, unless already sent).
+pub(crate) async fn run(state: AppState) {
+    let Some(settings) = state.inner.settings.digest.clone() else {
+        return;
+    };
+    let interval = settings.interval.as_millis() as i64;
+    loop {
+        let now = now_ms();
+        let end = now - now.rem_euclid(interval);
+        if let Err(e) = send_period(&state, end).await {
+            tracing::warn!(error = %e, "digest: cannot queue");
+        }
+        let next = end + interval;
+        let wait = Duration::from_millis((next - now_ms()).max(0) as u64 + 50);
+        tokio::select! {
+            () = state.inner.cancel.cancelled() => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Query of `GET /api/v1/report`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    /// Window length, e.g. `24h` (default: the digest interval, else 24h).
+    pub window: Option<String>,
+}
+
+/// `GET /api/v1/report?window=24h`.
+pub async fn report(
+    State(state): State<AppState>,
+    Query(q): Query<ReportQuery>,
+) -> Result<axum::Json<Report>, ApiError> {
+    let default = state
+        .inner
+        .settings
+        .digest
+        .as_ref()
+        .map(|d| d.interval)
+        .unwrap_or(Duration::from_secs(86400));
+    let window = match q.window.as_deref() {
+        None => default,
+        Some(w) => duration::parse(w).map_err(|e| ApiError::bad_request(e).with_field("window"))?,
+    };
+    if window.is_zero() || window > Duration::from_secs(366 * 86400) {
+        return Err(
+            ApiError::bad_request("window must be between 1ms and 366d").with_field("window")
+        );
+    }
+    let to = now_ms() + 1;
+    let r = build(&state, to - window.as_millis() as i64, to)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string(), Some(5)))?;
+    Ok(axum::Json(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn healer_shapes() {
+        let list = json!([{"action": "restart-pod", "result": "success"}, {"action": "restart-pod", "result": "success"}, {"action": "rollback", "result": "refused"}]);
+        let c = healer_from_json(&list).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(
+            c[0],
+            HealerCount {
+                action: "restart-pod".into(),
+                result: "success".into(),
+                count: 2.0
+            }
+        );
+        let wrapped = json!({"actions": [{"action": "scale-up", "result": "success", "count": 3}]});
+        assert_eq!(healer_from_json(&wrapped).unwrap()[0].count, 3.0);
+        assert!(healer_from_json(&json!("nope")).is_none());
+        let text = "# HELP auto_healer_actions_total x\nauto_healer_actions_total{action=\"restart-pod\",result=\"success\"} 4\nother 1\n";
+        assert_eq!(
+            healer_from_metrics(text),
+            vec![HealerCount {
+                action: "restart-pod".into(),
+                result: "success".into(),
+                count: 4.0
+            }]
+        );
+    }
+}
