@@ -1,45 +1,221 @@
 //! auto-healer — the reflexes: guarded, audited remediation of alerts.
 //!
+//! Alertmanager (and health-monitor, without one) POSTs webhook v4 payloads to
+//! `/webhook/alertmanager`; firing alerts go on a bounded queue (202 at once, 503 when full).
+//! The engine ([`engine`]) asks the pure core ([`core`]: policy + guards → decision), acts through
+//! a platform adapter ([`k8s`] with kube-rs, or [`local`] through the launcher), verifies the
+//! target healthy, takes the next escalation step on failure and finally posts a
+//! `RemediationFailed` alert. Every decision is audited. Guard state lives in the cluster (a
+//! ConfigMap) or in a local JSON file; in a cluster only the holder of a Lease acts.
+//!
 //! `app(state)` builds the service's routes; the shared skeleton (`service-kit`) adds health,
 //! readiness, metrics, limits and shutdown around them.
 
+pub mod config;
+pub mod core;
+pub mod engine;
+pub mod k8s;
+pub mod local;
+pub mod platform;
+pub mod policy;
+pub mod routes;
+
+use std::sync::Arc;
+
 use axum::Router;
-use axum::routing::get;
-use service_kit::{Context, EnvReader};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use secrecy::SecretString;
+use service_kit::Context;
+use tokio::sync::mpsc;
+
+pub use config::{Config, Mode};
+use engine::{Engine, History, Metrics};
+use platform::{LeaderFlag, Leadership, Platform, StateStore};
 
 /// The service's name: crate, binary, chart key and `service.name`.
 pub const SERVICE: &str = "auto-healer";
 /// The service's default port.
 pub const PORT: u16 = 8085;
 
-/// The service's own configuration.
-#[derive(Debug, Clone, Default)]
-pub struct Config {}
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// No Kubernetes client could be built.
+    #[error("kubernetes client: {0}")]
+    Kube(String),
+    /// The Alertmanager URL is unusable.
+    #[error("ALERTMANAGER_URL: {0}")]
+    Alertmanager(#[from] alertmanager::Error),
+}
 
-impl Config {
-    /// Reads the service's own variables; problems are recorded on `reader`.
-    pub fn read(_reader: &mut EnvReader<'_>) -> Self {
-        Self {}
-    }
+struct Inner {
+    engine: Arc<Engine>,
+    queue: mpsc::Sender<core::AlertFacts>,
+    token: Option<SecretString>,
+    max_body: usize,
+    history_size: usize,
 }
 
 /// Shared state of the handlers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AppState {
-    #[allow(dead_code)]
-    config: Config,
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("engine", &self.inner.engine)
+            .finish()
+    }
+}
+
+/// The parts an [`AppState`] is built from; tests pass their own.
+pub struct Parts {
+    /// Where actions go.
+    pub platform: Arc<dyn Platform>,
+    /// Where guard state lives.
+    pub store: Arc<dyn StateStore>,
+    /// Who may act.
+    pub leader: Arc<dyn Leadership>,
+}
+
+impl std::fmt::Debug for Parts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parts").finish()
+    }
+}
+
+fn in_cluster_or_kubeconfig() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+        || std::env::var_os("KUBECONFIG").is_some()
+        || std::env::var_os("HOME")
+            .is_some_and(|h| std::path::Path::new(&h).join(".kube/config").is_file())
 }
 
 impl AppState {
-    /// Builds the state, registering the service's metrics on the context's registry.
-    pub fn new(_ctx: &Context, config: Config) -> Self {
-        Self { config }
+    /// Builds the state for `config.mode`: the Kubernetes adapter, ConfigMap state and Lease
+    /// election, or the local launcher adapter with file state (leader by definition).
+    /// Starts the engine and, in a cluster, the elector; both stop on `ctx.shutdown`.
+    pub async fn new(ctx: &Context, config: Config) -> Result<Self, StartError> {
+        let mode = match config.mode {
+            Mode::Auto if in_cluster_or_kubeconfig() => Mode::Kubernetes,
+            Mode::Auto => Mode::Local,
+            m => m,
+        };
+        let parts = match mode {
+            Mode::Kubernetes => {
+                // kube brings ring, reqwest aws-lc-rs: pick one process-wide provider.
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                let client = kube::Client::try_default()
+                    .await
+                    .map_err(|e| StartError::Kube(e.to_string()))?;
+                let leader = LeaderFlag::new(false);
+                let elector = k8s::lease::LeaseElector::new(
+                    client.clone(),
+                    &config.namespace,
+                    &config.lease_name,
+                    &config.identity,
+                    config.lease_duration,
+                );
+                tokio::spawn(elector.run(leader.clone(), ctx.shutdown.clone()));
+                Parts {
+                    platform: Arc::new(k8s::KubePlatform::new(
+                        client.clone(),
+                        &config.identity,
+                        k8s::Timings::default(),
+                    )),
+                    store: Arc::new(k8s::state::ConfigMapStore::new(client, &config.namespace)),
+                    leader: Arc::new(leader),
+                }
+            }
+            _ => Parts {
+                platform: Arc::new(local::LocalPlatform::new(
+                    &config.launcher_url,
+                    config.launcher_token.clone(),
+                    Some(config.state_dir.join("audit.jsonl")),
+                )),
+                store: Arc::new(local::FileStore::new(&config.state_dir)),
+                leader: Arc::new(LeaderFlag::new(true)),
+            },
+        };
+        tracing::info!(
+            mode = ?mode,
+            dry_run = config.dry_run(),
+            policy = %config.policy_source,
+            rules = config.policy.rules.len(),
+            "auto-healer configured"
+        );
+        Self::with_parts(ctx, config, parts)
+    }
+
+    /// Builds the state over given parts and starts the engine (stops on `ctx.shutdown`).
+    pub fn with_parts(ctx: &Context, config: Config, parts: Parts) -> Result<Self, StartError> {
+        let metrics = Metrics::new(&ctx.registry)?;
+        let alertmanager = match &config.alertmanager_url {
+            Some(url) => Some(alertmanager::AlertmanagerClient::new(
+                url,
+                reqwest::Client::new(),
+            )?),
+            None => None,
+        };
+        let dry_run = config.dry_run();
+        let max_concurrent = config.policy.guards.max_concurrent_actions as usize;
+        let engine = Arc::new(Engine::new(
+            Arc::new(config.policy),
+            parts.platform,
+            parts.store,
+            parts.leader,
+            dry_run,
+            metrics,
+            History::new(config.history),
+            alertmanager,
+        ));
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        // Skips are quick; a few more workers than concurrent actions keep them from queueing
+        // behind a slow verification.
+        tokio::spawn(
+            engine
+                .clone()
+                .run(rx, max_concurrent + 4, ctx.shutdown.clone()),
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                queue: tx,
+                token: config.token,
+                max_body: config.max_body,
+                history_size: config.history,
+            }),
+        })
+    }
+
+    /// The engine (tests drive it directly).
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.inner.engine
     }
 }
 
 /// The service's routes.
 pub fn app(state: AppState) -> Router {
+    let max_body = state.inner.max_body;
     Router::new()
-        .route("/", get(|| async { axum::Json(serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")})) }))
+        .route(
+            "/",
+            get(|| async {
+                axum::Json(
+                    serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")}),
+                )
+            }),
+        )
+        .route(
+            "/webhook/alertmanager",
+            post(routes::webhook).layer(DefaultBodyLimit::max(max_body)),
+        )
+        .route("/api/v1/actions", get(routes::actions))
         .with_state(state)
 }

@@ -10,8 +10,8 @@ async fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         auto_healer::Config::read,
         |ctx, config| async move {
-            let state = auto_healer::AppState::new(&ctx, config);
-            Ok::<_, std::convert::Infallible>(auto_healer::app(state))
+            let state = auto_healer::AppState::new(&ctx, config).await?;
+            Ok::<_, auto_healer::StartError>(auto_healer::app(state))
         },
     )
     .await

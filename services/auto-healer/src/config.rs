@@ -1,0 +1,229 @@
+//! The auto-healer's configuration, read from the environment before any port is bound.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `AUTO_HEALER_POLICY` | shipped `policy/default.yaml` | policy YAML file |
+//! | `AUTO_HEALER_TOKEN` | unset (open) | bearer token for the webhook |
+//! | `AUTO_HEALER_DRY_RUN` | the policy's `guards.dry_run` | decide and record, never mutate |
+//! | `AUTO_HEALER_MODE` | `auto` | `kubernetes`, `local`, or `auto` (Kubernetes when in a cluster or a kubeconfig exists) |
+//! | `ALERTMANAGER_URL` | unset | where RemediationFailed alerts go |
+//! | `LAUNCHER_URL` | `http://127.0.0.1:8090` | local launcher control API |
+//! | `LAUNCHER_TOKEN` | unset | its bearer token |
+//! | `AUTO_HEALER_STATE_DIR` | `organism-state/auto-healer` | local guard state and audit file |
+//! | `AUTO_HEALER_NAMESPACE` | `POD_NAMESPACE`/`K8S_NAMESPACE_NAME`, else `organism` | where the Lease and state ConfigMap live |
+//! | `AUTO_HEALER_LEASE_NAME` | `auto-healer` | the leader-election Lease |
+//! | `AUTO_HEALER_LEASE_SECS` | 15 | lease duration |
+//! | `AUTO_HEALER_QUEUE_CAPACITY` | 256 | alerts waiting; a full queue answers 503 |
+//! | `AUTO_HEALER_MAX_BODY_BYTES` | 1048576 | largest webhook body (413 beyond) |
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use service_kit::EnvReader;
+
+use crate::policy::Policy;
+
+/// Where actions go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Kubernetes when in a cluster or a kubeconfig exists, else local.
+    Auto,
+    /// The Kubernetes API.
+    Kubernetes,
+    /// The local launcher.
+    Local,
+}
+
+/// The service's own configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The policy (already validated).
+    pub policy: Policy,
+    /// Where the policy came from (a path or `builtin`).
+    pub policy_source: String,
+    /// Webhook bearer token.
+    pub token: Option<SecretString>,
+    /// Dry run, when set by the environment (overrides the policy).
+    pub dry_run: Option<bool>,
+    /// Where actions go.
+    pub mode: Mode,
+    /// Alertmanager for RemediationFailed.
+    pub alertmanager_url: Option<String>,
+    /// Local launcher control API.
+    pub launcher_url: String,
+    /// Its token.
+    pub launcher_token: Option<SecretString>,
+    /// Local state directory.
+    pub state_dir: PathBuf,
+    /// Namespace of the Lease and the state ConfigMap.
+    pub namespace: String,
+    /// This instance's name (pod name or host name).
+    pub identity: String,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// The Lease duration.
+    pub lease_duration: Duration,
+    /// Queue capacity.
+    pub queue_capacity: usize,
+    /// Largest webhook body.
+    pub max_body: usize,
+    /// How many recent decisions `GET /api/v1/actions` keeps.
+    pub history: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default_policy(),
+            policy_source: "builtin".into(),
+            token: None,
+            dry_run: None,
+            mode: Mode::Local,
+            alertmanager_url: None,
+            launcher_url: "http://127.0.0.1:8090".into(),
+            launcher_token: None,
+            state_dir: PathBuf::from("organism-state/auto-healer"),
+            namespace: "organism".into(),
+            identity: "auto-healer".into(),
+            lease_name: crate::k8s::lease::LEASE_NAME.into(),
+            lease_duration: Duration::from_secs(15),
+            queue_capacity: 256,
+            max_body: 1024 * 1024,
+            history: 200,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the service's own variables; problems (including every policy error, with its
+    /// field path) are recorded on `reader`.
+    pub fn read(reader: &mut EnvReader<'_>) -> Self {
+        let d = Self::default();
+        let (policy, policy_source) = match reader.optional("AUTO_HEALER_POLICY") {
+            None => (d.policy.clone(), d.policy_source.clone()),
+            Some(path) => {
+                let policy = match std::fs::read_to_string(&path) {
+                    Ok(text) => match Policy::from_yaml(&text) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            reader.error("AUTO_HEALER_POLICY", format!("{path}: {e}"));
+                            d.policy.clone()
+                        }
+                    },
+                    Err(e) => {
+                        reader.error("AUTO_HEALER_POLICY", format!("cannot read {path}: {e}"));
+                        d.policy.clone()
+                    }
+                };
+                (policy, path)
+            }
+        };
+        let dry_run = reader
+            .optional("AUTO_HEALER_DRY_RUN")
+            .map(|_| reader.bool("AUTO_HEALER_DRY_RUN", false));
+        let mode = reader.parse_with("AUTO_HEALER_MODE", Mode::Auto, |raw| {
+            match raw.to_ascii_lowercase().as_str() {
+                "auto" => Ok(Mode::Auto),
+                "kubernetes" | "kube" | "k8s" => Ok(Mode::Kubernetes),
+                "local" => Ok(Mode::Local),
+                _ => Err("expected auto, kubernetes or local".to_owned()),
+            }
+        });
+        let namespace = reader
+            .optional("AUTO_HEALER_NAMESPACE")
+            .or_else(|| reader.optional("POD_NAMESPACE"))
+            .or_else(|| reader.optional("K8S_NAMESPACE_NAME"))
+            .unwrap_or(d.namespace);
+        let identity = reader
+            .optional("POD_NAME")
+            .or_else(|| reader.optional("K8S_POD_NAME"))
+            .or_else(|| reader.optional("HOSTNAME"))
+            .unwrap_or_else(|| format!("auto-healer-{}", std::process::id()));
+        let lease_duration = reader.seconds("AUTO_HEALER_LEASE_SECS", d.lease_duration);
+        if lease_duration < Duration::from_secs(3) {
+            reader.error("AUTO_HEALER_LEASE_SECS", "must be at least 3");
+        }
+        let queue_capacity = reader.parse("AUTO_HEALER_QUEUE_CAPACITY", d.queue_capacity);
+        if queue_capacity == 0 {
+            reader.error("AUTO_HEALER_QUEUE_CAPACITY", "must be at least 1");
+        }
+        Self {
+            policy,
+            policy_source,
+            token: reader.secret("AUTO_HEALER_TOKEN"),
+            dry_run,
+            mode,
+            alertmanager_url: reader.optional_url("ALERTMANAGER_URL"),
+            launcher_url: reader.url("LAUNCHER_URL", &d.launcher_url),
+            launcher_token: reader.secret("LAUNCHER_TOKEN"),
+            state_dir: reader
+                .optional("AUTO_HEALER_STATE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or(d.state_dir),
+            namespace,
+            identity,
+            lease_name: reader.string("AUTO_HEALER_LEASE_NAME", &d.lease_name),
+            lease_duration,
+            queue_capacity: queue_capacity.max(1),
+            max_body: reader.parse("AUTO_HEALER_MAX_BODY_BYTES", d.max_body),
+            history: d.history,
+        }
+    }
+
+    /// Whether dry run is on (environment first, then the policy).
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or(self.policy.guards.dry_run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn a_bad_policy_file_is_reported_with_its_field_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        std::fs::write(
+            &path,
+            "rules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: explode}]\n",
+        )
+        .unwrap();
+        let p = path.to_string_lossy().to_string();
+        let env: HashMap<&str, &str> = [
+            ("AUTO_HEALER_POLICY", p.as_str()),
+            ("AUTO_HEALER_DRY_RUN", "maybe"),
+            ("AUTO_HEALER_MODE", "cloud"),
+        ]
+        .into_iter()
+        .collect();
+        let mut reader = EnvReader::new(&env);
+        let _ = Config::read(&mut reader);
+        let text = reader.finish().unwrap_err().to_string();
+        assert!(
+            text.contains("rules[0].actions[0].kind: unknown variant `explode`"),
+            "{text}"
+        );
+        assert!(text.contains("AUTO_HEALER_DRY_RUN"), "{text}");
+        assert!(text.contains("AUTO_HEALER_MODE"), "{text}");
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let env: HashMap<&str, &str> = [
+            ("AUTO_HEALER_DRY_RUN", "true"),
+            ("POD_NAMESPACE", "organism-test"),
+        ]
+        .into_iter()
+        .collect();
+        let mut reader = EnvReader::new(&env);
+        let c = Config::read(&mut reader);
+        reader.finish().unwrap();
+        assert!(c.dry_run());
+        assert_eq!(c.namespace, "organism-test");
+        assert_eq!(c.mode, Mode::Auto);
+        assert_eq!(c.policy_source, "builtin");
+    }
+}

@@ -1,0 +1,818 @@
+//! The pure core: (alert, policy, guard state, cluster snapshot, now) → [`Decision`].
+//!
+//! Plain data in, a decision out: no I/O, no clock, no Kubernetes types. The adapters build a
+//! [`ClusterSnapshot`] from whatever platform they talk to and carry the decision out.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::policy::{Action, Policy, Rule};
+
+/// Alert labels.
+pub type Labels = BTreeMap<String, String>;
+
+/// What the core needs to know about an alert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertFacts {
+    /// The alert's labels.
+    pub labels: Labels,
+    /// When the alert started firing (for time-to-heal).
+    pub starts_at: OffsetDateTime,
+}
+
+/// Where the healer runs: what a target can be and which actions exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    /// A Kubernetes cluster.
+    Kubernetes,
+    /// Local processes under the launcher.
+    Local,
+}
+
+/// A kind of workload controller the healer can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum WorkloadKind {
+    /// apps/v1 Deployment.
+    Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
+    /// apps/v1 DaemonSet.
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    /// Parses the `workload_kind` label (case-insensitive).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "deployment" => Some(Self::Deployment),
+            "statefulset" => Some(Self::StatefulSet),
+            "daemonset" => Some(Self::DaemonSet),
+            _ => None,
+        }
+    }
+
+    /// The Kubernetes kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "Deployment",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+        }
+    }
+}
+
+/// What an action is applied to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Target {
+    /// One pod.
+    Pod {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
+    /// A workload controller.
+    Workload {
+        /// Namespace.
+        namespace: String,
+        /// Kind.
+        kind: WorkloadKind,
+        /// Name.
+        name: String,
+    },
+    /// A node.
+    Node {
+        /// Name.
+        name: String,
+    },
+    /// Everything (of a kind) in a namespace.
+    Namespace {
+        /// Name.
+        name: String,
+    },
+    /// A local service process.
+    Service {
+        /// Service name (CONTRACTS.md).
+        name: String,
+    },
+}
+
+impl Target {
+    /// The namespace the target lives in (nodes and local services have none).
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            Target::Pod { namespace, .. } | Target::Workload { namespace, .. } => Some(namespace),
+            Target::Namespace { name } => Some(name),
+            Target::Node { .. } | Target::Service { .. } => None,
+        }
+    }
+
+    /// A stable text form, e.g. `deployment/organism/heart`.
+    pub fn key(&self) -> String {
+        match self {
+            Target::Pod { namespace, name } => format!("pod/{namespace}/{name}"),
+            Target::Workload {
+                namespace,
+                kind,
+                name,
+            } => format!("{}/{namespace}/{name}", kind.as_str().to_ascii_lowercase()),
+            Target::Node { name } => format!("node/{name}"),
+            Target::Namespace { name } => format!("namespace/{name}"),
+            Target::Service { name } => format!("service/{name}"),
+        }
+    }
+}
+
+/// The local services and their ports (CONTRACTS.md), to map `instance` labels to names.
+pub const LOCAL_SERVICES: &[(&str, u16)] = &[
+    ("api-gateway", 8080),
+    ("heart", 8081),
+    ("brain", 8082),
+    ("user-service", 8083),
+    ("health-monitor", 8084),
+    ("auto-healer", 8085),
+    ("alert-service", 8086),
+];
+
+/// The local service an alert is about: its `service` label, else `job`, else the port of
+/// `instance`.
+pub fn local_service(labels: &Labels) -> Option<String> {
+    let known = |n: &str| LOCAL_SERVICES.iter().any(|(s, _)| *s == n);
+    for key in ["service", "job"] {
+        if let Some(v) = labels.get(key).filter(|v| known(v)) {
+            return Some(v.clone());
+        }
+    }
+    let port: u16 = labels.get("instance")?.rsplit(':').next()?.parse().ok()?;
+    LOCAL_SERVICES
+        .iter()
+        .find(|(_, p)| *p == port)
+        .map(|(s, _)| (*s).to_owned())
+}
+
+fn label<'a>(labels: &'a Labels, key: &str) -> Option<&'a str> {
+    labels
+        .get(key)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// The workload an alert names (`namespace` + `workload` or `service`, `workload_kind`).
+pub fn workload_of(labels: &Labels) -> Option<Target> {
+    let namespace = label(labels, "namespace")?;
+    let name = label(labels, "workload").or_else(|| label(labels, "service"))?;
+    let kind = match label(labels, "workload_kind") {
+        Some(k) => WorkloadKind::parse(k)?,
+        None => WorkloadKind::Deployment,
+    };
+    Some(Target::Workload {
+        namespace: namespace.to_owned(),
+        kind,
+        name: name.to_owned(),
+    })
+}
+
+/// The alert's subject: the key under which repairs, cooldowns and flaps are counted. The
+/// workload when named, else the pod, the node, the service, or the alert name and namespace.
+pub fn subject_of(labels: &Labels, platform: Platform) -> String {
+    if platform == Platform::Local
+        && let Some(s) = local_service(labels)
+    {
+        return format!("service/{s}");
+    }
+    if let Some(w) = workload_of(labels) {
+        return w.key();
+    }
+    if let (Some(ns), Some(pod)) = (label(labels, "namespace"), label(labels, "pod")) {
+        return format!("pod/{ns}/{pod}");
+    }
+    if let Some(node) = label(labels, "node") {
+        return format!("node/{node}");
+    }
+    format!(
+        "alert/{}/{}",
+        label(labels, "namespace").unwrap_or("-"),
+        label(labels, "alertname").unwrap_or("-")
+    )
+}
+
+/// The target `action` applies to, from the alert's labels, or why there is none.
+pub fn target_for(action: &Action, labels: &Labels, platform: Platform) -> Result<Target, String> {
+    if platform == Platform::Local {
+        return match action {
+            Action::RestartService => local_service(labels)
+                .map(|name| Target::Service { name })
+                .ok_or_else(|| {
+                    "the alert names no local service (service, job or instance label)".to_owned()
+                }),
+            other => Err(format!("{} has no local equivalent", other.name())),
+        };
+    }
+    let need = |key: &str| {
+        label(labels, key)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("the alert has no `{key}` label"))
+    };
+    match action {
+        Action::DeletePod => Ok(Target::Pod {
+            namespace: need("namespace")?,
+            name: need("pod")?,
+        }),
+        Action::RolloutRestart
+        | Action::ScaleUp { .. }
+        | Action::RaiseHpaMin { .. }
+        | Action::RaiseMemoryLimit { .. } => {
+            need("namespace")?;
+            workload_of(labels).ok_or_else(|| {
+                "the alert names no workload (workload or service label, workload_kind Deployment|StatefulSet|DaemonSet)".to_owned()
+            })
+        }
+        Action::Rollback => match workload_of(labels) {
+            Some(
+                t @ Target::Workload {
+                    kind: WorkloadKind::Deployment,
+                    ..
+                },
+            ) => Ok(t),
+            Some(_) => Err("rollback works on Deployments only".to_owned()),
+            None => Err("the alert names no Deployment (workload label)".to_owned()),
+        },
+        Action::Cordon | Action::Drain { .. } | Action::Uncordon => Ok(Target::Node {
+            name: need("node")?,
+        }),
+        Action::Cleanup { .. } => Ok(Target::Namespace {
+            name: need("namespace")?,
+        }),
+        Action::RestartService => {
+            workload_of(labels).ok_or_else(|| "the alert names no workload or service".to_owned())
+        }
+        Action::Notify => Err("notify has no target".to_owned()),
+    }
+}
+
+/// In local mode, what a Kubernetes action means for a process: deleting the pod or restarting
+/// the workload both become restarting the service.
+pub fn effective_action(action: &Action, platform: Platform) -> Action {
+    match (platform, action) {
+        (Platform::Local, Action::DeletePod | Action::RolloutRestart) => Action::RestartService,
+        (Platform::Kubernetes, Action::RestartService) => Action::RolloutRestart,
+        _ => action.clone(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guard state
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Acting or verifying.
+    Pending,
+    /// Verified healthy.
+    Healed,
+    /// The action failed or the target did not become healthy in time.
+    Failed,
+}
+
+/// One remediation attempt on a subject.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it was decided.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The rule.
+    pub rule: String,
+    /// The escalation step.
+    pub step: usize,
+    /// The action's name.
+    pub action: String,
+    /// What it acted on.
+    pub target: Target,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// Per-subject guard state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SubjectRecord {
+    /// Attempts, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
+    /// A new alert for this subject is left alone until then.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub cooldown_until: Option<OffsetDateTime>,
+}
+
+/// Guard state that must survive restarts and leader changes (kept in a ConfigMap or a file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardState {
+    /// By subject key.
+    #[serde(default)]
+    pub subjects: BTreeMap<String, SubjectRecord>,
+    /// When each recent action was taken (for the global rate limit).
+    #[serde(default)]
+    pub actions: Vec<Timestamp>,
+}
+
+/// An RFC 3339 timestamp in the serialized state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timestamp(#[serde(with = "time::serde::rfc3339")] pub OffsetDateTime);
+
+impl GuardState {
+    /// Records that `plan` is being carried out for `subject` at `now`.
+    pub fn record_act(
+        &mut self,
+        subject: &str,
+        plan: &Plan,
+        now: OffsetDateTime,
+        cooldown_secs: u64,
+    ) {
+        let rec = self.subjects.entry(subject.to_owned()).or_default();
+        rec.attempts.push(Attempt {
+            at: now,
+            rule: plan.rule.clone(),
+            step: plan.step,
+            action: plan.action.name().to_owned(),
+            target: plan.target.clone(),
+            outcome: Outcome::Pending,
+        });
+        rec.cooldown_until = Some(now + secs(cooldown_secs));
+        self.actions.push(Timestamp(now));
+    }
+
+    /// Sets the outcome of `subject`'s attempt decided at `at`.
+    pub fn set_outcome(&mut self, subject: &str, at: OffsetDateTime, outcome: Outcome) {
+        if let Some(a) = self
+            .subjects
+            .get_mut(subject)
+            .and_then(|r| r.attempts.iter_mut().rev().find(|a| a.at == at))
+        {
+            a.outcome = outcome;
+        }
+    }
+
+    /// Forgets what is older than `keep_secs` (and subjects left empty).
+    pub fn prune(&mut self, now: OffsetDateTime, keep_secs: u64) {
+        let horizon = now - secs(keep_secs);
+        self.actions.retain(|t| t.0 >= horizon);
+        for rec in self.subjects.values_mut() {
+            rec.attempts.retain(|a| a.at >= horizon);
+            if rec.cooldown_until.is_some_and(|c| c < now) {
+                rec.cooldown_until = None;
+            }
+        }
+        self.subjects
+            .retain(|_, r| !r.attempts.is_empty() || r.cooldown_until.is_some());
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2_000_000_000))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster snapshot
+
+/// The pods of the target's workload, as far as disruption goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PodCounts {
+    /// All pods of the workload.
+    pub total: u32,
+    /// Pods other than the target that are not ready or are terminating.
+    pub disrupted_others: u32,
+}
+
+/// A node, as far as node guards go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Name.
+    pub name: String,
+    /// The Ready condition is True.
+    pub ready: bool,
+    /// `spec.unschedulable`.
+    pub unschedulable: bool,
+}
+
+/// What the platform looks like around a target, in plain data.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ClusterSnapshot {
+    /// Annotations of the target and of the objects it belongs to, by object (`pod/ns/name`).
+    pub annotations: Vec<(String, Labels)>,
+    /// The target workload's pods (pod and workload targets).
+    pub workload_pods: Option<PodCounts>,
+    /// Every node (node actions).
+    pub nodes: Vec<NodeInfo>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decision
+
+/// A guard, or another reason not to act; its name is what audit records and metrics show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guard {
+    /// No rule matches the alert.
+    NoRule,
+    /// The alert does not name what the action needs.
+    NoTarget,
+    /// This subject is already being remediated.
+    InProgress,
+    /// The namespace is denied or not allowed.
+    Namespace,
+    /// The target carries the opt-out annotation.
+    OptOut,
+    /// The alert names a failing dependency; restarting would not help.
+    Dependency,
+    /// The subject was acted on too recently.
+    Cooldown,
+    /// Too many actions in the window.
+    RateLimit,
+    /// Too many actions executing.
+    Concurrency,
+    /// The action would disrupt too large a share of the workload.
+    BlastRadius,
+    /// Another node is already cordoned.
+    OneNode,
+    /// The target is the last schedulable node.
+    LastNode,
+    /// Too many nodes are unhealthy for node actions.
+    Storm,
+    /// The subject was repaired too often: left alone and escalated.
+    Flap,
+    /// Every step of the escalation was taken.
+    Exhausted,
+    /// This instance is not the leader.
+    Leader,
+}
+
+impl Guard {
+    /// The guard's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guard::NoRule => "no-rule",
+            Guard::NoTarget => "no-target",
+            Guard::InProgress => "in-progress",
+            Guard::Namespace => "namespace",
+            Guard::OptOut => "opt-out",
+            Guard::Dependency => "dependency",
+            Guard::Cooldown => "cooldown",
+            Guard::RateLimit => "rate-limit",
+            Guard::Concurrency => "concurrency",
+            Guard::BlastRadius => "blast-radius",
+            Guard::OneNode => "one-node",
+            Guard::LastNode => "last-node",
+            Guard::Storm => "storm",
+            Guard::Flap => "flap",
+            Guard::Exhausted => "exhausted",
+            Guard::Leader => "leader",
+        }
+    }
+}
+
+/// What to do: rule, step, action, target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The matching rule's name.
+    pub rule: String,
+    /// The escalation step (0-based).
+    pub step: usize,
+    /// The action, already translated for the platform.
+    pub action: Action,
+    /// What it acts on.
+    pub target: Target,
+}
+
+/// The core's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "kebab-case")]
+pub enum Decision {
+    /// Carry out the plan.
+    Act(Plan),
+    /// Dry run: the plan would be carried out; record it, change nothing.
+    DryRun(Plan),
+    /// Leave it alone; `guard` says why.
+    Skip {
+        /// The guard that blocked.
+        guard: Guard,
+        /// Why, for people.
+        reason: String,
+        /// What would have been acted on, when known.
+        target: Option<Target>,
+    },
+    /// Stop acting and tell people (post RemediationFailed).
+    Escalate {
+        /// The guard that stopped it (`flap`, `exhausted`) or none for a `notify` step.
+        guard: Option<Guard>,
+        /// Why.
+        reason: String,
+        /// The rule.
+        rule: String,
+    },
+}
+
+/// Why the core is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// An alert fired (a new episode, or a repeat).
+    Alert,
+    /// The last step did not verify healthy: take the next one (no cooldown, no in-progress).
+    Retry,
+}
+
+/// Everything the decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// The alert.
+    pub alert: &'a AlertFacts,
+    /// The policy.
+    pub policy: &'a Policy,
+    /// Guard state.
+    pub state: &'a GuardState,
+    /// The platform around the target.
+    pub cluster: &'a ClusterSnapshot,
+    /// Subjects being remediated right now.
+    pub in_flight: &'a BTreeSet<String>,
+    /// The time.
+    pub now: OffsetDateTime,
+    /// Why the core is asked.
+    pub trigger: Trigger,
+    /// Where the healer runs.
+    pub platform: Platform,
+    /// Dry run (decide and record, never mutate).
+    pub dry_run: bool,
+}
+
+/// The plan the policy alone gives for an alert (no guards), or the early decision.
+#[allow(clippy::result_large_err)] // built once per alert; boxing buys nothing
+pub fn plan(
+    alert: &AlertFacts,
+    policy: &Policy,
+    state: &GuardState,
+    now: OffsetDateTime,
+    platform: Platform,
+) -> Result<Plan, Decision> {
+    let labels = &alert.labels;
+    let Some(rule) = policy.rule_for(labels) else {
+        return Err(skip(
+            Guard::NoRule,
+            "no policy rule matches the alert",
+            None,
+        ));
+    };
+    let subject = subject_of(labels, platform);
+    let record = state.subjects.get(&subject);
+    let g = &policy.guards;
+
+    let repaired = record.map_or(0, |r| {
+        r.attempts
+            .iter()
+            .filter(|a| a.outcome == Outcome::Healed && a.at >= now - secs(g.flap_window_secs))
+            .count()
+    });
+    if repaired >= g.flap_max_repairs as usize {
+        return Err(Decision::Escalate {
+            guard: Some(Guard::Flap),
+            reason: format!(
+                "{subject} was repaired {repaired} times in {} s (limit {}): left alone",
+                g.flap_window_secs, g.flap_max_repairs
+            ),
+            rule: rule.name.clone(),
+        });
+    }
+    let step = step_of(rule, record, now);
+    let Some(action) = rule.actions.get(step) else {
+        return Err(Decision::Escalate {
+            guard: Some(Guard::Exhausted),
+            reason: format!(
+                "all {} steps of rule {} were taken for {subject}",
+                rule.actions.len(),
+                rule.name
+            ),
+            rule: rule.name.clone(),
+        });
+    };
+    if *action == Action::Notify {
+        return Err(Decision::Escalate {
+            guard: None,
+            reason: format!("step {step} of rule {} is notify", rule.name),
+            rule: rule.name.clone(),
+        });
+    }
+    let action = effective_action(action, platform);
+    let target = target_for(&action, labels, platform)
+        .map_err(|reason| skip(Guard::NoTarget, reason, None))?;
+    Ok(Plan {
+        rule: rule.name.clone(),
+        step,
+        action,
+        target,
+    })
+}
+
+fn step_of(rule: &Rule, record: Option<&SubjectRecord>, now: OffsetDateTime) -> usize {
+    let since = now - secs(rule.escalation_window_secs);
+    record.map_or(0, |r| {
+        r.attempts
+            .iter()
+            .filter(|a| a.rule == rule.name && a.at >= since)
+            .count()
+    })
+}
+
+fn skip(guard: Guard, reason: impl Into<String>, target: Option<&Target>) -> Decision {
+    Decision::Skip {
+        guard,
+        reason: reason.into(),
+        target: target.cloned(),
+    }
+}
+
+/// The largest number of a workload's `total` pods that may be disrupted at once under `share`
+/// (at least one).
+pub fn disruption_allowance(total: u32, share: f64) -> u32 {
+    ((f64::from(total) * share).floor() as u32).max(1)
+}
+
+/// Decides what to do about one alert.
+pub fn decide(input: Input<'_>) -> Decision {
+    let Input {
+        alert,
+        policy,
+        state,
+        cluster,
+        in_flight,
+        now,
+        trigger,
+        platform,
+        dry_run,
+    } = input;
+    let g = &policy.guards;
+    let labels = &alert.labels;
+    let plan = match plan(alert, policy, state, now, platform) {
+        Ok(p) => p,
+        Err(d) => return d,
+    };
+    let target = &plan.target;
+    let subject = subject_of(labels, platform);
+
+    if trigger == Trigger::Alert && in_flight.contains(&subject) {
+        return skip(
+            Guard::InProgress,
+            format!("{subject} is being remediated"),
+            Some(target),
+        );
+    }
+    if let Some(ns) = target.namespace().or_else(|| label(labels, "namespace")) {
+        if g.namespaces_deny.iter().any(|d| d == ns) {
+            return skip(
+                Guard::Namespace,
+                format!("namespace {ns} is denied"),
+                Some(target),
+            );
+        }
+        if !g.namespaces_allow.is_empty() && !g.namespaces_allow.iter().any(|a| a == ns) {
+            return skip(
+                Guard::Namespace,
+                format!("namespace {ns} is not in the allow list"),
+                Some(target),
+            );
+        }
+    }
+    for (object, annotations) in &cluster.annotations {
+        if annotations
+            .get(&g.opt_out_annotation)
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+        {
+            return skip(
+                Guard::OptOut,
+                format!("{object} has {}=\"false\"", g.opt_out_annotation),
+                Some(target),
+            );
+        }
+    }
+    if plan.action.restarts()
+        && let Some(dep) = label(labels, "dependency")
+    {
+        return skip(
+            Guard::Dependency,
+            format!(
+                "dependency {dep} is failing; restarting {} would not help",
+                target.key()
+            ),
+            Some(target),
+        );
+    }
+    if trigger == Trigger::Alert
+        && let Some(until) = state.subjects.get(&subject).and_then(|r| r.cooldown_until)
+        && until > now
+    {
+        return skip(
+            Guard::Cooldown,
+            format!(
+                "{subject} was acted on recently; cooling down for {} s more",
+                (until - now).whole_seconds()
+            ),
+            Some(target),
+        );
+    }
+    let window_start = now - secs(g.rate_limit_window_secs);
+    let recent = state
+        .actions
+        .iter()
+        .filter(|t| t.0 > window_start && t.0 <= now)
+        .count();
+    if recent >= g.rate_limit_max_actions as usize {
+        return skip(
+            Guard::RateLimit,
+            format!(
+                "{recent} actions in the last {} s (limit {})",
+                g.rate_limit_window_secs, g.rate_limit_max_actions
+            ),
+            Some(target),
+        );
+    }
+    if in_flight.len() >= g.max_concurrent_actions as usize {
+        return skip(
+            Guard::Concurrency,
+            format!(
+                "{} actions in progress (limit {})",
+                in_flight.len(),
+                g.max_concurrent_actions
+            ),
+            Some(target),
+        );
+    }
+    if plan.action == Action::DeletePod
+        && let Some(pods) = cluster.workload_pods
+    {
+        let allowed = disruption_allowance(pods.total, g.max_workload_disruption);
+        if pods.disrupted_others + 1 > allowed {
+            return skip(
+                Guard::BlastRadius,
+                format!(
+                    "{} of {} pods are already disrupted; at most {allowed} at once ({:.0}%)",
+                    pods.disrupted_others,
+                    pods.total,
+                    g.max_workload_disruption * 100.0
+                ),
+                Some(target),
+            );
+        }
+    }
+    if plan.action.is_node_action() {
+        let total = cluster.nodes.len();
+        let unhealthy = cluster.nodes.iter().filter(|n| !n.ready).count();
+        if total > 0 && unhealthy as f64 / total as f64 > g.max_unhealthy_node_share {
+            return skip(
+                Guard::Storm,
+                format!(
+                    "{unhealthy} of {total} nodes are unhealthy (more than {:.0}%): no node actions",
+                    g.max_unhealthy_node_share * 100.0
+                ),
+                Some(target),
+            );
+        }
+        if let (Action::Cordon | Action::Drain { .. }, Target::Node { name }) =
+            (&plan.action, target)
+        {
+            let others = cluster.nodes.iter().filter(|n| &n.name != name);
+            if let Some(n) = others.clone().find(|n| n.unschedulable) {
+                return skip(
+                    Guard::OneNode,
+                    format!("node {} is already cordoned; one node at a time", n.name),
+                    Some(target),
+                );
+            }
+            if !others.clone().any(|n| n.ready && !n.unschedulable) {
+                return skip(
+                    Guard::LastNode,
+                    format!("{name} is the last schedulable node"),
+                    Some(target),
+                );
+            }
+        }
+    }
+    if dry_run {
+        Decision::DryRun(plan)
+    } else {
+        Decision::Act(plan)
+    }
+}
+
+/// The next replica count: `current + step`, capped at `max`; `None` when already at the cap.
+pub fn next_replicas(current: u32, step: u32, max: u32) -> Option<u32> {
+    (current < max).then(|| current.saturating_add(step).min(max))
+}
+
+/// The next memory limit: `current × factor`, capped at `max`; `None` when already at the cap.
+pub fn next_memory_limit(current: u64, factor: f64, max: u64) -> Option<u64> {
+    (current < max).then(|| ((current as f64 * factor).ceil() as u64).clamp(current + 1, max))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,606 @@
+//! Table-driven tests of every guard, and property tests of the blast-radius and rate-limit
+//! invariants over random clusters and alert storms.
+
+use super::*;
+use crate::policy::{GuardConfig, Policy};
+use proptest::prelude::*;
+use time::macros::datetime;
+
+const NOW: OffsetDateTime = datetime!(2026-11-01 12:00 UTC);
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn pod_alert(extra: &[(&str, &str)]) -> AlertFacts {
+    let mut l = labels(&[
+        ("alertname", "PodCrashLooping"),
+        ("namespace", "organism"),
+        ("pod", "heart-7d9-abc"),
+        ("workload", "heart"),
+        ("workload_kind", "Deployment"),
+        ("remediation", "restart-pod"),
+        ("severity", "warning"),
+    ]);
+    l.extend(labels(extra));
+    AlertFacts {
+        labels: l,
+        starts_at: NOW - Duration::minutes(2),
+    }
+}
+
+fn node_alert(node: &str) -> AlertFacts {
+    AlertFacts {
+        labels: labels(&[
+            ("alertname", "NodeNotReady"),
+            ("node", node),
+            ("remediation", "cordon-drain"),
+        ]),
+        starts_at: NOW,
+    }
+}
+
+fn healthy_cluster() -> ClusterSnapshot {
+    ClusterSnapshot {
+        annotations: vec![("pod/organism/heart-7d9-abc".into(), Labels::new())],
+        workload_pods: Some(PodCounts {
+            total: 3,
+            disrupted_others: 0,
+        }),
+        nodes: (1..=4)
+            .map(|i| NodeInfo {
+                name: format!("n{i}"),
+                ready: true,
+                unschedulable: false,
+            })
+            .collect(),
+    }
+}
+
+struct Case {
+    name: &'static str,
+    alert: AlertFacts,
+    cluster: ClusterSnapshot,
+    state: GuardState,
+    in_flight: BTreeSet<String>,
+    trigger: Trigger,
+    dry_run: bool,
+    policy: Policy,
+}
+
+impl Case {
+    fn new(name: &'static str, alert: AlertFacts) -> Self {
+        Self {
+            name,
+            alert,
+            cluster: healthy_cluster(),
+            state: GuardState::default(),
+            in_flight: BTreeSet::new(),
+            trigger: Trigger::Alert,
+            dry_run: false,
+            policy: Policy::default_policy(),
+        }
+    }
+    fn decide(&self) -> Decision {
+        decide(Input {
+            alert: &self.alert,
+            policy: &self.policy,
+            state: &self.state,
+            cluster: &self.cluster,
+            in_flight: &self.in_flight,
+            now: NOW,
+            trigger: self.trigger,
+            platform: Platform::Kubernetes,
+            dry_run: self.dry_run,
+        })
+    }
+}
+
+fn attempt(at: OffsetDateTime, rule: &str, outcome: Outcome) -> Attempt {
+    Attempt {
+        at,
+        rule: rule.into(),
+        step: 0,
+        action: "delete-pod".into(),
+        target: Target::Pod {
+            namespace: "organism".into(),
+            name: "heart-7d9-abc".into(),
+        },
+        outcome,
+    }
+}
+
+fn state_with(
+    subject: &str,
+    attempts: Vec<Attempt>,
+    cooldown_until: Option<OffsetDateTime>,
+) -> GuardState {
+    let mut s = GuardState::default();
+    s.subjects.insert(
+        subject.into(),
+        SubjectRecord {
+            attempts,
+            cooldown_until,
+        },
+    );
+    s
+}
+
+const SUBJECT: &str = "deployment/organism/heart";
+
+#[test]
+fn each_guard_blocks_with_its_name_and_reason() {
+    let mut cases: Vec<(Case, Guard, &str)> = Vec::new();
+
+    cases.push((
+        Case::new(
+            "no rule",
+            AlertFacts {
+                labels: labels(&[("alertname", "Whatever")]),
+                starts_at: NOW,
+            },
+        ),
+        Guard::NoRule,
+        "no policy rule",
+    ));
+
+    let mut c = Case::new("no pod label", pod_alert(&[]));
+    c.alert.labels.remove("pod");
+    cases.push((c, Guard::NoTarget, "no `pod` label"));
+
+    let mut c = Case::new(
+        "kube-system denied by default",
+        pod_alert(&[("namespace", "kube-system")]),
+    );
+    c.cluster.annotations.clear();
+    cases.push((c, Guard::Namespace, "namespace kube-system is denied"));
+
+    let mut c = Case::new("allow list", pod_alert(&[]));
+    c.policy.guards.namespaces_allow = vec!["other".into()];
+    cases.push((c, Guard::Namespace, "not in the allow list"));
+
+    let mut c = Case::new("opt-out annotation on the workload", pod_alert(&[]));
+    c.cluster.annotations.push((
+        SUBJECT.into(),
+        labels(&[("organism.dev/auto-heal", "false")]),
+    ));
+    cases.push((
+        c,
+        Guard::OptOut,
+        "deployment/organism/heart has organism.dev/auto-heal=\"false\"",
+    ));
+
+    cases.push((
+        Case::new("dependency", pod_alert(&[("dependency", "postgres")])),
+        Guard::Dependency,
+        "dependency postgres is failing",
+    ));
+
+    let mut c = Case::new("cooldown", pod_alert(&[]));
+    c.state = state_with(SUBJECT, vec![], Some(NOW + Duration::seconds(30)));
+    cases.push((c, Guard::Cooldown, "cooling down for 30 s"));
+
+    let mut c = Case::new("in progress", pod_alert(&[]));
+    c.in_flight.insert(SUBJECT.into());
+    cases.push((c, Guard::InProgress, "being remediated"));
+
+    let mut c = Case::new("rate limit", pod_alert(&[]));
+    c.state.actions = (0..10)
+        .map(|i| Timestamp(NOW - Duration::seconds(10 * i)))
+        .collect();
+    cases.push((
+        c,
+        Guard::RateLimit,
+        "10 actions in the last 600 s (limit 10)",
+    ));
+
+    let mut c = Case::new("concurrency", pod_alert(&[]));
+    c.in_flight = ["a".to_owned(), "b".to_owned()].into();
+    cases.push((c, Guard::Concurrency, "2 actions in progress (limit 2)"));
+
+    let mut c = Case::new("blast radius", pod_alert(&[]));
+    c.cluster.workload_pods = Some(PodCounts {
+        total: 3,
+        disrupted_others: 1,
+    });
+    cases.push((
+        c,
+        Guard::BlastRadius,
+        "1 of 3 pods are already disrupted; at most 1 at once (34%)",
+    ));
+
+    let mut c = Case::new("one node at a time", node_alert("n1"));
+    c.cluster.nodes[2].unschedulable = true;
+    cases.push((c, Guard::OneNode, "node n3 is already cordoned"));
+
+    let mut c = Case::new("last schedulable node", node_alert("n1"));
+    c.cluster.nodes.truncate(2);
+    c.cluster.nodes[1].ready = false;
+    cases.push((c, Guard::LastNode, "n1 is the last schedulable node"));
+
+    let mut c = Case::new("storm", node_alert("n1"));
+    for n in &mut c.cluster.nodes[..3] {
+        n.ready = false;
+    }
+    cases.push((c, Guard::Storm, "3 of 4 nodes are unhealthy"));
+
+    for (case, guard, reason) in cases {
+        match case.decide() {
+            Decision::Skip {
+                guard: g,
+                reason: r,
+                ..
+            } => {
+                assert_eq!(g, guard, "{}: {r}", case.name);
+                assert!(
+                    r.contains(reason),
+                    "{}: reason {r:?} lacks {reason:?}",
+                    case.name
+                );
+            }
+            other => panic!("{}: expected a skip by {guard:?}, got {other:?}", case.name),
+        }
+    }
+}
+
+#[test]
+fn a_clean_alert_acts_and_dry_run_only_records() {
+    let mut c = Case::new("clean", pod_alert(&[]));
+    let expected = Plan {
+        rule: "crashing-pod".into(),
+        step: 0,
+        action: Action::DeletePod,
+        target: Target::Pod {
+            namespace: "organism".into(),
+            name: "heart-7d9-abc".into(),
+        },
+    };
+    assert_eq!(c.decide(), Decision::Act(expected.clone()));
+    c.dry_run = true;
+    assert_eq!(c.decide(), Decision::DryRun(expected));
+    // Dry run still applies the guards first.
+    c.alert
+        .labels
+        .insert("namespace".into(), "kube-system".into());
+    assert!(matches!(
+        c.decide(),
+        Decision::Skip {
+            guard: Guard::Namespace,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn repeats_within_the_window_escalate_step_by_step() {
+    let rule = "crashing-pod";
+    let mut c = Case::new("escalation", pod_alert(&[]));
+    let steps = [Action::DeletePod, Action::RolloutRestart, Action::Rollback];
+    for (i, expected) in steps.iter().enumerate() {
+        let attempts = (0..i)
+            .map(|k| {
+                attempt(
+                    NOW - Duration::minutes(20 - k as i64),
+                    rule,
+                    Outcome::Failed,
+                )
+            })
+            .collect();
+        c.state = state_with(SUBJECT, attempts, None);
+        match c.decide() {
+            Decision::Act(p) => {
+                assert_eq!(p.step, i);
+                assert_eq!(&p.action, expected);
+            }
+            other => panic!("step {i}: {other:?}"),
+        }
+    }
+    // The fourth step is notify.
+    c.state = state_with(
+        SUBJECT,
+        (0..3)
+            .map(|k| attempt(NOW - Duration::minutes(10 + k), rule, Outcome::Failed))
+            .collect(),
+        None,
+    );
+    assert!(
+        matches!(c.decide(), Decision::Escalate { guard: None, .. }),
+        "{:?}",
+        c.decide()
+    );
+    // Attempts older than the window do not count: back to step 0.
+    c.state = state_with(
+        SUBJECT,
+        (0..3)
+            .map(|k| attempt(NOW - Duration::minutes(31 + k), rule, Outcome::Failed))
+            .collect(),
+        None,
+    );
+    assert!(matches!(c.decide(), Decision::Act(Plan { step: 0, .. })));
+    // Rollback targets the Deployment.
+    c.state = state_with(
+        SUBJECT,
+        (0..2)
+            .map(|k| attempt(NOW - Duration::minutes(5 + k), rule, Outcome::Failed))
+            .collect(),
+        None,
+    );
+    assert!(matches!(
+        c.decide(),
+        Decision::Act(Plan {
+            target: Target::Workload {
+                kind: WorkloadKind::Deployment,
+                ..
+            },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn exhausted_escalation_and_flapping_escalate_with_the_guard_named() {
+    let mut policy = Policy::default_policy();
+    policy.rules[0].actions.pop(); // no trailing notify: running out escalates
+    let mut c = Case::new("exhausted", pod_alert(&[]));
+    c.policy = policy;
+    c.state = state_with(
+        SUBJECT,
+        (0..3)
+            .map(|k| {
+                attempt(
+                    NOW - Duration::minutes(k + 1),
+                    "crashing-pod",
+                    Outcome::Failed,
+                )
+            })
+            .collect(),
+        None,
+    );
+    assert!(matches!(
+        c.decide(),
+        Decision::Escalate {
+            guard: Some(Guard::Exhausted),
+            ..
+        }
+    ));
+
+    let mut c = Case::new("flap", pod_alert(&[]));
+    c.state = state_with(
+        SUBJECT,
+        (0..3)
+            .map(|k| attempt(NOW - Duration::minutes(50 - k), "old-rule", Outcome::Healed))
+            .collect(),
+        None,
+    );
+    match c.decide() {
+        Decision::Escalate {
+            guard: Some(Guard::Flap),
+            reason,
+            ..
+        } => assert!(reason.contains("repaired 3 times"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn retry_ignores_cooldown_and_in_progress_but_not_other_guards() {
+    let mut c = Case::new("retry", pod_alert(&[]));
+    c.state = state_with(
+        SUBJECT,
+        vec![attempt(
+            NOW - Duration::seconds(20),
+            "crashing-pod",
+            Outcome::Failed,
+        )],
+        Some(NOW + Duration::seconds(100)),
+    );
+    c.in_flight.insert(SUBJECT.into());
+    c.trigger = Trigger::Retry;
+    assert!(matches!(
+        c.decide(),
+        Decision::Act(Plan {
+            step: 1,
+            action: Action::RolloutRestart,
+            ..
+        })
+    ));
+    c.trigger = Trigger::Alert;
+    assert!(matches!(
+        c.decide(),
+        Decision::Skip {
+            guard: Guard::InProgress,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn local_platform_restarts_services() {
+    let alert = AlertFacts {
+        labels: labels(&[
+            ("alertname", "ServiceDown"),
+            ("instance", "127.0.0.1:8081"),
+            ("remediation", "restart-pod"),
+        ]),
+        starts_at: NOW,
+    };
+    let d = decide(Input {
+        alert: &alert,
+        policy: &Policy::default_policy(),
+        state: &GuardState::default(),
+        cluster: &ClusterSnapshot::default(),
+        in_flight: &BTreeSet::new(),
+        now: NOW,
+        trigger: Trigger::Alert,
+        platform: Platform::Local,
+        dry_run: false,
+    });
+    assert_eq!(
+        d,
+        Decision::Act(Plan {
+            rule: "crashing-pod".into(),
+            step: 0,
+            action: Action::RestartService,
+            target: Target::Service {
+                name: "heart".into()
+            },
+        })
+    );
+    assert_eq!(subject_of(&alert.labels, Platform::Local), "service/heart");
+}
+
+#[test]
+fn caps() {
+    assert_eq!(next_replicas(2, 1, 4), Some(3));
+    assert_eq!(next_replicas(3, 5, 4), Some(4));
+    assert_eq!(next_replicas(4, 1, 4), None);
+    assert_eq!(next_memory_limit(256, 1.5, 1000), Some(384));
+    assert_eq!(next_memory_limit(900, 1.5, 1000), Some(1000));
+    assert_eq!(next_memory_limit(1000, 1.5, 1000), None);
+    assert_eq!(disruption_allowance(3, 0.34), 1);
+    assert_eq!(disruption_allowance(10, 0.34), 3);
+    assert_eq!(disruption_allowance(1, 0.34), 1);
+}
+
+#[test]
+fn state_round_trips_and_prunes() {
+    let mut s = state_with(
+        SUBJECT,
+        vec![attempt(NOW - Duration::hours(3), "r", Outcome::Healed)],
+        None,
+    );
+    let plan = Plan {
+        rule: "r".into(),
+        step: 0,
+        action: Action::DeletePod,
+        target: Target::Node { name: "n".into() },
+    };
+    s.record_act("node/n", &plan, NOW, 60);
+    s.set_outcome("node/n", NOW, Outcome::Healed);
+    let text = serde_json::to_string(&s).unwrap();
+    let back: GuardState = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, s);
+    s.prune(NOW, 3600);
+    assert!(!s.subjects.contains_key(SUBJECT));
+    assert_eq!(s.subjects["node/n"].attempts[0].outcome, Outcome::Healed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: over random clusters and alert storms, the blast radius, node and rate limits hold.
+
+#[derive(Debug, Clone)]
+struct Sim {
+    /// Pods per workload.
+    workloads: Vec<u32>,
+    nodes: usize,
+    unhealthy_nodes: Vec<bool>,
+    /// (seconds since start, workload or node index, pod index, is node alert, action length in s)
+    storm: Vec<(u32, usize, u32, bool, u32)>,
+    guards: (u32, u64, u32, f64),
+}
+
+fn sim_strategy() -> impl Strategy<Value = Sim> {
+    (
+        prop::collection::vec(1u32..12, 1..6),
+        2usize..8,
+        prop::collection::vec(any::<bool>(), 8),
+        prop::collection::vec(
+            (0u32..1800, 0usize..8, 0u32..12, any::<bool>(), 1u32..400),
+            1..150,
+        ),
+        (1u32..8, 60u64..900, 1u32..4, 0.1f64..0.9),
+    )
+        .prop_map(|(workloads, nodes, unhealthy_nodes, mut storm, guards)| {
+            storm.sort_by_key(|s| s.0);
+            Sim {
+                workloads,
+                nodes,
+                unhealthy_nodes,
+                storm,
+                guards,
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn blast_radius_node_and_rate_limits_are_never_exceeded(sim in sim_strategy()) {
+        let (rate_max, rate_window, max_conc, share) = sim.guards;
+        let mut policy = Policy::from_yaml(
+            "rules:\n- name: pods\n  match: {remediation: restart-pod}\n  escalation_window_secs: 0\n  actions: [{kind: delete-pod}]\n\
+             - name: nodes\n  match: {remediation: cordon-drain}\n  escalation_window_secs: 0\n  actions: [{kind: cordon}]\n",
+        ).unwrap();
+        policy.guards = GuardConfig {
+            rate_limit_max_actions: rate_max,
+            rate_limit_window_secs: rate_window,
+            max_concurrent_actions: max_conc,
+            max_workload_disruption: share,
+            cooldown_secs: 0,
+            flap_max_repairs: u32::MAX,
+            ..GuardConfig::default()
+        };
+        let start = NOW;
+        let mut state = GuardState::default();
+        // (ends at, subject, workload, node): disruptions in progress.
+        let mut running: Vec<(OffsetDateTime, String, Option<usize>, Option<usize>)> = Vec::new();
+        let mut cordoned: BTreeSet<usize> = BTreeSet::new();
+        let mut acted_at: Vec<OffsetDateTime> = Vec::new();
+        for &(t, idx, pod, is_node, len) in &sim.storm {
+            let now = start + Duration::seconds(i64::from(t));
+            running.retain(|r| r.0 > now);
+            let (alert, wl, node) = if is_node {
+                let n = idx % sim.nodes;
+                (node_alert(&format!("n{n}")), None, Some(n))
+            } else {
+                let w = idx % sim.workloads.len();
+                let p = pod % sim.workloads[w];
+                (AlertFacts {
+                    labels: labels(&[("alertname", "PodCrashLooping"), ("namespace", "app"), ("pod", &format!("w{w}-p{p}")),
+                        ("workload", &format!("w{w}")), ("remediation", "restart-pod")]),
+                    starts_at: now,
+                }, Some(w), None)
+            };
+            let disrupted = running.iter().filter(|r| r.2 == wl && wl.is_some()).count() as u32;
+            let cluster = ClusterSnapshot {
+                annotations: vec![],
+                workload_pods: wl.map(|w| PodCounts { total: sim.workloads[w], disrupted_others: disrupted }),
+                nodes: (0..sim.nodes).map(|n| NodeInfo {
+                    name: format!("n{n}"),
+                    ready: !sim.unhealthy_nodes[n],
+                    unschedulable: cordoned.contains(&n),
+                }).collect(),
+            };
+            let in_flight: BTreeSet<String> = running.iter().map(|r| r.1.clone()).collect();
+            let d = decide(Input { alert: &alert, policy: &policy, state: &state, cluster: &cluster,
+                in_flight: &in_flight, now, trigger: Trigger::Alert, platform: Platform::Kubernetes, dry_run: false });
+            if let Decision::Act(plan) = d {
+                let subject = subject_of(&alert.labels, Platform::Kubernetes);
+                // Invariants at the moment of acting.
+                prop_assert!(running.len() < max_conc as usize, "concurrency exceeded");
+                if let Some(w) = wl {
+                    prop_assert!(disrupted < disruption_allowance(sim.workloads[w], share),
+                        "blast radius: {disrupted} of {} disrupted, acting again", sim.workloads[w]);
+                }
+                if let Some(n) = node {
+                    prop_assert!(cordoned.iter().all(|c| *c == n), "two nodes cordoned at once");
+                    prop_assert!((0..sim.nodes).any(|o| o != n && !sim.unhealthy_nodes[o] && !cordoned.contains(&o)), "last node cordoned");
+                    let unhealthy = sim.unhealthy_nodes[..sim.nodes].iter().filter(|u| **u).count();
+                    prop_assert!(unhealthy as f64 / sim.nodes as f64 <= 0.5, "node action in a storm");
+                    cordoned.insert(n);
+                }
+                state.record_act(&subject, &plan, now, 0);
+                running.push((now + Duration::seconds(i64::from(len)), subject, wl, node));
+                acted_at.push(now);
+                // Rate limit: no window of rate_window seconds ending now holds more than rate_max.
+                let in_window = acted_at.iter().filter(|a| **a > now - Duration::seconds(rate_window as i64)).count();
+                prop_assert!(in_window <= rate_max as usize, "rate limit: {in_window} > {rate_max}");
+            }
+            // Cordoned nodes are uncordoned when their action ends (the node recovered).
+            cordoned.retain(|n| running.iter().any(|r| r.3 == Some(*n)));
+        }
+    }
+}

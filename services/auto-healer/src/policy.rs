@@ -1,0 +1,626 @@
+//! Remediation policy: rules that match alert labels and name an ordered escalation of actions,
+//! plus the guard settings. Read from YAML (`AUTO_HEALER_POLICY`, or the shipped
+//! [`DEFAULT_POLICY`]); every error names the field path, e.g.
+//! `rules[2].actions[0].kind: unknown variant ...`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The policy shipped in the crate (`policy/default.yaml`).
+pub const DEFAULT_POLICY: &str = include_str!("../policy/default.yaml");
+
+/// A policy that could not be read: the field path and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct PolicyError {
+    /// Where, e.g. `rules[2].actions[0].kind` (`.` for the document).
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl PolicyError {
+    fn at(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Guard settings.
+    pub guards: GuardConfig,
+    /// Rules, tried in order; the first that matches decides.
+    pub rules: Vec<Rule>,
+}
+
+/// Settings of the guards; every guard is on by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Decide and record, never mutate (`AUTO_HEALER_DRY_RUN` overrides it when set).
+    pub dry_run: bool,
+    /// Namespaces the healer may act in; empty means all not denied.
+    pub namespaces_allow: Vec<String>,
+    /// Namespaces the healer never acts in.
+    pub namespaces_deny: Vec<String>,
+    /// Annotation on a target (pod, workload, node) that, set to `"false"`, opts it out.
+    pub opt_out_annotation: String,
+    /// After acting on a target, a new alert for it is left alone this long.
+    pub cooldown_secs: u64,
+    /// At most this many actions in any `rate_limit_window_secs`.
+    pub rate_limit_max_actions: u32,
+    /// The rate limit's window.
+    pub rate_limit_window_secs: u64,
+    /// At most this many actions executing (acting or verifying) at once.
+    pub max_concurrent_actions: u32,
+    /// The largest share of a workload's pods disrupted at once (at least one pod is always
+    /// allowed, or a single-replica workload could never be healed).
+    pub max_workload_disruption: f64,
+    /// No node actions while more than this share of nodes is unhealthy (a storm is more likely
+    /// a network or control-plane problem than bad nodes).
+    pub max_unhealthy_node_share: f64,
+    /// A target repaired this many times within `flap_window_secs` is left alone and escalated.
+    pub flap_max_repairs: u32,
+    /// The flap guard's window.
+    pub flap_window_secs: u64,
+    /// How long to wait for a target to verify healthy after an action.
+    pub verify_timeout_secs: u64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        Self {
+            dry_run: false,
+            namespaces_allow: Vec::new(),
+            namespaces_deny: vec!["kube-system".to_owned()],
+            opt_out_annotation: "organism.dev/auto-heal".to_owned(),
+            cooldown_secs: 120,
+            rate_limit_max_actions: 10,
+            rate_limit_window_secs: 600,
+            max_concurrent_actions: 2,
+            max_workload_disruption: 0.34,
+            max_unhealthy_node_share: 0.5,
+            flap_max_repairs: 3,
+            flap_window_secs: 3600,
+            verify_timeout_secs: 120,
+        }
+    }
+}
+
+/// One rule: label matchers and an escalation of actions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// The rule's name (in audit records and the RemediationFailed alert).
+    pub name: String,
+    /// Labels that must equal these values.
+    pub match_eq: BTreeMap<String, String>,
+    /// Labels that must fully match these regular expressions (a missing label is `""`).
+    pub match_re: BTreeMap<String, LabelRegex>,
+    /// A repeat alert for the same target within this window takes the next step.
+    pub escalation_window_secs: u64,
+    /// The escalation, first step first.
+    pub actions: Vec<Action>,
+}
+
+impl Rule {
+    /// Whether every matcher holds for `labels`.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_eq
+            .iter()
+            .all(|(k, v)| labels.get(k).is_some_and(|l| l == v))
+            && self.match_re.iter().all(|(k, re)| {
+                re.0.is_match(labels.get(k).map(String::as_str).unwrap_or(""))
+            })
+    }
+}
+
+/// A regular expression anchored at both ends, as Alertmanager and Prometheus anchor theirs.
+#[derive(Clone)]
+pub struct LabelRegex(regex::Regex, String);
+
+impl LabelRegex {
+    /// Compiles `pattern` anchored (`^(?:pattern)$`).
+    pub fn new(pattern: &str) -> Result<Self, regex::Error> {
+        Ok(Self(
+            regex::Regex::new(&format!("^(?:{pattern})$"))?,
+            pattern.to_owned(),
+        ))
+    }
+
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.1
+    }
+}
+
+impl fmt::Debug for LabelRegex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/{}/", self.1)
+    }
+}
+
+impl PartialEq for LabelRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.1 == other.1
+    }
+}
+
+impl<'de> Deserialize<'de> for LabelRegex {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LabelRegex::new(&s).map_err(|e| serde::de::Error::custom(format!("invalid regex: {e}")))
+    }
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Action {
+    /// Delete the alert's pod (its controller makes a new one).
+    DeletePod,
+    /// Rolling restart of the workload (as `kubectl rollout restart`).
+    RolloutRestart,
+    /// Roll a Deployment back to its previous ReplicaSet revision.
+    Rollback,
+    /// Raise the workload's replicas by `step` through `/scale`, never above `max_replicas`.
+    ScaleUp {
+        /// Replicas added.
+        step: u32,
+        /// The ceiling.
+        max_replicas: u32,
+    },
+    /// Raise the workload's HorizontalPodAutoscaler `minReplicas` by `step`, at most `max_replicas`.
+    RaiseHpaMin {
+        /// Added to `minReplicas`.
+        step: u32,
+        /// The ceiling.
+        max_replicas: u32,
+    },
+    /// Multiply a container's memory limit by `factor`, at most `max_bytes`.
+    RaiseMemoryLimit {
+        /// The multiplier (> 1).
+        factor: f64,
+        /// The ceiling in bytes.
+        max_bytes: u64,
+        /// The container; the alert's `container` label, else the first container.
+        container: Option<String>,
+    },
+    /// Mark the node unschedulable.
+    Cordon,
+    /// Cordon, then evict the node's pods through the Eviction API (DaemonSet and mirror pods
+    /// are skipped; PDB refusals are retried until `timeout_secs`).
+    Drain {
+        /// How long to keep retrying evictions refused by a PodDisruptionBudget.
+        timeout_secs: u64,
+    },
+    /// Mark the node schedulable again.
+    Uncordon,
+    /// Delete failed/evicted pods and finished Jobs older than `ttl_secs` in the namespace.
+    Cleanup {
+        /// Minimum age.
+        ttl_secs: u64,
+    },
+    /// Restart a local service process through the launcher (local mode).
+    RestartService,
+    /// Stop acting and notify (post a RemediationFailed alert).
+    Notify,
+}
+
+impl Action {
+    /// The bounded metric label / kebab-case name of the action.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::DeletePod => "delete-pod",
+            Action::RolloutRestart => "rollout-restart",
+            Action::Rollback => "rollback",
+            Action::ScaleUp { .. } => "scale-up",
+            Action::RaiseHpaMin { .. } => "raise-hpa-min",
+            Action::RaiseMemoryLimit { .. } => "raise-memory-limit",
+            Action::Cordon => "cordon",
+            Action::Drain { .. } => "drain",
+            Action::Uncordon => "uncordon",
+            Action::Cleanup { .. } => "cleanup",
+            Action::RestartService => "restart-service",
+            Action::Notify => "notify",
+        }
+    }
+
+    /// Whether the action restarts or replaces pods (blocked while a dependency fails).
+    pub fn restarts(&self) -> bool {
+        matches!(
+            self,
+            Action::DeletePod | Action::RolloutRestart | Action::Rollback | Action::RestartService
+        )
+    }
+
+    /// Whether the action works on a node.
+    pub fn is_node_action(&self) -> bool {
+        matches!(
+            self,
+            Action::Cordon | Action::Drain { .. } | Action::Uncordon
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire shapes (what the YAML says), then validation into the types above.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    guards: GuardConfig,
+    rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    #[serde(default, rename = "match")]
+    match_eq: BTreeMap<String, String>,
+    #[serde(default)]
+    match_re: BTreeMap<String, LabelRegex>,
+    #[serde(default = "default_window")]
+    escalation_window_secs: u64,
+    actions: Vec<RawAction>,
+}
+
+fn default_window() -> u64 {
+    1800
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+enum ActionKind {
+    DeletePod,
+    RolloutRestart,
+    Rollback,
+    ScaleUp,
+    RaiseHpaMin,
+    RaiseMemoryLimit,
+    Cordon,
+    Drain,
+    Uncordon,
+    Cleanup,
+    RestartService,
+    Notify,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAction {
+    kind: ActionKind,
+    step: Option<u32>,
+    max_replicas: Option<u32>,
+    factor: Option<f64>,
+    max: Option<String>,
+    container: Option<String>,
+    timeout_secs: Option<u64>,
+    ttl_secs: Option<u64>,
+}
+
+impl Policy {
+    /// Reads a policy from YAML; the error names the field path.
+    pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let raw: RawPolicy = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            // serde_yaml_ng appends "at line L column C"; keep it, it helps.
+            PolicyError::at(path, inner)
+        })?;
+        raw.validate()
+    }
+
+    /// The shipped default policy.
+    pub fn default_policy() -> Self {
+        Self::from_yaml(DEFAULT_POLICY).expect("the shipped policy is valid (tested)")
+    }
+
+    /// The first rule matching `labels`, with its index.
+    pub fn rule_for(&self, labels: &BTreeMap<String, String>) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.matches(labels))
+    }
+}
+
+impl RawPolicy {
+    fn validate(self) -> Result<Policy, PolicyError> {
+        let g = &self.guards;
+        for (name, share) in [
+            ("max_workload_disruption", g.max_workload_disruption),
+            ("max_unhealthy_node_share", g.max_unhealthy_node_share),
+        ] {
+            if !(share > 0.0 && share <= 1.0) {
+                return Err(PolicyError::at(
+                    format!("guards.{name}"),
+                    format!("must be a share in (0, 1], got {share}"),
+                ));
+            }
+        }
+        if g.max_concurrent_actions == 0 {
+            return Err(PolicyError::at(
+                "guards.max_concurrent_actions",
+                "must be at least 1",
+            ));
+        }
+        if g.flap_max_repairs == 0 {
+            return Err(PolicyError::at(
+                "guards.flap_max_repairs",
+                "must be at least 1",
+            ));
+        }
+        if g.opt_out_annotation.is_empty() {
+            return Err(PolicyError::at(
+                "guards.opt_out_annotation",
+                "must not be empty",
+            ));
+        }
+        if self.rules.is_empty() {
+            return Err(PolicyError::at("rules", "at least one rule is required"));
+        }
+        let mut rules = Vec::with_capacity(self.rules.len());
+        for (i, r) in self.rules.into_iter().enumerate() {
+            let at = format!("rules[{i}]");
+            if r.name.trim().is_empty() {
+                return Err(PolicyError::at(format!("{at}.name"), "must not be empty"));
+            }
+            if r.match_eq.is_empty() && r.match_re.is_empty() {
+                return Err(PolicyError::at(
+                    format!("{at}.match"),
+                    "a rule needs at least one matcher in `match` or `match_re`",
+                ));
+            }
+            if r.actions.is_empty() {
+                return Err(PolicyError::at(
+                    format!("{at}.actions"),
+                    "at least one action is required",
+                ));
+            }
+            let mut actions = Vec::with_capacity(r.actions.len());
+            for (j, a) in r.actions.into_iter().enumerate() {
+                actions.push(a.validate(&format!("{at}.actions[{j}]"))?);
+            }
+            rules.push(Rule {
+                name: r.name,
+                match_eq: r.match_eq,
+                match_re: r.match_re,
+                escalation_window_secs: r.escalation_window_secs,
+                actions,
+            });
+        }
+        Ok(Policy {
+            guards: self.guards,
+            rules,
+        })
+    }
+}
+
+impl RawAction {
+    fn validate(self, at: &str) -> Result<Action, PolicyError> {
+        use ActionKind as K;
+        let allowed: &[&str] = match self.kind {
+            K::ScaleUp | K::RaiseHpaMin => &["step", "max_replicas"],
+            K::RaiseMemoryLimit => &["factor", "max", "container"],
+            K::Drain => &["timeout_secs"],
+            K::Cleanup => &["ttl_secs"],
+            _ => &[],
+        };
+        let given = [
+            ("step", self.step.is_some()),
+            ("max_replicas", self.max_replicas.is_some()),
+            ("factor", self.factor.is_some()),
+            ("max", self.max.is_some()),
+            ("container", self.container.is_some()),
+            ("timeout_secs", self.timeout_secs.is_some()),
+            ("ttl_secs", self.ttl_secs.is_some()),
+        ];
+        for (field, present) in given {
+            if present && !allowed.contains(&field) {
+                return Err(PolicyError::at(
+                    format!("{at}.{field}"),
+                    "not a setting of this action kind",
+                ));
+            }
+        }
+        let required = |field: &str, v: Option<u32>| {
+            v.ok_or_else(|| {
+                PolicyError::at(format!("{at}.{field}"), "required for this action kind")
+            })
+        };
+        Ok(match self.kind {
+            K::DeletePod => Action::DeletePod,
+            K::RolloutRestart => Action::RolloutRestart,
+            K::Rollback => Action::Rollback,
+            K::ScaleUp | K::RaiseHpaMin => {
+                let step = self.step.unwrap_or(1);
+                if step == 0 {
+                    return Err(PolicyError::at(format!("{at}.step"), "must be at least 1"));
+                }
+                let max_replicas = required("max_replicas", self.max_replicas)?;
+                if self.kind == K::ScaleUp {
+                    Action::ScaleUp { step, max_replicas }
+                } else {
+                    Action::RaiseHpaMin { step, max_replicas }
+                }
+            }
+            K::RaiseMemoryLimit => {
+                let factor = self.factor.unwrap_or(1.5);
+                if !(factor > 1.0 && factor <= 10.0) {
+                    return Err(PolicyError::at(
+                        format!("{at}.factor"),
+                        format!("must be in (1, 10], got {factor}"),
+                    ));
+                }
+                let max = self.max.ok_or_else(|| {
+                    PolicyError::at(format!("{at}.max"), "required for this action kind")
+                })?;
+                let max_bytes =
+                    parse_memory(&max).map_err(|m| PolicyError::at(format!("{at}.max"), m))?;
+                Action::RaiseMemoryLimit {
+                    factor,
+                    max_bytes,
+                    container: self.container,
+                }
+            }
+            K::Cordon => Action::Cordon,
+            K::Drain => Action::Drain {
+                timeout_secs: self.timeout_secs.unwrap_or(120),
+            },
+            K::Uncordon => Action::Uncordon,
+            K::Cleanup => Action::Cleanup {
+                ttl_secs: self.ttl_secs.unwrap_or(3600),
+            },
+            K::RestartService => Action::RestartService,
+            K::Notify => Action::Notify,
+        })
+    }
+}
+
+/// Parses a Kubernetes memory quantity (`512Mi`, `1Gi`, `1G`, `1e9`, `2048`) into bytes.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let bad = || format!("not a memory quantity: {text:?}");
+    let split = t
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "m" => 1e-3,
+        _ => return Err(bad()),
+    };
+    let value: f64 = num.parse().map_err(|_| bad())?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(bad());
+    }
+    Ok((value * mult).ceil() as u64)
+}
+
+/// Formats bytes as a Kubernetes quantity, in `Mi` when whole, else plain bytes.
+pub fn format_memory(bytes: u64) -> String {
+    const MI: u64 = 1024 * 1024;
+    if bytes.is_multiple_of(MI) {
+        format!("{}Mi", bytes / MI)
+    } else {
+        bytes.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_policy_is_valid_and_escalates() {
+        let p = Policy::from_yaml(DEFAULT_POLICY).unwrap();
+        let labels: BTreeMap<String, String> = [("remediation", "restart-pod"), ("alertname", "X")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let rule = p.rule_for(&labels).unwrap();
+        assert_eq!(rule.name, "crashing-pod");
+        let kinds: Vec<_> = rule.actions.iter().map(Action::name).collect();
+        assert_eq!(
+            kinds,
+            ["delete-pod", "rollout-restart", "rollback", "notify"]
+        );
+        assert_eq!(p.guards.namespaces_deny, ["kube-system"]);
+        assert!((p.guards.max_workload_disruption - 0.34).abs() < 1e-9);
+    }
+
+    #[test]
+    fn errors_name_the_field_path() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "rules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: delete-pod}]\n- name: b\n  match: {alertname: Y}\n  actions: [{kind: delete-pod}]\n- name: c\n  match: {alertname: Z}\n  actions: [{kind: reboot-universe}]\n",
+                "rules[2].actions[0].kind",
+                "unknown variant `reboot-universe`",
+            ),
+            (
+                "rules:\n- name: a\n  match_re: {severity: '(crit'}\n  actions: [{kind: delete-pod}]\n",
+                "rules[0].match_re.severity",
+                "invalid regex",
+            ),
+            (
+                "rules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: scale-up}]\n",
+                "rules[0].actions[0].max_replicas",
+                "required",
+            ),
+            (
+                "rules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: delete-pod, ttl_secs: 3}]\n",
+                "rules[0].actions[0].ttl_secs",
+                "not a setting",
+            ),
+            (
+                "rules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: raise-memory-limit, max: lots}]\n",
+                "rules[0].actions[0].max",
+                "not a memory quantity",
+            ),
+            (
+                "guards: {max_workload_disruption: 1.5}\nrules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: notify}]\n",
+                "guards.max_workload_disruption",
+                "share",
+            ),
+            (
+                "guards: {cooldown: 3}\nrules: []\n",
+                "guards.cooldown",
+                "unknown field `cooldown`",
+            ),
+            (
+                "rules:\n- name: a\n  actions: [{kind: notify}]\n",
+                "rules[0].match",
+                "at least one matcher",
+            ),
+            ("rules: [", "rules", "did not find expected node content"),
+        ];
+        for (yaml, path, message) in cases {
+            let e = Policy::from_yaml(yaml).unwrap_err();
+            assert_eq!(e.path, *path, "{e}");
+            assert!(e.message.contains(message), "{e}");
+        }
+    }
+
+    #[test]
+    fn regex_matchers_are_anchored() {
+        let p = Policy::from_yaml(
+            "rules:\n- name: a\n  match_re: {severity: 'crit.*|warning'}\n  actions: [{kind: notify}]\n",
+        )
+        .unwrap();
+        let l = |s: &str| -> BTreeMap<String, String> {
+            [("severity".to_owned(), s.to_owned())]
+                .into_iter()
+                .collect()
+        };
+        assert!(p.rules[0].matches(&l("critical")));
+        assert!(p.rules[0].matches(&l("warning")));
+        assert!(!p.rules[0].matches(&l("not-warning")));
+        assert!(!p.rules[0].matches(&BTreeMap::new()));
+    }
+
+    #[test]
+    fn memory_quantities() {
+        assert_eq!(parse_memory("1Gi").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("512Mi").unwrap(), 512 << 20);
+        assert_eq!(parse_memory("1G").unwrap(), 1_000_000_000);
+        assert_eq!(parse_memory("128974848").unwrap(), 128_974_848);
+        assert_eq!(parse_memory("1e3").unwrap(), 1000);
+        assert!(parse_memory("-1Mi").is_err());
+        assert!(parse_memory("12Qi").is_err());
+        assert_eq!(format_memory(768 << 20), "768Mi");
+    }
+}
