@@ -43,6 +43,11 @@ impl Drop for Running {
 /// Serves `routes` (assembled with the skeleton) on 127.0.0.1:0.
 pub async fn serve(ctx: Context, routes: Router) -> Running {
     let app = service_kit::assemble(&ctx, routes);
+    serve_assembled(ctx, app).await
+}
+
+/// Serves an already assembled `app` on 127.0.0.1:0.
+pub async fn serve_assembled(ctx: Context, app: Router) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = ctx.shutdown.clone();
