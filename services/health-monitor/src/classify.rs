@@ -136,8 +136,14 @@ pub fn classify_cluster(
     for node in &cluster.nodes {
         out.extend(classify_node(node, ctx, since));
     }
+    let dependencies = dependency_of_pods(&out);
     for d in &cluster.deployments {
-        out.extend(classify_deployment(d, ctx, since));
+        let key = (
+            d.metadata.namespace.clone().unwrap_or_default(),
+            name(&d.metadata).to_owned(),
+        );
+        let dependency = dependencies.get(&key).map(String::as_str);
+        out.extend(classify_deployment(d, ctx, since, dependency));
     }
     for s in &cluster.statefulsets {
         out.extend(classify_statefulset(s, ctx, since));
@@ -154,6 +160,22 @@ pub fn classify_cluster(
         ));
     }
     since.end_sweep();
+    out
+}
+
+/// The dependency named by pod findings, by owning Deployment `(namespace, name)`.
+pub fn dependency_of_pods(findings: &[Finding]) -> HashMap<(String, String), String> {
+    let mut out = HashMap::new();
+    for f in findings {
+        if let (Some(dep), Some("Deployment"), Some(w)) = (
+            &f.dependency,
+            f.object.workload_kind.as_deref(),
+            &f.object.workload,
+        ) {
+            out.entry((f.object.namespace.clone().unwrap_or_default(), w.clone()))
+                .or_insert_with(|| dep.clone());
+        }
+    }
     out
 }
 
@@ -604,10 +626,14 @@ fn workload_object(kind: &str, meta: &ObjectMeta) -> ObjectRef {
 }
 
 /// Classifies one Deployment.
+///
+/// `pods_dependency` is the dependency its pods' findings name (see [`dependency_of_pods`]):
+/// unavailable replicas caused by a dependency get no restart remediation.
 pub fn classify_deployment(
     d: &Deployment,
     ctx: &Ctx<'_>,
     since: &mut SinceTracker,
+    pods_dependency: Option<&str>,
 ) -> Vec<Finding> {
     let ns = d.metadata.namespace.as_deref().unwrap_or("");
     if !ctx.namespaces.allows(ns) {
@@ -683,6 +709,7 @@ pub fn classify_deployment(
                     ),
                 )
                 .with_remediation((!rolling).then_some(Remediation::RolloutRestart))
+                .with_dependency(pods_dependency.map(str::to_owned))
                 .with_service(service)
                 .with_since(Some(since_t)),
             );

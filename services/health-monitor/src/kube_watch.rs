@@ -254,9 +254,30 @@ impl Evaluator {
                 (key_of("Node", "", name), f)
             }
             Kind::Deployment => {
-                let f = get(&self.stores.deployments, ns, name)
-                    .map(|d| classify::classify_deployment(&d, &ctx, &mut self.since))
-                    .unwrap_or_default();
+                let f = match get(&self.stores.deployments, ns, name) {
+                    Some(d) => {
+                        let all_events: Vec<Arc<Event>> =
+                            self.stores.events.iter().flat_map(Store::state).collect();
+                        let events = classify::index_events(all_events.iter().map(AsRef::as_ref));
+                        let pod_findings: Vec<Finding> = self
+                            .stores
+                            .pods
+                            .iter()
+                            .flat_map(|s| {
+                                s.state_filter(|p| {
+                                    p.metadata.namespace.as_deref() == Some(ns.as_str())
+                                        && classify::pod_workload(p)
+                                            .is_some_and(|(k, w)| k == "Deployment" && w == *name)
+                                })
+                            })
+                            .flat_map(|p| classify::classify_pod(&p, &ctx, &events))
+                            .collect();
+                        let deps = classify::dependency_of_pods(&pod_findings);
+                        let dep = deps.values().next().map(String::as_str);
+                        classify::classify_deployment(&d, &ctx, &mut self.since, dep)
+                    }
+                    None => Vec::new(),
+                };
                 (key_of("Deployment", ns, name), f)
             }
             Kind::StatefulSet => {
