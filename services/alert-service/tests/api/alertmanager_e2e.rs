@@ -1,0 +1,172 @@
+//! A real Alertmanager delivering to alert-service; an ack becomes a silence there and stops the
+//! re-notifications.
+
+use std::time::Duration;
+
+use alertmanager::{AlertmanagerClient, PostableAlert, SilenceState};
+use serde_json::{Value, json};
+use testbed::{Alertmanager, AlertmanagerConfig, HttpSink};
+
+use crate::helpers::{FAST_DELIVERY, TestApp, db_dir};
+
+#[tokio::test]
+async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
+    let sink = HttpSink::start().await;
+    // Alertmanager first (its URL goes into alert-service's config), then point it at us.
+    let am = Alertmanager::start(
+        &AlertmanagerConfig::new()
+            .webhook("alert-service", format!("{}/placeholder", sink.url()))
+            .to_yaml(),
+    )
+    .await;
+    let dir = db_dir();
+    let yaml = format!(
+        "routes:\n  - channels: [hook]\nchannels:\n  hook:\n    kind: webhook\n    url_env: HOOK_URL\n{FAST_DELIVERY}"
+    );
+    let hook = format!("{}/hook", sink.url());
+    let am_url = am.url();
+    let app = TestApp::spawn_with(&yaml, &[("HOOK_URL", hook.as_str())], dir.path(), |c| {
+        c.alertmanager_url = Some(am_url.clone());
+        c.token = Some("am-token".to_owned().into());
+    })
+    .await;
+    am.reload(
+        &AlertmanagerConfig::new()
+            .webhook_with_token(
+                "alert-service",
+                format!("{}/webhook/alertmanager", app.url),
+                "am-token",
+            )
+            .repeat_interval(Duration::from_secs(2))
+            .to_yaml(),
+    )
+    .await;
+
+    let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
+    let alert = PostableAlert::new([
+        ("alertname", "E2EHeartDown"),
+        ("severity", "critical"),
+        ("service", "heart"),
+        ("namespace", "organism"),
+    ])
+    .with_annotation("summary", "heart is down")
+    .with_annotation("runbook_url", "https://runbooks.organism.dev/HeartDown");
+    let fp = alert.fingerprint().to_string();
+    client
+        .post_alerts(std::slice::from_ref(&alert))
+        .await
+        .unwrap();
+
+    // Alertmanager → alert-service → the webhook channel, then Alertmanager's repeat (2 s) again.
+    let got = sink.wait_for_requests(2, Duration::from_secs(30)).await;
+    let first = got[0].json();
+    assert_eq!(first["status"], "firing");
+    assert_eq!(first["external_url"], am.url());
+    assert_eq!(first["receiver"], "alert-service");
+    assert_eq!(first["alerts"][0]["fingerprint"], fp.as_str());
+    assert_eq!(first["alerts"][0]["summary"], "heart is down");
+
+    // Acknowledge: a silence on every label, visible in Alertmanager's API.
+    let r = app
+        .client
+        .post(format!("{}/api/v1/alerts/{fp}/ack", app.url))
+        .json(&json!({"by": "tester", "comment": "on it", "duration_minutes": 30}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    let silence_id = body["silence"]["id"].as_str().unwrap().to_owned();
+    let s = client.silence(&silence_id).await.unwrap();
+    assert_eq!(s.status.state, SilenceState::Active);
+    assert_eq!(s.created_by, "tester");
+    assert_eq!(s.comment, "on it");
+    assert_eq!(s.matchers.len(), alert.labels.len());
+    for m in &s.matchers {
+        assert!(m.is_equal && !m.is_regex);
+        assert_eq!(alert.labels[&m.name], m.value);
+    }
+    let minutes = (s.ends_at - s.starts_at).whole_minutes();
+    assert!((29..=30).contains(&minutes), "{minutes}");
+
+    // The state read back.
+    let state: Value = app
+        .client
+        .get(format!("{}/api/v1/alerts/{fp}/ack", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["acknowledged"], true, "{state}");
+    assert_eq!(state["acked_by"], "tester");
+    assert_eq!(state["silences"][0]["id"], silence_id.as_str());
+    assert_eq!(state["silences"][0]["state"], "active");
+    let page = app
+        .client
+        .get(format!("{}/api/v1/alerts/{fp}/ack", app.url))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<form method=\"post\"") && page.contains("Acknowledged"),
+        "{page}"
+    );
+
+    // Alertmanager mutes it: no more notifications.
+    let muted = testbed::wait_until(Duration::from_secs(10), || async {
+        client
+            .alerts(&[])
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.fingerprint.to_string() == fp && !a.status.silenced_by.is_empty())
+    })
+    .await;
+    assert!(muted);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = sink.requests().len();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        sink.requests().len(),
+        before,
+        "re-notification continued after the ack"
+    );
+
+    // Unknown fingerprints and bad ones.
+    let r = app
+        .client
+        .post(format!("{}/api/v1/alerts/0123456789abcdef/ack", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = app
+        .client
+        .get(format!("{}/api/v1/alerts/not-hex/ack", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app
+        .client
+        .post(format!("{}/api/v1/alerts/{fp}/ack", app.url))
+        .json(&json!({"duration_minutes": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    // Alertmanager's own deliveries went through intake (bearer token included).
+    let metrics = app.metrics().await;
+    assert!(!metrics.contains("result=\"unauthorized\""), "{metrics}");
+    assert!(
+        metrics.contains("alert_service_webhook_messages_total{result=\"accepted\"}"),
+        "{metrics}"
+    );
+    app.stop().await;
+}

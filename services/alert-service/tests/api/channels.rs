@@ -1,0 +1,213 @@
+//! Every channel kind against a real far end: Slack, Teams and webhook bodies received by an
+//! HttpSink and checked against the shapes those services accept; email through a real SMTP
+//! server, with subject, text and HTML bodies and the links.
+
+use std::time::Duration;
+
+use alert_service::channels::{slack, teams};
+use alert_service::config::GrafanaLinks;
+use alertmanager::fixtures;
+use serde_json::Value;
+use testbed::{HttpSink, SmtpSink};
+
+use crate::helpers::{FAST_DELIVERY, TestApp, db_dir};
+
+fn grafana(c: &mut alert_service::Config) {
+    c.public_url = "https://alerts.organism.dev".to_owned();
+    c.grafana = Some(GrafanaLinks {
+        url: "https://grafana.organism.dev".into(),
+        loki_uid: "loki".into(),
+        tempo_uid: "tempo".into(),
+    });
+}
+
+#[tokio::test]
+async fn slack_teams_and_webhook_payloads_have_the_accepted_shapes() {
+    let sink = HttpSink::start().await;
+    let dir = db_dir();
+    let yaml = format!(
+        "routes:\n  - channels: [slack, teams, hook]\nchannels:\n  hook:\n    kind: webhook\n    url_env: HOOK_URL\n{FAST_DELIVERY}"
+    );
+    let slack_url = format!("{}/services/T000/B000/XXXX", sink.url());
+    let teams_url = format!("{}/workflows/teams", sink.url());
+    let hook_url = format!("{}/hook", sink.url());
+    let env = [
+        ("SLACK_WEBHOOK_URL", slack_url.as_str()),
+        ("TEAMS_WEBHOOK_URL", teams_url.as_str()),
+        ("HOOK_URL", hook_url.as_str()),
+    ];
+    let app = TestApp::spawn_with(&yaml, &env, dir.path(), grafana).await;
+    let msg = fixtures::pod_crash_looping("alert-service");
+    let fp = msg.alerts[0].fingerprint.to_string();
+    let ack = format!("https://alerts.organism.dev/api/v1/alerts/{fp}/ack");
+    app.post_message(&msg).await;
+    sink.wait_for_requests(3, Duration::from_secs(15)).await;
+
+    // Slack: Block Kit with valid types and text limits, the links in mrkdwn.
+    let s = &sink.requests_to("/services/T000/B000/XXXX")[0];
+    assert_eq!(s.header("content-type"), Some("application/json"));
+    let body = s.json();
+    slack::check(&body).unwrap_or_else(|e| panic!("{e}: {body:#}"));
+    assert_eq!(body["text"], "[FIRING:1] PodCrashLooping");
+    let blocks = body["blocks"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "header");
+    let all = body.to_string();
+    assert!(all.contains(&format!("<{ack}|Acknowledge>")), "{all}");
+    assert!(
+        all.contains("<https://runbooks.organism.dev/PodCrashLooping|Runbook>"),
+        "{all}"
+    );
+    assert!(
+        all.contains("https://grafana.organism.dev/explore?"),
+        "{all}"
+    );
+    assert!(
+        all.contains("Pod organism/heart-7d9c8b6f5-abcde is crash-looping"),
+        "{all}"
+    );
+
+    // Teams: a Workflows message with an Adaptive Card 1.4.
+    let t = sink.requests_to("/workflows/teams")[0].json();
+    assert_eq!(t["type"], "message");
+    assert_eq!(
+        t["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let card = &t["attachments"][0]["content"];
+    teams::check_card(card).unwrap_or_else(|e| panic!("{e}: {card:#}"));
+    assert_eq!(card["type"], "AdaptiveCard");
+    assert_eq!(card["version"], "1.4");
+    assert!(card["body"].as_array().unwrap().len() >= 3);
+    let actions: Vec<Value> = card["body"][2]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "ActionSet")
+        .flat_map(|e| e["actions"].as_array().unwrap().clone())
+        .collect();
+    assert_eq!(actions[0]["title"], "Acknowledge");
+    assert_eq!(actions[0]["url"], ack.as_str());
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["title"] == "Logs (Loki)" && a["url"].as_str().unwrap().contains("explore"))
+    );
+
+    // Webhook: the whole message as JSON.
+    let h = sink.requests_to("/hook")[0].json();
+    assert_eq!(h["status"], "firing");
+    assert_eq!(h["alerts"][0]["fingerprint"], fp.as_str());
+    assert_eq!(h["alerts"][0]["ack_url"], ack.as_str());
+    let logs = h["alerts"][0]["logs_url"].as_str().unwrap();
+    let url = reqwest::Url::parse(logs).unwrap();
+    let panes: Value =
+        serde_json::from_str(&url.query_pairs().find(|(k, _)| k == "panes").unwrap().1).unwrap();
+    assert_eq!(
+        panes["alert"]["queries"][0]["expr"],
+        "{namespace=\"organism\", pod=\"heart-7d9c8b6f5-abcde\"}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn email_arrives_through_a_real_smtp_server() {
+    let smtp = SmtpSink::start().await;
+    let dir = db_dir();
+    let yaml = format!(
+        "smtp:\n  host: 127.0.0.1\n  port: {}\n  tls: none\n  from: alerts@organism.dev\n  to: [oncall@example.org]\nroutes:\n  - channels: [email]\n{FAST_DELIVERY}",
+        smtp.port()
+    );
+    let app = TestApp::spawn_with(&yaml, &[], dir.path(), grafana).await;
+    let msg = fixtures::pod_crash_looping("alert-service");
+    let fp = msg.alerts[0].fingerprint.to_string();
+    app.post_message(&msg).await;
+    let mails = smtp.wait_for_messages(1, Duration::from_secs(15)).await;
+    let m = &mails[0];
+    assert_eq!(m.subject.as_deref(), Some("[FIRING:1] PodCrashLooping"));
+    assert_eq!(m.from, ["alerts@organism.dev"]);
+    assert_eq!(m.to, ["oncall@example.org"]);
+    assert!(
+        m.text
+            .contains("FIRING: Pod organism/heart-7d9c8b6f5-abcde is crash-looping"),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text.contains(&format!(
+            "Acknowledge: https://alerts.organism.dev/api/v1/alerts/{fp}/ack"
+        )),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text
+            .contains("Runbook: https://runbooks.organism.dev/PodCrashLooping"),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text
+            .contains("Logs (Grafana Explore, Loki): https://grafana.organism.dev/explore?"),
+        "{}",
+        m.text
+    );
+    // minijinja's HTML escaping writes `/` as `&#x2f;` (valid in attributes); decode to compare.
+    let html = m
+        .html
+        .as_deref()
+        .expect("an HTML part")
+        .replace("&#x2f;", "/");
+    assert!(
+        html.contains(&format!(
+            "href=\"https://alerts.organism.dev/api/v1/alerts/{fp}/ack\""
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains("Pod organism/heart-7d9c8b6f5-abcde is crash-looping"),
+        "{html}"
+    );
+    assert!(
+        html.contains("href=\"https://runbooks.organism.dev/PodCrashLooping\""),
+        "{html}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_channel_does_not_block_intake_or_other_channels() {
+    let sink = HttpSink::start().await;
+    let dir = db_dir();
+    let yaml = format!(
+        "routes:\n  - channels: [broken, hook]\nchannels:\n  hook:\n    kind: webhook\n    url_env: HOOK_URL\n  broken:\n    kind: webhook\n    url: http://127.0.0.1:9/nothing-listens\n{FAST_DELIVERY}"
+    );
+    let hook = format!("{}/hook", sink.url());
+    let app = TestApp::spawn(&yaml, &[("HOOK_URL", hook.as_str())], dir.path()).await;
+    let started = std::time::Instant::now();
+    app.post_message(&fixtures::pod_crash_looping("alert-service"))
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "intake answered in {:?}",
+        started.elapsed()
+    );
+    sink.wait_for_requests(1, Duration::from_secs(10)).await;
+    // The broken channel keeps retrying in the background.
+    let ok = testbed::wait_until(Duration::from_secs(10), || async {
+        app.metrics()
+            .await
+            .contains("alert_service_notifications_total{channel=\"broken\",result=\"failed\"}")
+    })
+    .await;
+    assert!(ok, "{}", app.metrics().await);
+    // A permanent 4xx goes dead at once.
+    sink.set_status(http::StatusCode::BAD_REQUEST);
+    let msg = alertmanager::WebhookMessage::firing("alert-service", [("alertname", "Other")]);
+    app.post_message(&msg).await;
+    let dead = testbed::wait_until(Duration::from_secs(10), || async {
+        app.outbox().await["counts"]["dead"].as_i64() == Some(1)
+    })
+    .await;
+    assert!(dead, "{}", app.outbox().await);
+    app.stop().await;
+}

@@ -1,0 +1,232 @@
+//! Intake: bad input gets a clear 4xx, good input a 202, a re-delivered webhook one notification.
+
+use std::time::Duration;
+
+use alertmanager::fixtures;
+use serde_json::Value;
+use testbed::HttpSink;
+
+use crate::helpers::{FAST_DELIVERY, TestApp, db_dir};
+
+fn webhook_config(sink: &HttpSink) -> (String, Vec<(&'static str, String)>) {
+    let yaml = format!(
+        "routes:\n  - channels: [hook]\nchannels:\n  hook:\n    kind: webhook\n    url_env: HOOK_URL\n{FAST_DELIVERY}"
+    );
+    (yaml, vec![("HOOK_URL", format!("{}/hook", sink.url()))])
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_the_service_keeps_serving() {
+    let sink = HttpSink::start().await;
+    let dir = db_dir();
+    let (yaml, env) = webhook_config(&sink);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn(&yaml, &env, dir.path()).await;
+
+    // Malformed JSON: 400 naming line and column.
+    let r = app.post_webhook("{\"version\": \"4\",\n oops}").await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 2 column"),
+        "{body}"
+    );
+
+    // A missing field: 400 naming it.
+    let mut v: Value = serde_json::from_str(fixtures::ALERTMANAGER_0_25_WEBHOOK).unwrap();
+    v["alerts"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("fingerprint");
+    let r = app.post_webhook(serde_json::to_vec(&v).unwrap()).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["field"], "alerts[0].fingerprint", "{body}");
+
+    // Wrong version, empty alerts.
+    let mut v: Value = serde_json::from_str(fixtures::ALERTMANAGER_0_25_WEBHOOK).unwrap();
+    v["version"] = "3".into();
+    let body: Value = app
+        .post_webhook(serde_json::to_vec(&v).unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["error"]["field"], "version", "{body}");
+    v["version"] = "4".into();
+    v["alerts"] = Value::Array(vec![]);
+    let r = app.post_webhook(serde_json::to_vec(&v).unwrap()).await;
+    assert_eq!(r.status(), 400);
+
+    // A huge body: 413 with a JSON reason.
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    let r = app.post_webhook(huge).await;
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+
+    // Still serving, nothing was queued or sent.
+    let r = app
+        .post_message(&fixtures::pod_crash_looping("alert-service"))
+        .await;
+    assert_eq!(r["notifications"][0]["result"], "queued");
+    sink.wait_for_requests(1, Duration::from_secs(10)).await;
+    assert_eq!(sink.requests().len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bearer_token_is_required_when_configured() {
+    let sink = HttpSink::start().await;
+    let dir = db_dir();
+    let (yaml, env) = webhook_config(&sink);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn_with(&yaml, &env, dir.path(), |c| {
+        c.token = Some("s3cret".to_owned().into())
+    })
+    .await;
+    let body = serde_json::to_vec(&fixtures::pod_crash_looping("alert-service")).unwrap();
+    let r = app.post_webhook(body.clone()).await;
+    assert_eq!(r.status(), 401);
+    let r = app
+        .client
+        .post(format!("{}/webhook/alertmanager", app.url))
+        .bearer_auth("wrong")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = app
+        .client
+        .post(format!("{}/webhook/alertmanager", app.url))
+        .bearer_auth("s3cret")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_webhook_is_sent_once_and_resolution_separately() {
+    let sink = HttpSink::start().await;
+    let dir = db_dir();
+    let (yaml, env) = webhook_config(&sink);
+    let yaml = yaml.replace("dedup_window: 1s", "dedup_window: 10m");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn(&yaml, &env, dir.path()).await;
+    let firing = fixtures::pod_crash_looping("alert-service");
+    let first = app.post_message(&firing).await;
+    assert_eq!(first["notifications"][0]["result"], "queued");
+    assert_eq!(first["alerts"], 1);
+    let again = app.post_message(&firing).await;
+    assert_eq!(again["notifications"][0]["result"], "duplicate", "{again}");
+    sink.wait_for_requests(1, Duration::from_secs(10)).await;
+
+    // The resolution is a different notification.
+    let mut resolved = firing.clone();
+    resolved.alerts[0] = resolved.alerts[0].clone().resolved_now();
+    resolved.status = alertmanager::Status::Resolved;
+    app.post_message(&resolved).await;
+    let got = sink.wait_for_requests(2, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sink.requests().len(),
+        2,
+        "exactly one firing and one resolved"
+    );
+    let first = got[0].json();
+    assert_eq!(first["status"], "firing");
+    assert_eq!(first["alerts"][0]["labels"]["pod"], "heart-7d9c8b6f5-abcde");
+    assert!(
+        first["alerts"][0]["ack_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!(
+                "/api/v1/alerts/{}/ack",
+                firing.alerts[0].fingerprint
+            ))
+    );
+    assert_eq!(got[1].json()["status"], "resolved");
+
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("alert_service_notifications_total{channel=\"hook\",result=\"sent\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("alert_service_notifications_total{channel=\"hook\",result=\"duplicate\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("alert_service_outbox_depth"), "{metrics}");
+    assert!(
+        metrics.contains("alert_service_delivery_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn truncated_alerts_and_many_alerts_per_message_are_accepted() {
+    let sink = HttpSink::start().await;
+    let dir = db_dir();
+    let (yaml, env) = webhook_config(&sink);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn(&yaml, &env, dir.path()).await;
+    let alerts = (0..30).map(|i| {
+        alertmanager::Alert::firing([
+            ("alertname", "Many"),
+            ("severity", "warning"),
+            ("pod", &format!("p{i}")),
+        ])
+    });
+    let msg = alertmanager::WebhookMessage::builder("alert-service")
+        .group_by(["alertname"])
+        .max_alerts(20)
+        .alerts(alerts)
+        .build();
+    assert_eq!(msg.truncated_alerts, 10);
+    let r = app.post_message(&msg).await;
+    assert_eq!(r["alerts"], 20);
+    assert_eq!(r["truncated_alerts"], 10);
+    let got = sink.wait_for_requests(1, Duration::from_secs(10)).await;
+    let body = got[0].json();
+    assert_eq!(body["truncated_alerts"], 10);
+    assert_eq!(body["title"], "[FIRING:30] Many");
+    assert_eq!(
+        body["alerts"].as_array().unwrap().len(),
+        10,
+        "shows 10, counts the rest"
+    );
+    assert_eq!(body["more_alerts"], 20);
+    app.stop().await;
+}
+
+#[test]
+fn a_broken_config_file_is_reported_at_load_naming_the_place() {
+    let dir = db_dir();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(
+        &path,
+        "routes:\n  - channels: [chat]\nchannels:\n  chat:\n    kind: log\n    templates:\n      message: |\n        fine\n        {% for %}\n",
+    )
+    .unwrap();
+    let p = path.display().to_string();
+    let env: std::collections::HashMap<&str, &str> =
+        [("ALERT_SERVICE_CONFIG", p.as_str())].into_iter().collect();
+    let mut reader = service_kit::EnvReader::new(&env);
+    let _ = alert_service::Config::read(&mut reader);
+    let err = reader.finish().unwrap_err().to_string();
+    assert!(err.contains("ALERT_SERVICE_CONFIG"), "{err}");
+    assert!(
+        err.contains("channels.chat.templates.message: line 2: syntax error"),
+        "{err}"
+    );
+}

@@ -1,0 +1,71 @@
+//! Outage: SMTP down, the alert is accepted, alert-service restarts in the middle (a new app on
+//! the same SQLite file), SMTP comes back: the mail arrives exactly once.
+//!
+//! `ALERT_SERVICE_TEST_OUTAGE_SECS` sets how long SMTP stays down (default 4 s; the issue's
+//! scenario is 30 s).
+
+use std::time::{Duration, Instant};
+
+use alertmanager::fixtures;
+use testbed::SmtpSink;
+
+use crate::helpers::{FAST_DELIVERY, TestApp, db_dir};
+
+#[tokio::test]
+async fn mail_arrives_exactly_once_after_smtp_outage_and_restart() {
+    let outage = Duration::from_secs(
+        std::env::var("ALERT_SERVICE_TEST_OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4),
+    );
+    let mut smtp = SmtpSink::start().await;
+    let dir = db_dir();
+    let yaml = format!(
+        "smtp:\n  host: 127.0.0.1\n  port: {}\n  tls: none\n  to: [oncall@example.org]\n  timeout: 2s\nroutes:\n  - channels: [email]\n{FAST_DELIVERY}",
+        smtp.port()
+    );
+    smtp.stop();
+    let down_at = Instant::now();
+
+    let app = TestApp::spawn(&yaml, &[], dir.path()).await;
+    let msg = fixtures::pod_crash_looping("alert-service");
+    let r = app.post_message(&msg).await;
+    assert_eq!(r["notifications"][0]["result"], "queued");
+    // It is tried and fails while SMTP is down.
+    let failed = testbed::wait_until(Duration::from_secs(10), || async {
+        app.metrics()
+            .await
+            .contains("alert_service_notifications_total{channel=\"email\",result=\"failed\"}")
+    })
+    .await;
+    assert!(failed, "no failed attempt seen:\n{}", app.metrics().await);
+
+    // Restart in the middle of the outage.
+    app.stop().await;
+    let app = TestApp::spawn(&yaml, &[], dir.path()).await;
+    assert_eq!(
+        app.outbox().await["counts"]["pending"],
+        1,
+        "the accepted alert survived the restart"
+    );
+    // A re-delivery of the same webhook by Alertmanager after the restart is not a second mail.
+    let again = app.post_message(&msg).await;
+    assert_eq!(again["notifications"][0]["result"], "duplicate");
+
+    let remaining = outage.saturating_sub(down_at.elapsed());
+    tokio::time::sleep(remaining).await;
+    smtp.start_again().await;
+    let mails = smtp.wait_for_messages(1, Duration::from_secs(15)).await;
+    assert_eq!(
+        mails[0].subject.as_deref(),
+        Some("[FIRING:1] PodCrashLooping")
+    );
+    // Give a duplicate every chance to show up.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.messages().len(), 1, "exactly once");
+    let counts = app.outbox().await["counts"].clone();
+    assert_eq!(counts["sent"], 1, "{counts}");
+    assert!(counts.get("pending").is_none(), "{counts}");
+    app.stop().await;
+}
