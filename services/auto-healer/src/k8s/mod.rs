@@ -15,9 +15,10 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::Eviction;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime, ObjectMeta};
 use kube::Client;
-use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -672,7 +673,24 @@ impl KubePlatform {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let api = Api::<Pod>::namespaced(self.client.clone(), &ns);
             loop {
-                match api.evict(&name, &EvictParams::default()).await {
+                // A full policy/v1 Eviction (kind, apiVersion, namespace), as kubectl drain sends.
+                let eviction = Eviction {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        namespace: Some(ns.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    delete_options: None,
+                };
+                match api
+                    .create_subresource::<_, kube::core::Status>(
+                        "eviction",
+                        &name,
+                        &PostParams::default(),
+                        &eviction,
+                    )
+                    .await
+                {
                     Ok(_) => {
                         evicted += 1;
                         break;

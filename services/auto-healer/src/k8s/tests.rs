@@ -1,1 +1,902 @@
-//! Mock API tests.
+//! Every Kubernetes call, against kube's `tower_test::mock::pair`: each test scripts the
+//! requests it expects (method, path, query, body) and the API server's answers, and fails on
+//! any other request or on a request that never came.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::lease::LeaseElector;
+use super::state::ConfigMapStore;
+use super::*;
+use crate::core::{GuardState, Outcome};
+use crate::platform::{StateStore, StoreError, update_state};
+
+type Check = Box<dyn Fn(&Value) + Send>;
+
+/// One expected request and its answer.
+struct Call {
+    method: &'static str,
+    path: String,
+    query: Vec<&'static str>,
+    check: Option<Check>,
+    status: u16,
+    answer: Value,
+}
+
+fn call(method: &'static str, path: impl Into<String>, answer: Value) -> Call {
+    Call {
+        method,
+        path: path.into(),
+        query: vec![],
+        check: None,
+        status: 200,
+        answer,
+    }
+}
+
+impl Call {
+    fn query(mut self, q: &'static str) -> Self {
+        self.query.push(q);
+        self
+    }
+    fn body(mut self, f: impl Fn(&Value) + Send + 'static) -> Self {
+        self.check = Some(Box::new(f));
+        self
+    }
+    fn status(mut self, s: u16) -> Self {
+        self.status = s;
+        self
+    }
+}
+
+fn status_body(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": format!("{reason} ({code})")})
+}
+
+/// A client whose API server plays `script` in order; the handle finishes when all calls came.
+fn mock(script: Vec<Call>) -> (Client, tokio::task::JoinHandle<()>) {
+    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let task = tokio::spawn(async move {
+        for (i, c) in script.into_iter().enumerate() {
+            let (req, send) = handle
+                .next_request()
+                .await
+                .unwrap_or_else(|| panic!("call {i} ({} {}) never came", c.method, c.path));
+            assert_eq!(
+                req.method().as_str(),
+                c.method,
+                "call {i}: method for {}",
+                req.uri()
+            );
+            assert_eq!(req.uri().path(), c.path, "call {i}: path");
+            let query = req.uri().query().unwrap_or_default().to_owned();
+            for q in &c.query {
+                assert!(query.contains(q), "call {i}: query {query:?} lacks {q:?}");
+            }
+            let content_type = req
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let bytes = req.into_body().collect_bytes().await.unwrap();
+            if let Some(check) = &c.check {
+                let body: Value = serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|e| panic!("call {i}: body is not JSON: {e}"));
+                let mut body = body;
+                if let Some(ct) = content_type {
+                    body["__content_type"] = json!(ct);
+                }
+                check(&body);
+            }
+            send.send_response(
+                Response::builder()
+                    .status(c.status)
+                    .body(Body::from(serde_json::to_vec(&c.answer).unwrap()))
+                    .unwrap(),
+            );
+        }
+    });
+    (Client::new(svc, "default"), task)
+}
+
+async fn done(task: tokio::task::JoinHandle<()>) {
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the scripted calls did not all come within 5 s")
+        .expect("a scripted call's assertion failed");
+}
+
+fn platform(client: Client) -> KubePlatform {
+    KubePlatform::new(
+        client,
+        "auto-healer-0",
+        Timings {
+            poll: Duration::from_millis(10),
+            eviction_retry: Duration::from_millis(20),
+        },
+    )
+}
+
+fn deployment(replicas: i32, ready: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "heart", "namespace": "organism", "uid": "dep-uid", "generation": 4,
+                     "annotations": {REVISION: "3"}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "heart"}},
+                 "template": {"metadata": {"labels": {"app": "heart"}},
+                              "spec": {"containers": [{"name": "heart", "image": "organism:3",
+                                        "resources": {"limits": {"memory": "256Mi"}}}]}}},
+        "status": {"observedGeneration": 4, "replicas": replicas, "updatedReplicas": ready, "availableReplicas": ready}
+    })
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn pod_target() -> Target {
+    Target::Pod {
+        namespace: "organism".into(),
+        name: "heart-abc".into(),
+    }
+}
+
+fn heart() -> Target {
+    Target::Workload {
+        namespace: "organism".into(),
+        kind: WorkloadKind::Deployment,
+        name: "heart".into(),
+    }
+}
+
+#[tokio::test]
+async fn delete_pod() {
+    let (client, task) = mock(vec![call(
+        "DELETE",
+        "/api/v1/namespaces/organism/pods/heart-abc",
+        json!({"metadata": {"name": "heart-abc"}}),
+    )]);
+    let out = platform(client)
+        .execute(&Action::DeletePod, &pod_target(), &Labels::new())
+        .await
+        .unwrap();
+    assert_eq!(out, "deleted pod organism/heart-abc");
+    done(task).await;
+}
+
+#[tokio::test]
+async fn rollout_restart_patches_restarted_at_like_kubectl() {
+    let before = OffsetDateTime::now_utc();
+    let check = move |b: &Value| {
+        assert_eq!(b["__content_type"], "application/merge-patch+json");
+        let at = b["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT]
+            .as_str()
+            .unwrap();
+        let at = OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap();
+        assert!(at >= before - time::Duration::seconds(1) && at <= OffsetDateTime::now_utc());
+    };
+    let (client, task) = mock(vec![
+        call("PATCH", "/apis/apps/v1/namespaces/organism/deployments/heart", deployment(3, 3)).body(check),
+        call("PATCH", "/apis/apps/v1/namespaces/organism/statefulsets/db", json!({"metadata": {"name": "db"}, "spec": {"selector": {}, "template": {}, "serviceName": "db"}})).body(check),
+    ]);
+    let p = platform(client);
+    p.execute(&Action::RolloutRestart, &heart(), &Labels::new())
+        .await
+        .unwrap();
+    let sts = Target::Workload {
+        namespace: "organism".into(),
+        kind: WorkloadKind::StatefulSet,
+        name: "db".into(),
+    };
+    p.execute(&Action::RolloutRestart, &sts, &Labels::new())
+        .await
+        .unwrap();
+    done(task).await;
+}
+
+#[tokio::test]
+async fn rollback_restores_the_previous_replica_set_template() {
+    let rs = |name: &str, rev: &str, owner: &str, image: &str| {
+        json!({"metadata": {"name": name, "annotations": {REVISION: rev},
+                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "heart", "uid": owner}]},
+               "spec": {"selector": {"matchLabels": {"app": "heart"}},
+                        "template": {"metadata": {"labels": {"app": "heart", "pod-template-hash": name}},
+                                     "spec": {"containers": [{"name": "heart", "image": image}]}}}})
+    };
+    let (client, task) = mock(vec![
+        call(
+            "GET",
+            "/apis/apps/v1/namespaces/organism/deployments/heart",
+            deployment(3, 1),
+        ),
+        call(
+            "GET",
+            "/apis/apps/v1/namespaces/organism/replicasets",
+            json!({"metadata": {}, "items": [
+                rs("heart-1", "1", "dep-uid", "organism:1"),
+                rs("heart-2", "2", "dep-uid", "organism:2"),
+                rs("heart-3", "3", "dep-uid", "organism:3"),
+                rs("other-9", "2", "someone-else", "evil:9"),
+            ]}),
+        )
+        .query("labelSelector=app%3Dheart"),
+        call(
+            "PATCH",
+            "/apis/apps/v1/namespaces/organism/deployments/heart",
+            deployment(3, 1),
+        )
+        .body(|b| {
+            assert_eq!(
+                b["__content_type"],
+                "application/strategic-merge-patch+json"
+            );
+            let t = &b["spec"]["template"];
+            assert_eq!(t["$patch"], "replace");
+            assert_eq!(t["spec"]["containers"][0]["image"], "organism:2");
+            assert_eq!(
+                t["metadata"]["labels"],
+                json!({"app": "heart"}),
+                "pod-template-hash removed"
+            );
+        }),
+    ]);
+    let out = platform(client)
+        .execute(&Action::Rollback, &heart(), &Labels::new())
+        .await
+        .unwrap();
+    assert!(out.contains("from revision 3 to 2 (heart-2)"), "{out}");
+    done(task).await;
+}
+
+#[tokio::test]
+async fn scale_up_patches_the_scale_subresource_within_bounds() {
+    let scale = |n: i32| json!({"metadata": {"name": "heart"}, "spec": {"replicas": n}});
+    let (client, task) = mock(vec![
+        call(
+            "GET",
+            "/apis/apps/v1/namespaces/organism/deployments/heart/scale",
+            scale(2),
+        ),
+        call(
+            "PATCH",
+            "/apis/apps/v1/namespaces/organism/deployments/heart/scale",
+            scale(4),
+        )
+        .body(|b| assert_eq!(b["spec"], json!({"replicas": 4}))),
+        call(
+            "GET",
+            "/apis/apps/v1/namespaces/organism/deployments/heart/scale",
+            scale(4),
+        ),
+    ]);
+    let p = platform(client);
+    let action = Action::ScaleUp {
+        step: 3,
+        max_replicas: 4,
+    };
+    assert_eq!(
+        p.execute(&action, &heart(), &Labels::new()).await.unwrap(),
+        "scaled Deployment organism/heart from 2 to 4 replicas"
+    );
+    let e = p
+        .execute(&action, &heart(), &Labels::new())
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, "at-cap", "{e}");
+    done(task).await;
+}
+
+#[tokio::test]
+async fn raise_hpa_min_replicas() {
+    let (client, task) = mock(vec![
+        call("GET", "/apis/autoscaling/v2/namespaces/organism/horizontalpodautoscalers", json!({"metadata": {}, "items": [
+            {"metadata": {"name": "other"}, "spec": {"maxReplicas": 9, "scaleTargetRef": {"kind": "Deployment", "name": "brain"}}},
+            {"metadata": {"name": "heart-hpa"}, "spec": {"minReplicas": 2, "maxReplicas": 5, "scaleTargetRef": {"kind": "Deployment", "name": "heart"}}}
+        ]})),
+        call("PATCH", "/apis/autoscaling/v2/namespaces/organism/horizontalpodautoscalers/heart-hpa",
+             json!({"metadata": {"name": "heart-hpa"}, "spec": {"maxReplicas": 5, "scaleTargetRef": {"kind": "Deployment", "name": "heart"}}}))
+            .body(|b| assert_eq!(b["spec"], json!({"minReplicas": 3}))),
+    ]);
+    let out = platform(client)
+        .execute(
+            &Action::RaiseHpaMin {
+                step: 1,
+                max_replicas: 10,
+            },
+            &heart(),
+            &Labels::new(),
+        )
+        .await
+        .unwrap();
+    assert!(out.contains("from 2 to 3"), "{out}");
+    done(task).await;
+}
+
+#[tokio::test]
+async fn raise_memory_limit_is_capped() {
+    let (client, task) = mock(vec![
+        call(
+            "GET",
+            "/apis/apps/v1/namespaces/organism/deployments/heart",
+            deployment(3, 3),
+        ),
+        call(
+            "PATCH",
+            "/apis/apps/v1/namespaces/organism/deployments/heart",
+            deployment(3, 3),
+        )
+        .body(|b| {
+            assert_eq!(
+                b["__content_type"],
+                "application/strategic-merge-patch+json"
+            );
+            assert_eq!(
+                b["spec"]["template"]["spec"]["containers"],
+                json!([{"name": "heart", "resources": {"limits": {"memory": "300Mi"}}}])
+            );
+        }),
+    ]);
+    let action = Action::RaiseMemoryLimit {
+        factor: 1.5,
+        max_bytes: 300 << 20,
+        container: None,
+    };
+    let out = platform(client)
+        .execute(&action, &heart(), &labels(&[("container", "heart")]))
+        .await
+        .unwrap();
+    assert!(out.contains("from 256Mi to 300Mi"), "{out}");
+    done(task).await;
+}
+
+fn node(name: &str, ready: bool, unschedulable: bool) -> Value {
+    json!({"metadata": {"name": name}, "spec": {"unschedulable": unschedulable},
+           "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
+}
+
+#[tokio::test]
+async fn cordon_and_uncordon() {
+    let (client, task) = mock(vec![
+        call("PATCH", "/api/v1/nodes/n1", node("n1", false, true)).body(|b| {
+            assert_eq!(b["__content_type"], "application/merge-patch+json");
+            assert_eq!(b["spec"], json!({"unschedulable": true}));
+        }),
+        call("PATCH", "/api/v1/nodes/n1", node("n1", true, false))
+            .body(|b| assert_eq!(b["spec"], json!({"unschedulable": false}))),
+    ]);
+    let p = platform(client);
+    let n1 = Target::Node { name: "n1".into() };
+    p.execute(&Action::Cordon, &n1, &Labels::new())
+        .await
+        .unwrap();
+    p.execute(&Action::Uncordon, &n1, &Labels::new())
+        .await
+        .unwrap();
+    done(task).await;
+}
+
+fn pod(ns: &str, name: &str, owner_kind: &str, mirror: bool) -> Value {
+    let mut p = json!({"metadata": {"name": name, "namespace": ns,
+        "ownerReferences": [{"apiVersion": "apps/v1", "kind": owner_kind, "name": "x", "uid": "u"}]},
+        "status": {"phase": "Running"}});
+    if mirror {
+        p["metadata"]["annotations"] = json!({"kubernetes.io/config.mirror": "abc"});
+    }
+    p
+}
+
+fn eviction_check(name: &'static str) -> impl Fn(&Value) + Send + 'static {
+    move |b: &Value| {
+        assert_eq!(b["kind"], "Eviction");
+        assert_eq!(b["apiVersion"], "policy/v1");
+        assert_eq!(b["metadata"]["name"], name);
+    }
+}
+
+#[tokio::test]
+async fn drain_evicts_through_the_eviction_api_respecting_pdbs() {
+    let ok = json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201});
+    let (client, task) = mock(vec![
+        call("PATCH", "/api/v1/nodes/n1", node("n1", false, true))
+            .body(|b| assert_eq!(b["spec"], json!({"unschedulable": true}))),
+        call(
+            "GET",
+            "/api/v1/pods",
+            json!({"metadata": {}, "items": [
+                pod("organism", "heart-1", "ReplicaSet", false),
+                pod("kube-system", "fluent-1", "DaemonSet", false),
+                pod("kube-system", "etcd-n1", "Node", true),
+                pod("organism", "brain-1", "ReplicaSet", false),
+            ]}),
+        )
+        .query("fieldSelector=spec.nodeName%3Dn1"),
+        call(
+            "POST",
+            "/api/v1/namespaces/organism/pods/heart-1/eviction",
+            status_body(429, "TooManyRequests"),
+        )
+        .status(429)
+        .body(eviction_check("heart-1")),
+        call(
+            "POST",
+            "/api/v1/namespaces/organism/pods/heart-1/eviction",
+            ok.clone(),
+        )
+        .status(201)
+        .body(eviction_check("heart-1")),
+        call(
+            "POST",
+            "/api/v1/namespaces/organism/pods/brain-1/eviction",
+            ok,
+        )
+        .status(201)
+        .body(eviction_check("brain-1")),
+    ]);
+    let out = platform(client)
+        .execute(
+            &Action::Drain { timeout_secs: 5 },
+            &Target::Node { name: "n1".into() },
+            &Labels::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        "cordoned n1, evicted 2 pods, left 2 (DaemonSet, mirror or finished)"
+    );
+    done(task).await;
+}
+
+#[tokio::test]
+async fn drain_gives_up_when_a_pdb_keeps_refusing() {
+    let mut script = vec![
+        call("PATCH", "/api/v1/nodes/n1", node("n1", false, true)),
+        call(
+            "GET",
+            "/api/v1/pods",
+            json!({"metadata": {}, "items": [pod("organism", "heart-1", "ReplicaSet", false)]}),
+        ),
+    ];
+    // 1 s timeout, 20 ms between retries: about 50 refusals (200 scripted), then the drain fails.
+    for _ in 0..200 {
+        script.push(
+            call(
+                "POST",
+                "/api/v1/namespaces/organism/pods/heart-1/eviction",
+                status_body(429, "TooManyRequests"),
+            )
+            .status(429),
+        );
+    }
+    let (client, task) = mock(script);
+    let p = platform(client);
+    let res = tokio::time::timeout(
+        Duration::from_secs(5),
+        p.execute(
+            &Action::Drain { timeout_secs: 1 },
+            &Target::Node { name: "n1".into() },
+            &Labels::new(),
+        ),
+    )
+    .await
+    .expect("drain is bounded by its timeout");
+    let e = res.unwrap_err();
+    assert_eq!(e.kind, "timeout");
+    assert!(e.message.contains("PodDisruptionBudget"), "{e}");
+    task.abort();
+}
+
+#[tokio::test]
+async fn cleanup_deletes_old_failed_pods_and_finished_jobs() {
+    let old = "2020-01-01T00:00:00Z";
+    let new = rfc3339(OffsetDateTime::now_utc());
+    let (client, task) = mock(vec![
+        call("GET", "/api/v1/namespaces/organism/pods", json!({"metadata": {}, "items": [
+            {"metadata": {"name": "evicted-old", "creationTimestamp": old}, "status": {"phase": "Failed", "reason": "Evicted", "startTime": old}},
+            {"metadata": {"name": "failed-new", "creationTimestamp": new}, "status": {"phase": "Failed", "startTime": new}},
+        ]})).query("fieldSelector=status.phase%3DFailed"),
+        call("DELETE", "/api/v1/namespaces/organism/pods/evicted-old", json!({"metadata": {"name": "evicted-old"}})),
+        call("GET", "/apis/batch/v1/namespaces/organism/jobs", json!({"metadata": {}, "items": [
+            {"metadata": {"name": "migrate-old"}, "status": {"completionTime": old, "conditions": [{"type": "Complete", "status": "True", "lastTransitionTime": old}]}},
+            {"metadata": {"name": "running"}, "status": {"active": 1}},
+            {"metadata": {"name": "failed-old"}, "status": {"conditions": [{"type": "Failed", "status": "True", "lastTransitionTime": old}]}},
+        ]})),
+        call("DELETE", "/apis/batch/v1/namespaces/organism/jobs/migrate-old", json!({"metadata": {"name": "migrate-old"}}))
+            .body(|b| assert_eq!(b["propagationPolicy"], "Background")),
+        call("DELETE", "/apis/batch/v1/namespaces/organism/jobs/failed-old", json!({"metadata": {"name": "failed-old"}})),
+    ]);
+    let out = platform(client)
+        .execute(
+            &Action::Cleanup { ttl_secs: 3600 },
+            &Target::Namespace {
+                name: "organism".into(),
+            },
+            &Labels::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        "deleted 1 failed pods and 2 finished Jobs older than 3600 s in organism"
+    );
+    done(task).await;
+}
+
+#[tokio::test]
+async fn snapshot_of_a_pod_follows_its_owners_and_counts_disrupted_pods() {
+    let ready = |name: &str, ok: bool| json!({"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": if ok {"True"} else {"False"}}]}});
+    let (client, task) = mock(vec![
+        call(
+            "GET",
+            "/api/v1/namespaces/organism/pods/heart-abc",
+            json!({"metadata": {"name": "heart-abc", "namespace": "organism",
+            "annotations": {"a": "b"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "heart-3", "uid": "rs"}]}}),
+        ),
+        call(
+            "GET",
+            "/apis/apps/v1/namespaces/organism/replicasets/heart-3",
+            json!({"metadata": {"name": "heart-3",
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "heart", "uid": "dep-uid"}]},
+            "spec": {"selector": {}}}),
+        ),
+        call(
+            "GET",
+            "/apis/apps/v1/namespaces/organism/deployments/heart",
+            {
+                let mut d = deployment(3, 2);
+                d["metadata"]["annotations"]["organism.dev/auto-heal"] = json!("false");
+                d
+            },
+        ),
+        call(
+            "GET",
+            "/api/v1/namespaces/organism/pods",
+            json!({"metadata": {}, "items": [
+                ready("heart-abc", false), ready("heart-def", true), ready("heart-ghi", false)
+            ]}),
+        )
+        .query("labelSelector=app%3Dheart"),
+    ]);
+    let snap = platform(client).snapshot(&pod_target()).await.unwrap();
+    assert_eq!(
+        snap.workload_pods,
+        Some(PodCounts {
+            total: 3,
+            disrupted_others: 1
+        })
+    );
+    assert_eq!(snap.annotations[0].0, "pod/organism/heart-abc");
+    assert_eq!(snap.annotations[1].0, "deployment/organism/heart");
+    assert_eq!(snap.annotations[1].1["organism.dev/auto-heal"], "false");
+    done(task).await;
+}
+
+#[tokio::test]
+async fn verify_polls_until_the_deployment_is_ready() {
+    let (client, task) = mock(vec![
+        call(
+            "GET",
+            "/apis/apps/v1/namespaces/organism/deployments/heart",
+            deployment(3, 1),
+        ),
+        call(
+            "GET",
+            "/apis/apps/v1/namespaces/organism/deployments/heart",
+            deployment(3, 2),
+        ),
+        call(
+            "GET",
+            "/apis/apps/v1/namespaces/organism/deployments/heart",
+            deployment(3, 3),
+        ),
+    ]);
+    platform(client)
+        .verify(&Action::RolloutRestart, &heart(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    done(task).await;
+}
+
+#[tokio::test]
+async fn events_are_created_on_the_target() {
+    let (client, task) = mock(vec![
+        call("POST", "/apis/events.k8s.io/v1/namespaces/organism/events", json!({"metadata": {"name": "heart-abc.1"}, "eventTime": "2026-11-01T12:00:00.000000Z"}))
+            .status(201)
+            .body(|b| {
+                assert_eq!(b["regarding"], json!({"apiVersion": "v1", "kind": "Pod", "name": "heart-abc", "namespace": "organism"}));
+                assert_eq!(b["reason"], "RemediationSkipped");
+                assert_eq!(b["type"], "Normal");
+                assert_eq!(b["action"], "delete-pod");
+                assert_eq!(b["reportingController"], REPORTING_CONTROLLER);
+                assert_eq!(b["reportingInstance"], "auto-healer-0");
+                assert_eq!(b["note"], "[guard cooldown] heart was acted on recently");
+                assert!(b["eventTime"].as_str().unwrap().starts_with("2026-11-01T12:00:00"));
+            }),
+        call("POST", "/apis/events.k8s.io/v1/namespaces/default/events", json!({"metadata": {"name": "n1.1"}, "eventTime": "2026-11-01T12:00:00.000000Z"}))
+            .status(201)
+            .body(|b| {
+                assert_eq!(b["regarding"]["kind"], "Node");
+                assert_eq!(b["reason"], "RemediationFailed");
+                assert_eq!(b["type"], "Warning");
+            }),
+    ]);
+    let p = platform(client);
+    let mut r = AuditRecord {
+        at: time::macros::datetime!(2026-11-01 12:00 UTC),
+        alertname: "PodCrashLooping".into(),
+        subject: "deployment/organism/heart".into(),
+        result: "skipped".into(),
+        action: Some("delete-pod".into()),
+        target: Some(pod_target()),
+        rule: Some("crashing-pod".into()),
+        step: Some(0),
+        guard: Some("cooldown".into()),
+        message: "heart was acted on recently".into(),
+    };
+    p.record(&r).await.unwrap();
+    r.target = Some(Target::Node { name: "n1".into() });
+    r.result = "escalated".into();
+    p.record(&r).await.unwrap();
+    done(task).await;
+}
+
+#[tokio::test]
+async fn guard_state_configmap_uses_optimistic_concurrency() {
+    let cm = |rv: &str, data: &GuardState| {
+        json!({"metadata": {"name": "auto-healer-state", "resourceVersion": rv},
+        "data": {"state.json": serde_json::to_string(data).unwrap()}})
+    };
+    let mut s1 = GuardState::default();
+    s1.actions.push(crate::core::Timestamp(
+        time::macros::datetime!(2026-11-01 12:00 UTC),
+    ));
+    let s1c = s1.clone();
+    let (client, task) = mock(vec![
+        // load: absent → empty; save → create
+        call(
+            "GET",
+            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
+            status_body(404, "NotFound"),
+        )
+        .status(404),
+        call(
+            "POST",
+            "/api/v1/namespaces/organism/configmaps",
+            cm("1", &s1),
+        )
+        .status(201)
+        .body(|b| {
+            assert_eq!(b["metadata"]["name"], "auto-healer-state");
+            assert!(b["metadata"].get("resourceVersion").is_none());
+            let st: GuardState =
+                serde_json::from_str(b["data"]["state.json"].as_str().unwrap()).unwrap();
+            assert_eq!(st.actions.len(), 1);
+        }),
+        // update: load v1, replace → 409 conflict; reload v2, replace with resourceVersion 2 → ok
+        call(
+            "GET",
+            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
+            cm("1", &s1),
+        ),
+        call(
+            "PUT",
+            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
+            status_body(409, "Conflict"),
+        )
+        .status(409)
+        .body(|b| assert_eq!(b["metadata"]["resourceVersion"], "1")),
+        call(
+            "GET",
+            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
+            cm("2", &s1c),
+        ),
+        call(
+            "PUT",
+            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
+            cm("3", &s1c),
+        )
+        .body(|b| {
+            assert_eq!(b["metadata"]["resourceVersion"], "2");
+            let st: GuardState =
+                serde_json::from_str(b["data"]["state.json"].as_str().unwrap()).unwrap();
+            assert_eq!(
+                st.actions.len(),
+                2,
+                "the change was applied to the reloaded state"
+            );
+        }),
+    ]);
+    let store = ConfigMapStore::new(client, "organism");
+    let (state, version) = store.load().await.unwrap();
+    assert_eq!((state, version), (GuardState::default(), None));
+    store.save(&s1, None).await.unwrap();
+    let mut calls = 0;
+    update_state(&store, |s| {
+        calls += 1;
+        s.actions.push(crate::core::Timestamp(
+            time::macros::datetime!(2026-11-01 12:01 UTC),
+        ));
+    })
+    .await
+    .unwrap();
+    assert_eq!(calls, 2, "one retry after the conflict");
+    done(task).await;
+    let _ = Outcome::Healed;
+}
+
+#[tokio::test]
+async fn configmap_conflict_is_reported_as_conflict() {
+    let (client, task) = mock(vec![
+        call(
+            "PUT",
+            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
+            status_body(409, "Conflict"),
+        )
+        .status(409),
+    ]);
+    let store = ConfigMapStore::new(client, "organism");
+    assert!(matches!(
+        store.save(&GuardState::default(), Some("7")).await,
+        Err(StoreError::Conflict)
+    ));
+    done(task).await;
+}
+
+fn lease_json(holder: &str, renew: OffsetDateTime, rv: &str, transitions: i32) -> Value {
+    json!({"metadata": {"name": "auto-healer", "namespace": "organism", "resourceVersion": rv},
+           "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                    "acquireTime": rfc3339(renew), "renewTime": rfc3339(renew), "leaseTransitions": transitions}})
+}
+
+const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/organism/leases/auto-healer";
+
+#[tokio::test]
+async fn lease_acquire_renew_and_take_over() {
+    let now = OffsetDateTime::now_utc();
+    let (client, task) = mock(vec![
+        // acquire: absent → create
+        call("GET", LEASE, status_body(404, "NotFound")).status(404),
+        call(
+            "POST",
+            "/apis/coordination.k8s.io/v1/namespaces/organism/leases",
+            lease_json("a", now, "1", 0),
+        )
+        .status(201)
+        .body(|b| {
+            assert_eq!(b["spec"]["holderIdentity"], "a");
+            assert_eq!(b["spec"]["leaseDurationSeconds"], 15);
+            assert_eq!(b["spec"]["leaseTransitions"], 0);
+        }),
+        // renew: held by me → replace with the resourceVersion read
+        call("GET", LEASE, lease_json("a", now, "1", 0)),
+        call("PUT", LEASE, lease_json("a", now, "2", 0)).body(|b| {
+            assert_eq!(b["metadata"]["resourceVersion"], "1");
+            assert_eq!(b["spec"]["holderIdentity"], "a");
+        }),
+        // someone else holds a fresh lease → not leader, no write
+        call("GET", LEASE, lease_json("b", now, "5", 1)),
+        // someone else's lease expired → take over, transitions + 1
+        call(
+            "GET",
+            LEASE,
+            lease_json("b", now - time::Duration::seconds(60), "6", 1),
+        ),
+        call("PUT", LEASE, lease_json("a", now, "7", 2)).body(|b| {
+            assert_eq!(b["metadata"]["resourceVersion"], "6");
+            assert_eq!(b["spec"]["holderIdentity"], "a");
+            assert_eq!(b["spec"]["leaseTransitions"], 2);
+        }),
+        // a racing writer got there first → 409 → not leader
+        call(
+            "GET",
+            LEASE,
+            lease_json("b", now - time::Duration::seconds(60), "8", 1),
+        ),
+        call("PUT", LEASE, status_body(409, "Conflict")).status(409),
+    ]);
+    let e = LeaseElector::new(
+        client,
+        "organism",
+        "auto-healer",
+        "a",
+        Duration::from_secs(15),
+    );
+    assert!(e.try_acquire_or_renew(now).await.unwrap(), "acquired");
+    assert!(e.try_acquire_or_renew(now).await.unwrap(), "renewed");
+    assert!(!e.try_acquire_or_renew(now).await.unwrap(), "held by b");
+    assert!(e.try_acquire_or_renew(now).await.unwrap(), "taken over");
+    assert!(!e.try_acquire_or_renew(now).await.unwrap(), "lost the race");
+    done(task).await;
+}
+
+/// An API server holding one Lease with resourceVersion semantics (409 on a stale write, 409
+/// AlreadyExists on a second create), shared by several clients. Asserts every request is a
+/// Lease GET, POST or PUT on the right path.
+pub(crate) fn lease_server() -> (Client, Client) {
+    let lease: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
+    let make = |lease: Arc<Mutex<Option<Value>>>| {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let method = req.method().as_str().to_owned();
+                let path = req.uri().path().to_owned();
+                let body = req.into_body().collect_bytes().await.unwrap();
+                let mut guard = lease.lock().unwrap();
+                let (status, answer) = match (method.as_str(), path.as_str()) {
+                    ("GET", LEASE) => match guard.as_ref() {
+                        Some(l) => (200, l.clone()),
+                        None => (404, status_body(404, "NotFound")),
+                    },
+                    ("POST", "/apis/coordination.k8s.io/v1/namespaces/organism/leases") => {
+                        if guard.is_some() {
+                            (409, status_body(409, "AlreadyExists"))
+                        } else {
+                            let mut l: Value = serde_json::from_slice(&body).unwrap();
+                            l["metadata"]["resourceVersion"] = json!("1");
+                            *guard = Some(l.clone());
+                            (201, l)
+                        }
+                    }
+                    ("PUT", LEASE) => {
+                        let mut l: Value = serde_json::from_slice(&body).unwrap();
+                        let current = guard.as_ref().map(|c| {
+                            c["metadata"]["resourceVersion"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned()
+                        });
+                        if current.as_deref() != l["metadata"]["resourceVersion"].as_str() {
+                            (409, status_body(409, "Conflict"))
+                        } else {
+                            let next: u64 = current.unwrap().parse::<u64>().unwrap() + 1;
+                            l["metadata"]["resourceVersion"] = json!(next.to_string());
+                            *guard = Some(l.clone());
+                            (200, l)
+                        }
+                    }
+                    other => panic!("unexpected request {other:?}"),
+                };
+                drop(guard);
+                send.send_response(
+                    Response::builder()
+                        .status(StatusCode::from_u16(status).unwrap())
+                        .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        Client::new(svc, "default")
+    };
+    (make(lease.clone()), make(lease))
+}
+
+#[tokio::test]
+async fn two_contenders_for_one_lease_elect_exactly_one() {
+    for _ in 0..20 {
+        let (ca, cb) = lease_server();
+        let a = LeaseElector::new(ca, "organism", "auto-healer", "a", Duration::from_secs(15));
+        let b = LeaseElector::new(cb, "organism", "auto-healer", "b", Duration::from_secs(15));
+        let now = OffsetDateTime::now_utc();
+        let (ra, rb) = tokio::join!(a.try_acquire_or_renew(now), b.try_acquire_or_renew(now));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert!(ra ^ rb, "exactly one leader, got a={ra} b={rb}");
+        // Renewals keep the same leader.
+        let (ra2, rb2) = tokio::join!(a.try_acquire_or_renew(now), b.try_acquire_or_renew(now));
+        assert_eq!((ra2.unwrap(), rb2.unwrap()), (ra, rb));
+        // After the lease expires without renewal, the other takes over.
+        let later = now + time::Duration::seconds(60);
+        let (loser, winner_id) = if ra { (&b, "b") } else { (&a, "a") };
+        assert!(
+            loser.try_acquire_or_renew(later).await.unwrap(),
+            "{winner_id} takes over an expired lease"
+        );
+    }
+}
