@@ -192,11 +192,16 @@ impl Publisher {
 
     fn sync(&mut self, findings: &[Finding], wall: OffsetDateTime) {
         let destinations = self.sink.destinations();
-        let mut current = std::collections::HashSet::with_capacity(findings.len());
-        for f in findings {
-            let key = f.key();
+        let keyed: Vec<(String, &Finding)> = findings.iter().map(|f| (f.key(), f)).collect();
+        let current: std::collections::HashSet<&str> =
+            keyed.iter().map(|(k, _)| k.as_str()).collect();
+        for (key, t) in &mut self.tracked {
+            if t.resolved_at.is_none() && !current.contains(key.as_str()) {
+                t.resolved_at = Some(wall);
+            }
+        }
+        for (key, f) in keyed {
             let annotations = f.annotations(&self.config.runbook_base_url);
-            current.insert(key.clone());
             if let Some(t) = self.tracked.get_mut(&key) {
                 t.annotations = annotations;
                 if t.resolved_at.is_some() {
@@ -228,11 +233,6 @@ impl Publisher {
                     dests: vec![Dest::new(); destinations],
                 },
             );
-        }
-        for (key, t) in &mut self.tracked {
-            if t.resolved_at.is_none() && !current.contains(key) {
-                t.resolved_at = Some(wall);
-            }
         }
     }
 
