@@ -900,3 +900,107 @@ async fn two_contenders_for_one_lease_elect_exactly_one() {
         );
     }
 }
+
+/// Counts `execute` calls; everything else succeeds.
+#[derive(Default)]
+struct CountingPlatform(Mutex<Vec<String>>);
+
+impl Platform for CountingPlatform {
+    fn kind(&self) -> core::Platform {
+        core::Platform::Kubernetes
+    }
+    fn snapshot<'a>(
+        &'a self,
+        _t: &'a Target,
+    ) -> BoxFuture<'a, Result<ClusterSnapshot, AdapterError>> {
+        Box::pin(async { Ok(ClusterSnapshot::default()) })
+    }
+    fn execute<'a>(
+        &'a self,
+        a: &'a Action,
+        t: &'a Target,
+        _l: &'a Labels,
+    ) -> BoxFuture<'a, Result<String, AdapterError>> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {}", a.name(), t.key()));
+        Box::pin(async { Ok("done".to_owned()) })
+    }
+    fn verify<'a>(
+        &'a self,
+        _a: &'a Action,
+        _t: &'a Target,
+        _d: Duration,
+    ) -> BoxFuture<'a, Result<(), AdapterError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn record<'a>(&'a self, _r: &'a AuditRecord) -> BoxFuture<'a, Result<(), AdapterError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn two_instances_against_one_lease_exactly_one_acts() {
+    use crate::engine::{Engine, History, Metrics};
+    use crate::platform::LeaderFlag;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn StateStore> = Arc::new(crate::local::FileStore::new(dir.path()));
+    let platform = Arc::new(CountingPlatform::default());
+    let (ca, cb) = lease_server();
+    let mut engines = Vec::new();
+    let mut electors = Vec::new();
+    for (client, id) in [(ca, "a"), (cb, "b")] {
+        let flag = LeaderFlag::new(false);
+        electors.push((
+            LeaseElector::new(
+                client,
+                "organism",
+                "auto-healer",
+                id,
+                Duration::from_secs(15),
+            ),
+            flag.clone(),
+        ));
+        engines.push(Engine::new(
+            Arc::new(crate::policy::Policy::default_policy()),
+            platform.clone(),
+            store.clone(),
+            Arc::new(flag),
+            false,
+            Metrics::new(&prometheus::Registry::new()).unwrap(),
+            History::new(10),
+            None,
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    let (ra, rb) = tokio::join!(
+        electors[0].0.try_acquire_or_renew(now),
+        electors[1].0.try_acquire_or_renew(now)
+    );
+    electors[0].1.set(ra.unwrap());
+    electors[1].1.set(rb.unwrap());
+    let alert = crate::core::AlertFacts {
+        labels: labels(&[
+            ("alertname", "PodCrashLooping"),
+            ("namespace", "organism"),
+            ("pod", "heart-abc"),
+            ("workload", "heart"),
+            ("remediation", "restart-pod"),
+        ]),
+        starts_at: now,
+    };
+    let (a, b) = tokio::join!(engines[0].handle(alert.clone()), engines[1].handle(alert));
+    let results = [a.result.as_str(), b.result.as_str()];
+    assert!(
+        results.contains(&"healed") && results.contains(&"skipped"),
+        "{results:?}"
+    );
+    let skipped = if a.result == "skipped" { &a } else { &b };
+    assert_eq!(skipped.guard.as_deref(), Some("leader"));
+    assert_eq!(
+        *platform.0.lock().unwrap(),
+        ["delete-pod pod/organism/heart-abc"],
+        "exactly one instance acted"
+    );
+}
