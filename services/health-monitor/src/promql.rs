@@ -165,7 +165,7 @@ impl PromClient {
     }
 }
 
-/// Since when each series of each check crosses its threshold (Unix seconds).
+/// Since when each series of each check crosses its threshold (Unix milliseconds).
 #[derive(Debug, Clone, Default)]
 pub struct CheckState {
     pending: HashMap<(String, String), i64>,
@@ -176,8 +176,9 @@ fn series_key(metric: &BTreeMap<String, String>) -> String {
 }
 
 impl CheckState {
-    /// The findings of `check` given this query result at `now`; updates the pending times.
-    pub fn evaluate(&mut self, check: &PromCheck, samples: &[Sample], now: i64) -> Vec<Finding> {
+    /// The findings of `check` given this query result at `now_ms` (Unix milliseconds);
+    /// updates the pending times.
+    pub fn evaluate(&mut self, check: &PromCheck, samples: &[Sample], now_ms: i64) -> Vec<Finding> {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for s in samples {
@@ -186,11 +187,11 @@ impl CheckState {
             }
             let key = (check.name.clone(), series_key(&s.metric));
             seen.insert(key.clone());
-            let since = *self.pending.entry(key).or_insert(now);
-            if now - since < check.for_.as_secs() as i64 {
+            let since = *self.pending.entry(key).or_insert(now_ms);
+            if now_ms - since < check.for_.as_millis() as i64 {
                 continue;
             }
-            out.push(metric_finding(check, s, since));
+            out.push(metric_finding(check, s, since.div_euclid(1000)));
         }
         self.pending
             .retain(|k, _| k.0 != check.name || seen.contains(k));
@@ -291,7 +292,7 @@ pub async fn run_checks(
         let cfg = config.borrow_and_update().clone();
         let period = period_override.unwrap_or_else(|| cfg.interval());
         if cfg.prometheus_checks {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let now = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
             let names: Vec<&str> = cfg.checks.iter().map(|c| c.name.as_str()).collect();
             state.retain_checks(&names);
             last.retain(|k, _| k == "control-plane" || names.contains(&k.as_str()));
@@ -369,11 +370,11 @@ mod tests {
         let mut st = CheckState::default();
         let c = check(60);
         assert!(
-            st.evaluate(&c, &[sample(11.0)], 1000).is_empty(),
+            st.evaluate(&c, &[sample(11.0)], 1_000_000).is_empty(),
             "pending, not firing"
         );
-        assert!(st.evaluate(&c, &[sample(12.0)], 1059).is_empty());
-        let f = st.evaluate(&c, &[sample(12.0)], 1060);
+        assert!(st.evaluate(&c, &[sample(12.0)], 1_059_999).is_empty());
+        let f = st.evaluate(&c, &[sample(12.0)], 1_060_000);
         assert_eq!(f.len(), 1);
         let l = f[0].alert_labels();
         assert_eq!(l["alertname"], "MetricCheck");
@@ -384,9 +385,9 @@ mod tests {
         assert_eq!(l["severity"], "critical");
         assert_eq!(l["remediation"], "restart-pod");
         assert!(!l.contains_key("__name__"));
-        assert!(st.evaluate(&c, &[sample(3.0)], 1070).is_empty());
+        assert!(st.evaluate(&c, &[sample(3.0)], 1_070_000).is_empty());
         assert!(
-            st.evaluate(&c, &[sample(11.0)], 1080).is_empty(),
+            st.evaluate(&c, &[sample(11.0)], 1_080_000).is_empty(),
             "pending restarts from zero"
         );
     }
