@@ -38,19 +38,21 @@ async fn a_check_fires_after_for_and_clears_when_the_series_goes_back() {
     .await;
     let ctx = Context::for_tests(health_monitor::SERVICE);
     let client = PromClient::new(&prometheus.url(), ctx.http_client());
-    let mut file = FileConfig::default();
-    file.checks = vec![PromCheck {
-        name: "queue-deep".into(),
-        query: "organ_queue_depth".into(),
-        threshold: 10.0,
-        comparison: Comparison::Greater,
-        for_: Duration::from_secs(3),
-        severity: Severity::Critical,
-        labels: [("team".to_owned(), "organs".to_owned())].into(),
-        summary: None,
-        remediation: None,
-        dependency: None,
-    }];
+    let file = FileConfig {
+        checks: vec![PromCheck {
+            name: "queue-deep".into(),
+            query: "organ_queue_depth".into(),
+            threshold: 10.0,
+            comparison: Comparison::Greater,
+            for_: Duration::from_secs(3),
+            severity: Severity::Critical,
+            labels: [("team".to_owned(), "organs".to_owned())].into(),
+            summary: None,
+            remediation: None,
+            dependency: None,
+        }],
+        ..FileConfig::default()
+    };
     let (_tx, rx) = watch::channel(Arc::new(file));
     let board = Board::new();
     let registry = prometheus::Registry::new();
