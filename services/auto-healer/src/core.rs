@@ -448,6 +448,8 @@ pub enum Guard {
     Exhausted,
     /// This instance is not the leader.
     Leader,
+    /// The node to uncordon is not Ready yet.
+    NodeNotReady,
 }
 
 impl Guard {
@@ -470,6 +472,7 @@ impl Guard {
             Guard::Flap => "flap",
             Guard::Exhausted => "exhausted",
             Guard::Leader => "leader",
+            Guard::NodeNotReady => "node-not-ready",
         }
     }
 }
@@ -774,6 +777,15 @@ pub fn decide(input: Input<'_>) -> Decision {
                     "{unhealthy} of {total} nodes are unhealthy (more than {:.0}%): no node actions",
                     g.max_unhealthy_node_share * 100.0
                 ),
+                Some(target),
+            );
+        }
+        if let (Action::Uncordon, Target::Node { name }) = (&plan.action, target)
+            && !cluster.nodes.iter().any(|n| &n.name == name && n.ready)
+        {
+            return skip(
+                Guard::NodeNotReady,
+                format!("node {name} is not Ready; uncordon waits until it is healthy"),
                 Some(target),
             );
         }

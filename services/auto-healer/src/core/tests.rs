@@ -227,6 +227,20 @@ fn each_guard_blocks_with_its_name_and_reason() {
     }
     cases.push((c, Guard::Storm, "3 of 4 nodes are unhealthy"));
 
+    let mut c = Case::new(
+        "uncordon waits for Ready",
+        AlertFacts {
+            labels: labels(&[
+                ("alertname", "NodeRecovered"),
+                ("node", "n2"),
+                ("remediation", "uncordon"),
+            ]),
+            starts_at: NOW,
+        },
+    );
+    c.cluster.nodes[1].ready = false;
+    cases.push((c, Guard::NodeNotReady, "node n2 is not Ready"));
+
     for (case, guard, reason) in cases {
         match case.decide() {
             Decision::Skip {
@@ -495,6 +509,8 @@ fn state_round_trips_and_prunes() {
 struct Sim {
     /// Pods per workload.
     workloads: Vec<u32>,
+    /// Pods per workload already not ready (other causes).
+    down: Vec<u32>,
     nodes: usize,
     unhealthy_nodes: Vec<bool>,
     /// (seconds since start, workload or node index, pod index, is node alert, action length in s)
@@ -505,6 +521,7 @@ struct Sim {
 fn sim_strategy() -> impl Strategy<Value = Sim> {
     (
         prop::collection::vec(1u32..12, 1..6),
+        prop::collection::vec(0u32..4, 6),
         2usize..8,
         prop::collection::vec(any::<bool>(), 8),
         prop::collection::vec(
@@ -513,16 +530,19 @@ fn sim_strategy() -> impl Strategy<Value = Sim> {
         ),
         (1u32..8, 60u64..900, 1u32..4, 0.1f64..0.9),
     )
-        .prop_map(|(workloads, nodes, unhealthy_nodes, mut storm, guards)| {
-            storm.sort_by_key(|s| s.0);
-            Sim {
-                workloads,
-                nodes,
-                unhealthy_nodes,
-                storm,
-                guards,
-            }
-        })
+        .prop_map(
+            |(workloads, down, nodes, unhealthy_nodes, mut storm, guards)| {
+                storm.sort_by_key(|s| s.0);
+                Sim {
+                    workloads,
+                    down,
+                    nodes,
+                    unhealthy_nodes,
+                    storm,
+                    guards,
+                }
+            },
+        )
 }
 
 proptest! {
@@ -564,7 +584,8 @@ proptest! {
                     starts_at: now,
                 }, Some(w), None)
             };
-            let disrupted = running.iter().filter(|r| r.2 == wl && wl.is_some()).count() as u32;
+            let disrupted = running.iter().filter(|r| r.2 == wl && wl.is_some()).count() as u32
+                + wl.map_or(0, |w| sim.down[w].min(sim.workloads[w] - 1));
             let cluster = ClusterSnapshot {
                 annotations: vec![],
                 workload_pods: wl.map(|w| PodCounts { total: sim.workloads[w], disrupted_others: disrupted }),
