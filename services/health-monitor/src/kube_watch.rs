@@ -327,7 +327,8 @@ impl Evaluator {
     }
 }
 
-fn target_of_object<K: Resource>(obj: &K, kind: Kind) -> Change {
+/// The change an object of `kind` stands for (its own namespace and name).
+pub fn target_of_object<K: Resource>(obj: &K, kind: Kind) -> Change {
     let meta = obj.meta();
     Change::Object {
         kind,

@@ -1,0 +1,260 @@
+//! Kubernetes adapters through kube's `tower_test::mock::pair`: every request's method, path
+//! and query is asserted. A list + watch of pods streamed in gives findings out; a `410 Gone`
+//! (resource version expired) makes the watcher re-list, and the re-list replaces the store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use health_monitor::board::Board;
+use health_monitor::config::FileConfig;
+use health_monitor::finding::FindingKind;
+use health_monitor::kube_watch::{self, Change, Evaluator, Kind, Stores, WatchContext};
+use health_monitor::metrics::Metrics;
+use http::{Method, Request, Response};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::client::Body;
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+use testbed::wait_until;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tower_test::mock::{self, Handle};
+
+type MockHandle = Handle<Request<Body>, Response<Body>>;
+
+fn fixture_pod(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods-unhealthy.json");
+    let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no pod {name} in the fixture"))
+        .clone()
+}
+
+fn with_rv(mut pod: Value, rv: &str) -> Value {
+    pod["metadata"]["resourceVersion"] = json!(rv);
+    pod
+}
+
+fn pod_list(rv: &str, items: Vec<Value>) -> Vec<u8> {
+    serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": rv}, "items": items})).unwrap()
+}
+
+fn watch_lines(events: &[Value]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in events {
+        out.extend(serde_json::to_vec(e).unwrap());
+        out.push(b'\n');
+    }
+    out
+}
+
+fn query_pairs(req: &Request<Body>) -> Vec<(String, String)> {
+    let q = req.uri().query().unwrap_or("");
+    reqwest::Url::parse(&format!("http://x/?{q}"))
+        .unwrap()
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Waits for the next request, asserting it is a GET of `/api/v1/pods`; returns its query.
+async fn next_pods_request(
+    handle: &mut MockHandle,
+) -> (
+    Vec<(String, String)>,
+    tower_test::mock::SendResponse<Response<Body>>,
+) {
+    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+        .await
+        .expect("the watcher sent no request within 10 s")
+        .expect("the client is gone");
+    assert_eq!(req.method(), Method::GET);
+    assert_eq!(req.uri().path(), "/api/v1/pods");
+    (query_pairs(&req), send)
+}
+
+fn ok(body: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn kinds_of(board: &Board) -> Vec<(FindingKind, String)> {
+    board
+        .all()
+        .into_iter()
+        .map(|f| (f.finding, f.object.name))
+        .collect()
+}
+
+#[tokio::test]
+async fn list_watch_findings_and_a_410_gone_relists() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).unwrap();
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = mpsc::channel::<Change>(100);
+    let wc = WatchContext {
+        tx,
+        metrics: metrics.clone(),
+        ready: None,
+        shutdown: shutdown.clone(),
+    };
+    let store = kube_watch::reflect(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        Kind::Pod,
+        |p: &Pod| Some(kube_watch::target_of_object(p, Kind::Pod)),
+        wc,
+    );
+    let board = Board::new();
+    let evaluator = Evaluator::new(
+        Stores {
+            pods: vec![store],
+            ..Stores::default()
+        },
+        board.clone(),
+        metrics.clone(),
+    );
+    let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(FileConfig::default()));
+    tokio::spawn(kube_watch::run_evaluator(
+        evaluator,
+        rx,
+        cfg_rx,
+        shutdown.clone(),
+    ));
+
+    let scenario = async {
+        // 1. The initial list: one crash-looping pod.
+        let (q, send) = next_pods_request(&mut handle).await;
+        assert_eq!(param(&q, "limit"), Some("500"), "{q:?}");
+        assert_eq!(param(&q, "watch"), None, "a list, not a watch: {q:?}");
+        send.send_response(ok(pod_list(
+            "1000",
+            vec![with_rv(fixture_pod("heart-6d5f7c9b8-x2x4p"), "990")],
+        )));
+
+        // 2. The watch from the list's resource version: a pod that cannot pull its image
+        //    arrives, then the resource version expires (410 Gone).
+        let (q, send) = next_pods_request(&mut handle).await;
+        assert_eq!(param(&q, "watch"), Some("true"), "{q:?}");
+        assert_eq!(param(&q, "resourceVersion"), Some("1000"), "{q:?}");
+        assert_eq!(param(&q, "allowWatchBookmarks"), Some("true"), "{q:?}");
+        send.send_response(ok(watch_lines(&[
+            json!({"type": "ADDED", "object": with_rv(fixture_pod("api-gateway-5f6b7c8d9-l4k3j"), "1001")}),
+            json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "too old resource version: 1000 (1500)", "reason": "Expired", "code": 410}}),
+        ])));
+        let both = wait_until(Duration::from_secs(5), || async {
+            let k = kinds_of(&board);
+            k.contains(&(
+                FindingKind::CrashLoopBackOff,
+                "heart-6d5f7c9b8-x2x4p".into(),
+            )) && k.contains(&(
+                FindingKind::ImagePullBackOff,
+                "api-gateway-5f6b7c8d9-l4k3j".into(),
+            ))
+        })
+        .await;
+        assert!(both, "findings from list + watch: {:?}", kinds_of(&board));
+
+        // 3. The re-list after 410: only a healthy pod is left; the store is replaced.
+        let (q, send) = next_pods_request(&mut handle).await;
+        assert_eq!(
+            param(&q, "watch"),
+            None,
+            "410 must lead to a re-list, got {q:?}"
+        );
+        send.send_response(ok(pod_list(
+            "2000",
+            vec![with_rv(fixture_pod("heart-6d5f7c9b8-h7k2m"), "1990")],
+        )));
+        let cleared = wait_until(Duration::from_secs(5), || async { board.all().is_empty() }).await;
+        assert!(
+            cleared,
+            "stale findings survived the re-list: {:?}",
+            kinds_of(&board)
+        );
+        assert_eq!(metrics.watch_errors.with_label_values(&["pods"]).get(), 1);
+
+        // 4. Watching again from the new version: the healthy pod starts crash looping.
+        let (q, send) = next_pods_request(&mut handle).await;
+        assert_eq!(param(&q, "watch"), Some("true"));
+        assert_eq!(param(&q, "resourceVersion"), Some("2000"));
+        let mut sick = with_rv(fixture_pod("heart-6d5f7c9b8-h7k2m"), "2001");
+        sick["status"]["containerStatuses"][0]["state"] = json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}});
+        sick["status"]["containerStatuses"][0]["restartCount"] = json!(3);
+        send.send_response(ok(watch_lines(&[
+            json!({"type": "MODIFIED", "object": sick}),
+        ])));
+        let modified = wait_until(Duration::from_secs(5), || async {
+            kinds_of(&board)
+                == vec![(
+                    FindingKind::CrashLoopBackOff,
+                    "heart-6d5f7c9b8-h7k2m".to_owned(),
+                )]
+        })
+        .await;
+        assert!(modified, "{:?}", kinds_of(&board));
+        assert!(metrics.watch_events.with_label_values(&["pods"]).get() >= 4);
+    };
+    tokio::time::timeout(Duration::from_secs(30), scenario)
+        .await
+        .expect("scenario timed out");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn control_plane_checks_use_the_api_servers_verbose_health_endpoints() {
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let check = tokio::spawn(async move { kube_watch::check_control_plane(&client).await });
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for (path, status, file) in [
+        ("/livez", 200, "livez-ok.txt"),
+        ("/readyz", 500, "readyz-etcd-failed.txt"),
+    ] {
+        let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri().path(), path);
+        assert_eq!(req.uri().query(), Some("verbose"));
+        let body = std::fs::read(fixtures.join(file)).unwrap();
+        send.send_response(
+            Response::builder()
+                .status(status)
+                .body(Body::from(body))
+                .unwrap(),
+        );
+    }
+    let findings = tokio::time::timeout(Duration::from_secs(5), check)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    assert_eq!(findings[0].finding, FindingKind::ControlPlaneUnhealthy);
+    assert_eq!(findings[0].object.name, "etcd");
+    assert!(
+        findings[0].description.contains("/readyz"),
+        "{}",
+        findings[0].description
+    );
+}
