@@ -206,6 +206,11 @@ mod tests {
             text.contains("rules[0].actions[0].kind: unknown variant `explode`"),
             "{text}"
         );
+        assert_eq!(
+            text.matches("rules[0].actions[0].kind").count(),
+            1,
+            "path named once: {text}"
+        );
         assert!(text.contains("AUTO_HEALER_DRY_RUN"), "{text}");
         assert!(text.contains("AUTO_HEALER_MODE"), "{text}");
     }

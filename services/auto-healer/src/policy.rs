@@ -313,6 +313,11 @@ impl Policy {
         let raw: RawPolicy = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner().to_string();
+            // serde_yaml_ng may already start its message with the path.
+            let inner = inner
+                .strip_prefix(&format!("{path}: "))
+                .map(str::to_owned)
+                .unwrap_or(inner);
             // serde_yaml_ng appends "at line L column C"; keep it, it helps.
             PolicyError::at(path, inner)
         })?;
