@@ -83,7 +83,11 @@ async fn main() {
                 break e.at;
             }
             assert!(Instant::now() < deadline, "alert {i}: no action within 5 s");
-            tokio::task::yield_now().await;
+            let _ = tokio::time::timeout(
+                Duration::from_millis(100),
+                platform.executed_signal.notified(),
+            )
+            .await;
         };
         latencies.push(at.duration_since(start));
     }

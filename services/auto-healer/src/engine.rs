@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::core::{self, AlertFacts, Decision, Guard, Input, Outcome, Plan, Target, Trigger};
-use crate::platform::{AuditRecord, Leadership, Platform, StateStore, update_state};
+use crate::platform::{AuditRecord, Leadership, Platform, StateStore, StoreError, update_state};
 use crate::policy::{Action, Policy};
 
 /// Buckets of `auto_healer_time_to_heal_seconds`.
@@ -223,6 +223,7 @@ impl Engine {
     async fn handle_inner(&self, alert: AlertFacts, subject: String, alertname: String) -> Handled {
         let platform = self.platform.kind();
         let mut trigger = Trigger::Alert;
+        let mut conflicts = 0;
         let base = AuditRecord {
             at: OffsetDateTime::now_utc(),
             alertname,
@@ -249,7 +250,7 @@ impl Engine {
                     )
                     .await;
             }
-            let (state, _) = match self.store.load().await {
+            let (state, version) = match self.store.load().await {
                 Ok(s) => s,
                 Err(e) => {
                     return self
@@ -325,35 +326,49 @@ impl Engine {
                 Decision::Act(plan) => plan,
             };
             let decided_at = now;
-            let cooldown = self.policy.guards.cooldown_secs;
-            if let Err(e) = update_state(self.store.as_ref(), |s| {
-                s.record_act(&subject, &plan, decided_at, cooldown);
-                s.prune(decided_at, 7 * 24 * 3600);
-            })
-            .await
-            {
-                return self
-                    .failed(&base, Some(&plan), format!("cannot save guard state: {e}"))
-                    .await;
+            // Save the attempt against the version the decision was made on: if someone else
+            // wrote in between, decide again on fresh state.
+            let mut next = state.clone();
+            next.record_act(
+                &subject,
+                &plan,
+                decided_at,
+                self.policy.guards.cooldown_secs,
+            );
+            next.prune(decided_at, 7 * 24 * 3600);
+            match self.store.save(&next, version.as_deref()).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) if conflicts < 8 => {
+                    conflicts += 1;
+                    continue;
+                }
+                Err(e) => {
+                    return self
+                        .failed(&base, Some(&plan), format!("cannot save guard state: {e}"))
+                        .await;
+                }
             }
             self.set_in_flight(&subject, true);
             drop(lock);
 
-            let acted = self.audit(
-                &base,
-                "acted",
-                Some(&plan),
-                None,
-                format!(
-                    "{} {} (rule {}, step {})",
-                    plan.action.name(),
-                    plan.target.key(),
-                    plan.rule,
-                    plan.step
-                ),
-            );
-            self.emit(acted).await;
-            let result = self.execute_and_verify(&alert, &plan).await;
+            let result = match self
+                .platform
+                .execute(&plan.action, &plan.target, &alert.labels)
+                .await
+            {
+                Ok(detail) => {
+                    let acted = self.audit(
+                        &base,
+                        "acted",
+                        Some(&plan),
+                        None,
+                        format!("{detail} (rule {}, step {})", plan.rule, plan.step),
+                    );
+                    self.emit(acted).await;
+                    self.verify(&alert, &plan).await.map(|()| detail)
+                }
+                Err(e) => Err(format!("{} failed: {e}", plan.action.name())),
+            };
             self.set_in_flight(&subject, false);
             let outcome = if result.is_ok() {
                 Outcome::Healed
@@ -399,19 +414,13 @@ impl Engine {
         }
     }
 
-    async fn execute_and_verify(&self, alert: &AlertFacts, plan: &Plan) -> Result<String, String> {
-        let detail = self
-            .platform
-            .execute(&plan.action, &plan.target, &alert.labels)
-            .await
-            .map_err(|e| format!("{} failed: {e}", plan.action.name()))?;
+    async fn verify(&self, alert: &AlertFacts, plan: &Plan) -> Result<(), String> {
         let health = health_target(plan, alert);
         let timeout = Duration::from_secs(self.policy.guards.verify_timeout_secs);
         self.platform
             .verify(&plan.action, &health, timeout)
             .await
-            .map_err(|e| format!("{detail}; verification failed: {e}"))?;
-        Ok(detail)
+            .map_err(|e| format!("verification failed: {e}"))
     }
 
     fn audit(

@@ -266,8 +266,7 @@ impl FileStore {
         };
         let mut tmp =
             tempfile::NamedTempFile::new_in(dir).map_err(|e| StoreError::Other(e.to_string()))?;
-        serde_json::to_writer_pretty(&mut tmp, &stored)
-            .map_err(|e| StoreError::Other(e.to_string()))?;
+        serde_json::to_writer(&mut tmp, &stored).map_err(|e| StoreError::Other(e.to_string()))?;
         tmp.as_file()
             .sync_all()
             .map_err(|e| StoreError::Other(e.to_string()))?;

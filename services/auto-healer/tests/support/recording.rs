@@ -20,12 +20,15 @@ pub struct Executed {
 }
 
 /// Records `execute` calls and audit records.
+#[allow(dead_code)]
 #[derive(Debug, Clone, Default)]
 pub struct Recording {
     pub executed: Arc<Mutex<Vec<Executed>>>,
     pub records: Arc<Mutex<Vec<AuditRecord>>>,
     pub snapshot: Arc<Mutex<ClusterSnapshot>>,
     pub fail_verify: Arc<Mutex<bool>>,
+    /// Notified on every `execute`.
+    pub executed_signal: Arc<tokio::sync::Notify>,
 }
 
 #[allow(dead_code)]
