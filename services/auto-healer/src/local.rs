@@ -218,11 +218,14 @@ struct Stored {
     state: GuardState,
 }
 
-/// Guard state in a JSON file, written atomically (temp file + rename) with a version counter.
+/// Guard state in a JSON file, written atomically (temp file + rename, fsync) with a version
+/// counter. Local mode runs one instance, so the last state read or written is kept in memory
+/// and the file is read only at start; every change is still written through before `save`
+/// returns.
 #[derive(Debug)]
 pub struct FileStore {
     path: PathBuf,
-    lock: Mutex<()>,
+    lock: Mutex<Option<(u64, GuardState)>>,
 }
 
 impl FileStore {
@@ -230,7 +233,7 @@ impl FileStore {
     pub fn new(dir: &Path) -> Self {
         Self {
             path: dir.join("state.json"),
-            lock: Mutex::new(()),
+            lock: Mutex::new(None),
         }
     }
 
@@ -249,12 +252,29 @@ impl FileStore {
         }
     }
 
-    fn write(&self, state: &GuardState, expected: Option<&str>) -> Result<(), StoreError> {
-        let _guard = self
+    fn cached(&self) -> Result<(GuardState, Option<String>), StoreError> {
+        let mut cache = self
             .lock
             .lock()
             .map_err(|_| StoreError::Other("state lock poisoned".into()))?;
-        let current = self.read()?.map(|s| s.version);
+        if cache.is_none() {
+            *cache = self.read()?.map(|s| (s.version, s.state));
+        }
+        Ok(match cache.as_ref() {
+            Some((v, s)) => (s.clone(), Some(v.to_string())),
+            None => (GuardState::default(), None),
+        })
+    }
+
+    fn write(&self, state: &GuardState, expected: Option<&str>) -> Result<(), StoreError> {
+        let mut cache = self
+            .lock
+            .lock()
+            .map_err(|_| StoreError::Other("state lock poisoned".into()))?;
+        if cache.is_none() {
+            *cache = self.read()?.map(|s| (s.version, s.state));
+        }
+        let current = cache.as_ref().map(|(v, _)| *v);
         if current.map(|v| v.to_string()).as_deref() != expected {
             return Err(StoreError::Conflict);
         }
@@ -272,18 +292,14 @@ impl FileStore {
             .map_err(|e| StoreError::Other(e.to_string()))?;
         tmp.persist(&self.path)
             .map_err(|e| StoreError::Other(e.to_string()))?;
+        *cache = Some((stored.version, stored.state));
         Ok(())
     }
 }
 
 impl StateStore for FileStore {
     fn load(&self) -> BoxFuture<'_, Result<(GuardState, Option<String>), StoreError>> {
-        Box::pin(async move {
-            Ok(match self.read()? {
-                Some(s) => (s.state, Some(s.version.to_string())),
-                None => (GuardState::default(), None),
-            })
-        })
+        Box::pin(async move { self.cached() })
     }
 
     fn save<'a>(
@@ -292,5 +308,40 @@ impl StateStore for FileStore {
         version: Option<&'a str>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move { self.write(state, version) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Timestamp;
+
+    #[tokio::test]
+    async fn file_state_survives_a_restart_and_rejects_stale_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        let (mut s, v) = store.load().await.unwrap();
+        assert_eq!(v, None);
+        s.actions.push(Timestamp(time::OffsetDateTime::UNIX_EPOCH));
+        store.save(&s, None).await.unwrap();
+        assert!(
+            matches!(store.save(&s, None).await, Err(StoreError::Conflict)),
+            "stale version"
+        );
+        // A new process reads what the old one wrote.
+        let again = FileStore::new(dir.path());
+        let (loaded, v) = again.load().await.unwrap();
+        assert_eq!(loaded, s);
+        assert_eq!(v.as_deref(), Some("1"));
+        again.save(&loaded, Some("1")).await.unwrap();
+        assert_eq!(
+            FileStore::new(dir.path())
+                .load()
+                .await
+                .unwrap()
+                .1
+                .as_deref(),
+            Some("2")
+        );
     }
 }
