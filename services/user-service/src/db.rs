@@ -197,6 +197,9 @@ impl Database {
                 SqlitePoolOptions::new()
                     .max_connections(config.max_connections)
                     .acquire_timeout(config.acquire_timeout)
+                    // A connection to a local file does not go stale: skip the ping per acquire
+                    // (a round trip to the connection's worker thread on the hot path).
+                    .test_before_acquire(false)
                     .idle_timeout(None)
                     .connect_lazy_with(options.clone()),
             ),
