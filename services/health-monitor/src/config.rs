@@ -662,6 +662,23 @@ receivers:
     }
 
     #[test]
+    fn the_example_file_parses() {
+        let text = include_str!("../config/health-monitor.example.yaml");
+        let c = FileConfig::parse(text, "health-monitor.example.yaml").unwrap();
+        assert_eq!(c.local.targets.len(), 6);
+        assert_eq!(c.checks[0].for_, Duration::from_secs(120));
+        assert_eq!(c.receivers.len(), 2);
+        let defaults = FileConfig::default();
+        assert_eq!(
+            c.thresholds, defaults.thresholds,
+            "the example shows the defaults"
+        );
+        assert_eq!(c.local, defaults.local);
+        assert_eq!(c.publish, defaults.publish);
+        assert_eq!(c.dependencies, defaults.dependencies);
+    }
+
+    #[test]
     fn dependency_words_match_whole_words_only() {
         let rules = DependencyRules::default();
         assert_eq!(
