@@ -11,6 +11,7 @@
 
 mod bench;
 mod launcher;
+mod scenario;
 mod test;
 mod up;
 
@@ -23,6 +24,7 @@ fn usage() -> ExitCode {
         up [--debug] [--no-build] [--smoke]   run all services locally (Ctrl-C stops)\n  \
         test [--skip-k8s]                      the whole test suite, as CI runs it\n  \
         bench [--out FILE] [--secs N]          benchmarks against a bare axum baseline\n  \
+        scenario [NAME|all] [--debug]          fault scenarios, symptom to repair to notification\n  \
         kind-up                                create a kind cluster and deploy everything\n  \
         kind-e2e                               end-to-end checks against that cluster\n";
     eprint!("{text}");
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         "test" => test::run(&rest),
         "up" => up::run(&rest),
         "bench" => bench::run(&rest),
+        "scenario" => scenario::run(&rest),
         "kind-up" => script("scripts/kind-up.sh", &rest),
         "kind-e2e" => script("scripts/kind-e2e.sh", &rest),
         "-h" | "--help" | "help" => return usage(),

@@ -28,6 +28,8 @@ pub struct Options {
     pub echo: bool,
     /// State directory (databases, Prometheus/Alertmanager data, configs).
     pub state_dir: PathBuf,
+    /// Extra environment per service: (service, variable, value), applied last.
+    pub overrides: Vec<(String, String, String)>,
 }
 
 pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
@@ -36,6 +38,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         no_build: args.contains(&"--no-build"),
         echo: !args.contains(&"--quiet"),
         state_dir: root().join(".organism"),
+        overrides: Vec::new(),
     };
     let smoke = args.contains(&"--smoke");
     build(&opts)?;
@@ -172,7 +175,7 @@ pub fn local_rules() -> anyhow::Result<String> {
             && rest.trim().ends_with(['m', 's', 'h'])
         {
             let indent = &line[..line.len() - trimmed.len()];
-            out.push_str(&format!("{indent}for: 5s\n"));
+            out.push_str(&format!("{indent}for: 3s\n"));
             continue;
         }
         let mut l = line.to_owned();
@@ -320,7 +323,16 @@ impl System {
                     name: (*name).to_owned(),
                     program,
                     args: vec![],
-                    env: service_env(name, *port, state, prometheus, alertmanager),
+                    env: {
+                        let mut env = service_env(name, *port, state, prometheus, alertmanager);
+                        for (service, key, value) in &opts.overrides {
+                            if service == name {
+                                env.retain(|(k, _)| k != key);
+                                env.push((key.clone(), value.clone()));
+                            }
+                        }
+                        env
+                    },
                     port: Some(*port),
                     echo: opts.echo,
                 })
@@ -460,7 +472,7 @@ mod tests {
             local.matches("- alert:").count()
         );
         assert!(!local.contains("for: 1m") && !local.contains("[2m]"));
-        assert!(local.contains("for: 5s"));
+        assert!(local.contains("for: 3s"));
     }
 
     #[test]

@@ -80,6 +80,17 @@ fn method_label(method: &http::Method) -> &'static str {
     }
 }
 
+fn protocol_version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_11 => "1.1",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "other",
+    }
+}
+
 struct ActiveGuard(prometheus::IntGauge);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
@@ -108,7 +119,7 @@ async fn track(State(metrics): State<ServerMetrics>, req: Request, next: Next) -
         http.route = route.as_deref(),
         url.path = req.uri().path(),
         url.scheme = req.uri().scheme_str().unwrap_or("http"),
-        network.protocol.version = ?req.version(),
+        network.protocol.version = protocol_version(req.version()),
         user_agent.original = req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()),
         http.response.status_code = Empty,
         error.type = Empty,

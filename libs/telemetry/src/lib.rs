@@ -160,6 +160,12 @@ pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, 
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("organism"))
             .with_error_records_to_exceptions(true)
+            // Semantic-convention attributes only: no code.*, thread.*, target or busy/idle
+            // timings on every span (they cost per request and say little).
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
             .with_filter(not_export_stack.clone())
     });
     let otel_logs = logger_provider.as_ref().map(|p| {
