@@ -414,7 +414,10 @@ impl FileConfig {
         } else {
             let de = serde_yaml_ng::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de).map_err(|e| {
-                let path = e.path().to_string();
+                let path = match e.path().to_string() {
+                    p if p.is_empty() => ".".to_owned(),
+                    p => p,
+                };
                 let mut inner = e.into_inner().to_string();
                 // serde_yaml_ng puts its own (shorter) path before the message: keep one.
                 if let Some((prefix, rest)) = inner.split_once(": ")

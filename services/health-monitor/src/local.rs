@@ -68,7 +68,7 @@ pub fn classify_probe(
                 object(target),
                 format!("{name} is down"),
                 format!(
-                    "{}/healthz: {why} ({failures} probes in a row).",
+                    "{}/healthz: {why}; the service does not answer its liveness probe.",
                     target.url
                 ),
             )
