@@ -8,3 +8,4 @@ mod channels;
 mod escalation;
 mod intake;
 mod outage;
+mod postgres;
