@@ -93,6 +93,29 @@ pub struct Cluster {
     pub hpas: Vec<Arc<HorizontalPodAutoscaler>>,
     /// Warning events.
     pub events: Vec<Arc<Event>>,
+    /// Failing readiness checks seen by asking not-ready pods directly (see [`ReadinessIndex`]).
+    pub readiness: ReadinessIndex,
+}
+
+/// Failing readiness checks observed by probing a pod's own readiness endpoint:
+/// `(namespace, pod)` → `"check: reason"` lines (kubelet's events do not carry the body).
+pub type ReadinessIndex = HashMap<(String, String), Vec<String>>;
+
+/// Adds readiness observations to an event index, as messages about the pod.
+pub fn merge_readiness<'a>(
+    index: &mut EventIndex,
+    readiness: impl IntoIterator<Item = (&'a (String, String), &'a Vec<String>)>,
+) {
+    for ((ns, pod), checks) in readiness {
+        index
+            .entry(("Pod".to_owned(), ns.clone(), pod.clone()))
+            .or_default()
+            .extend(
+                checks
+                    .iter()
+                    .map(|c| format!("readiness check failing: {c}")),
+            );
+    }
 }
 
 /// Warning event messages by involved object `(kind, namespace, name)`.
@@ -128,7 +151,8 @@ pub fn classify_cluster(
     since: &mut SinceTracker,
 ) -> Vec<Finding> {
     since.begin_sweep();
-    let events = index_events(cluster.events.iter().map(AsRef::as_ref));
+    let mut events = index_events(cluster.events.iter().map(AsRef::as_ref));
+    merge_readiness(&mut events, &cluster.readiness);
     let mut out = Vec::new();
     for pod in &cluster.pods {
         out.extend(classify_pod(pod, ctx, &events));

@@ -136,6 +136,7 @@ impl Stores {
             endpoint_slices: all(&self.endpoint_slices),
             hpas: all(&self.hpas),
             events: all(&self.events),
+            readiness: classify::ReadinessIndex::new(),
         }
     }
 }
@@ -161,6 +162,7 @@ pub struct Evaluator {
     since: SinceTracker,
     board: Board,
     metrics: Metrics,
+    readiness: ReadinessReports,
 }
 
 impl Evaluator {
@@ -171,13 +173,22 @@ impl Evaluator {
             since: SinceTracker::default(),
             board,
             metrics,
+            readiness: ReadinessReports::default(),
         }
+    }
+
+    /// Uses the failing readiness checks `reports` holds (see [`run_readiness_probes`]).
+    #[must_use]
+    pub fn with_readiness(mut self, reports: ReadinessReports) -> Self {
+        self.readiness = reports;
+        self
     }
 
     /// A full sweep: every object classified, the board's Kubernetes findings replaced.
     pub fn sweep(&mut self, cfg: &FileConfig, now: i64) -> Duration {
         let start = Instant::now();
-        let cluster = self.stores.snapshot();
+        let mut cluster = self.stores.snapshot();
+        cluster.readiness = self.readiness.snapshot();
         let filter = cfg.namespace_filter();
         let ctx = Ctx {
             now,
@@ -227,7 +238,7 @@ impl Evaluator {
             Kind::Pod | Kind::Event => {
                 let findings = match get(&self.stores.pods, ns, name) {
                     Some(pod) => {
-                        let events = classify::index_events(
+                        let mut events = classify::index_events(
                             self.stores
                                 .events
                                 .iter()
@@ -241,6 +252,10 @@ impl Evaluator {
                                 .iter()
                                 .map(AsRef::as_ref),
                         );
+                        let key = (ns.clone(), name.clone());
+                        if let Some(checks) = self.readiness.get(ns, name) {
+                            classify::merge_readiness(&mut events, [(&key, &checks)]);
+                        }
                         classify::classify_pod(&pod, &ctx, &events)
                     }
                     None => Vec::new(),
@@ -258,7 +273,9 @@ impl Evaluator {
                     Some(d) => {
                         let all_events: Vec<Arc<Event>> =
                             self.stores.events.iter().flat_map(Store::state).collect();
-                        let events = classify::index_events(all_events.iter().map(AsRef::as_ref));
+                        let mut events =
+                            classify::index_events(all_events.iter().map(AsRef::as_ref));
+                        classify::merge_readiness(&mut events, &self.readiness.snapshot());
                         let pod_findings: Vec<Finding> = self
                             .stores
                             .pods
@@ -606,6 +623,194 @@ pub async fn run_control_plane(
         let findings = check_control_plane(&client).await;
         board.replace_flat(Source::ControlPlane, findings);
         let period = config.borrow().interval();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// Failing readiness checks of not-ready pods, as their own readiness endpoint reports them
+/// (shared between [`run_readiness_probes`] and the [`Evaluator`]).
+#[derive(Debug, Clone, Default)]
+pub struct ReadinessReports(Arc<std::sync::RwLock<classify::ReadinessIndex>>);
+
+impl ReadinessReports {
+    /// The failing checks reported for a pod.
+    pub fn get(&self, ns: &str, pod: &str) -> Option<Vec<String>> {
+        let map = self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&(ns.to_owned(), pod.to_owned())).cloned()
+    }
+
+    /// Sets (or, with `None` or an empty list, clears) a pod's failing checks; whether it changed.
+    pub fn set(&self, ns: &str, pod: &str, checks: Option<Vec<String>>) -> bool {
+        let mut map = self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (ns.to_owned(), pod.to_owned());
+        match checks.filter(|c| !c.is_empty()) {
+            Some(c) => map.insert(key, c.clone()).as_ref() != Some(&c),
+            None => map.remove(&key).is_some(),
+        }
+    }
+
+    /// A copy of every report.
+    pub fn snapshot(&self) -> classify::ReadinessIndex {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The URL of a pod's HTTP readiness probe (`http://<podIP>:<port><path>`), named ports
+/// resolved; `None` without a pod IP or an HTTP `readinessProbe`.
+pub fn readiness_url(pod: &Pod) -> Option<String> {
+    let ip = pod.status.as_ref()?.pod_ip.as_deref()?;
+    let spec = pod.spec.as_ref()?;
+    spec.containers.iter().find_map(|c| {
+        let get = c.readiness_probe.as_ref()?.http_get.as_ref()?;
+        if get
+            .scheme
+            .as_deref()
+            .is_some_and(|s| !s.eq_ignore_ascii_case("http"))
+        {
+            return None;
+        }
+        let port = match &get.port {
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(p) => *p,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(name) => {
+                c.ports
+                    .iter()
+                    .flatten()
+                    .find(|p| p.name.as_deref() == Some(name.as_str()))?
+                    .container_port
+            }
+        };
+        let path = get.path.as_deref().unwrap_or("/");
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_owned()
+        };
+        Some(format!("http://{host}:{port}{path}"))
+    })
+}
+
+/// Asks a pod's readiness endpoint: `Ok(failing checks)` (empty when ready), or why it could
+/// not be asked.
+pub async fn probe_readiness(http: &reqwest::Client, url: &str) -> Result<Vec<String>, String> {
+    let resp = http
+        .get(url)
+        .timeout(Duration::from_secs(1))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if resp.status().is_success() {
+        return Ok(Vec::new());
+    }
+    let body = resp.text().await.map_err(|e| e.to_string())?;
+    Ok(crate::local::failing_checks(&body)
+        .into_iter()
+        .map(|(check, reason)| {
+            if reason.is_empty() {
+                check
+            } else {
+                format!("{check}: {reason}")
+            }
+        })
+        .collect())
+}
+
+fn not_ready(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    pod.metadata.deletion_timestamp.is_none()
+        && status.phase.as_deref() == Some("Running")
+        && status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status != "True")
+}
+
+/// Every `period`, asks each not-ready pod (in the watched namespaces) for its readiness
+/// answer, so a failing check naming a dependency (`database`) reaches the classifier;
+/// a changed report re-classifies the pod. Unreachable pods are skipped (no report).
+pub async fn run_readiness_probes(
+    pods: Vec<Store<Pod>>,
+    reports: ReadinessReports,
+    tx: mpsc::Sender<Change>,
+    http: reqwest::Client,
+    config: watch::Receiver<Arc<FileConfig>>,
+    period: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let filter = config.borrow().namespace_filter();
+        let candidates: Vec<(String, String, String)> = pods
+            .iter()
+            .flat_map(Store::state)
+            .filter(|p| not_ready(p))
+            .filter(|p| filter.allows(p.metadata.namespace.as_deref().unwrap_or("")))
+            .filter_map(|p| {
+                Some((
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone()?,
+                    readiness_url(&p)?,
+                ))
+            })
+            .take(500)
+            .collect();
+        let asked: Vec<(String, String, Result<Vec<String>, String>)> =
+            futures::stream::iter(candidates.into_iter().map(|(ns, name, url)| {
+                let http = http.clone();
+                async move {
+                    let r = probe_readiness(&http, &url).await;
+                    (ns, name, r)
+                }
+            }))
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (ns, name, result) in asked {
+            let checks = match result {
+                Ok(c) => c,
+                Err(why) => {
+                    tracing::debug!(pod = %name, namespace = %ns, error = %why, "cannot ask the pod for its readiness");
+                    continue;
+                }
+            };
+            if reports.set(&ns, &name, Some(checks)) {
+                let change = Change::Object {
+                    kind: Kind::Pod,
+                    namespace: ns,
+                    name,
+                };
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        }
+        // Pods that became ready (or went away) lose their report.
+        for (ns, name) in reports.snapshot().into_keys() {
+            let still = get(&pods, &ns, &name).is_some_and(|p| not_ready(&p));
+            if !still && reports.set(&ns, &name, None) {
+                let change = Change::Object {
+                    kind: Kind::Pod,
+                    namespace: ns,
+                    name,
+                };
+                if tx.send(change).await.is_err() {
+                    return;
+                }
+            }
+        }
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(period) => {}

@@ -251,7 +251,21 @@ impl AppState {
                     shutdown: shutdown.clone(),
                 };
                 let stores = kube_watch::start_watchers(&client, &config.file.namespaces, &wc);
-                let evaluator = kube_watch::Evaluator::new(stores, board.clone(), metrics.clone());
+                let reports = kube_watch::ReadinessReports::default();
+                tokio::spawn(kube_watch::run_readiness_probes(
+                    stores.pods.clone(),
+                    reports.clone(),
+                    wc.tx.clone(),
+                    reqwest::Client::builder()
+                        .connect_timeout(Duration::from_millis(500))
+                        .build()
+                        .unwrap_or_default(),
+                    rx.clone(),
+                    Duration::from_secs(5),
+                    shutdown.clone(),
+                ));
+                let evaluator = kube_watch::Evaluator::new(stores, board.clone(), metrics.clone())
+                    .with_readiness(reports);
                 tokio::spawn(kube_watch::run_evaluator(
                     evaluator,
                     ctx_rx,

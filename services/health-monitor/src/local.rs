@@ -43,6 +43,14 @@ struct FailingCheck {
     reason: String,
 }
 
+/// The failing checks of a service-kit `/readyz` answer (`{"status":"not ready","failing":
+/// [{"check":..,"reason":..}]}`) as `(check, reason)`; empty when the body is not that.
+pub fn failing_checks(body: &str) -> Vec<(String, String)> {
+    serde_json::from_str::<ReadyBody>(body)
+        .map(|b| b.failing.into_iter().map(|c| (c.check, c.reason)).collect())
+        .unwrap_or_default()
+}
+
 fn object(target: &LocalTarget) -> ObjectRef {
     ObjectRef::new("Process", None, &target.name)
 }
