@@ -117,27 +117,26 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| root().join("target/bench/results.json"));
 
     println!("building release binaries…");
-    let status = Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "heart",
-            "-p",
-            "brain",
-            "-p",
-            "api-gateway",
-            "-p",
-            "user-service",
-            "-p",
-            "xtask",
-            "--bin",
-            "bare-hello",
-        ])
-        .current_dir(root())
-        .status()?;
-    if !status.success() {
-        bail!("cargo build failed");
+    let services = [
+        "-p",
+        "heart",
+        "-p",
+        "brain",
+        "-p",
+        "api-gateway",
+        "-p",
+        "user-service",
+    ];
+    let baseline = ["-p", "xtask", "--bin", "bare-hello"];
+    for targets in [&services[..], &baseline[..]] {
+        let status = Command::new("cargo")
+            .args(["build", "--release"])
+            .args(targets)
+            .current_dir(root())
+            .status()?;
+        if !status.success() {
+            bail!("cargo build --release {} failed", targets.join(" "));
+        }
     }
     let rt = tokio::runtime::Runtime::new()?;
     let report = rt.block_on(measure(secs))?;

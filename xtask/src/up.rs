@@ -163,7 +163,7 @@ pub fn service_env(
     env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
-/// The chart's rule file, with `for:` and range windows shortened for a local run (2 s scrapes).
+/// The chart's rule file, with `for:` and range windows shortened for a local run (1 s scrapes).
 pub fn local_rules() -> anyhow::Result<String> {
     let path = root().join("k8s/charts/organism/files/prometheus-rules.yaml");
     let text =
@@ -180,7 +180,7 @@ pub fn local_rules() -> anyhow::Result<String> {
         }
         let mut l = line.to_owned();
         for window in ["[1m]", "[2m]", "[3m]", "[5m]", "[10m]", "[15m]"] {
-            l = l.replace(window, "[20s]");
+            l = l.replace(window, "[10s]");
         }
         out.push_str(&l);
         out.push('\n');
@@ -203,7 +203,7 @@ fn prometheus_config(rules: &Path, alertmanager: bool) -> String {
         String::new()
     };
     format!(
-        "global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\n  scrape_timeout: 1s\n\
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n  scrape_timeout: 800ms\n\
          rule_files:\n  - {}\n{alerting}scrape_configs:\n{jobs}",
         rules.display()
     )
