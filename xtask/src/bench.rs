@@ -21,6 +21,8 @@ const GATEWAY: u16 = 18080;
 const HEART: u16 = 18081;
 const BRAIN: u16 = 18082;
 const USERS: u16 = 18083;
+const HEART_SAMPLED: u16 = 18084;
+const HEART_NO_COLLECTOR: u16 = 18085;
 
 /// One `hey` result.
 #[derive(Debug, Clone, Default)]
@@ -168,6 +170,26 @@ async fn measure(secs: u64) -> anyhow::Result<Value> {
             vec![("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{BARE}"))],
         ),
         ("heart", HEART, otlp("heart", HEART)),
+        ("heart-sampled", HEART_SAMPLED, {
+            let mut e = otlp("heart", HEART_SAMPLED);
+            e.push((
+                "OTEL_TRACES_SAMPLER".into(),
+                "parentbased_traceidratio".into(),
+            ));
+            e.push(("OTEL_TRACES_SAMPLER_ARG".into(), "0.1".into()));
+            e
+        }),
+        (
+            "heart-no-collector",
+            HEART_NO_COLLECTOR,
+            vec![
+                (
+                    "LISTEN_ADDR".into(),
+                    format!("127.0.0.1:{HEART_NO_COLLECTOR}"),
+                ),
+                ("OTEL_SERVICE_NAME".into(), "heart".into()),
+            ],
+        ),
         ("brain", BRAIN, {
             let mut e = otlp("brain", BRAIN);
             e.push(("HEART_URL".into(), format!("http://127.0.0.1:{HEART}")));
@@ -199,7 +221,12 @@ async fn measure(secs: u64) -> anyhow::Result<Value> {
         launcher
             .add(Spec {
                 name: name.to_owned(),
-                program: release(name),
+                // The heart variants run the same binary with other telemetry settings.
+                program: release(if name.starts_with("heart") {
+                    "heart"
+                } else {
+                    name
+                }),
                 args: vec![],
                 env,
                 port: Some(port),
@@ -243,6 +270,18 @@ async fn measure(secs: u64) -> anyhow::Result<Value> {
     }
     let bare = run("bare", format!("http://127.0.0.1:{BARE}/"), 50, None)?;
     let heart = run("heart", format!("http://127.0.0.1:{HEART}/beat"), 50, None)?;
+    let heart_sampled = run(
+        "heart (10% sampled)",
+        format!("http://127.0.0.1:{HEART_SAMPLED}/beat"),
+        50,
+        None,
+    )?;
+    let heart_quiet = run(
+        "heart (no collector)",
+        format!("http://127.0.0.1:{HEART_NO_COLLECTOR}/beat"),
+        50,
+        None,
+    )?;
     let brain = run("brain", format!("http://127.0.0.1:{BRAIN}/think"), 10, None)?;
     let gateway = run(
         "gateway",
@@ -263,7 +302,9 @@ async fn measure(secs: u64) -> anyhow::Result<Value> {
     };
     let loads = vec![
         row("bare axum hello-world", &bare),
-        row("heart /beat (telemetry on, OTLP export)", &heart),
+        row("heart /beat (every trace exported over OTLP)", &heart),
+        row("heart /beat (10% of traces exported)", &heart_sampled),
+        row("heart /beat (spans made, no collector)", &heart_quiet),
         row("brain /think", &brain),
         row("api-gateway /user/123 @500 req/s", &gateway),
     ];
