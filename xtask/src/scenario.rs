@@ -432,6 +432,16 @@ async fn brain_latency(w: &World) -> Outcome {
         resolved.is_some(),
         "BrainLatencyHigh did not clear within 60 s of removing the fault",
     );
+    let resolved_mail = until(
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || async { (w.mails("BrainLatencyHigh").1 >= 1).then_some(()) },
+    )
+    .await;
+    o.expect(
+        resolved_mail.is_some(),
+        "no resolved email for BrainLatencyHigh",
+    );
     let restarts: Vec<Value> = w
         .actions_about("brain", &since)
         .await
@@ -883,7 +893,14 @@ async fn database_outage(w: &mut World) -> Outcome {
 
 async fn alert_storm(w: &World, policy: &StormLimits) -> Outcome {
     let mut o = Outcome::new("alert-storm", "faults on every organ at once");
-    let since = now_rfc3339();
+    // Start on a fresh second so no earlier decision counts as part of the storm.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let since = unix_to_rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+    );
     let t_fault = Instant::now();
     for (port, body) in [
         (HEART, json!({"crash_after_s": 1})),
@@ -915,9 +932,10 @@ async fn alert_storm(w: &World, policy: &StormLimits) -> Outcome {
         .into_iter()
         .filter(|a| a["at"].as_str().is_some_and(|at| at >= since.as_str()))
         .collect();
+    // One action leaves an "acted" record, then "healed" or "failed": count the actions.
     let acted: Vec<&Value> = decisions
         .iter()
-        .filter(|a| a["result"] == "acted" || a["result"] == "healed")
+        .filter(|a| a["result"] == "acted")
         .collect();
     let skipped: Vec<&Value> = decisions
         .iter()
@@ -1144,6 +1162,8 @@ async fn run_all(mut opts: Options, names: Vec<&'static str>) -> anyhow::Result<
         postgres,
         system: Some(system),
     };
+    // Let Prometheus fill a whole rate window (10 s) before the first fault.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     let mut results = Vec::new();
     for name in names {
         println!("\n--- scenario {name}");

@@ -85,6 +85,20 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         ));
     }
     steps.push(step(
+        "closed-loop scenarios",
+        &[
+            "cargo",
+            "run",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "scenario",
+            "all",
+            "--debug",
+        ],
+    ));
+    steps.push(step(
         "cargo xtask up smoke",
         &[
             "cargo",

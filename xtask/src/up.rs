@@ -210,12 +210,15 @@ fn prometheus_config(rules: &Path, alertmanager: bool) -> String {
 }
 
 /// Alertmanager routing for a local run: everything to alert-service, remediable alerts also to
-/// the auto-healer — the same tree as the cluster's values.
+/// the auto-healer — the same tree as the cluster's values. An alert that outlives a repair is
+/// re-delivered to the healer every 10 s, so it sees the repair did not hold (escalation, flap
+/// stop); people are not re-notified (alert-service's own repeat handling applies).
 pub fn alertmanager_config() -> String {
     format!(
         "route:\n  receiver: alert-service\n  group_by: [alertname, service, namespace]\n  \
          group_wait: 1s\n  group_interval: 5s\n  repeat_interval: 1h\n  routes:\n    \
-         - receiver: auto-healer\n      matchers: ['remediation=~\".+\"']\n      continue: true\n    \
+         - receiver: auto-healer\n      matchers: ['remediation=~\".+\"']\n      continue: true\n      \
+         repeat_interval: 10s\n    \
          - receiver: alert-service\n\
          receivers:\n  - name: alert-service\n    webhook_configs:\n      \
          - url: {}/webhook/alertmanager\n        send_resolved: true\n  \
