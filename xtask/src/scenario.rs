@@ -89,6 +89,54 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// Waits for `alertname` to be active in Alertmanager, recording MTTD from `t_fault` and
+    /// checking the local target (fault → alert firing < 10 s).
+    async fn wait_firing(
+        &mut self,
+        w: &World,
+        alertname: &str,
+        t_fault: Instant,
+        timeout: Duration,
+    ) -> Option<(Value, Instant)> {
+        let firing = until(timeout, Duration::from_millis(200), || async {
+            w.am_alerts(alertname).await.into_iter().next()
+        })
+        .await;
+        if let Some((_, t)) = &firing {
+            self.mttd = Some(t.duration_since(t_fault));
+            self.detected_by = format!("Prometheus rule {alertname}");
+        }
+        self.expect(
+            firing.is_some(),
+            format!("{alertname} did not reach Alertmanager within {timeout:?}"),
+        );
+        self.expect(
+            self.mttd.is_some_and(|d| d < Duration::from_secs(10)),
+            format!(
+                "fault → alert firing took {} (target < 10 s)",
+                secs(self.mttd)
+            ),
+        );
+        firing
+    }
+}
+
+/// "action (result)" of the first action the healer took, or "none".
+fn first_action(decisions: &[Value]) -> String {
+    decisions
+        .iter()
+        .find(|a| a["result"] == "acted" || a["result"] == "healed")
+        .map(|a| {
+            format!(
+                "{} ({})",
+                a["action"].as_str().unwrap_or("?"),
+                a["result"].as_str().unwrap_or("?")
+            )
+        })
+        .unwrap_or_else(|| "none".into())
+}
+
 /// The world the scenarios act on.
 struct World {
     http: reqwest::Client,
@@ -324,17 +372,7 @@ async fn heart_crash(w: &World) -> Outcome {
         format!("crash → healthy took {} (target < 5 s)", secs(o.mttr)),
     );
     let acted = w.actions_about("heart", &since).await;
-    o.action = acted
-        .iter()
-        .find(|a| a["result"] == "acted" || a["result"] == "healed")
-        .map(|a| {
-            format!(
-                "{} ({})",
-                a["action"].as_str().unwrap_or("?"),
-                a["result"].as_str().unwrap_or("?")
-            )
-        })
-        .unwrap_or_else(|| "none".into());
+    o.action = first_action(&acted);
     o.expect(o.action != "none", "the healer recorded no action on heart");
     let mails = until(
         Duration::from_secs(30),
@@ -368,27 +406,9 @@ async fn brain_latency(w: &World) -> Outcome {
         o.expect(false, format!("{e:#}"));
         return o;
     }
-    let firing = until(
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || async {
-            let alerts = w.am_alerts("BrainLatencyHigh").await;
-            (!alerts.is_empty()).then_some(alerts)
-        },
-    )
-    .await;
-    if let Some((_, t)) = &firing {
-        o.mttd = Some(t.duration_since(t_fault));
-        o.detected_by = "Prometheus rule BrainLatencyHigh".into();
-    }
-    o.expect(
-        firing.is_some(),
-        "BrainLatencyHigh did not reach Alertmanager within 30 s",
-    );
-    o.expect(
-        o.mttd.is_some_and(|d| d < Duration::from_secs(10)),
-        format!("fault → alert firing took {} (target < 10 s)", secs(o.mttd)),
-    );
+    let firing = o
+        .wait_firing(w, "BrainLatencyHigh", t_fault, Duration::from_secs(30))
+        .await;
     let notified = until(
         Duration::from_secs(10),
         Duration::from_millis(100),
@@ -472,29 +492,9 @@ async fn gateway_errors(w: &World) -> Outcome {
         o.expect(false, format!("{e:#}"));
         return o;
     }
-    let firing = until(
-        Duration::from_secs(30),
-        Duration::from_millis(200),
-        || async {
-            w.am_alerts("GatewayErrorRatioHigh")
-                .await
-                .into_iter()
-                .next()
-        },
-    )
-    .await;
-    if let Some((_, t)) = &firing {
-        o.mttd = Some(t.duration_since(t_fault));
-        o.detected_by = "Prometheus rule GatewayErrorRatioHigh".into();
-    }
-    o.expect(
-        firing.is_some(),
-        "GatewayErrorRatioHigh did not reach Alertmanager within 30 s",
-    );
-    o.expect(
-        o.mttd.is_some_and(|d| d < Duration::from_secs(10)),
-        format!("fault → alert firing took {} (target < 10 s)", secs(o.mttd)),
-    );
+    let firing = o
+        .wait_firing(w, "GatewayErrorRatioHigh", t_fault, Duration::from_secs(30))
+        .await;
     // Not acknowledged: the pager (tier 2) hears about it after the escalation delay.
     let escalated = until(
         Duration::from_secs(30),
@@ -643,17 +643,7 @@ async fn memory_leak(w: &World) -> Outcome {
             .insert("rss_mib_after_restart".into(), json!(rss_mib(pid)));
     }
     let acted = w.actions_about("heart", &since).await;
-    o.action = acted
-        .iter()
-        .find(|a| a["result"] == "acted" || a["result"] == "healed")
-        .map(|a| {
-            format!(
-                "{} ({})",
-                a["action"].as_str().unwrap_or("?"),
-                a["result"].as_str().unwrap_or("?")
-            )
-        })
-        .unwrap_or_else(|| "none".into());
+    o.action = first_action(&acted);
     o.expect(o.action != "none", "no healer action on the leaking heart");
     let resolved_mail = until(
         Duration::from_secs(40),
