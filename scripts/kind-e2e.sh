@@ -6,6 +6,12 @@
 #      metrics and exemplars in Prometheus (localhost:9090)
 #   3. heart's HPA scales out under `hey` load on /beat
 #   4. a deleted pod is replaced and Ready again; the script prints the MTTR
+#   5. the closed loop in the cluster (cargo xtask scenario's cluster counterparts):
+#      a. heart crash (/chaos) -> the auto-healer records a decision about heart -> heart Ready
+#      b. database outage (postgres scaled to 0) -> user-service not ready, NOT restarted by the
+#         healer -> database back -> user-service Ready, the user created before still there
+#      c. node NotReady (docker stop of a kind worker) -> health-monitor finding -> the healer
+#         cordons and drains it (PDBs respected) -> docker start -> Ready again
 #
 # Every wait is bounded. Environment: GATEWAY (http://localhost:8080), PROMETHEUS
 # (http://localhost:9090), HPA_TIMEOUT (s, 240), RECOVERY_TIMEOUT (s, 180).
@@ -145,4 +151,92 @@ t1=$(date +%s.%N)
 mttr="$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b - a}')"
 pass "recovery: brain pod $victim deleted, $want replacement(s) Ready"
 echo "MTTR (pod deleted -> replacement Ready): ${mttr} s"
+
+# ---------------------------------------------------------------- 5. the closed loop
+CLUSTER="${KIND_CLUSTER_NAME:-$(sed -n 's/^name: *//p' kind-config.yaml 2>/dev/null | head -1)}"
+CLUSTER="${CLUSTER:-organism}"
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}'; }
+# ns_forward NAMESPACE SERVICE LOCAL:REMOTE: a background port-forward, waited for.
+ns_forward() {
+  kubectl -n "$1" port-forward "svc/$2" "$3" >/dev/null 2>&1 &
+  pf_pids+=($!)
+  retry 30 curl -fsS -o /dev/null "http://127.0.0.1:${3%%:*}/healthz" || true
+}
+ns_forward "$NS" auto-healer 18085:8085
+ns_forward "$NS" health-monitor 18084:8084
+chaos_token="$(kubectl -n "$NS" get secret organism-chaos -o jsonpath='{.data.chaos-token}' 2>/dev/null | base64 -d || true)"
+auth=()
+[ -z "$chaos_token" ] || auth=(-H "authorization: Bearer $chaos_token")
+decisions_about() { curl -fsS "http://127.0.0.1:18085/api/v1/actions?limit=200" | jq "[.actions[] | select(tostring | test(\"$1\"))] | length"; }
+
+# 5a. heart crash, repeated until it is a crash loop (a single crash is kubelet's to restart)
+before_heart="$(decisions_about heart)"
+t0=$(date +%s.%N)
+heart_decided() { [ "$(decisions_about heart)" -gt "$before_heart" ]; }
+heart_ready() { [ "$(kubectl -n "$NS" get deployment heart -o jsonpath='{.status.readyReplicas}')" -ge 1 ]; }
+deadline=$((SECONDS + 300))
+until heart_decided; do
+  [ "$SECONDS" -lt "$deadline" ] || die "the auto-healer recorded no decision about heart within 300 s"
+  # A fresh port-forward each round: the old one died with the pod it pointed at.
+  kubectl -n "$NS" port-forward svc/heart 18081:8081 >/dev/null 2>&1 &
+  pf=$!
+  pf_pids+=("$pf")
+  sleep 2
+  curl -fsS "${auth[@]}" -H 'content-type: application/json' -d '{"crash_after_s":1}' \
+    http://127.0.0.1:18081/chaos >/dev/null 2>&1 || true
+  sleep 8
+  kill "$pf" 2>/dev/null || true
+done
+retry 300 heart_ready || die "heart not Ready again within 300 s"
+pass "heart crash loop: healer decision recorded, heart Ready again after $(elapsed "$t0") s"
+
+# 5b. database outage: the healer must not restart user-service
+email="e2e-$(date +%s)@example.org"
+id="$(curl -fsS -H 'content-type: application/json' -d "{\"name\":\"E2E Survivor\",\"email\":\"$email\"}" "$GATEWAY/users" | jq -r .id)"
+{ [ -n "$id" ] && [ "$id" != null ]; } || die "could not create a user before the outage"
+restarts_before="$(kubectl -n "$NS" get pods -l app.kubernetes.io/name=user-service -o jsonpath='{.items[*].metadata.uid}')"
+t0=$(date +%s.%N)
+kubectl -n "$NS" scale statefulset postgres --replicas=0 >/dev/null
+not_ready() { [ "$(kubectl -n "$NS" get deployment user-service -o jsonpath='{.status.readyReplicas}')" = "" ] \
+  || [ "$(kubectl -n "$NS" get deployment user-service -o jsonpath='{.status.readyReplicas}')" = 0 ]; }
+retry 120 not_ready || die "user-service stayed ready with its database down"
+named() { curl -fsS "http://127.0.0.1:18084/api/v1/findings" | jq -e '[.findings[] | select(.dependency == "database")] | length > 0' >/dev/null; }
+retry 120 named || die "no finding names the database"
+pass "database outage: user-service not ready after $(elapsed "$t0") s, the finding names the database"
+sleep 60
+[ "$(kubectl -n "$NS" get pods -l app.kubernetes.io/name=user-service -o jsonpath='{.items[*].metadata.uid}')" = "$restarts_before" ] \
+  || die "user-service pods were replaced during a database outage"
+pass "database outage: the healer left user-service alone for 60 s"
+kubectl -n "$NS" scale statefulset postgres --replicas=1 >/dev/null
+users_ready() { [ "$(kubectl -n "$NS" get deployment user-service -o jsonpath='{.status.readyReplicas}')" -ge 1 ]; }
+retry 300 users_ready || die "user-service did not recover after the database returned"
+curl -fsS -o /dev/null "$GATEWAY/user/$id" || die "user $id created before the outage is gone"
+pass "database outage: recovered after $(elapsed "$t0") s, user $id kept"
+
+# 5c. node NotReady -> cordon + drain
+if command -v docker >/dev/null 2>&1; then
+  node="${CLUSTER}-worker2"
+  docker inspect "$node" >/dev/null 2>&1 || die "no kind node container $node"
+  t0=$(date +%s.%N)
+  docker stop "$node" >/dev/null
+  node_not_ready() { [ "$(kubectl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" != True ]; }
+  retry 180 node_not_ready || { docker start "$node" >/dev/null; die "$node never went NotReady"; }
+  cordoned() { [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}')" = true ]; }
+  if retry 240 cordoned; then
+    pass "node NotReady: $node cordoned by the healer $(elapsed "$t0") s after it stopped"
+  else
+    docker start "$node" >/dev/null
+    die "the healer did not cordon $node within 240 s"
+  fi
+  pdb_ok() { kubectl -n "$NS" get pdb -o json | jq -e 'all(.items[]; .status.currentHealthy >= (.status.desiredHealthy // 0))' >/dev/null; }
+  pdb_ok && pass "node NotReady: every PodDisruptionBudget held during the drain"
+  docker start "$node" >/dev/null
+  node_ready() { [ "$(kubectl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
+  retry 240 node_ready || die "$node did not come back"
+  uncordoned() { [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}')" != true ]; }
+  retry 240 uncordoned || echo "note: $node is still cordoned (uncordon it with kubectl uncordon $node)"
+  pass "node NotReady: $node back after $(elapsed "$t0") s"
+else
+  echo "skip  node NotReady: docker not on PATH"
+fi
 echo "kind-e2e: all checks passed"
