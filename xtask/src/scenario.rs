@@ -424,6 +424,13 @@ async fn brain_latency(w: &World) -> Outcome {
             json!(t.duration_since(*t_alert).as_secs_f64()),
         );
         o.expect(
+            t.duration_since(*t_alert) < Duration::from_secs(2),
+            format!(
+                "alert → notification took {:.1} s (target < 2 s)",
+                t.duration_since(*t_alert).as_secs_f64()
+            ),
+        );
+        o.expect(
             text.contains("Traces (Grafana Explore, Tempo)"),
             "the notification has no link to the slow traces",
         );

@@ -79,6 +79,10 @@ impl ReceivedLog {
 
 #[derive(Default, Debug)]
 struct Store {
+    /// Counting only: decode and count, keep nothing (benchmarks).
+    counting: bool,
+    span_count: std::sync::atomic::AtomicU64,
+    log_count: std::sync::atomic::AtomicU64,
     spans: Mutex<Vec<ReceivedSpan>>,
     logs: Mutex<Vec<ReceivedLog>>,
 }
@@ -94,8 +98,23 @@ impl TraceService for Traces {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let request = request.into_inner();
+        if self.0.counting {
+            let n: usize = request
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .map(|ss| ss.spans.len())
+                .sum();
+            self.0
+                .span_count
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            return Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }));
+        }
         let mut received = Vec::new();
-        for rs in request.into_inner().resource_spans {
+        for rs in request.resource_spans {
             let service = rs
                 .resource
                 .as_ref()
@@ -125,8 +144,23 @@ impl LogsService for Logs {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let request = request.into_inner();
+        if self.0.counting {
+            let n: usize = request
+                .resource_logs
+                .iter()
+                .flat_map(|rl| &rl.scope_logs)
+                .map(|sl| sl.log_records.len())
+                .sum();
+            self.0
+                .log_count
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            return Ok(tonic::Response::new(ExportLogsServiceResponse {
+                partial_success: None,
+            }));
+        }
         let mut received = Vec::new();
-        for rl in request.into_inner().resource_logs {
+        for rl in request.resource_logs {
             let service = rl
                 .resource
                 .as_ref()
@@ -164,11 +198,29 @@ impl OtlpSink {
         Self::start_on("127.0.0.1:0".parse().expect("a valid address")).await
     }
 
+    /// Starts a receiver that decodes and counts what it is sent but keeps nothing, as a
+    /// collector forwarding elsewhere would (for benchmarks: [`OtlpSink::span_count`]).
+    pub async fn start_counting() -> std::io::Result<Self> {
+        Self::start_with("127.0.0.1:0".parse().expect("a valid address"), true).await
+    }
+
+    /// [`OtlpSink::start_counting`] on `addr`.
+    pub async fn start_counting_on(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(addr, true).await
+    }
+
     /// Starts a receiver on `addr` (port 0 picks a free one).
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(addr, false).await
+    }
+
+    async fn start_with(addr: SocketAddr, counting: bool) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let store = Arc::new(Store::default());
+        let store = Arc::new(Store {
+            counting,
+            ..Store::default()
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let traces = TraceServiceServer::new(Traces(store.clone()));
@@ -192,6 +244,24 @@ impl OtlpSink {
     /// The gRPC endpoint, e.g. `http://127.0.0.1:41234`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Spans received so far (counted in both modes).
+    pub fn span_count(&self) -> u64 {
+        let kept = self.store.spans.lock().map(|s| s.len()).unwrap_or_default() as u64;
+        kept + self
+            .store
+            .span_count
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Log records received so far (counted in both modes).
+    pub fn log_count(&self) -> u64 {
+        let kept = self.store.logs.lock().map(|l| l.len()).unwrap_or_default() as u64;
+        kept + self
+            .store
+            .log_count
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every span received so far.
