@@ -681,7 +681,8 @@ async fn readiness_flap(w: &World) -> Outcome {
     let mut last_pid = system.launcher.pid("brain");
     let mut detected = None;
     // The fault persists across repairs: re-inject it each time heart comes back.
-    let deadline = Instant::now() + Duration::from_secs(90);
+    // Generous: verification failures and the rate limit stretch the repairs out.
+    let deadline = Instant::now() + Duration::from_secs(150);
     let mut escalated = None;
     while Instant::now() < deadline {
         let _ = w.chaos(BRAIN, json!({"fail_readiness": true})).await;
@@ -725,7 +726,7 @@ async fn readiness_flap(w: &World) -> Outcome {
         ),
         None => format!("{repairs} restart(s), flap stop never engaged"),
     };
-    o.expect(escalated.is_some(), "flap stop did not engage within 90 s");
+    o.expect(escalated.is_some(), "flap stop did not engage within 150 s");
     w.clear_chaos().await;
     let healthy = until(
         Duration::from_secs(20),
@@ -934,9 +935,10 @@ async fn alert_storm(w: &World, policy: &StormLimits) -> Outcome {
         .iter()
         .filter(|a| a["result"] == "acted")
         .collect();
+    // Refusals: skipped by a guard, or escalated to people (flap stop, steps exhausted).
     let skipped: Vec<&Value> = decisions
         .iter()
-        .filter(|a| a["result"] == "skipped")
+        .filter(|a| a["result"] == "skipped" || a["result"] == "escalated")
         .collect();
     let mut guards: BTreeMap<String, usize> = BTreeMap::new();
     for s in &skipped {
@@ -968,7 +970,7 @@ async fn alert_storm(w: &World, policy: &StormLimits) -> Outcome {
         "a skipped decision does not name its guard",
     );
     o.action = format!(
-        "{} acted, {} skipped ({})",
+        "{} acted, {} refused ({})",
         acted.len(),
         skipped.len(),
         guards
@@ -1023,7 +1025,7 @@ fn scenario_policy() -> String {
         let replaced = if t.starts_with("cooldown_secs:") {
             Some("cooldown_secs: 3".to_owned())
         } else if t.starts_with("rate_limit_max_actions:") {
-            Some("rate_limit_max_actions: 3".to_owned())
+            Some("rate_limit_max_actions: 5".to_owned())
         } else if t.starts_with("rate_limit_window_secs:") {
             Some("rate_limit_window_secs: 60".to_owned())
         } else if t.starts_with("flap_max_repairs:") {
@@ -1128,7 +1130,7 @@ async fn run_all(mut opts: Options, names: Vec<&'static str>) -> anyhow::Result<
     )?;
     let policy = state.join("auto-healer-policy.yaml");
     std::fs::write(&policy, scenario_policy())?;
-    let storm = StormLimits { rate_limit: 3 };
+    let storm = StormLimits { rate_limit: 5 };
     opts.overrides = vec![
         ("user-service".into(), "DATABASE_URL".into(), postgres.url()),
         (
