@@ -1,7 +1,12 @@
 //! JSON log lines: one object per line with `timestamp`, `level`, `target`, `message`, `fields`,
 //! the current `span` name, and `trace_id`/`span_id` when the event happens inside a traced span.
+//!
+//! [`JsonLayer`] only looks at events. `tracing_subscriber::fmt`'s layer would also format every
+//! span's fields into a string when the span opens (for text output this layer never prints),
+//! which on a busy server cost more than writing the log lines themselves.
 
 use std::fmt;
+use std::io::Write as _;
 
 use opentelemetry::trace::TraceContextExt;
 use serde_json::{Map, Value};
@@ -9,58 +14,90 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-/// The event formatter installed by [`crate::init`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct JsonFormat;
+/// Where [`JsonLayer`] writes its lines.
+pub trait LineSink: Send + Sync + 'static {
+    /// Writes one complete line (newline included); errors are dropped, as logging must not fail.
+    fn write_line(&self, line: &[u8]);
+}
 
-impl<S, N> FormatEvent<S, N> for JsonFormat
+/// Standard output, one locked write per line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stdout;
+
+impl LineSink for Stdout {
+    fn write_line(&self, line: &[u8]) {
+        let _ = std::io::stdout().lock().write_all(line);
+    }
+}
+
+/// The log layer installed by [`crate::init`]: events as JSON lines on a [`LineSink`].
+#[derive(Debug, Clone, Default)]
+pub struct JsonLayer<W = Stdout> {
+    sink: W,
+}
+
+impl<W: LineSink> JsonLayer<W> {
+    /// A layer writing to `sink`.
+    pub fn new(sink: W) -> Self {
+        Self { sink }
+    }
+}
+
+/// The JSON line of `event`, newline included.
+fn line<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Option<String>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let mut timestamp = String::with_capacity(32);
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+    let mut timestamp = String::with_capacity(32);
+    SystemTime
+        .format_time(&mut Writer::new(&mut timestamp))
+        .ok()?;
 
-        let mut visitor = JsonVisitor::default();
-        event.record(&mut visitor);
+    let mut visitor = JsonVisitor::default();
+    event.record(&mut visitor);
 
-        let meta = event.metadata();
-        let mut line = Map::with_capacity(8);
-        line.insert("timestamp".into(), Value::String(timestamp));
-        line.insert(
-            "level".into(),
-            Value::String(meta.level().as_str().to_owned()),
-        );
-        line.insert("target".into(), Value::String(meta.target().to_owned()));
-        line.insert(
-            "message".into(),
-            Value::String(visitor.message.unwrap_or_default()),
-        );
-        if !visitor.fields.is_empty() {
-            line.insert("fields".into(), Value::Object(visitor.fields));
+    let meta = event.metadata();
+    let mut line = Map::with_capacity(8);
+    line.insert("timestamp".into(), Value::String(timestamp));
+    line.insert(
+        "level".into(),
+        Value::String(meta.level().as_str().to_owned()),
+    );
+    line.insert("target".into(), Value::String(meta.target().to_owned()));
+    line.insert(
+        "message".into(),
+        Value::String(visitor.message.unwrap_or_default()),
+    );
+    if !visitor.fields.is_empty() {
+        line.insert("fields".into(), Value::Object(visitor.fields));
+    }
+    if let Some(span) = ctx.event_span(event) {
+        line.insert("span".into(), Value::String(span.name().to_owned()));
+    }
+    let cx = opentelemetry::Context::current();
+    let span_ref = cx.span();
+    let sc = span_ref.span_context();
+    if sc.is_valid() {
+        line.insert("trace_id".into(), Value::String(sc.trace_id().to_string()));
+        line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
+    }
+    let mut text = serde_json::to_string(&Value::Object(line)).ok()?;
+    text.push('\n');
+    Some(text)
+}
+
+impl<S, W> tracing_subscriber::Layer<S> for JsonLayer<W>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: LineSink,
+{
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        if let Some(text) = line(event, &ctx) {
+            self.sink.write_line(text.as_bytes());
         }
-        if let Some(span) = ctx.lookup_current() {
-            line.insert("span".into(), Value::String(span.name().to_owned()));
-        }
-        let cx = opentelemetry::Context::current();
-        let span_ref = cx.span();
-        let sc = span_ref.span_context();
-        if sc.is_valid() {
-            line.insert("trace_id".into(), Value::String(sc.trace_id().to_string()));
-            line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
-        }
-        let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
-        writer.write_str(&text)?;
-        writer.write_char('\n')
     }
 }
 
@@ -116,25 +153,16 @@ mod tests {
 
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
+    impl LineSink for Buf {
+        fn write_line(&self, line: &[u8]) {
+            self.0.lock().unwrap().extend_from_slice(line);
         }
     }
 
     #[test]
     fn one_json_object_per_line_with_fields() {
         let buf = Buf::default();
-        let writer = buf.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            tracing_subscriber::fmt::layer()
-                .event_format(JsonFormat)
-                .with_writer(move || writer.clone()),
-        );
+        let subscriber = tracing_subscriber::registry().with(JsonLayer::new(buf.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("work");
             let _e = span.enter();

@@ -1,7 +1,16 @@
 //! Server-side HTTP telemetry for axum: one server span per request named by method and matched
 //! route, W3C trace context extracted from the request, HTTP semantic-convention attributes, and
 //! RED metrics labelled by route template.
+//!
+//! The server span is made with the OpenTelemetry API directly rather than as a `tracing` span:
+//! its attributes are mostly static strings, so a sampled request allocates a few values instead
+//! of every field, and an unsampled one almost nothing. The span's context is the current
+//! OpenTelemetry context while the handler runs, so `tracing` spans made inside it (client
+//! calls, database queries) become its children and log lines carry its trace and span ids.
+//! Handlers add attributes with `opentelemetry::Context::current().span().set_attribute(..)`.
 
+use std::borrow::Cow;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::Router;
@@ -9,12 +18,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::HeaderValue;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::context::FutureExt as _;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
+use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_http::HeaderExtractor;
+use opentelemetry_semantic_conventions::attribute as semconv;
 use prometheus::{HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
-use tracing::Instrument;
-use tracing::field::Empty;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Latency buckets in seconds, from 0.5 ms to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -26,6 +36,8 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 pub struct ServerMetrics {
     duration: HistogramVec,
     active: IntGaugeVec,
+    /// The global tracer, taken on the first request (after `init` has installed the provider).
+    tracer: Arc<OnceLock<BoxedTracer>>,
 }
 
 impl ServerMetrics {
@@ -52,7 +64,11 @@ impl ServerMetrics {
         )?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(active.clone()))?;
-        Ok(Self { duration, active })
+        Ok(Self {
+            duration,
+            active,
+            tracer: Arc::default(),
+        })
     }
 
     /// Wraps every route of `router` (call it after all routes are added).
@@ -101,47 +117,81 @@ impl Drop for ActiveGuard {
 async fn track(State(metrics): State<ServerMetrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(req.method());
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let route_label = route.as_deref().unwrap_or("");
-    let name = match &route {
-        Some(r) => format!("{method} {r}"),
-        None => method.to_owned(),
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let route_label = route.as_ref().map_or("", |r| r.as_str());
+    let name: Cow<'static, str> = match &route {
+        Some(r) => format!("{method} {}", r.as_str()).into(),
+        None => method.into(),
     };
-    let span = tracing::info_span!(
-        "HTTP request",
-        otel.name = %name,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method,
-        http.route = route.as_deref(),
-        url.path = req.uri().path(),
-        url.scheme = req.uri().scheme_str().unwrap_or("http"),
-        network.protocol.version = protocol_version(req.version()),
-        user_agent.original = req.headers().get(http::header::USER_AGENT).and_then(|v| v.to_str().ok()),
-        http.response.status_code = Empty,
-        error.type = Empty,
-    );
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HeaderExtractor(req.headers()))
     });
-    let _ = span.set_parent(parent);
+    let tracer = metrics
+        .tracer
+        .get_or_init(|| opentelemetry::global::tracer("organism"));
+    let mut attributes = Vec::with_capacity(9);
+    attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, method));
+    attributes.push(KeyValue::new(
+        semconv::URL_SCHEME,
+        match req.uri().scheme_str() {
+            Some("https") => "https",
+            _ => "http",
+        },
+    ));
+    attributes.push(KeyValue::new(
+        semconv::NETWORK_PROTOCOL_VERSION,
+        protocol_version(req.version()),
+    ));
+    let span = tracer
+        .span_builder(name)
+        .with_kind(SpanKind::Server)
+        .with_attributes(attributes)
+        .start_with_context(tracer, &parent);
+    let cx = parent.with_span(span);
+    let span = cx.span();
+    if span.is_recording() {
+        // Owned values only when the span is kept.
+        span.set_attribute(KeyValue::new(
+            semconv::URL_PATH,
+            req.uri().path().to_owned(),
+        ));
+        if let Some(route) = &route {
+            span.set_attribute(KeyValue::new(
+                semconv::HTTP_ROUTE,
+                StringValue::from(route.as_str().to_owned()),
+            ));
+        }
+        if let Some(agent) = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            span.set_attribute(KeyValue::new(
+                semconv::USER_AGENT_ORIGINAL,
+                agent.to_owned(),
+            ));
+        }
+    }
 
     let gauge = metrics.active.with_label_values(&[method, route_label]);
     gauge.inc();
     let _active = ActiveGuard(gauge);
 
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response = next.run(req).with_context(cx.clone()).await;
 
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    span.set_attribute(KeyValue::new(
+        semconv::HTTP_RESPONSE_STATUS_CODE,
+        i64::from(status.as_u16()),
+    ));
     if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-        span.record("error.type", status.as_str());
+        span.set_attribute(KeyValue::new(
+            semconv::ERROR_TYPE,
+            status.as_str().to_owned(),
+        ));
+        span.set_status(Status::error(""));
     }
-    let sc = span.context().span().span_context().clone();
+    let sc = span.span_context();
     if sc.is_valid() {
         let value = format!(
             "00-{}-{}-{:02x}",
@@ -153,6 +203,7 @@ async fn track(State(metrics): State<ServerMetrics>, req: Request, next: Next) -
             response.headers_mut().insert("traceresponse", v);
         }
     }
+    span.end();
     metrics
         .duration
         .with_label_values(&[method, route_label, status.as_str()])

@@ -176,11 +176,7 @@ pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, 
         .with(filter_layer)
         .with(otel_traces)
         .with(otel_logs)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .event_format(fmt::JsonFormat)
-                .with_writer(std::io::stdout),
-        )
+        .with(fmt::JsonLayer::new(fmt::Stdout))
         .try_init()?;
 
     Ok(Telemetry {

@@ -18,7 +18,6 @@ use http::StatusCode;
 use prometheus::IntGauge;
 use service_kit::{ApiError, Context};
 use telemetry::client::HttpClient;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Timeouts, retries and breaker settings of the call to heart.
 #[derive(Debug, Clone)]
@@ -240,8 +239,13 @@ impl Heart {
 
     /// Sets `brain.circuit_breaker.state` on the current (request) span.
     pub fn record_state_on_current_span(&self) {
-        tracing::Span::current()
-            .set_attribute("brain.circuit_breaker.state", self.state().as_str());
+        use opentelemetry::trace::TraceContextExt as _;
+        opentelemetry::Context::current()
+            .span()
+            .set_attribute(opentelemetry::KeyValue::new(
+                "brain.circuit_breaker.state",
+                self.state().as_str(),
+            ));
     }
 
     fn open_error(&self) -> PulseError {
