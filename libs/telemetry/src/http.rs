@@ -114,6 +114,24 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// Writes `bytes` as lowercase hex into the start of `out`.
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
+}
+
+/// `00-<trace id>-<span id>-<flags>` (W3C Trace Context Level 2), hex-encoded without `fmt`.
+fn traceresponse(sc: &opentelemetry::trace::SpanContext) -> Option<HeaderValue> {
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex_into(&mut out[3..35], &sc.trace_id().to_bytes());
+    hex_into(&mut out[36..52], &sc.span_id().to_bytes());
+    hex_into(&mut out[53..55], &[sc.trace_flags().to_u8()]);
+    HeaderValue::from_bytes(&out).ok()
+}
+
 async fn track(State(metrics): State<ServerMetrics>, req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = method_label(req.method());
@@ -192,16 +210,10 @@ async fn track(State(metrics): State<ServerMetrics>, req: Request, next: Next) -
         span.set_status(Status::error(""));
     }
     let sc = span.span_context();
-    if sc.is_valid() {
-        let value = format!(
-            "00-{}-{}-{:02x}",
-            sc.trace_id(),
-            sc.span_id(),
-            sc.trace_flags().to_u8()
-        );
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert("traceresponse", v);
-        }
+    if sc.is_valid()
+        && let Some(value) = traceresponse(sc)
+    {
+        response.headers_mut().insert("traceresponse", value);
     }
     span.end();
     metrics
@@ -217,6 +229,22 @@ mod tests {
     use axum::body::Body;
     use axum::routing::get;
     use tower::ServiceExt;
+
+    #[test]
+    fn traceresponse_is_the_w3c_format() {
+        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+        let sc = SpanContext::new(
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
+            SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        assert_eq!(
+            traceresponse(&sc).unwrap(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+    }
 
     #[tokio::test]
     async fn metrics_are_labelled_with_the_route_template() {

@@ -5,7 +5,9 @@
 //!
 //! The healer's actions come from `{AUTO_HEALER_URL}/api/v1/actions` (a JSON list of actions with
 //! `action` and `result`, or `{"actions": [...]}`, or counts `[{"action","result","count"}]`);
-//! if that route is missing, from its `auto_healer_actions_total{action,result}` on `/metrics`.
+//! actions stamped with an RFC 3339 `at` outside the window are left out. If that route is
+//! missing, they come from its `auto_healer_actions_total{action,result}` on `/metrics` (totals
+//! since the healer started).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -27,8 +29,9 @@ fn time_of(ms: i64) -> time::OffsetDateTime {
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
-/// Counts healer actions in any of the JSON shapes described in the module docs.
-pub fn healer_from_json(v: &Value) -> Option<Vec<HealerCount>> {
+/// Counts healer actions in any of the JSON shapes described in the module docs, leaving out
+/// those stamped (`at`) outside `[from, to)` (ms since the epoch).
+pub fn healer_from_json(v: &Value, from: i64, to: i64) -> Option<Vec<HealerCount>> {
     let list = match v {
         Value::Array(a) => a,
         Value::Object(o) => o
@@ -40,6 +43,15 @@ pub fn healer_from_json(v: &Value) -> Option<Vec<HealerCount>> {
     };
     let mut counts: BTreeMap<(String, String), f64> = BTreeMap::new();
     for item in list {
+        let stamped = item["at"].as_str().and_then(|at| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).ok()
+        });
+        if let Some(at) = stamped {
+            let ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+            if ms < from || ms >= to {
+                continue;
+            }
+        }
         let action = item["action"]
             .as_str()
             .or_else(|| item["kind"].as_str())
@@ -100,7 +112,7 @@ pub fn healer_from_metrics(text: &str) -> Vec<HealerCount> {
     out
 }
 
-async fn healer(state: &AppState) -> Option<HealerSummary> {
+async fn healer(state: &AppState, from: i64, to: i64) -> Option<HealerSummary> {
     let base = state.inner.config.auto_healer_url.as_ref()?;
     let http = &state.inner.http;
     let timeout = Duration::from_secs(3);
@@ -116,7 +128,7 @@ async fn healer(state: &AppState) -> Option<HealerSummary> {
                 .json()
                 .await
                 .map_err(|e| format!("api/v1/actions: {e}"))?;
-            return healer_from_json(&v)
+            return healer_from_json(&v, from, to)
                 .ok_or_else(|| "api/v1/actions: unexpected JSON shape".to_owned());
         }
         let status = resp.status();
@@ -137,12 +149,7 @@ async fn healer(state: &AppState) -> Option<HealerSummary> {
         ))
     };
     Some(match fetch.await {
-        Ok(actions) => HealerSummary {
-            available: true,
-            total: actions.iter().map(|a| a.count).sum(),
-            actions,
-            error: None,
-        },
+        Ok(actions) => answered(actions),
         Err(e) => HealerSummary {
             available: false,
             total: 0.0,
@@ -150,6 +157,17 @@ async fn healer(state: &AppState) -> Option<HealerSummary> {
             error: Some(e),
         },
     })
+}
+
+/// The summary of a healer that answered with `actions`.
+fn answered(actions: Vec<HealerCount>) -> HealerSummary {
+    HealerSummary {
+        available: true,
+        // A fold from +0.0: an empty f64 `sum()` is -0.0, which the digest printed as such.
+        total: actions.iter().fold(0.0, |total, a| total + a.count),
+        actions,
+        error: None,
+    }
 }
 
 /// The report for `[from, to)` (ms).
@@ -187,7 +205,7 @@ pub async fn build(
                 alerts,
             })
             .collect(),
-        healer: healer(state).await,
+        healer: healer(state, from, to).await,
         deliveries: DeliveryTotals {
             sent: c.sent,
             dead: c.dead,
@@ -288,9 +306,16 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn a_quiet_healer_did_zero_actions_not_minus_zero() {
+        let total = answered(Vec::new()).total;
+        assert!(total == 0.0 && total.is_sign_positive(), "{total}");
+        assert_eq!(format!("{total:.1}"), "0.0");
+    }
+
+    #[test]
     fn healer_shapes() {
         let list = json!([{"action": "restart-pod", "result": "success"}, {"action": "restart-pod", "result": "success"}, {"action": "rollback", "result": "refused"}]);
-        let c = healer_from_json(&list).unwrap();
+        let c = healer_from_json(&list, i64::MIN, i64::MAX).unwrap();
         assert_eq!(c.len(), 2);
         assert_eq!(
             c[0],
@@ -301,8 +326,29 @@ mod tests {
             }
         );
         let wrapped = json!({"actions": [{"action": "scale-up", "result": "success", "count": 3}]});
-        assert_eq!(healer_from_json(&wrapped).unwrap()[0].count, 3.0);
-        assert!(healer_from_json(&json!("nope")).is_none());
+        assert_eq!(
+            healer_from_json(&wrapped, i64::MIN, i64::MAX).unwrap()[0].count,
+            3.0
+        );
+        assert!(healer_from_json(&json!("nope"), i64::MIN, i64::MAX).is_none());
+        // The auto-healer's own shape: records stamped `at`, only those in the window count.
+        let records = json!({"actions": [
+            {"at": "2026-11-26T10:00:00Z", "action": "restart-pod", "result": "healed"},
+            {"at": "2026-11-26T10:30:00.5Z", "action": "restart-pod", "result": "healed"},
+            {"at": "2026-11-26T11:00:00Z", "action": "cordon-node", "result": "acted"},
+            {"at": "2026-11-26T09:59:59Z", "action": "rollback", "result": "failed"}
+        ], "dry_run": false});
+        let ten = 1_795_687_200_000; // 2026-11-26T10:00:00Z
+        let hour = 3_600_000;
+        let c = healer_from_json(&records, ten, ten + hour).unwrap();
+        assert_eq!(
+            c,
+            vec![HealerCount {
+                action: "restart-pod".into(),
+                result: "healed".into(),
+                count: 2.0
+            }]
+        );
         let text = "# HELP auto_healer_actions_total x\nauto_healer_actions_total{action=\"restart-pod\",result=\"success\"} 4\nother 1\n";
         assert_eq!(
             healer_from_metrics(text),
