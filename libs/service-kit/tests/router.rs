@@ -1,8 +1,5 @@
 //! The assembled router, driven without a socket.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};
@@ -81,26 +78,8 @@ async fn metrics_use_route_templates_and_pass_promtool() {
     assert!(text.contains("process_start_time_seconds"));
     assert!(text.contains("process_cpu_seconds_total"));
 
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool not found: run `bash ci/install-test-deps.sh` (cargo xtask test does)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = testbed::promtool_check_metrics(&text);
+    assert!(report.is_empty(), "promtool check metrics: {report}");
 }
 
 #[tokio::test]

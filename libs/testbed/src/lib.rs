@@ -7,6 +7,7 @@
 //!   on the same data for outage tests.
 //! - [`SmtpSink`] (PyPI `aiosmtpd`), a real SMTP server writing a maildir; [`SmtpSink::messages`]
 //!   parses what arrived.
+//! - [`promtool_check_metrics`]: `promtool check metrics` on a `/metrics` body.
 //! - [`HttpSink`], a local axum server recording every request and answering a chosen status:
 //!   the far end of webhook, Slack and Teams deliveries.
 //!
@@ -23,6 +24,7 @@ mod http_sink;
 mod postgres;
 mod process;
 mod prometheus;
+mod promtool;
 mod smtp;
 
 use std::future::Future;
@@ -33,6 +35,7 @@ pub use crate::alertmanager::{Alertmanager, AlertmanagerConfig, WebhookReceiver}
 pub use crate::http_sink::{HttpSink, RecordedRequest};
 pub use crate::postgres::Postgres;
 pub use crate::prometheus::{Prometheus, PrometheusOptions, QueryError, RuleFile, Sample};
+pub use crate::promtool::promtool_check_metrics;
 pub use crate::smtp::{Email, SmtpSink};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it). Servers that lose the

@@ -390,29 +390,10 @@ fn a_bad_file_at_start_exits_2_naming_the_field() {
 }
 
 fn promtool_check(metrics: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (bash ci/install-test-deps.sh installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ours: Vec<&str> = text
+    let report = testbed::promtool_check_metrics(metrics);
+    let ours: Vec<&str> = report
         .lines()
         .filter(|l| l.contains("health_monitor"))
         .collect();
-    assert!(ours.is_empty(), "promtool check metrics: {text}");
+    assert!(ours.is_empty(), "promtool check metrics: {report}");
 }

@@ -1,8 +1,6 @@
 //! heart's router behind the real skeleton, driven without a socket.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use axum::Router;
 use axum::body::Body;
@@ -146,26 +144,8 @@ async fn metrics_pass_promtool() {
         "{text}"
     );
     assert!(text.contains(r#"http_route="/beat""#), "{text}");
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool not found: run `bash ci/install-test-deps.sh` (cargo xtask test does)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = testbed::promtool_check_metrics(&text);
+    assert!(report.is_empty(), "promtool check metrics: {report}");
 }
 
 #[test]

@@ -1,7 +1,5 @@
 //! `/think`, `/chaos` and bad input, through the assembled router.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use brain::{BreakerState, Config, MAX_THINK_MS};
@@ -110,26 +108,8 @@ async fn metrics_pass_promtool() {
     oneshot(&app, "GET", "/think?ms=1", "").await;
     let text = oneshot(&app, "GET", "/metrics", "").await.text;
     assert!(text.contains(r#"http_route="/think""#), "{text}");
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool not found: run `bash ci/install-test-deps.sh` (cargo xtask test does)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = testbed::promtool_check_metrics(&text);
+    assert!(report.is_empty(), "promtool check metrics: {report}");
 }
 
 #[test]

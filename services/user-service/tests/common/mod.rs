@@ -3,9 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
-
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -338,27 +335,6 @@ pub async fn pagination_walks_every_user_once(app: &TestApp) {
 
 /// `promtool check metrics` on a /metrics body.
 pub fn promtool_check(text: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool not found: run `bash ci/install-test-deps.sh` (cargo xtask test does)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics:\n{report}"
-    );
+    let report = testbed::promtool_check_metrics(text);
+    assert!(report.is_empty(), "promtool check metrics:\n{report}");
 }
