@@ -2,8 +2,8 @@
 //! the current `span` name, and `trace_id`/`span_id` when the event happens inside a traced span.
 //!
 //! [`JsonLayer`] only looks at events. `tracing_subscriber::fmt`'s layer would also format every
-//! span's fields into a string when the span opens (for text output this layer never prints),
-//! which on a busy server cost more than writing the log lines themselves.
+//! span's fields into a string when the span opens, for a text output this JSON format never
+//! prints; on a busy server that cost more than writing the log lines themselves.
 
 use std::fmt;
 use std::io::Write as _;
@@ -12,37 +12,26 @@ use opentelemetry::trace::TraceContextExt;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-/// Where [`JsonLayer`] writes its lines.
-pub trait LineSink: Send + Sync + 'static {
-    /// Writes one complete line (newline included); errors are dropped, as logging must not fail.
-    fn write_line(&self, line: &[u8]);
+/// The log layer installed by [`crate::init`]: events as JSON lines, one write per line, on a
+/// [`MakeWriter`] (`std::io::stdout` in services).
+#[derive(Debug, Clone)]
+pub struct JsonLayer<W> {
+    make_writer: W,
 }
 
-/// Standard output, one locked write per line.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Stdout;
-
-impl LineSink for Stdout {
-    fn write_line(&self, line: &[u8]) {
-        let _ = std::io::stdout().lock().write_all(line);
-    }
-}
-
-/// The log layer installed by [`crate::init`]: events as JSON lines on a [`LineSink`].
-#[derive(Debug, Clone, Default)]
-pub struct JsonLayer<W = Stdout> {
-    sink: W,
-}
-
-impl<W: LineSink> JsonLayer<W> {
-    /// A layer writing to `sink`.
-    pub fn new(sink: W) -> Self {
-        Self { sink }
+impl<W> JsonLayer<W>
+where
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    /// A layer writing to what `make_writer` makes.
+    pub fn new(make_writer: W) -> Self {
+        Self { make_writer }
     }
 }
 
@@ -92,11 +81,12 @@ where
 impl<S, W> tracing_subscriber::Layer<S> for JsonLayer<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    W: LineSink,
+    W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         if let Some(text) = line(event, &ctx) {
-            self.sink.write_line(text.as_bytes());
+            // Logging must not fail the program: a write error is dropped.
+            let _ = self.make_writer.make_writer().write_all(text.as_bytes());
         }
     }
 }
@@ -153,16 +143,22 @@ mod tests {
 
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl LineSink for Buf {
-        fn write_line(&self, line: &[u8]) {
-            self.0.lock().unwrap().extend_from_slice(line);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
         }
     }
 
     #[test]
     fn one_json_object_per_line_with_fields() {
         let buf = Buf::default();
-        let subscriber = tracing_subscriber::registry().with(JsonLayer::new(buf.clone()));
+        let writer = buf.clone();
+        let subscriber =
+            tracing_subscriber::registry().with(JsonLayer::new(move || writer.clone()));
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("work");
             let _e = span.enter();

@@ -18,10 +18,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::HeaderValue;
+use opentelemetry::KeyValue;
 use opentelemetry::context::FutureExt as _;
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
-use opentelemetry::{KeyValue, StringValue};
 use opentelemetry_http::HeaderExtractor;
 use opentelemetry_semantic_conventions::attribute as semconv;
 use prometheus::{HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
@@ -176,7 +176,7 @@ async fn track(State(metrics): State<ServerMetrics>, req: Request, next: Next) -
         if let Some(route) = &route {
             span.set_attribute(KeyValue::new(
                 semconv::HTTP_ROUTE,
-                StringValue::from(route.as_str().to_owned()),
+                route.as_str().to_owned(),
             ));
         }
         if let Some(agent) = req

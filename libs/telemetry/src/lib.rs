@@ -176,7 +176,7 @@ pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, 
         .with(filter_layer)
         .with(otel_traces)
         .with(otel_logs)
-        .with(fmt::JsonLayer::new(fmt::Stdout))
+        .with(fmt::JsonLayer::new(std::io::stdout))
         .try_init()?;
 
     Ok(Telemetry {
