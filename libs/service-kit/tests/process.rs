@@ -20,6 +20,8 @@ struct Service {
     child: Child,
     addr: String,
     stdout: Arc<Mutex<Vec<String>>>,
+    /// Reads stdout into `stdout` until the pipe closes.
+    reader: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Service {
@@ -39,7 +41,7 @@ impl Service {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let sink = stdout.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 sink.lock().unwrap().push(line.clone());
                 let _ = tx.send(line);
@@ -64,6 +66,7 @@ impl Service {
             child,
             addr,
             stdout,
+            reader: Some(reader),
         }
     }
 
@@ -92,7 +95,16 @@ impl Service {
             .await
             .expect("exits within 10 s")
             .expect("wait");
-        (start.elapsed(), exit)
+        let took = start.elapsed();
+        // The process has exited, so its stdout reaches end of file: wait until every line it
+        // wrote (the last ones included) has been read.
+        if let Some(reader) = self.reader.take() {
+            tokio::time::timeout(Duration::from_secs(5), reader)
+                .await
+                .expect("stdout closes after exit")
+                .expect("stdout reader");
+        }
+        (took, exit)
     }
 }
 
