@@ -1,4 +1,5 @@
-//! An in-process OTLP/gRPC receiver (trace and logs services) that keeps what it is sent.
+//! An in-process OTLP receiver (trace and logs services, over gRPC and over http/protobuf on a
+//! second port) that keeps what it is sent.
 //!
 //! Tests point `OTEL_EXPORTER_OTLP_ENDPOINT` at [`OtlpSink::endpoint`] and then assert on the
 //! spans and log records received; the benchmark uses it as the "local collector". It stops
@@ -87,6 +88,7 @@ struct Store {
     log_count: std::sync::atomic::AtomicU64,
     spans: Mutex<Vec<ReceivedSpan>>,
     logs: Mutex<Vec<ReceivedLog>>,
+    headers: Mutex<http::HeaderMap>,
 }
 
 #[derive(Clone, Debug)]
@@ -100,7 +102,36 @@ impl TraceService for Traces {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let request = request.into_inner();
+        self.0
+            .keep_headers(&request.metadata().clone().into_headers());
+        self.0.keep_spans(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Logs {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        self.0.keep_logs(request.into_inner());
+        Ok(tonic::Response::new(ExportLogsServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl Store {
+    fn keep_headers(&self, headers: &http::HeaderMap) {
+        if let Ok(mut kept) = self.headers.lock() {
+            kept.clone_from(headers);
+        }
+    }
+
+    fn keep_spans(&self, request: ExportTraceServiceRequest) {
         let mut received = Vec::new();
         for rs in request.resource_spans {
             let service = rs
@@ -117,35 +148,25 @@ impl TraceService for Traces {
                 }
             }
         }
-        if let Ok(mut spans) = self.0.spans.lock() {
+        if self.counting {
+            self.span_count
+                .fetch_add(received.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        } else if let Ok(mut spans) = self.spans.lock() {
             spans.extend(received);
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
     }
-}
 
-#[tonic::async_trait]
-impl LogsService for Logs {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportLogsServiceRequest>,
-    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let request = request.into_inner();
-        if self.0.counting {
+    fn keep_logs(&self, request: ExportLogsServiceRequest) {
+        if self.counting {
             let n: usize = request
                 .resource_logs
                 .iter()
                 .flat_map(|rl| &rl.scope_logs)
                 .map(|sl| sl.log_records.len())
                 .sum();
-            self.0
-                .log_count
+            self.log_count
                 .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-            return Ok(tonic::Response::new(ExportLogsServiceResponse {
-                partial_success: None,
-            }));
+            return;
         }
         let mut received = Vec::new();
         for rl in request.resource_logs {
@@ -163,12 +184,80 @@ impl LogsService for Logs {
                 }
             }
         }
-        if let Ok(mut logs) = self.0.logs.lock() {
+        if let Ok(mut logs) = self.logs.lock() {
             logs.extend(received);
         }
-        Ok(tonic::Response::new(ExportLogsServiceResponse {
-            partial_success: None,
-        }))
+    }
+}
+
+/// OTLP/HTTP (`http/protobuf`): `POST /v1/traces` and `POST /v1/logs` with a protobuf body.
+mod http_receiver {
+    use std::sync::Arc;
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::{IntoResponse, Response};
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use prost::Message;
+
+    use crate::Store;
+
+    pub(crate) fn router(store: Arc<Store>) -> axum::Router {
+        axum::Router::new()
+            .route("/v1/traces", axum::routing::post(traces))
+            .route("/v1/logs", axum::routing::post(logs))
+            .with_state(store)
+    }
+
+    /// `None` when the body is protobuf, else the refusal.
+    fn not_protobuf(headers: &HeaderMap) -> Option<Response> {
+        match headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()) {
+            Some(b"application/x-protobuf") => None,
+            _ => Some(
+                (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "expected Content-Type: application/x-protobuf",
+                )
+                    .into_response(),
+            ),
+        }
+    }
+
+    fn answer(body: Vec<u8>) -> Response {
+        ([(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
+    }
+
+    async fn traces(State(store): State<Arc<Store>>, headers: HeaderMap, body: Bytes) -> Response {
+        if let Some(refused) = not_protobuf(&headers) {
+            return refused;
+        }
+        match ExportTraceServiceRequest::decode(body) {
+            Ok(request) => {
+                store.keep_headers(&headers);
+                store.keep_spans(request);
+                answer(ExportTraceServiceResponse::default().encode_to_vec())
+            }
+            Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        }
+    }
+
+    async fn logs(State(store): State<Arc<Store>>, headers: HeaderMap, body: Bytes) -> Response {
+        if let Some(refused) = not_protobuf(&headers) {
+            return refused;
+        }
+        match ExportLogsServiceRequest::decode(body) {
+            Ok(request) => {
+                store.keep_logs(request);
+                answer(ExportLogsServiceResponse::default().encode_to_vec())
+            }
+            Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        }
     }
 }
 
@@ -176,8 +265,10 @@ impl LogsService for Logs {
 #[derive(Debug)]
 pub struct OtlpSink {
     addr: SocketAddr,
+    http_addr: SocketAddr,
     store: Arc<Store>,
     stop: Option<oneshot::Sender<()>>,
+    stop_http: Option<oneshot::Sender<()>>,
 }
 
 impl OtlpSink {
@@ -212,6 +303,17 @@ impl OtlpSink {
             ..Store::default()
         });
         let (stop, stopped) = oneshot::channel::<()>();
+        let (stop_http, http_stopped) = oneshot::channel::<()>();
+        let http_listener = tokio::net::TcpListener::bind((addr.ip(), 0)).await?;
+        let http_addr = http_listener.local_addr()?;
+        let http = http_receiver::router(store.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(http_listener, http)
+                .with_graceful_shutdown(async {
+                    let _ = http_stopped.await;
+                })
+                .await;
+        });
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let mut builder = tonic::transport::Server::builder();
         let router = if counting {
@@ -229,14 +331,31 @@ impl OtlpSink {
         });
         Ok(Self {
             addr,
+            http_addr,
             store,
             stop: Some(stop),
+            stop_http: Some(stop_http),
         })
     }
 
     /// The gRPC endpoint, e.g. `http://127.0.0.1:41234`.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The OTLP/HTTP (`http/protobuf`) base endpoint, e.g. `http://127.0.0.1:41235`: exports
+    /// go to its `/v1/traces` and `/v1/logs` (a port of its own, beside the gRPC one).
+    pub fn http_endpoint(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// The headers (gRPC metadata) of the last trace export received, over either protocol.
+    pub fn last_trace_headers(&self) -> http::HeaderMap {
+        self.store
+            .headers
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default()
     }
 
     /// Spans received so far (counted in both modes).
@@ -297,6 +416,9 @@ impl OtlpSink {
 impl Drop for OtlpSink {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());
         }
     }

@@ -92,6 +92,9 @@ pub struct OtlpConfig {
     pub timeout: Duration,
     /// Bound of each signal's export queue; beyond it items are dropped and counted.
     pub max_queue_size: usize,
+    /// Headers sent with every trace export: `OTEL_EXPORTER_OTLP_HEADERS`, overridden key by key
+    /// by `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (`key=value,…`, values percent-encoded).
+    pub traces_headers: Vec<(String, String)>,
 }
 
 /// Everything [`crate::init`] needs, parsed and validated.
@@ -226,6 +229,29 @@ impl TelemetryConfig {
         let traces_endpoint = endpoint("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "v1/traces");
         let logs_endpoint = endpoint("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "v1/logs");
 
+        let mut traces_headers: Vec<(String, String)> = Vec::new();
+        for var in [
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        ] {
+            match env.var(var).as_deref().map(parse_resource_attributes) {
+                None => {}
+                Some(Ok(headers)) => {
+                    for (k, v) in headers {
+                        traces_headers.retain(|(old, _)| !old.eq_ignore_ascii_case(&k));
+                        traces_headers.push((k, v));
+                    }
+                }
+                // The reason would quote the variable, which may hold a credential.
+                Some(Err(_)) => err(
+                    var,
+                    "expected key=value pairs separated by commas, values percent-encoded \
+                     (the value is not repeated here: it may hold a credential)"
+                        .to_owned(),
+                ),
+            }
+        }
+
         let sampler = parse_sampler(env, &mut err);
 
         let mut resource_attributes = Vec::new();
@@ -267,6 +293,7 @@ impl TelemetryConfig {
                 logs_endpoint,
                 timeout,
                 max_queue_size,
+                traces_headers,
             });
         Ok(Self {
             service_name,
@@ -401,6 +428,45 @@ mod tests {
             Some("http://collector:4317")
         );
         assert_eq!(otlp.logs_endpoint.as_deref(), Some("http://logs:4317"));
+    }
+
+    #[test]
+    fn trace_headers_merge_with_the_signal_specific_ones_winning() {
+        let c = read(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Authorization=Bearer%20generic,x-org=a",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                "authorization=Bearer%20traces",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.otlp.unwrap().traces_headers,
+            [
+                ("x-org".to_owned(), "a".to_owned()),
+                ("authorization".to_owned(), "Bearer traces".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_header_variable_is_reported_without_its_value() {
+        let errs = read(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "Bearer-token-without-a-key"),
+        ])
+        .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].var, "OTEL_EXPORTER_OTLP_HEADERS");
+        assert!(
+            !errs[0].reason.contains("Bearer-token"),
+            "{}",
+            errs[0].reason
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!   `RUST_LOG` and changeable at runtime through [`LogFilter`];
 //! - OpenTelemetry traces and logs exported over OTLP (gRPC or http/protobuf) when an endpoint is
 //!   configured through the standard `OTEL_*` variables, with bounded queues whose drops are
-//!   counted ([`export`]);
+//!   counted ([`export`]); spans are encoded without the SDK's intermediate copy ([`otlp`]);
 //! - W3C trace-context propagation.
 //!
 //! It returns a [`Guard`] that flushes and shuts the exporters down, bounded in time, after the
@@ -18,6 +18,7 @@ pub mod export;
 pub mod fmt;
 pub mod http;
 pub mod metrics;
+pub mod otlp;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,14 +41,17 @@ pub use config::{Env, ProcessEnv, TelemetryConfig, VarError};
 /// Errors from [`init`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// An OTLP exporter could not be built from the configuration.
+    /// The OTLP log exporter could not be built from the configuration.
     #[error("building the OTLP {signal} exporter: {source}")]
     Exporter {
-        /// `traces` or `logs`.
+        /// `logs`.
         signal: &'static str,
         /// The exporter's error.
         source: opentelemetry_otlp::ExporterBuildError,
     },
+    /// The OTLP span exporter could not be built from the configuration.
+    #[error("building the OTLP traces exporter: {0}")]
+    SpanExporter(#[from] otlp::BuildError),
     /// A metric could not be registered (a name clash on the registry).
     #[error("registering telemetry metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -113,10 +117,7 @@ pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, 
         if let Some(otlp) = &config.otlp
             && let Some(endpoint) = &otlp.traces_endpoint
         {
-            let exporter = span_exporter(otlp, endpoint).map_err(|source| Error::Exporter {
-                signal: "traces",
-                source,
-            })?;
+            let exporter = otlp::OtlpSpanExporter::new(otlp, endpoint)?;
             builder = builder.with_span_processor(export::span_processor(
                 exporter,
                 otlp.max_queue_size,
@@ -229,26 +230,6 @@ fn sampler(config: config::SamplerConfig) -> Sampler {
         S::ParentBasedTraceIdRatio(r) => {
             Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
         }
-    }
-}
-
-fn span_exporter(
-    otlp: &config::OtlpConfig,
-    endpoint: &str,
-) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    match otlp.protocol {
-        config::Protocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(otlp.timeout)
-            .build(),
-        config::Protocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(endpoint)
-            .with_timeout(otlp.timeout)
-            .build(),
     }
 }
 
