@@ -7,13 +7,14 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderMap, HeaderName, StatusCode};
@@ -109,30 +110,88 @@ pub fn assemble(ctx: &Context, routes: Router) -> Router {
                 "method_not_allowed",
                 "this route does not accept that method",
             )
-        })
-        .layer(DefaultBodyLimit::max(ctx.base.body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            ctx.base.request_timeout,
-            request_timeout,
-        ));
-    ctx.server_metrics
-        .instrument_router(router)
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::internal("a request handler panicked").into_response()
-        }))
+        });
+    // One composite layer: the router boxes a route's service once per layer call, and each
+    // box is cloned per request. Outermost first.
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(CatchPanicLayer::custom(|_| {
+                ApiError::internal("a request handler panicked").into_response()
+            }))
+            .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+            .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+            .layer(ctx.server_metrics.layer())
+            .layer(RequestTimeoutLayer(ctx.base.request_timeout))
+            .layer(DefaultBodyLimit::max(ctx.base.body_limit)),
+    )
 }
 
-async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            format!("the request took longer than {} s", limit.as_secs()),
-        )
-        .into_response(),
+/// Answers 503 JSON (`timeout`) when the inner service takes longer than the limit.
+#[derive(Clone, Copy, Debug)]
+struct RequestTimeoutLayer(Duration);
+
+impl<S> tower::Layer<S> for RequestTimeoutLayer {
+    type Service = RequestTimeout<S>;
+
+    fn layer(&self, inner: S) -> RequestTimeout<S> {
+        RequestTimeout {
+            inner,
+            limit: self.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct RequestTimeout<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S> tower::Service<Request> for RequestTimeout<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TimeoutFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        TimeoutFuture {
+            inner: tokio::time::timeout(self.limit, self.inner.call(req)),
+            limit: self.limit,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct TimeoutFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        limit: Duration,
+    }
+}
+
+impl<F, E> Future for TimeoutFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(match ready!(this.inner.poll(cx)) {
+            Ok(result) => result,
+            Err(_) => Ok(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the request took longer than {} s", this.limit.as_secs()),
+            )
+            .into_response()),
+        })
     }
 }
 

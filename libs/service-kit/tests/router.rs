@@ -196,3 +196,35 @@ async fn responses_carry_a_request_id() {
         .unwrap();
     assert_eq!(response.headers()["x-request-id"].len(), 36);
 }
+
+#[tokio::test]
+async fn a_request_over_the_time_limit_is_a_503_json_timeout_recorded_as_such() {
+    let mut base = service_kit::config::BaseConfig::for_tests("router-test");
+    base.request_timeout = std::time::Duration::from_millis(100);
+    let ctx = Context::new(base).unwrap();
+    let routes = Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            "too late"
+        }),
+    );
+    let app = assemble(&ctx, routes);
+    let started = std::time::Instant::now();
+    let response = app
+        .clone()
+        .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["x-request-id"].len(), 36);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let v = json(&String::from_utf8_lossy(&body));
+    assert_eq!(v["error"]["code"], "timeout", "{v}");
+    let (_, text) = call(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert!(
+        text.contains(r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="503",http_route="/slow"} 1"#),
+        "{text}"
+    );
+}

@@ -10,16 +10,18 @@
 //! Handlers add attributes with `opentelemetry::Context::current().span().set_attribute(..)`.
 
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Poll, ready};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
 use axum::response::Response;
 use http::HeaderValue;
 use opentelemetry::KeyValue;
-use opentelemetry::context::FutureExt as _;
+use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer};
 use opentelemetry_http::HeaderExtractor;
@@ -76,7 +78,14 @@ impl ServerMetrics {
         &self,
         router: Router<S>,
     ) -> Router<S> {
-        router.layer(axum::middleware::from_fn_with_state(self.clone(), track))
+        router.layer(self.layer())
+    }
+
+    /// A tower layer giving each request a server span and RED metrics. Apply it with
+    /// `Router::layer` (inside the router, where the matched route is known), possibly within a
+    /// `ServiceBuilder` with other layers so that the router boxes them once.
+    pub fn layer(&self) -> TrackLayer {
+        TrackLayer(self.clone())
     }
 }
 
@@ -132,95 +141,187 @@ fn traceresponse(sc: &opentelemetry::trace::SpanContext) -> Option<HeaderValue> 
     HeaderValue::from_bytes(&out).ok()
 }
 
-async fn track(State(metrics): State<ServerMetrics>, req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let method = method_label(req.method());
-    let route = req.extensions().get::<MatchedPath>().cloned();
-    let route_label = route.as_ref().map_or("", |r| r.as_str());
-    let name: Cow<'static, str> = match &route {
-        Some(r) => format!("{method} {}", r.as_str()).into(),
-        None => method.into(),
-    };
-    let parent = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&HeaderExtractor(req.headers()))
-    });
-    let tracer = metrics
-        .tracer
-        .get_or_init(|| opentelemetry::global::tracer("organism"));
-    let mut attributes = Vec::with_capacity(9);
-    attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, method));
-    attributes.push(KeyValue::new(
-        semconv::URL_SCHEME,
-        match req.uri().scheme_str() {
-            Some("https") => "https",
-            _ => "http",
-        },
-    ));
-    attributes.push(KeyValue::new(
-        semconv::NETWORK_PROTOCOL_VERSION,
-        protocol_version(req.version()),
-    ));
-    let span = tracer
-        .span_builder(name)
-        .with_kind(SpanKind::Server)
-        .with_attributes(attributes)
-        .start_with_context(tracer, &parent);
-    let cx = parent.with_span(span);
-    let span = cx.span();
-    if span.is_recording() {
-        // Owned values only when the span is kept.
-        span.set_attribute(KeyValue::new(
-            semconv::URL_PATH,
-            req.uri().path().to_owned(),
+/// What a request's telemetry carries from its start to its response.
+struct Tracking {
+    start: Instant,
+    method: &'static str,
+    route: Option<MatchedPath>,
+    cx: opentelemetry::Context,
+    _active: ActiveGuard,
+}
+
+impl ServerMetrics {
+    /// Starts the server span (child of the caller's W3C trace context) and counts the request
+    /// as active.
+    fn begin(&self, req: &Request) -> Tracking {
+        let start = Instant::now();
+        let method = method_label(req.method());
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let name: Cow<'static, str> = match &route {
+            Some(r) => format!("{method} {}", r.as_str()).into(),
+            None => method.into(),
+        };
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(req.headers()))
+        });
+        let tracer = self
+            .tracer
+            .get_or_init(|| opentelemetry::global::tracer("organism"));
+        let mut attributes = Vec::with_capacity(9);
+        attributes.push(KeyValue::new(semconv::HTTP_REQUEST_METHOD, method));
+        attributes.push(KeyValue::new(
+            semconv::URL_SCHEME,
+            match req.uri().scheme_str() {
+                Some("https") => "https",
+                _ => "http",
+            },
         ));
-        if let Some(route) = &route {
+        attributes.push(KeyValue::new(
+            semconv::NETWORK_PROTOCOL_VERSION,
+            protocol_version(req.version()),
+        ));
+        let span = tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes)
+            .start_with_context(tracer, &parent);
+        let cx = parent.with_span(span);
+        let span = cx.span();
+        if span.is_recording() {
+            // Owned values only when the span is kept.
             span.set_attribute(KeyValue::new(
-                semconv::HTTP_ROUTE,
-                route.as_str().to_owned(),
+                semconv::URL_PATH,
+                req.uri().path().to_owned(),
             ));
+            if let Some(route) = &route {
+                span.set_attribute(KeyValue::new(
+                    semconv::HTTP_ROUTE,
+                    route.as_str().to_owned(),
+                ));
+            }
+            if let Some(agent) = req
+                .headers()
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+            {
+                span.set_attribute(KeyValue::new(
+                    semconv::USER_AGENT_ORIGINAL,
+                    agent.to_owned(),
+                ));
+            }
         }
-        if let Some(agent) = req
-            .headers()
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
+        let route_label = route.as_ref().map_or("", |r| r.as_str());
+        let gauge = self.active.with_label_values(&[method, route_label]);
+        gauge.inc();
+        Tracking {
+            start,
+            method,
+            route,
+            cx,
+            _active: ActiveGuard(gauge),
+        }
+    }
+
+    /// Ends the span with the response's status, adds `traceresponse`, records the duration.
+    fn finish(&self, tracking: Tracking, response: &mut Response) {
+        let span = tracking.cx.span();
+        let status = response.status();
+        span.set_attribute(KeyValue::new(
+            semconv::HTTP_RESPONSE_STATUS_CODE,
+            i64::from(status.as_u16()),
+        ));
+        if status.is_server_error() {
+            span.set_attribute(KeyValue::new(
+                semconv::ERROR_TYPE,
+                status.as_str().to_owned(),
+            ));
+            span.set_status(Status::error(""));
+        }
+        let sc = span.span_context();
+        if sc.is_valid()
+            && let Some(value) = traceresponse(sc)
         {
-            span.set_attribute(KeyValue::new(
-                semconv::USER_AGENT_ORIGINAL,
-                agent.to_owned(),
-            ));
+            response.headers_mut().insert("traceresponse", value);
+        }
+        span.end();
+        let route_label = tracking.route.as_ref().map_or("", |r| r.as_str());
+        self.duration
+            .with_label_values(&[tracking.method, route_label, status.as_str()])
+            .observe(tracking.start.elapsed().as_secs_f64());
+    }
+}
+
+/// The [`ServerMetrics`] layer (see [`ServerMetrics::layer`]).
+#[derive(Clone, Debug)]
+pub struct TrackLayer(ServerMetrics);
+
+impl<S> tower::Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            metrics: self.0.clone(),
         }
     }
+}
 
-    let gauge = metrics.active.with_label_values(&[method, route_label]);
-    gauge.inc();
-    let _active = ActiveGuard(gauge);
+/// A service wrapped in a server span and RED metrics (see [`ServerMetrics::layer`]).
+#[derive(Clone, Debug)]
+pub struct Track<S> {
+    inner: S,
+    metrics: ServerMetrics,
+}
 
-    let mut response = next.run(req).with_context(cx.clone()).await;
+impl<S> tower::Service<Request> for Track<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = TrackFuture<S::Future>;
 
-    let status = response.status();
-    span.set_attribute(KeyValue::new(
-        semconv::HTTP_RESPONSE_STATUS_CODE,
-        i64::from(status.as_u16()),
-    ));
-    if status.is_server_error() {
-        span.set_attribute(KeyValue::new(
-            semconv::ERROR_TYPE,
-            status.as_str().to_owned(),
-        ));
-        span.set_status(Status::error(""));
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
     }
-    let sc = span.span_context();
-    if sc.is_valid()
-        && let Some(value) = traceresponse(sc)
-    {
-        response.headers_mut().insert("traceresponse", value);
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let tracking = self.metrics.begin(&req);
+        let inner = {
+            // The inner service's synchronous part runs inside the span too.
+            let _attached = tracking.cx.clone().attach();
+            self.inner.call(req)
+        };
+        TrackFuture {
+            inner: inner.with_context(tracking.cx.clone()),
+            tracking: Some((tracking, self.metrics.clone())),
+        }
     }
-    span.end();
-    metrics
-        .duration
-        .with_label_values(&[method, route_label, status.as_str()])
-        .observe(start.elapsed().as_secs_f64());
-    response
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Track`]: the inner future polled inside the span's context.
+    pub struct TrackFuture<F> {
+        #[pin]
+        inner: WithContext<F>,
+        tracking: Option<(Tracking, ServerMetrics)>,
+    }
+}
+
+impl<F, E> Future for TrackFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut result = ready!(this.inner.poll(cx));
+        if let (Ok(response), Some((tracking, metrics))) = (&mut result, this.tracking.take()) {
+            metrics.finish(tracking, response);
+        }
+        Poll::Ready(result)
+    }
 }
 
 #[cfg(test)]

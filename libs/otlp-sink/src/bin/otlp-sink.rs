@@ -12,7 +12,11 @@ async fn main() -> std::io::Result<()> {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{addr}: {e}"))
     })?;
     let sink = otlp_sink::OtlpSink::start_counting_on(addr).await?;
-    println!("otlp-sink listening on {}", sink.endpoint());
+    println!(
+        "otlp-sink listening on {} (gRPC) and {} (http/protobuf)",
+        sink.endpoint(),
+        sink.http_endpoint()
+    );
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
         println!("spans {} logs {}", sink.span_count(), sink.log_count());

@@ -255,9 +255,8 @@ fn nested(out: &mut Vec<u8>, tag: u32, body: impl FnOnce(&mut Vec<u8>)) {
     body(out);
     let len = out.len() - start - ROOM;
     let width = encoded_len_varint(len as u64);
-    let mut prefix = Vec::with_capacity(ROOM);
+    let mut prefix = &mut out[start..start + width];
     encode_varint(len as u64, &mut prefix);
-    out[start..start + width].copy_from_slice(&prefix);
     out.copy_within(start + ROOM.., start + width);
     out.truncate(start + width + len);
 }
