@@ -26,8 +26,19 @@ const BRAIN: u16 = 18082;
 const USERS: u16 = 18083;
 const HEART_SAMPLED: u16 = 18084;
 const HEART_NO_COLLECTOR: u16 = 18085;
-/// Interleaved rounds of the throughput loads.
-const ROUNDS: usize = 3;
+/// Interleaved rounds of the throughput loads (`--rounds`).
+const ROUNDS: usize = 5;
+
+/// The median of `values` (the mean of the middle two for an even count); 0 when empty.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
 
 fn average(loads: Vec<Load>) -> Load {
     let n = loads.len().max(1) as f64;
@@ -127,6 +138,13 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         .and_then(|i| args.get(i + 1))
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    let rounds: usize = args
+        .iter()
+        .position(|a| *a == "--rounds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(ROUNDS);
     let out: PathBuf = args
         .iter()
         .position(|a| *a == "--out")
@@ -157,7 +175,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         }
     }
     let rt = tokio::runtime::Runtime::new()?;
-    let report = rt.block_on(measure(secs))?;
+    let report = rt.block_on(measure(secs, rounds))?;
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -166,7 +184,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn measure(secs: u64) -> anyhow::Result<Value> {
+async fn measure(secs: u64, rounds: usize) -> anyhow::Result<Value> {
     let sink = otlp_sink::OtlpSink::start_counting().await?;
     let endpoint = sink.endpoint();
     let state = tempdir()?;
@@ -300,23 +318,25 @@ async fn measure(secs: u64) -> anyhow::Result<Value> {
             format!("http://127.0.0.1:{HEART_NO_COLLECTOR}/beat"),
         ),
     ];
-    let mut rounds: Vec<Vec<Load>> = Vec::new();
-    for round in 1..=ROUNDS {
-        println!("round {round} of {ROUNDS}");
+    let mut measured: Vec<Vec<Load>> = Vec::new();
+    for round in 1..=rounds {
+        println!("round {round} of {rounds}");
         let mut loads = Vec::new();
         for (label, url) in &throughput {
             loads.push(run(label, url.clone(), 50, None)?);
         }
-        rounds.push(loads);
+        measured.push(loads);
     }
-    let mean = |i: usize| average(rounds.iter().map(|r| r[i].clone()).collect());
-    let ratio = |i: usize| {
-        rounds
+    let mean = |i: usize| average(measured.iter().map(|r| r[i].clone()).collect());
+    // Each round's ratio compares neighbours in time; the median of the rounds is reported
+    // (one round disturbed by the machine does not move it), with every round in the JSON.
+    let round_ratios = |i: usize| -> Vec<f64> {
+        measured
             .iter()
             .map(|r| r[i].rps / r[0].rps.max(1.0))
-            .sum::<f64>()
-            / rounds.len() as f64
+            .collect()
     };
+    let ratio = |i: usize| median(round_ratios(i));
     let (bare, heart, heart_sampled, heart_quiet) = (mean(0), mean(1), mean(2), mean(3));
     let ratios = [1.0, ratio(1), ratio(2), ratio(3)];
     let brain = run("brain", format!("http://127.0.0.1:{BRAIN}/think"), 10, None)?;
@@ -336,6 +356,12 @@ async fn measure(secs: u64) -> anyhow::Result<Value> {
             "errors": l.errors, "requests": l.total,
             "ratio_to_bare": ratio.unwrap_or(if bare.rps > 0.0 { l.rps / bare.rps } else { 0.0 }),
         })
+    };
+    let spread = |i: usize| {
+        let r = round_ratios(i);
+        let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi, r)
     };
     let loads = vec![
         row("bare axum hello-world", &bare, Some(ratios[0])),
@@ -390,12 +416,29 @@ async fn measure(secs: u64) -> anyhow::Result<Value> {
         );
     }
     println!("\nspans received by the local OTLP sink during the run: {received}");
+    let (lo, hi, heart_rounds) = spread(1);
     println!(
-        "targets: heart ≥ 0.85 of bare → {:.2}; gateway p99 < 5 ms at 500 req/s → {:.2} ms",
+        "heart vs bare in each of {} rounds: {}",
+        heart_rounds.len(),
+        heart_rounds
+            .iter()
+            .map(|r| format!("{r:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "targets: heart ≥ 0.85 of bare → {:.2} (median of rounds, {lo:.2}–{hi:.2}); \
+         gateway p99 < 5 ms at 500 req/s → {:.2} ms",
         ratios[1], gateway.p99_ms
     );
     Ok(json!({
         "seconds_per_load": secs,
+        "rounds": rounds,
+        "ratio_to_bare_per_round": {
+            "heart": spread(1).2,
+            "heart_sampled": spread(2).2,
+            "heart_no_collector": spread(3).2,
+        },
         "loads": loads,
         "start_to_ready_ms": startup,
         "idle_rss_mib": idle_rss,
@@ -413,6 +456,13 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(vec![0.9, 0.7, 0.8]), 0.8);
+        assert!((median(vec![0.9, 0.7, 0.8, 1.0]) - 0.85).abs() < 1e-12);
+        assert_eq!(median(vec![]), 0.0);
+    }
 
     #[test]
     fn hey_output_is_parsed() {

@@ -23,7 +23,7 @@ fn usage() -> ExitCode {
         commands:\n  \
         up [--debug] [--no-build] [--smoke]   run all services locally (Ctrl-C stops)\n  \
         test [--skip-k8s]                      the whole test suite, as CI runs it\n  \
-        bench [--out FILE] [--secs N]          benchmarks against a bare axum baseline\n  \
+        bench [--out FILE] [--secs N] [--rounds N]  benchmarks against a bare axum baseline\n  \
         scenario [NAME|all] [--debug]          fault scenarios, symptom to repair to notification\n  \
         kind-up                                create a kind cluster and deploy everything\n  \
         kind-e2e                               end-to-end checks against that cluster\n";
