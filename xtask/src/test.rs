@@ -75,6 +75,19 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         "doc tests",
         &["cargo", "test", "--workspace", "--locked", "--doc"],
     ));
+    // Rustdoc's own lints (broken or private intra-doc links) on the public items.
+    steps.push(step(
+        "cargo doc -D warnings",
+        &[
+            "env",
+            "RUSTDOCFLAGS=-D warnings",
+            "cargo",
+            "doc",
+            "--workspace",
+            "--no-deps",
+            "--locked",
+        ],
+    ));
     if !skip_k8s {
         // Runs its checks, then its self-test (injected faults must be caught).
         steps.push(step("chart validation", &["bash", "ci/k8s/validate.sh"]));

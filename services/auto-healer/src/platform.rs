@@ -1,5 +1,5 @@
 //! The ports between the engine and the outside: where actions go ([`Platform`]), where guard
-//! state lives ([`StateStore`]) and who may act ([`Leadership`]). Adapters: [`crate::kube`]
+//! state lives ([`StateStore`]) and who may act ([`Leadership`]). Adapters: [`crate::k8s`]
 //! (Kubernetes) and [`crate::local`] (the local launcher).
 
 use std::sync::Arc;

@@ -25,7 +25,7 @@ pub struct Thought {
 }
 
 /// Iterates SipHash-1-3 over its own output, starting from `seed`, until `budget` has elapsed
-/// (in slices of [`SLICE`] rounds). Blocks the calling thread for `budget`: call it on a blocking
+/// (checking the clock every 256 rounds). Blocks the calling thread for `budget`: call it on a blocking
 /// thread.
 pub fn think_for(budget: Duration, seed: u64) -> Thought {
     let start = Instant::now();

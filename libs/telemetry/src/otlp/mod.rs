@@ -1,9 +1,9 @@
-//! The OTLP span exporter: spans encoded by [`wire`] straight from the SDK's `SpanData`, sent
+//! The OTLP span exporter: spans encoded (module `wire`) straight from the SDK's `SpanData`, sent
 //! over gRPC (tonic) or http/protobuf (reqwest).
 //!
 //! `opentelemetry-otlp`'s span exporter copies every span into generated structs before
 //! encoding them, which on a service exporting a span per request costs more CPU than the
-//! request itself; this one writes the same bytes without the copy (see [`wire`]). It speaks
+//! request itself; this one writes the same bytes without the copy (see `wire.rs`). It speaks
 //! the same protocol to the same endpoints with the same settings (`OTEL_EXPORTER_OTLP_*`
 //! endpoint, protocol, headers and timeout). Logs still go through `opentelemetry-otlp`.
 
