@@ -718,6 +718,23 @@ async fn readiness_flap(w: &World) -> Outcome {
     o.expect(repairs >= 1, "brain was never restarted");
     o.figures
         .insert("repairs_before_flap_stop".into(), json!(repairs));
+    // What the healer made of each alert about brain, in order (why repairs did or did not count).
+    let results: Vec<String> = w
+        .actions_about("brain", &since)
+        .await
+        .iter()
+        .map(|a| {
+            format!(
+                "{}{}",
+                a["result"].as_str().unwrap_or("?"),
+                a["guard"]
+                    .as_str()
+                    .map(|g| format!(" ({g})"))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    o.figures.insert("healer_results".into(), json!(results));
     o.action = match &escalated {
         Some(e) => format!(
             "{repairs} restart(s), then left alone: {} ({})",
