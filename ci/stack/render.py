@@ -45,8 +45,11 @@ import yaml
 # kind v0.33.0's default node image is kindest/node:v1.37.0 (its release notes); kind-config.yaml
 # pins no image, so this is the cluster `scripts/kind-up.sh` creates.
 KUBE_VERSION = "1.37.0"
-# Aggregated APIs registered by releases of helmfile.yaml (APIService objects, not CRDs).
-API_SERVICES = ["metrics.k8s.io/v1beta1", "custom.metrics.k8s.io/v1beta1"]
+# Aggregated APIs registered by releases of helmfile.yaml (APIService objects, not CRDs), and the
+# API server's own aggregation layer, which helm's built-in list lacks (it comes from client-go's
+# scheme): without it charts fall back to apiregistration.k8s.io/v1beta1, gone since 1.22.
+API_SERVICES = ["metrics.k8s.io/v1beta1", "custom.metrics.k8s.io/v1beta1", "apiregistration.k8s.io/v1",
+                "apiregistration.k8s.io/v1/APIService"]
 
 
 class RenderError(Exception):

@@ -86,6 +86,10 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- $dbs | uniq | sortAlpha | toJson }}
 {{- end }}
 
+{{- define "organism.tokens.secretName" -}}
+{{- default (printf "%s-tokens" .Release.Name) .Values.tokens.existingSecret }}
+{{- end }}
+
 {{- define "organism.postgres.secretName" -}}
 {{- default "postgres-credentials" .Values.postgresql.existingSecret }}
 {{- end }}
