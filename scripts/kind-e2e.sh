@@ -164,7 +164,7 @@ ns_forward() {
 }
 ns_forward "$NS" auto-healer 18085:8085
 ns_forward "$NS" health-monitor 18084:8084
-chaos_token="$(kubectl -n "$NS" get secret organism-chaos -o jsonpath='{.data.chaos-token}' 2>/dev/null | base64 -d || true)"
+chaos_token="$(kubectl -n "$NS" get secret organism-tokens -o jsonpath='{.data.chaos-token}' 2>/dev/null | base64 -d || true)"
 auth=()
 [ -z "$chaos_token" ] || auth=(-H "authorization: Bearer $chaos_token")
 decisions_about() { curl -fsS "http://127.0.0.1:18085/api/v1/actions?limit=200" | jq "[.actions[] | select(tostring | test(\"$1\"))] | length"; }

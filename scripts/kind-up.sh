@@ -95,7 +95,7 @@ organism is up on kind cluster "$CLUSTER".
   Mailpit        kubectl -n monitoring port-forward svc/mailpit-http 8025:80   -> http://localhost:8025
   Tempo / Loki   through Grafana Explore (or port-forward svc/tempo 3200, svc/loki 3100 in monitoring)
 
-  chaos token    kubectl -n organism get secret organism-chaos -o go-template='{{index .data "chaos-token" | base64decode}}'
+  chaos token    kubectl -n organism get secret organism-tokens -o go-template='{{index .data "chaos-token" | base64decode}}'
   end-to-end     scripts/kind-e2e.sh   (cargo xtask kind-e2e)
   tear down      kind delete cluster --name $CLUSTER
 EOF
