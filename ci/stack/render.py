@@ -24,6 +24,8 @@ local run of the rendered configuration):
                                           kube_version, api_versions}] in helmfile order
     OUTDIR/charts/                      the unpacked upstream charts
 
+`--release NAMESPACE/NAME` renders only that release (repeatable).
+
 Exit status 1 (and one line per problem on stderr) when any release fails to render.
 """
 
@@ -178,8 +180,14 @@ def crd_api_versions(chart_dirs: list[Path]) -> list[str]:
     return sorted(found)
 
 
-def render(root: Path, shared: Path, out: Path, helm: str = "helm", jobs: int = 2) -> list[dict]:
+def render(root: Path, shared: Path, out: Path, helm: str = "helm", jobs: int = 2,
+           only: list[str] | None = None) -> list[dict]:
     rels = releases(root, shared)
+    if only:
+        unknown = set(only) - {f"{r['namespace']}/{r['name']}" for r in rels}
+        if unknown:
+            raise RenderError(f"no release {', '.join(sorted(unknown))} in helmfile.yaml")
+        rels = [r for r in rels if f"{r['namespace']}/{r['name']}" in only]
     out.mkdir(parents=True, exist_ok=True)
     charts_dir = out / "charts"
     for rel in rels:
@@ -242,11 +250,12 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--helm", default=os.environ.get("HELM", "helm"))
     ap.add_argument("-j", "--jobs", type=int, default=2)
+    ap.add_argument("--release", action="append", help="only this NAMESPACE/NAME (repeatable)")
     a = ap.parse_args()
     root = a.root.resolve()
     shared = (a.shared or root / ".." / "shared").resolve()
     try:
-        index = render(root, shared, a.out.resolve(), a.helm, a.jobs)
+        index = render(root, shared, a.out.resolve(), a.helm, a.jobs, a.release)
     except RenderError as e:
         for line in str(e).splitlines():
             print(f"render: {line}", file=sys.stderr)

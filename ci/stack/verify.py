@@ -25,7 +25,11 @@ Checks (each prints PASS/FAIL lines; exit 1 on any FAIL):
               for that direction)
   rbac        least privilege: no ClusterRole of ours with workload writes, cluster-wide grants of
               the auto-healer limited to node repair, ConfigMap writes by resourceNames, per-namespace
-              Roles, no Secret read outside the allow-list, no grant the services never use
+              Roles, no Secret read outside the allow-list, no grant the services never use;
+              Grafana's sidecars on ConfigMaps of their own namespace
+  tokens      every *_TOKEN env of ours is a required reference to a rendered Secret key; every
+              Alertmanager webhook to our services sends, from a mounted rendered Secret, the same
+              token the receiver reads
 """
 
 from __future__ import annotations
@@ -1091,11 +1095,96 @@ def merge_grants(a: dict, b: dict) -> dict:
     return out
 
 
+# ------------------------------------------------------------------------------------ tokens
+
+AM_SECRET_PATH = re.compile(r"/etc/alertmanager/secrets/([^/\s]+)/([^\s\"']+)")
+
+
+def secret_data(o: Obj) -> dict:
+    out = {k: base64.b64decode(v).decode() for k, v in (o.doc.get("data") or {}).items()}
+    out.update(o.doc.get("stringData") or {})
+    return out
+
+
+def check_tokens(st: Stack, r) -> None:
+    """Closed by default: every *_TOKEN env comes from a rendered Secret key through a required
+    reference; Alertmanager's credentials_file paths name a key of a Secret it mounts, rendered in
+    its namespace, and holding the same value as the token the receiving service reads."""
+    problems = []
+    secrets = {(o.ns, o.name): o for o in st.of("Secret")}
+    token_of = {}  # (service workload, env) -> value
+    n = 0
+    for o in st.objs:
+        if o.release not in OURS or o.kind not in WORKLOADS:
+            continue
+        for c in o.doc["spec"]["template"]["spec"].get("containers") or []:
+            for e in c.get("env") or []:
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if not e["name"].endswith("_TOKEN"):
+                    continue
+                n += 1
+                if ref is None:
+                    problems.append(f"{o.ref()}: {e['name']} is not read from a Secret")
+                    continue
+                if ref.get("optional"):
+                    problems.append(f"{o.ref()}: {e['name']} is an optional secret reference (the service would run open)")
+                sec = secrets.get((o.ns, ref["name"]))
+                if sec is None:
+                    problems.append(f"{o.ref()}: {e['name']} reads Secret {o.ns}/{ref['name']}, which no release renders")
+                    continue
+                data = secret_data(sec)
+                if ref["key"] not in data:
+                    problems.append(f"{o.ref()}: {e['name']} reads key {ref['key']} of {sec.ref()}, which has {sorted(data)}")
+                    continue
+                token_of[(o.name, e["name"])] = data[ref["key"]]
+    receivers = {"auto-healer": "AUTO_HEALER_TOKEN", "alert-service": "ALERT_SERVICE_TOKEN"}
+    for am in st.of("Alertmanager"):
+        mounted = set((am.doc.get("spec") or {}).get("secrets") or [])
+        for name in mounted:
+            if (am.ns, name) not in secrets:
+                problems.append(f"{am.ref()}: mounts Secret {name}, which no release renders in {am.ns}")
+        cfg = next((o for o in st.of("Secret") if o.ns == am.ns and "alertmanager.yaml" in (o.doc.get("data") or {})), None)
+        if cfg is None:
+            problems.append(f"{am.ref()}: no rendered configuration Secret")
+            continue
+        conf = yaml.safe_load(secret_data(cfg)["alertmanager.yaml"]) or {}
+        for rcv in conf.get("receivers") or []:
+            for wh in rcv.get("webhook_configs") or []:
+                n += 1
+                url = wh.get("url", "")
+                auth = ((wh.get("http_config") or {}).get("authorization") or {})
+                path = auth.get("credentials_file", "")
+                target = next((svc for svc in receivers if f"//{svc}." in url), None)
+                if target is None:
+                    continue
+                m = AM_SECRET_PATH.fullmatch(path) if path else None
+                if not m:
+                    problems.append(f"receiver {rcv['name']}: webhook {url} sends no bearer token from a mounted Secret")
+                    continue
+                sname, key = m.groups()
+                if sname not in mounted:
+                    problems.append(f"receiver {rcv['name']}: {path}: Secret {sname} is not in alertmanagerSpec.secrets")
+                    continue
+                sec = secrets.get((am.ns, sname))
+                if sec is None:
+                    continue
+                data = secret_data(sec)
+                if key not in data:
+                    problems.append(f"receiver {rcv['name']}: {path}: Secret {am.ns}/{sname} has no key {key} ({sorted(data)})")
+                    continue
+                want = token_of.get((target, receivers[target]))
+                if want is None:
+                    problems.append(f"receiver {rcv['name']}: {target} reads no {receivers[target]}")
+                elif data[key] != want:
+                    problems.append(f"receiver {rcv['name']}: {path} holds another token than {target}'s {receivers[target]}")
+    report(r, "tokens", problems, f"{n} token references required and wired; Alertmanager sends the tokens the receivers expect")
+
+
 # ------------------------------------------------------------------------------------ driver
 
 CHECKS = {"schema": check_schema, "monitors": check_monitors, "selectors": check_selectors,
           "urls": check_urls, "grafana": check_grafana, "hpa": check_hpa, "netpol": check_netpol,
-          "rbac": check_rbac}
+          "rbac": check_rbac, "tokens": check_tokens}
 
 
 class Report:
@@ -1308,6 +1397,26 @@ def mut_grafana_all_ns(st):
     raise Fail("self-test: no Grafana sidecar")
 
 
+def mut_token_optional(st):
+    for e in deployment_container(st, "heart")["env"]:
+        if e["name"] == "CHAOS_TOKEN":
+            e["valueFrom"]["secretKeyRef"]["optional"] = True
+            return
+    raise Fail("self-test: heart has no CHAOS_TOKEN")
+
+
+def mut_am_token_key(st):
+    mut_secret_am(st, "alertmanager-webhook-tokens/auto-healer", "alertmanager-webhook-tokens/autohealer")
+
+
+def mut_am_token_value(st):
+    for o in st.of("Secret"):
+        if o.name == "alertmanager-webhook-tokens":
+            o.doc["data"]["alert-service"] = base64.b64encode(b"stale-token").decode()
+            return
+    raise Fail("self-test: no alertmanager-webhook-tokens Secret")
+
+
 FAULTS = [
     # (name, check, text the FAIL line must contain, mutation)
     ("unknown field in a Deployment", "schema", "resourcez", mut_unknown_field),
@@ -1345,6 +1454,9 @@ FAULTS = [
     ("health-monitor granted a kind it does not watch", "rbac", "list apps/replicasets", mut_rbac_unused),
     ("Grafana sidecar reads Secrets", "rbac", "reads Secrets", mut_grafana_secrets),
     ("Grafana sidecar searches every namespace", "rbac", "NAMESPACE='ALL'", mut_grafana_all_ns),
+    ("chaos token reference made optional", "tokens", "CHAOS_TOKEN is an optional secret reference", mut_token_optional),
+    ("Alertmanager reads a token key the Secret lacks", "tokens", "has no key autohealer", mut_am_token_key),
+    ("Alertmanager's token differs from alert-service's", "tokens", "holds another token than alert-service", mut_am_token_value),
 ]
 
 

@@ -2,7 +2,8 @@
 //!
 //! Installs the real test peers when missing (quietly when they are there), then runs
 //! formatting, clippy with warnings denied, every test of the workspace, the offline chart and
-//! stack validation with their self-tests, and a smoke run of `cargo xtask up`.
+//! stack validation with their self-tests (including the render of every helmfile.yaml release
+//! from the upstream charts and the checks on it), and a smoke run of `cargo xtask up`.
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -95,6 +96,16 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         steps.push(step(
             "stack validation self-test",
             &["bash", "ci/stack/validate.sh", "--self-test"],
+        ));
+        // Every helmfile.yaml release rendered from ../shared/charts (once; the self-test
+        // reuses the render) and checked across releases, then the injected breakages.
+        steps.push(step(
+            "stack render + verify",
+            &["bash", "ci/stack/verify.sh"],
+        ));
+        steps.push(step(
+            "stack render + verify self-test",
+            &["bash", "ci/stack/verify.sh", "--self-test"],
         ));
     }
     steps.push(step(
