@@ -9,8 +9,14 @@
 #    k8s/values/organism-kind.yaml)
 # 4. wait for every workload, bounded; print the URLs and Grafana's admin credentials
 #
-# Environment: KIND_CLUSTER_NAME (default: the name in kind-config.yaml), WAIT_TIMEOUT (s, 600).
+# Environment: KIND_CLUSTER_NAME (default: the name in kind-config.yaml), WAIT_TIMEOUT (s, 600),
+# SKIP_MEMORY_CHECK=1 (create the cluster even when Docker has less memory than the budget).
 set -euo pipefail
+
+# Memory the Docker engine needs (docs/cluster.md "Resource budget"): the stack's memory requests
+# with every HPA at its maxReplicas plus kind's control plane, kubelets and CoreDNS, rounded up to
+# 512 MiB. ci/stack/validate.sh recomputes it from the values and fails when this line is stale.
+DOCKER_MEMORY_MIN_MIB=4096
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -31,6 +37,23 @@ if [ "${#missing[@]}" -gt 0 ]; then
   die "missing: ${missing[*]}. Needed: Docker (engine running), kind >= 0.27, kubectl, helm >= 3.14 (or 4), helmfile >= 1.0. See docs/cluster.md."
 fi
 docker info >/dev/null 2>&1 || die "the Docker engine is not running (docker info failed)"
+# The Docker engine's memory (Docker Desktop / colima: the VM's): every kind node is a container
+# sharing it, and pods that do not fit stay Pending or get OOM-killed.
+docker_mem_bytes="$(docker info --format '{{.MemTotal}}' 2>/dev/null || echo 0)"
+case "$docker_mem_bytes" in ''|*[!0-9]*) docker_mem_bytes=0 ;; esac
+docker_mem_mib=$((docker_mem_bytes / 1024 / 1024))
+if [ "$docker_mem_mib" -lt "$DOCKER_MEMORY_MIN_MIB" ]; then
+  msg="the Docker engine has ${docker_mem_mib} MiB of memory; the stack needs ${DOCKER_MEMORY_MIN_MIB} MiB"
+  msg="$msg (memory requests with every HPA at its maximum, plus kind itself: docs/cluster.md, Resource budget)."
+  msg="$msg Give Docker more memory (Docker Desktop: Settings > Resources > Memory; colima: colima start --memory N)"
+  if [ "${SKIP_MEMORY_CHECK:-0}" = 1 ]; then
+    printf 'kind-up: warning: %s; going on (SKIP_MEMORY_CHECK=1)\n' "$msg" >&2
+  else
+    die "$msg, or set SKIP_MEMORY_CHECK=1 to try anyway."
+  fi
+else
+  printf 'kind-up: Docker engine memory %s MiB (needs %s MiB)\n' "$docker_mem_mib" "$DOCKER_MEMORY_MIN_MIB"
+fi
 grep -q "image:" k8s/values/organism-kind.yaml || die "k8s/values/organism-kind.yaml missing"
 [ -f docker/Dockerfile ] || die "docker/Dockerfile missing"
 

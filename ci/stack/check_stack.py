@@ -1050,8 +1050,11 @@ def budget_rows(st: Stack) -> tuple[list[dict], list[str]]:
             merged = helm_merge(dflt, svc)
             auto = merged.get("autoscaling") or {}
             reps = auto.get("minReplicas", 1) if auto.get("enabled") else merged.get("replicas", 1)
-            rows.append(row_of(f"organism: {name}", merged.get("resources") or {}, int(reps), problems,
-                               f"{ov.relative_to(st.root)} services.{name}"))
+            row = row_of(f"organism: {name}", merged.get("resources") or {}, int(reps), problems,
+                         f"{ov.relative_to(st.root)} services.{name}")
+            if auto.get("enabled"):
+                row["max_count"] = int(auto.get("maxReplicas", reps))
+            rows.append(row)
         pg = o.get("postgresql") or {}
         if pg.get("enabled"):
             rows.append(row_of("organism: postgresql", pg.get("resources") or {}, 1, problems, "postgresql.resources"))
@@ -1065,24 +1068,47 @@ def row_of(name, res, count, problems, where, per_node=False) -> dict:
     for k, d in (("memory", req), ("cpu", req), ("memory", lim), ("cpu", lim)):
         if k not in d:
             problems.append(f"{name}: no {'requests' if d is req else 'limits'}.{k} ({where})")
-    return {"name": name, "count": count, "per_node": per_node,
+    return {"name": name, "count": count, "max_count": count, "per_node": per_node,
             "req": mib(req["memory"]) if "memory" in req else 0.0,
             "lim": mib(lim["memory"]) if "memory" in lim else 0.0,
             "cpu_req": req.get("cpu", "-"), "cpu_lim": lim.get("cpu", "-")}
 
 
+def budget_totals(rows: list[dict]) -> dict:
+    return {"req": sum(r["req"] * r["count"] for r in rows),
+            "lim": sum(r["lim"] * r["count"] for r in rows),
+            "req_max": sum(r["req"] * r["max_count"] for r in rows),
+            "lim_max": sum(r["lim"] * r["max_count"] for r in rows)}
+
+
+def docker_memory_needed(st: Stack, totals: dict) -> int:
+    """MiB the Docker engine needs: requests with every HPA at its maximum, plus kind's own
+    (control plane, kubelets, CoreDNS), rounded up to 512 MiB."""
+    need = totals["req_max"] + st.cfg["budget"]["kind_overhead_mib"]
+    return int(-(-need // 512) * 512)
+
+
 def budget_table(st: Stack) -> str:
     rows, problems = budget_rows(st)
-    lines = ["| workload | containers | memory request | memory limit | CPU request | CPU limit |",
+    lines = ["| workload | containers (HPA max) | memory request | memory limit | CPU request | CPU limit |",
              "|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         cnt = f"{r['count']}" + (" (one per node)" if r["per_node"] else "")
+        if r["max_count"] != r["count"]:
+            cnt += f" ({r['max_count']})"
         lines.append(f"| {r['name']} | {cnt} | {r['req']:.0f} Mi | {r['lim']:.0f} Mi | {r['cpu_req']} | {r['cpu_lim']} |")
-    tr = sum(r["req"] * r["count"] for r in rows)
-    tl = sum(r["lim"] * r["count"] for r in rows)
-    lines.append(f"| **total** (containers × size) | {sum(r['count'] for r in rows)} | **{tr:.0f} Mi** | {tl:.0f} Mi | | |")
+    t = budget_totals(rows)
+    n_min = sum(r["count"] for r in rows)
+    n_max = sum(r["max_count"] for r in rows)
+    lines.append(f"| **total** (containers × size) | {n_min} ({n_max}) | **{t['req']:.0f} Mi** | {t['lim']:.0f} Mi | | |")
+    lines.append(f"| **total at the HPA maxima** | {n_max} | **{t['req_max']:.0f} Mi** | {t['lim_max']:.0f} Mi | | |")
     lines.append("")
-    lines.append(f"{st.cfg['budget']['docs_marker']} **{tr:.0f} MiB** ({tr / 1024:.2f} GiB); limits add up to {tl:.0f} MiB.")
+    lines.append(f"{st.cfg['budget']['docs_marker']} **{t['req']:.0f} MiB** ({t['req'] / 1024:.2f} GiB); limits add up to {t['lim']:.0f} MiB.")
+    lines.append(f"{st.cfg['budget']['docs_marker_max']} **{t['req_max']:.0f} MiB** ({t['req_max'] / 1024:.2f} GiB); "
+                 f"limits then add up to {t['lim_max']:.0f} MiB.")
+    lines.append(f"Docker engine memory `scripts/kind-up.sh` requires (requests at the HPA maxima + "
+                 f"{st.cfg['budget']['kind_overhead_mib']} MiB for kind's control plane, kubelets and CoreDNS, "
+                 f"rounded up to 512 MiB): **{docker_memory_needed(st, t)} MiB**.")
     for p in problems:
         lines.append(f"<!-- {p} -->")
     return "\n".join(lines)
@@ -1091,8 +1117,9 @@ def budget_table(st: Stack) -> str:
 def check_budget(st: Stack) -> None:
     rows, problems = budget_rows(st)
     missing = [p for p in problems if "no requests" in p or "no limits" in p or "not in helmfile" in p]
-    total = sum(r["req"] * r["count"] for r in rows)
-    limits = sum(r["lim"] * r["count"] for r in rows)
+    totals = budget_totals(rows)
+    total = totals["req"]
+    limits = totals["lim"]
     limit = st.cfg["budget"]["limit_mib"]
     for p in problems:
         st.r.note(p)
@@ -1114,7 +1141,22 @@ def check_budget(st: Stack) -> None:
             st.r.fail("budget in docs", f"{docs.name} says {m.group(1)} MiB, the values add up to {total:.0f} MiB "
                       "(regenerate: ci/stack/validate.sh --budget --write)")
         else:
-            st.r.ok("budget in docs", f"{docs.name} states {m.group(1)} MiB, as computed")
+            m2 = re.search(re.escape(st.cfg["budget"]["docs_marker_max"]) + r"\s*\*\*(\d+) MiB\*\*", text)
+            if not m2 or int(m2.group(1)) != round(totals["req_max"]):
+                st.r.fail("budget in docs", f"{docs.name} lacks or misstates '{st.cfg['budget']['docs_marker_max']} "
+                          f"**{totals['req_max']:.0f} MiB**' (regenerate: ci/stack/validate.sh --budget --write)")
+            else:
+                st.r.ok("budget in docs", f"{docs.name} states {m.group(1)} MiB, {m2.group(1)} MiB at the HPA maxima, as computed")
+    need = docker_memory_needed(st, totals)
+    kind_up = st.root / "scripts" / "kind-up.sh"
+    if kind_up.is_file():
+        m = re.search(r"^DOCKER_MEMORY_MIN_MIB=(\d+)", kind_up.read_text(encoding="utf-8"), re.M)
+        if not m or int(m.group(1)) != need:
+            st.r.fail("budget in kind-up.sh", f"scripts/kind-up.sh must say DOCKER_MEMORY_MIN_MIB={need} "
+                      f"(requests at the HPA maxima {totals['req_max']:.0f} MiB + kind's "
+                      f"{st.cfg['budget']['kind_overhead_mib']} MiB), has {m.group(1) if m else 'none'}")
+        else:
+            st.r.ok("budget in kind-up.sh", f"kind-up.sh requires {need} MiB of Docker memory, as computed")
     else:
         st.r.fail("budget in docs", f"{docs} missing")
 

@@ -15,7 +15,8 @@
 # pipelines; Grafana datasources and dashboards (UIDs, PromQL via promtool, metric names); the
 # dashboard ConfigMaps (helm template); in-cluster URLs; Alertmanager config (amtool check-config,
 # route tests, inhibition against a real Alertmanager: ci/stack/alertmanager-tests.yaml); the
-# resource budget and the number docs/cluster.md states.
+# resource budget (at the minimum and with every HPA at its maximum), the numbers docs/cluster.md
+# states and the Docker memory scripts/kind-up.sh requires.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -67,7 +68,8 @@ copy_inputs() { # copy_inputs DEST: the files the checks read, symlinks kept
   mkdir -p "$dest"
   for p in helmfile.yaml kind-config.yaml .yamllint.yaml docs/CONTRACTS.md docs/cluster.md \
            k8s/values k8s/dashboards k8s/charts/organism-dashboards k8s/charts/organism/values.yaml \
-           ci/stack/stack.yaml ci/stack/freeform.yaml ci/stack/alertmanager-tests.yaml; do
+           ci/stack/stack.yaml ci/stack/freeform.yaml ci/stack/alertmanager-tests.yaml \
+           scripts/kind-up.sh; do
     [ -e "$ROOT/$p" ] || continue
     mkdir -p "$dest/$(dirname "$p")"
     cp -a "$ROOT/$p" "$dest/$p"
@@ -122,7 +124,10 @@ add_fault "dashboard queries a metric nobody exports" \
   "sed -i 's/rate(heart_beats_total{/rate(heart_beat_total{/' k8s/dashboards/organism-overview.json"
 add_fault "docs state a stale memory budget" \
   "budget in docs|the values add up to" \
-  "edit $KPS \"d['prometheus']['prometheusSpec']['resources']['requests']['memory'] = '1Gi'\""
+  "edit $KPS \"d['prometheus']['prometheusSpec']['resources']['requests']['memory'] = '480Mi'\""
+add_fault "kind-up.sh asks Docker for less memory than the HPA maxima need" \
+  "budget in kind-up.sh|must say DOCKER_MEMORY_MIN_MIB=" \
+  "sed -i 's/^DOCKER_MEMORY_MIN_MIB=.*/DOCKER_MEMORY_MIN_MIB=2048/' scripts/kind-up.sh"
 
 start=$SECONDS
 echo "self-test: baseline (clean copy must pass)"
