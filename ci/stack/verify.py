@@ -490,6 +490,8 @@ def url_sources(st: Stack):
 def resolve_host(st: Stack, host: str, own_ns: str):
     """(namespace, service) of an in-cluster host name, or None when it is not one."""
     h = host.lower().rstrip(".")
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", h):
+        return None  # placeholders (${env:MY_POD_IP}), addresses with odd characters
     if h.endswith(".cluster.local"):
         h = h[: -len(".cluster.local")]
     if h.endswith(".svc"):
@@ -505,6 +507,16 @@ def resolve_host(st: Stack, host: str, own_ns: str):
     return None
 
 
+def dicts_of(value):
+    if isinstance(value, dict):
+        yield value
+        for v in value.values():
+            yield from dicts_of(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from dicts_of(v)
+
+
 def check_urls(st: Stack, r) -> None:
     services = {(ns, name): s for ns, name, s in st.services()}
     problems, seen = [], set()
@@ -518,12 +530,22 @@ def check_urls(st: Stack, r) -> None:
             if any(m["host"] == h for h, _, _ in found):
                 continue
             found.append((m["host"], int(m["port"]) if m["port"] else None, m.group(0)))
+        # host + port given apart in a YAML config (e.g. alert-service's smtp: {host, port})
+        if o.kind == "ConfigMap" and ("host:" in text and "port:" in text):
+            try:
+                cfg = yaml.safe_load(text)
+            except yaml.YAMLError:
+                cfg = None
+            for d in dicts_of(cfg):
+                h, pt = d.get("host"), d.get("port")
+                if isinstance(h, str) and isinstance(pt, int):
+                    found = [f for f in found if f[0] != h] + [(h, pt, f"host {h} port {pt}")]
         for host, port, literal in found:
             target = resolve_host(st, host, o.ns or "default")
             if not target:
                 continue
-            # single-label hosts only count in a URL with a scheme, and never template placeholders
-            if "." not in host and "://" not in literal:
+            # single-label hosts only count in a URL with a scheme
+            if "." not in host and "://" not in literal and not literal.startswith("host "):
                 continue
             n += 1
             key = (o.ref(), where, literal)
@@ -1440,6 +1462,8 @@ FAULTS = [
      lambda st: [c["args"].__setitem__(i, a.replace("kube-prometheus-stack-prometheus.monitoring", "prometheus.monitoring"))
                  for c in find(st, "Deployment", "prometheus-adapter", MON).doc["spec"]["template"]["spec"]["containers"]
                  for i, a in enumerate(c.get("args") or [])]),
+    ("alert-service's SMTP port is not mailpit's", "urls", "host mailpit.monitoring.svc port 2525",
+     lambda st: replace_in_cm(st, "alert-service-config", APP, "port: 1025", "port: 2525")),
     ("dashboard panel names a missing datasource UID", "grafana", "'no-such-datasource'", mut_dashboard_uid),
     ("Loki derived field links to a missing datasource", "grafana", "'jaeger'", mut_datasource_xlink),
     ("HPA metric no adapter rule produces", "hpa", "heart_beats_per_minute", mut_hpa_metric),
