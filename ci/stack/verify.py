@@ -1142,14 +1142,16 @@ def check_tokens(st: Stack, r) -> None:
         for c in o.doc["spec"]["template"]["spec"].get("containers") or []:
             for e in c.get("env") or []:
                 ref = (e.get("valueFrom") or {}).get("secretKeyRef")
+                if ref and ref.get("optional"):
+                    problems.append(f"{o.ref()}: {e['name']} is an optional secret reference "
+                                    "(a missing Secret must stop the pod, not go unnoticed)")
+                    continue
                 if not e["name"].endswith("_TOKEN"):
                     continue
                 n += 1
                 if ref is None:
                     problems.append(f"{o.ref()}: {e['name']} is not read from a Secret")
                     continue
-                if ref.get("optional"):
-                    problems.append(f"{o.ref()}: {e['name']} is an optional secret reference (the service would run open)")
                 sec = secrets.get((o.ns, ref["name"]))
                 if sec is None:
                     problems.append(f"{o.ref()}: {e['name']} reads Secret {o.ns}/{ref['name']}, which no release renders")
