@@ -998,6 +998,9 @@ HEALTH_MONITOR_CLUSTER = {("", "pods"): {"list", "watch"}, ("", "nodes"): {"list
                           ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
                           ("autoscaling", "horizontalpodautoscalers"): {"list", "watch"}}
 ALERT_SERVICE_NS = {("", "pods"): {"get"}, ("", "pods/log"): {"get"}, ("", "events"): {"list"}}
+BROAD_ROLES = {"cluster-admin", "admin", "edit", "view"}
+# Roles the API server itself provides (bound by metrics-server and prometheus-adapter).
+SYSTEM_ROLE_PREFIXES = ("system:", "extension-apiserver-authentication-reader")
 ALLOWED = {
     "auto-healer": {"cluster": AUTO_HEALER_CLUSTER, "namespace": AUTO_HEALER_NS, "own": AUTO_HEALER_OWN},
     "health-monitor": {"cluster": HEALTH_MONITOR_CLUSTER, "namespace": {}, "own": {}},
@@ -1091,7 +1094,15 @@ def check_rbac(st: Stack, r) -> None:
             for v in verbs:
                 if (g, res, v, app_ns) not in granted["ns"]:
                     problems.append(f"{sa}: needs {v} {g or 'core'}/{res} in {app_ns}, not granted")
-    # 4. Grafana's sidecars: ConfigMaps of Grafana's own namespace only
+    # 4. every binding of every release: a rendered role or a built-in system role; never one of
+    #    the broad user-facing roles
+    for b, role, scope, subs in bindings_of(st):
+        rr = b.doc["roleRef"]
+        if rr["name"] in BROAD_ROLES:
+            problems.append(f"{b.ref()}: binds {rr['kind']} {rr['name']}")
+        elif role is None and not rr["name"].startswith(SYSTEM_ROLE_PREFIXES):
+            problems.append(f"{b.ref()}: binds {rr['kind']} {rr['name']}, which no release renders")
+    # 5. Grafana's sidecars: ConfigMaps of Grafana's own namespace only
     n_side = 0
     for o in st.of("Deployment"):
         if "grafana" not in o.name:
@@ -1441,6 +1452,11 @@ def mut_am_token_value(st):
     raise Fail("self-test: no alertmanager-webhook-tokens Secret")
 
 
+def mut_bind_cluster_admin(st):
+    b = find(st, "ClusterRoleBinding", "organism-health-monitor")
+    b.doc["roleRef"]["name"] = "cluster-admin"
+
+
 FAULTS = [
     # (name, check, text the FAIL line must contain, mutation)
     ("unknown field in a Deployment", "schema", "resourcez", mut_unknown_field),
@@ -1479,6 +1495,7 @@ FAULTS = [
     ("auto-healer ConfigMap writes without resourceNames", "rbac", "not limited by resourceNames", mut_rbac_cm_any),
     ("health-monitor granted a kind it does not watch", "rbac", "list apps/replicasets", mut_rbac_unused),
     ("Grafana sidecar reads Secrets", "rbac", "reads Secrets", mut_grafana_secrets),
+    ("health-monitor bound to cluster-admin", "rbac", "binds ClusterRole cluster-admin", mut_bind_cluster_admin),
     ("Grafana sidecar searches every namespace", "rbac", "NAMESPACE='ALL'", mut_grafana_all_ns),
     ("chaos token reference made optional", "tokens", "CHAOS_TOKEN is an optional secret reference", mut_token_optional),
     ("Alertmanager reads a token key the Secret lacks", "tokens", "has no key autohealer", mut_am_token_key),
