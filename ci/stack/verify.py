@@ -778,8 +778,9 @@ def np_allowed(st: Stack, src: Endpoint, dst: Endpoint, port: int, proto: str) -
 
 
 def np_peer_ok(peers: list | None, policy_ns: str, ep: Endpoint) -> bool:
-    if peers is None or peers == []:
-        return peers is None or False if peers == [] else True
+    """A rule's from/to: empty or missing matches every peer (NetworkPolicy API)."""
+    if not peers:
+        return True
     return any(np_peer_matches(pe, policy_ns, ep) for pe in peers)
 
 
