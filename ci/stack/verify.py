@@ -808,8 +808,8 @@ REQUIRED_FLOWS = (
     + [(f"pod:{APP}/brain", f"svc:{APP}/heart:8081", "brain -> heart")]
     + [(f"pod:{APP}/{s}", f"svc:{MON}/opentelemetry-collector:4317", "OTLP to the collector")
        for s in ORGANS + NERVES]
-    + [(f"pod:{APP}/{s}", f"svc:kube-system/kube-dns:53/UDP", "DNS") for s in ORGANS + NERVES]
-    + [(f"pod:{APP}/{s}", f"svc:kube-system/kube-dns:53", "DNS over TCP") for s in ORGANS + NERVES]
+    + [(f"pod:{APP}/{s}", "svc:kube-system/kube-dns:53/UDP", "DNS") for s in ORGANS + NERVES]
+    + [(f"pod:{APP}/{s}", "svc:kube-system/kube-dns:53", "DNS over TCP") for s in ORGANS + NERVES]
     + [(f"pod:{MON}/opentelemetry-collector", f"svc:{MON}/loki:3100", "collector -> Loki"),
        (f"pod:{MON}/opentelemetry-collector", f"svc:{MON}/tempo:4317", "collector -> Tempo"),
        (f"pod:{MON}/opentelemetry-collector", f"svc:{MON}/kube-prometheus-stack-prometheus:9090",
