@@ -3,7 +3,9 @@
 # (ci/stack/verify.py): schemas, monitors, Prometheus selectors, URLs, Grafana UIDs, the HPA's
 # metric, the NetworkPolicy flow matrix, least-privilege RBAC, tokens.
 #
-#   ci/stack/verify.sh              render + every check (exit 1 on a render failure or any FAIL)
+#   ci/stack/verify.sh              render + every check (exit 1 on a render failure or any FAIL);
+#                                   also renders our two charts with helm 3 (helmfile's own) and
+#                                   requires the same objects as with helm 4
 #   ci/stack/verify.sh --self-test  inject each breakage into a copy of the render; each must be
 #                                   caught by its check, and the clean render must pass
 #
@@ -58,6 +60,32 @@ else
 fi
 
 rc=0
+if [ "$mode" = check ]; then
+  # Our own charts with helm 3 too (users' helmfile may drive either): same objects as helm 4.
+  ensure_helmfile
+  h3="$(mktemp -d "${TMPDIR:-/tmp}/render-helm3.XXXXXX")"
+  if "$PY" "$HERE/render.py" --root "$ROOT" --shared "$SHARED_DIR" --out "$h3" --helm "$ORGANISM_TOOLS/bin/helm3" \
+       --release organism/organism --release monitoring/organism-dashboards >/dev/null \
+     && "$PY" - "$RENDER_DIR" "$h3" "$HERE" <<'PYEOF'
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from render import load_docs
+a, b = Path(sys.argv[1]), Path(sys.argv[2])
+bad = 0
+for rel in json.loads((b / "index.json").read_text()):
+    ids = lambda d: sorted((x["kind"], (x.get("metadata") or {}).get("namespace", ""), x["metadata"]["name"])
+                           for x in load_docs((d / rel["file"]).read_text()))
+    if ids(a) != ids(b):
+        bad = 1
+        print(f"FAIL  helm3: {rel['namespace']}/{rel['name']} renders other objects with helm 3 than with helm 4")
+if not bad:
+    print("PASS  helm3: our charts render the same objects with helm 3 (helmfile's) as with helm 4")
+sys.exit(bad)
+PYEOF
+  then :; else rc=1; echo "FAIL  helm3: our charts do not render with helm 3 (see above)"; fi
+  rm -rf "$h3"
+fi
 if [ "$mode" = self-test ]; then
   # The render itself: a copy of helmfile.yaml + k8s/ with one fault each; render.py must fail
   # and say why.
@@ -85,5 +113,6 @@ if [ "$mode" = self-test ]; then
 else
   "$PY" "$HERE/verify.py" --render "$RENDER_DIR" --shared "$SHARED_DIR" || rc=1
 fi
+[ "$rc" -eq 0 ] || echo "verify: FAILED" >&2
 echo "verify.sh: $((SECONDS - start)) s"
 exit "$rc"
