@@ -27,6 +27,8 @@ Checks (each prints PASS/FAIL lines; exit 1 on any FAIL):
               the auto-healer limited to node repair, ConfigMap writes by resourceNames, per-namespace
               Roles, no Secret read outside the allow-list, no grant the services never use;
               Grafana's sidecars on ConfigMaps of their own namespace
+  resources   every container (and the operator's Prometheus/Alertmanager pods) has memory and CPU
+              requests and a memory limit
   tokens      every *_TOKEN env of ours is a required reference to a rendered Secret key; every
               Alertmanager webhook to our services sends, from a mounted rendered Secret, the same
               token the receiver reads
@@ -1216,11 +1218,41 @@ def check_tokens(st: Stack, r) -> None:
     report(r, "tokens", problems, f"{n} token references required and wired; Alertmanager sends the tokens the receivers expect")
 
 
+# ------------------------------------------------------------------------------------ resources
+
+
+def check_resources(st: Stack, r) -> None:
+    """Every container of every release (and the pods the operator makes from the Prometheus and
+    Alertmanager resources) has memory and CPU requests and a memory limit: the budget in
+    docs/cluster.md counts on it."""
+    problems = []
+    n = 0
+
+    def need(where: str, res: dict | None) -> None:
+        nonlocal n
+        n += 1
+        res = res or {}
+        for k, key in (("requests", "memory"), ("requests", "cpu"), ("limits", "memory")):
+            if key not in (res.get(k) or {}):
+                problems.append(f"{where}: no {k}.{key}")
+
+    for o in st.objs:
+        if is_test_hook(o):
+            continue
+        if o.kind in WORKLOADS:
+            spec = o.doc["spec"]["template"]["spec"]
+            for c in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+                need(f"{o.ref()} container {c['name']}", c.get("resources"))
+        elif o.kind in ("Prometheus", "Alertmanager"):
+            need(f"{o.ref()} spec.resources", (o.doc.get("spec") or {}).get("resources"))
+    report(r, "resources", problems, f"{n} containers with memory/CPU requests and a memory limit")
+
+
 # ------------------------------------------------------------------------------------ driver
 
 CHECKS = {"schema": check_schema, "monitors": check_monitors, "selectors": check_selectors,
           "urls": check_urls, "grafana": check_grafana, "hpa": check_hpa, "netpol": check_netpol,
-          "rbac": check_rbac, "tokens": check_tokens}
+          "rbac": check_rbac, "tokens": check_tokens, "resources": check_resources}
 
 
 class Report:
@@ -1458,6 +1490,11 @@ def mut_bind_cluster_admin(st):
     b.doc["roleRef"]["name"] = "cluster-admin"
 
 
+def mut_no_limits(st):
+    for c in find(st, "StatefulSet", "tempo", MON).doc["spec"]["template"]["spec"]["containers"]:
+        (c.get("resources") or {}).pop("limits", None)
+
+
 FAULTS = [
     # (name, check, text the FAIL line must contain, mutation)
     ("unknown field in a Deployment", "schema", "resourcez", mut_unknown_field),
@@ -1498,6 +1535,7 @@ FAULTS = [
     ("Grafana sidecar reads Secrets", "rbac", "reads Secrets", mut_grafana_secrets),
     ("health-monitor bound to cluster-admin", "rbac", "binds ClusterRole cluster-admin", mut_bind_cluster_admin),
     ("Grafana sidecar searches every namespace", "rbac", "NAMESPACE='ALL'", mut_grafana_all_ns),
+    ("tempo without limits", "resources", "StatefulSet monitoring/tempo [monitoring/tempo] container tempo: no limits.memory", mut_no_limits),
     ("chaos token reference made optional", "tokens", "CHAOS_TOKEN is an optional secret reference", mut_token_optional),
     ("Alertmanager reads a token key the Secret lacks", "tokens", "has no key autohealer", mut_am_token_key),
     ("Alertmanager's token differs from alert-service's", "tokens", "holds another token than alert-service", mut_am_token_value),
