@@ -1097,7 +1097,17 @@ def check_rbac(st: Stack, r) -> None:
             for v in verbs:
                 if (g, res, v, app_ns) not in granted["ns"]:
                     problems.append(f"{sa}: needs {v} {g or 'core'}/{res} in {app_ns}, not granted")
-    # 4. every binding of every release: a rendered role or a built-in system role; never one of
+    # 4. only the services that call the API server get a ServiceAccount token in their pods
+    sa_auto = {(o.ns, o.name): o.doc.get("automountServiceAccountToken", True) for o in st.of("ServiceAccount")}
+    for o in st.objs:
+        if o.release not in OURS or o.kind not in WORKLOADS:
+            continue
+        spec = o.doc["spec"]["template"]["spec"]
+        sa = spec.get("serviceAccountName") or "default"
+        mounted = spec.get("automountServiceAccountToken", sa_auto.get((o.ns, sa), True))
+        if mounted and sa not in ALLOWED:
+            problems.append(f"{o.ref()}: mounts a ServiceAccount token ({sa}) but makes no API calls")
+    # 5. every binding of every release: a rendered role or a built-in system role; never one of
     #    the broad user-facing roles
     for b, role, scope, subs in bindings_of(st):
         rr = b.doc["roleRef"]
@@ -1105,7 +1115,7 @@ def check_rbac(st: Stack, r) -> None:
             problems.append(f"{b.ref()}: binds {rr['kind']} {rr['name']}")
         elif role is None and not rr["name"].startswith(SYSTEM_ROLE_PREFIXES):
             problems.append(f"{b.ref()}: binds {rr['kind']} {rr['name']}, which no release renders")
-    # 5. Grafana's sidecars: ConfigMaps of Grafana's own namespace only
+    # 6. Grafana's sidecars: ConfigMaps of Grafana's own namespace only
     n_side = 0
     for o in st.of("Deployment"):
         if "grafana" not in o.name:
@@ -1495,6 +1505,10 @@ def mut_no_limits(st):
         (c.get("resources") or {}).pop("limits", None)
 
 
+def mut_organ_token(st):
+    find(st, "Deployment", "heart", APP).doc["spec"]["template"]["spec"]["automountServiceAccountToken"] = True
+
+
 FAULTS = [
     # (name, check, text the FAIL line must contain, mutation)
     ("unknown field in a Deployment", "schema", "resourcez", mut_unknown_field),
@@ -1533,6 +1547,7 @@ FAULTS = [
     ("auto-healer ConfigMap writes without resourceNames", "rbac", "not limited by resourceNames", mut_rbac_cm_any),
     ("health-monitor granted a kind it does not watch", "rbac", "list apps/replicasets", mut_rbac_unused),
     ("Grafana sidecar reads Secrets", "rbac", "reads Secrets", mut_grafana_secrets),
+    ("heart mounts a ServiceAccount token", "rbac", "Deployment organism/heart [organism/organism]: mounts a ServiceAccount token", mut_organ_token),
     ("health-monitor bound to cluster-admin", "rbac", "binds ClusterRole cluster-admin", mut_bind_cluster_admin),
     ("Grafana sidecar searches every namespace", "rbac", "NAMESPACE='ALL'", mut_grafana_all_ns),
     ("tempo without limits", "resources", "StatefulSet monitoring/tempo [monitoring/tempo] container tempo: no limits.memory", mut_no_limits),
