@@ -48,6 +48,7 @@ from pathlib import Path
 
 import yaml
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the sources
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render import load_docs  # noqa: E402
 
