@@ -337,7 +337,12 @@ async fn bad_bodies_are_4xx_json_naming_the_field() {
     let (s, v) = app.post(huge, None).await;
     assert_eq!(s, 413, "{v}");
     let (s, v) = app
-        .send(Request::post("/chaos").body(Body::from("{}")).unwrap())
+        .send(
+            Request::post("/chaos")
+                .header("authorization", format!("Bearer {TEST_TOKEN}"))
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
         .await;
     assert_eq!(s, 415, "{v}");
 
