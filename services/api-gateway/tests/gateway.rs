@@ -21,7 +21,10 @@ struct Reply {
 }
 
 async fn call(router: &Router, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Reply {
-    let mut req = Request::builder().method(method).uri(path);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {}", common::CHAOS_TOKEN));
     let body = match body {
         Some((content_type, bytes)) => {
             req = req.header("content-type", content_type);
