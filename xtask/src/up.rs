@@ -625,5 +625,49 @@ mod tests {
         assert!(config.contains("continue: true"));
         assert!(config.contains("127.0.0.1:8085/webhook/alertmanager"));
         assert!(config.contains("127.0.0.1:8086/webhook/alertmanager"));
+        assert!(config.contains(&format!("credentials: {}", tokens().alert_service)));
+        assert!(config.contains(&format!("credentials: {}", tokens().auto_healer)));
+    }
+
+    #[test]
+    fn every_run_has_its_own_private_tokens() {
+        let a = Tokens::generate();
+        let b = Tokens::generate();
+        let all = [
+            &a.chaos,
+            &a.admin,
+            &a.alert_service,
+            &a.auto_healer,
+            &a.launcher,
+            &a.ack_key,
+        ];
+        for t in all {
+            assert_eq!(t.len(), 64);
+            assert!(t.bytes().all(|c| c.is_ascii_hexdigit()));
+            assert_eq!(all.iter().filter(|o| **o == t).count(), 1, "distinct");
+        }
+        assert_ne!(a.chaos, b.chaos, "fresh every run");
+        assert!(!format!("{a:?}").contains(&a.chaos), "Debug redacts");
+        let names = |s: &str| -> Vec<&str> { a.env_for(s).iter().map(|(k, _)| *k).collect() };
+        assert_eq!(names("heart"), ["ADMIN_TOKEN", "CHAOS_TOKEN"]);
+        assert_eq!(
+            names("alert-service"),
+            ["ADMIN_TOKEN", "ALERT_SERVICE_TOKEN", "ACK_SIGNING_KEY"]
+        );
+        assert_eq!(
+            names("auto-healer"),
+            ["ADMIN_TOKEN", "AUTO_HEALER_TOKEN", "LAUNCHER_TOKEN"]
+        );
+
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("organism-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens.env");
+        write_private(&path, &a.env_file()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(&format!("LAUNCHER_TOKEN={}", a.launcher)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
