@@ -12,7 +12,7 @@
 //!   `brain_circuit_breaker_state` (0 closed, 1 half-open, 2 open) and the attribute
 //!   `brain.circuit_breaker.state` on the request span; the call to heart is traced.
 //! - Load is shed early, never held: at most `BRAIN_MAX_WAITING` (default 4 per core) requests
-//!   wait for a core, each at most `BRAIN_QUEUE_WAIT_MS` (default 1000); beyond either, 503
+//!   wait for a core, each at most `BRAIN_QUEUE_WAIT_MS` (default 500, so that a wait and the longest think fit in the gateway's 2 s upstream timeout); beyond either, 503
 //!   `{"error":{"code":"overloaded"}}` with `Retry-After: 1` at once.
 //! - `/chaos` (see the `chaos` crate) injects faults into `/think`; closed without `CHAOS_TOKEN`.
 //!
@@ -57,7 +57,7 @@ pub struct Config {
     /// `BRAIN_MAX_WAITING`: requests that may wait for a free core (default 4 per core); one
     /// more is shed at once with a 503.
     pub max_waiting: Option<usize>,
-    /// `BRAIN_QUEUE_WAIT_MS`: the longest a request waits for a core before a 503 (default 1000).
+    /// `BRAIN_QUEUE_WAIT_MS`: the longest a request waits for a core before a 503 (default 500).
     pub queue_wait: Duration,
 }
 
@@ -70,7 +70,7 @@ impl Default for Config {
             pulse: PulseConfig::default(),
             chaos_token: None,
             max_waiting: None,
-            queue_wait: Duration::from_millis(1000),
+            queue_wait: Duration::from_millis(500),
         }
     }
 }
