@@ -1153,6 +1153,10 @@ def secret_data(o: Obj) -> dict:
     return out
 
 
+# Credentials that are not named *_TOKEN but must come from a rendered Secret all the same.
+SECRET_ENVS = {"ACK_SIGNING_KEY"}
+
+
 def check_tokens(st: Stack, r) -> None:
     """Closed by default: every *_TOKEN env comes from a rendered Secret key through a required
     reference; Alertmanager's credentials_file paths name a key of a Secret it mounts, rendered in
@@ -1171,7 +1175,7 @@ def check_tokens(st: Stack, r) -> None:
                     problems.append(f"{o.ref()}: {e['name']} is an optional secret reference "
                                     "(a missing Secret must stop the pod, not go unnoticed)")
                     continue
-                if not e["name"].endswith("_TOKEN"):
+                if not (e["name"].endswith("_TOKEN") or e["name"] in SECRET_ENVS):
                     continue
                 n += 1
                 if ref is None:

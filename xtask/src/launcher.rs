@@ -1,6 +1,11 @@
 //! The local launcher: starts service processes, prefixes their logs, and serves a small control
 //! API (`docs/CONTRACTS.md`) through which the auto-healer restarts what crashed. It never
 //! restarts anything by itself.
+//!
+//! The control API listens on loopback only, answers only requests whose `Host` names that
+//! loopback address (no DNS rebinding), requires `Authorization: Bearer <LAUNCHER_TOKEN>` on
+//! every route, and refuses cross-site browser requests (`Origin`, `Sec-Fetch-Site`) and form or
+//! text bodies.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -311,13 +316,12 @@ pub async fn wait_http_ok(port: u16, path: &str, timeout: Duration) -> anyhow::R
 #[derive(Clone)]
 struct Control {
     launcher: Launcher,
-    token: Option<Arc<SecretString>>,
+    token: Arc<SecretString>,
+    addr: SocketAddr,
 }
 
 fn authorized(control: &Control, headers: &HeaderMap) -> bool {
-    let Some(token) = &control.token else {
-        return true;
-    };
+    let token = &control.token;
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -335,13 +339,74 @@ fn error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
-async fn act(control: Control, headers: HeaderMap, name: String, action: &'static str) -> Response {
-    if !authorized(&control, &headers) {
-        return error(
+/// Every check a control request passes before it is looked at: `Host` names the loopback
+/// address the API listens on, the request is not cross-site, a body (if any) is JSON, and the
+/// bearer token matches.
+fn admit(control: &Control, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let port = control.addr.port();
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let allowed = [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    if !allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "bad_host",
+            format!(
+                "the control API answers only Host 127.0.0.1:{port} or localhost:{port}, got {host:?}"
+            ),
+        )));
+    }
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !(site == "same-origin" || site == "none")
+    {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "cross_site",
+            format!("cross-site requests are refused (Sec-Fetch-Site {site:?})"),
+        )));
+    }
+    if let Some(origin) = headers.get("origin") {
+        let origin = origin.to_str().unwrap_or("null");
+        let same = origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.trim_end_matches('/').eq_ignore_ascii_case(host));
+        if !same {
+            return Err(Box::new(error(
+                StatusCode::FORBIDDEN,
+                "cross_site",
+                format!("cross-site requests are refused (Origin {origin:?})"),
+            )));
+        }
+    }
+    if let Some(ctype) = headers.get("content-type") {
+        let ctype = ctype.to_str().unwrap_or("");
+        if !ctype.trim_start().starts_with("application/json") {
+            return Err(Box::new(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("the control API takes no body but JSON, got {ctype:?}"),
+            )));
+        }
+    }
+    if !authorized(control, headers) {
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "a valid bearer token is required".into(),
-        );
+            "a valid bearer token (LAUNCHER_TOKEN, in .organism/tokens.env) is required".into(),
+        )));
+    }
+    Ok(())
+}
+
+async fn act(control: Control, headers: HeaderMap, name: String, action: &'static str) -> Response {
+    if let Err(refused) = admit(&control, &headers) {
+        return *refused;
     }
     if !control.launcher.knows(&name) {
         return error(
@@ -378,20 +443,42 @@ async fn act(control: Control, headers: HeaderMap, name: String, action: &'stati
     }
 }
 
-/// Serves the control API on `addr` until the runtime stops.
+/// Serves the control API on `addr` (a loopback address) until the runtime stops; every route
+/// requires `token`.
 pub async fn serve_control(
     launcher: Launcher,
     addr: SocketAddr,
-    token: Option<SecretString>,
+    token: SecretString,
 ) -> anyhow::Result<()> {
+    if !addr.ip().is_loopback() {
+        bail!("the control API listens on loopback only, not {addr}");
+    }
+    if token.expose_secret().len() < 16 {
+        bail!("the control API's token must be at least 16 characters");
+    }
     let control = Control {
         launcher,
-        token: token.map(Arc::new),
+        token: Arc::new(token),
+        addr,
     };
-    let app = Router::new()
+    let app = router(control);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("control API: cannot listen on {addr}"))?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+fn router(control: Control) -> Router {
+    Router::new()
         .route(
             "/services",
-            get(|State(c): State<Control>| async move { axum::Json(c.launcher.status()) }),
+            get(|State(c): State<Control>, h: HeaderMap| async move {
+                match admit(&c, &h) {
+                    Ok(()) => axum::Json(c.launcher.status()).into_response(),
+                    Err(refused) => *refused,
+                }
+            }),
         )
         .route(
             "/services/{name}/restart",
@@ -417,10 +504,124 @@ pub async fn serve_control(
                 },
             ),
         )
-        .with_state(control);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("control API: cannot listen on {addr}"))?;
-    axum::serve(listener, app).await?;
-    Ok(())
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; see docs/CONTRACTS.md".into(),
+            )
+        })
+        .with_state(control)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    const TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+    fn app() -> Router {
+        router(Control {
+            launcher: Launcher::default(),
+            token: Arc::new(SecretString::from(TOKEN)),
+            addr: "127.0.0.1:8090".parse().unwrap(),
+        })
+    }
+
+    async fn call(headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = axum::http::Request::post("/services/heart/restart");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let response = app()
+            .oneshot(req.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_control_api_admits_only_local_authenticated_same_site_calls() {
+        let bearer = format!("Bearer {TOKEN}");
+        let ok = [
+            ("host", "127.0.0.1:8090"),
+            ("authorization", bearer.as_str()),
+        ];
+        // An unknown service is a 404: the request got through every check.
+        assert_eq!(call(&ok).await.0, 404);
+        type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+        let cases: Vec<Case<'_>> = vec![
+            (vec![("host", "127.0.0.1:8090")], 401, "unauthorized"),
+            (
+                vec![("host", "127.0.0.1:8090"), ("authorization", "Bearer nope")],
+                401,
+                "unauthorized",
+            ),
+            (
+                vec![
+                    ("host", "evil.example:8090"),
+                    ("authorization", bearer.as_str()),
+                ],
+                403,
+                "bad_host",
+            ),
+            (vec![("authorization", bearer.as_str())], 403, "bad_host"),
+            (
+                vec![
+                    ("host", "127.0.0.1:8090"),
+                    ("authorization", bearer.as_str()),
+                    ("origin", "http://evil.example"),
+                ],
+                403,
+                "cross_site",
+            ),
+            (
+                vec![
+                    ("host", "127.0.0.1:8090"),
+                    ("authorization", bearer.as_str()),
+                    ("sec-fetch-site", "cross-site"),
+                ],
+                403,
+                "cross_site",
+            ),
+            (
+                vec![
+                    ("host", "127.0.0.1:8090"),
+                    ("authorization", bearer.as_str()),
+                    ("content-type", "application/x-www-form-urlencoded"),
+                ],
+                415,
+                "unsupported_media_type",
+            ),
+        ];
+        for (headers, status, code) in cases {
+            let (s, body) = call(&headers).await;
+            assert_eq!(
+                (s, body["error"]["code"].as_str().unwrap()),
+                (status, code),
+                "{headers:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_control_api_refuses_to_listen_beyond_loopback_or_without_a_real_token() {
+        let any: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        assert!(
+            serve_control(Launcher::default(), any, SecretString::from(TOKEN))
+                .await
+                .is_err()
+        );
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        assert!(
+            serve_control(Launcher::default(), local, SecretString::from(""))
+                .await
+                .is_err()
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! cargo xtask up [--debug] [--no-build]   all seven services on 127.0.0.1 (+ Prometheus, Alertmanager)
 //! cargo xtask test                         install test peers, fmt, clippy, every test, chart/stack checks
 //! cargo xtask bench [--out FILE]           throughput/latency/RSS/start-up against a bare axum baseline
+//! cargo xtask probe [--debug]              attack and load cases (issue 17) against a local system
 //! cargo xtask kind-up | kind-e2e           the cluster path (needs Docker, kind, helm, helmfile)
 //! ```
 
@@ -11,6 +12,7 @@
 
 mod bench;
 mod launcher;
+mod probe;
 mod scenario;
 mod test;
 mod up;
@@ -25,6 +27,7 @@ fn usage() -> ExitCode {
         test [--skip-k8s]                      the whole test suite, as CI runs it\n  \
         bench [--out FILE] [--secs N] [--rounds N]  benchmarks against a bare axum baseline\n  \
         scenario [NAME|all] [--debug]          fault scenarios, symptom to repair to notification\n  \
+        probe [--debug] [--skip-load]          attack and load cases: forged webhooks and acks, cross-site, slowloris, load\n  \
         kind-up                                create a kind cluster and deploy everything\n  \
         kind-e2e                               end-to-end checks against that cluster\n";
     eprint!("{text}");
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         "up" => up::run(&rest),
         "bench" => bench::run(&rest),
         "scenario" => scenario::run(&rest),
+        "probe" => probe::run(&rest),
         "kind-up" => script("scripts/kind-up.sh", &rest),
         "kind-e2e" => script("scripts/kind-e2e.sh", &rest),
         "-h" | "--help" | "help" => return usage(),

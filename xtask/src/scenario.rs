@@ -187,6 +187,7 @@ impl World {
         let r = self
             .http
             .post(format!("http://127.0.0.1:{port}/chaos"))
+            .bearer_auth(&up::tokens().chaos)
             .json(&body)
             .send()
             .await?;
@@ -205,6 +206,7 @@ impl World {
             let _ = self
                 .http
                 .delete(format!("http://127.0.0.1:{port}/chaos"))
+                .bearer_auth(&up::tokens().chaos)
                 .send()
                 .await;
         }
@@ -530,11 +532,14 @@ async fn gateway_errors(w: &World) -> Outcome {
         .and_then(|(a, _)| a["fingerprint"].as_str())
         .unwrap_or_default()
         .to_owned();
+    // The signed, single-use link the pager message carries (acks are capabilities).
+    let ack_url = escalated
+        .as_ref()
+        .and_then(|(r, _)| r.json()["alerts"][0]["ack_url"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("http://127.0.0.1:{ALERTS}/api/v1/alerts/{fingerprint}/ack"));
     let ack = w
         .http
-        .post(format!(
-            "http://127.0.0.1:{ALERTS}/api/v1/alerts/{fingerprint}/ack"
-        ))
+        .post(ack_url)
         .json(&json!({"by": "scenario", "comment": "looking into it", "duration_minutes": 10}))
         .send()
         .await;

@@ -122,6 +122,21 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
             "--debug",
         ],
     ));
+    // Attack and load cases: nobody without a credential steers the system, load never
+    // triggers a repair.
+    steps.push(step(
+        "probe (attack and load cases)",
+        &[
+            "cargo",
+            "run",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "probe",
+            "--debug",
+        ],
+    ));
     steps.push(step(
         "cargo xtask up smoke",
         &[

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use secrecy::SecretString;
+use std::sync::OnceLock;
 
 use crate::launcher::{self, Launcher, SERVICES, Spec};
 use crate::root;
@@ -16,6 +17,113 @@ use crate::root;
 pub const CONTROL_ADDR: &str = "127.0.0.1:8090";
 const PROMETHEUS_PORT: u16 = 9090;
 const ALERTMANAGER_PORT: u16 = 9093;
+
+/// The credentials of a local run: generated fresh for every run (never committed), written to
+/// `.organism/tokens.env` (mode 0600) for people and tools, and handed to each service.
+#[derive(Clone)]
+pub struct Tokens {
+    /// `CHAOS_TOKEN` of heart, brain, user-service and api-gateway (`POST`/`DELETE /chaos`).
+    pub chaos: String,
+    /// `ADMIN_TOKEN` of every service (`PUT /admin/log-filter`).
+    pub admin: String,
+    /// `ALERT_SERVICE_TOKEN`: alert-service's webhook.
+    pub alert_service: String,
+    /// `AUTO_HEALER_TOKEN`: the auto-healer's webhook.
+    pub auto_healer: String,
+    /// `LAUNCHER_TOKEN`: the launcher's control API (`:8090`).
+    pub launcher: String,
+    /// `ACK_SIGNING_KEY`: the key alert-service signs acknowledge links with.
+    pub ack_key: String,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokens([redacted])")
+    }
+}
+
+/// 32 random bytes from the operating system, as 64 hex digits.
+fn random_token() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+static TOKENS: OnceLock<Tokens> = OnceLock::new();
+
+/// This run's tokens (generated on first use; the same for the whole process). Tools acting on
+/// the running system (scenarios, the probe suite) take their credentials from here.
+pub fn tokens() -> &'static Tokens {
+    TOKENS.get_or_init(Tokens::generate)
+}
+
+impl Tokens {
+    /// Fresh random tokens.
+    pub fn generate() -> Self {
+        Self {
+            chaos: random_token(),
+            admin: random_token(),
+            alert_service: random_token(),
+            auto_healer: random_token(),
+            launcher: random_token(),
+            ack_key: random_token(),
+        }
+    }
+
+    /// `VAR=value` lines, as written to `tokens.env`.
+    pub fn env_file(&self) -> String {
+        format!(
+            "# organism: credentials of this `cargo xtask up` run (regenerated every run).\n\
+             # Use: set -a; . .organism/tokens.env; set +a\n\
+             CHAOS_TOKEN={}\nADMIN_TOKEN={}\nALERT_SERVICE_TOKEN={}\nAUTO_HEALER_TOKEN={}\n\
+             LAUNCHER_TOKEN={}\nACK_SIGNING_KEY={}\n",
+            self.chaos,
+            self.admin,
+            self.alert_service,
+            self.auto_healer,
+            self.launcher,
+            self.ack_key
+        )
+    }
+
+    /// The credentials `name` runs with.
+    pub fn env_for(&self, name: &str) -> Vec<(&'static str, String)> {
+        let mut env = vec![("ADMIN_TOKEN", self.admin.clone())];
+        match name {
+            "heart" | "brain" | "user-service" | "api-gateway" => {
+                env.push(("CHAOS_TOKEN", self.chaos.clone()));
+            }
+            "alert-service" => {
+                env.push(("ALERT_SERVICE_TOKEN", self.alert_service.clone()));
+                env.push(("ACK_SIGNING_KEY", self.ack_key.clone()));
+            }
+            "auto-healer" => {
+                env.push(("AUTO_HEALER_TOKEN", self.auto_healer.clone()));
+                env.push(("LAUNCHER_TOKEN", self.launcher.clone()));
+            }
+            _ => {}
+        }
+        env
+    }
+}
+
+/// Writes `text` to `path`, readable by its owner only (0600), replacing what was there.
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
 
 /// Options of a local run.
 #[derive(Debug, Clone)]
@@ -84,8 +192,10 @@ pub fn build(opts: &Options) -> anyhow::Result<()> {
 
 /// The binary of `name` for these options.
 pub fn binary(opts: &Options, name: &str) -> PathBuf {
-    root()
-        .join("target")
+    std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
         .join(if opts.debug { "debug" } else { "release" })
         .join(name)
 }
@@ -107,6 +217,7 @@ pub fn service_env(
         ("OTEL_SERVICE_NAME", name.to_owned()),
         ("SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
     ];
+    env.extend(tokens().env_for(name));
     let am = alertmanager.then(|| url(ALERTMANAGER_PORT));
     match name {
         "api-gateway" => {
@@ -126,13 +237,10 @@ pub fn service_env(
             }
             match &am {
                 Some(am) => env.push(("ALERTMANAGER_URL", am.clone())),
+                // Direct delivery: the receivers (with their tokens) are in a private file.
                 None => env.push((
-                    "WEBHOOK_URLS",
-                    format!(
-                        "{}/webhook/alertmanager,{}/webhook/alertmanager",
-                        url(8086),
-                        url(8085)
-                    ),
+                    "HEALTH_MONITOR_CONFIG",
+                    state.join("health-monitor.yaml").display().to_string(),
                 )),
             }
         }
@@ -209,8 +317,21 @@ fn prometheus_config(rules: &Path, alertmanager: bool) -> String {
     )
 }
 
+/// The health-monitor's file in a run without Alertmanager: findings go straight to
+/// alert-service and the auto-healer, with their tokens.
+pub fn health_monitor_config() -> String {
+    format!(
+        "receivers:\n  - name: alert-service\n    url: {}/webhook/alertmanager\n    bearer_token: {}\n  \
+         - name: auto-healer\n    url: {}/webhook/alertmanager\n    bearer_token: {}\n",
+        url(8086),
+        tokens().alert_service,
+        url(8085),
+        tokens().auto_healer
+    )
+}
+
 /// Alertmanager routing for a local run: everything to alert-service, remediable alerts also to
-/// the auto-healer — the same tree as the cluster's values. An alert that outlives a repair is
+/// the auto-healer (each webhook with its bearer token) — the same tree as the cluster's values. An alert that outlives a repair is
 /// re-delivered to the healer every 10 s, so it sees the repair did not hold (escalation, flap
 /// stop); people are not re-notified (alert-service's own repeat handling applies).
 pub fn alertmanager_config() -> String {
@@ -221,11 +342,15 @@ pub fn alertmanager_config() -> String {
          repeat_interval: 10s\n    \
          - receiver: alert-service\n\
          receivers:\n  - name: alert-service\n    webhook_configs:\n      \
-         - url: {}/webhook/alertmanager\n        send_resolved: true\n  \
+         - url: {}/webhook/alertmanager\n        send_resolved: true\n        \
+         http_config:\n          authorization:\n            credentials: {}\n  \
          - name: auto-healer\n    webhook_configs:\n      \
-         - url: {}/webhook/alertmanager\n        send_resolved: true\n",
+         - url: {}/webhook/alertmanager\n        send_resolved: true\n        \
+         http_config:\n          authorization:\n            credentials: {}\n",
         url(8086),
-        url(8085)
+        tokens().alert_service,
+        url(8085),
+        tokens().auto_healer,
     )
 }
 
@@ -240,6 +365,8 @@ fn which(program: &str) -> bool {
 pub struct System {
     /// The process manager.
     pub launcher: Launcher,
+    /// Where this run's credentials are (`tokens.env`, mode 0600).
+    pub tokens_file: PathBuf,
     prometheus: bool,
     alertmanager: bool,
 }
@@ -252,8 +379,11 @@ impl System {
         std::fs::create_dir_all(state)?;
         let launcher = Launcher::default();
 
+        let tokens = tokens();
+        write_private(&state.join("tokens.env"), &tokens.env_file())?;
+        write_private(&state.join("health-monitor.yaml"), &health_monitor_config())?;
         let control: SocketAddr = CONTROL_ADDR.parse()?;
-        let token = std::env::var("LAUNCHER_TOKEN").ok().map(SecretString::from);
+        let token = SecretString::from(tokens.launcher.clone());
         let probe = tokio::net::TcpListener::bind(control).await;
         drop(probe.with_context(|| {
             format!("{CONTROL_ADDR} is busy: is another `cargo xtask up` running?")
@@ -270,7 +400,7 @@ impl System {
             let dir = state.join("alertmanager");
             std::fs::create_dir_all(&dir)?;
             let config = dir.join("alertmanager.yml");
-            std::fs::write(&config, alertmanager_config())?;
+            write_private(&config, &alertmanager_config())?;
             launcher
                 .add(Spec {
                     name: "alertmanager".into(),
@@ -343,6 +473,7 @@ impl System {
         }
         let system = Self {
             launcher,
+            tokens_file: state.join("tokens.env"),
             prometheus,
             alertmanager,
         };
@@ -400,9 +531,15 @@ fn print_welcome(system: &System) {
         );
     }
     lines.push(format!(
-        "  {:<15} http://{CONTROL_ADDR}/services",
+        "  {:<15} http://{CONTROL_ADDR}/services  (bearer LAUNCHER_TOKEN)",
         "launcher"
     ));
+    lines.push(String::new());
+    lines.push(format!(
+        "credentials of this run (new every run, mode 0600): {}",
+        system.tokens_file.display()
+    ));
+    lines.push("  load them into your shell:  set -a; . .organism/tokens.env; set +a".into());
     lines.extend(
         [
             "",
@@ -413,7 +550,10 @@ fn print_welcome(system: &System) {
             "  curl -s -XPOST localhost:8080/users -H 'content-type: application/json' \\",
             "       -d '{\"name\":\"Grace Hopper\",\"email\":\"grace@example.org\"}'",
             "  hey -z 10s -c 20 http://127.0.0.1:8080/beat",
-            "  curl -s -XPOST localhost:8081/chaos -H 'content-type: application/json' -d '{\"crash_after_s\":1}'",
+            "  curl -s -XPOST localhost:8081/chaos -H \"authorization: Bearer $CHAOS_TOKEN\" \\",
+            "       -H 'content-type: application/json' -d '{\"crash_after_s\":1}'",
+            "  curl -s -XPUT localhost:8080/admin/log-filter -H \"authorization: Bearer $ADMIN_TOKEN\" -d 'info,api_gateway=debug'",
+            "  curl -s localhost:8090/services -H \"authorization: Bearer $LAUNCHER_TOKEN\"",
             "  curl -s localhost:8084/api/v1/findings     # what the health-monitor sees",
             "  curl -s localhost:8085/api/v1/actions      # what the auto-healer did",
             "",
@@ -442,6 +582,7 @@ async fn smoke_test() -> anyhow::Result<()> {
     }
     let r = client
         .get(format!("http://{CONTROL_ADDR}/services"))
+        .bearer_auth(&tokens().launcher)
         .send()
         .await?;
     let services: serde_json::Value = r.json().await?;
@@ -484,5 +625,49 @@ mod tests {
         assert!(config.contains("continue: true"));
         assert!(config.contains("127.0.0.1:8085/webhook/alertmanager"));
         assert!(config.contains("127.0.0.1:8086/webhook/alertmanager"));
+        assert!(config.contains(&format!("credentials: {}", tokens().alert_service)));
+        assert!(config.contains(&format!("credentials: {}", tokens().auto_healer)));
+    }
+
+    #[test]
+    fn every_run_has_its_own_private_tokens() {
+        let a = Tokens::generate();
+        let b = Tokens::generate();
+        let all = [
+            &a.chaos,
+            &a.admin,
+            &a.alert_service,
+            &a.auto_healer,
+            &a.launcher,
+            &a.ack_key,
+        ];
+        for t in all {
+            assert_eq!(t.len(), 64);
+            assert!(t.bytes().all(|c| c.is_ascii_hexdigit()));
+            assert_eq!(all.iter().filter(|o| **o == t).count(), 1, "distinct");
+        }
+        assert_ne!(a.chaos, b.chaos, "fresh every run");
+        assert!(!format!("{a:?}").contains(&a.chaos), "Debug redacts");
+        let names = |s: &str| -> Vec<&str> { a.env_for(s).iter().map(|(k, _)| *k).collect() };
+        assert_eq!(names("heart"), ["ADMIN_TOKEN", "CHAOS_TOKEN"]);
+        assert_eq!(
+            names("alert-service"),
+            ["ADMIN_TOKEN", "ALERT_SERVICE_TOKEN", "ACK_SIGNING_KEY"]
+        );
+        assert_eq!(
+            names("auto-healer"),
+            ["ADMIN_TOKEN", "AUTO_HEALER_TOKEN", "LAUNCHER_TOKEN"]
+        );
+
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("organism-tokens-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokens.env");
+        write_private(&path, &a.env_file()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(&format!("LAUNCHER_TOKEN={}", a.launcher)));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -15,7 +15,8 @@
 //! - `GET /chaos` answers the faults in force; `POST /chaos` changes the fields it names (a JSON
 //!   object, every field optional, unknown fields rejected) and answers the new state;
 //!   `DELETE /chaos` turns every fault off and frees leaked memory. POST and DELETE need
-//!   `Authorization: Bearer <CHAOS_TOKEN>` when a token is configured.
+//!   `Authorization: Bearer <CHAOS_TOKEN>`; with no token configured they are closed (403
+//!   `not_configured`), never open. Cross-site browser requests are refused (403 `cross_site`).
 //! - Each fault is the gauge `chaos_fault_active{fault="error_rate|latency|hang|crash|leak|fail_readiness"}`
 //!   (0/1), and every change is logged.
 //! - [`Chaos::wrap`] applies the request faults to the routes it is given only, so `/healthz`,
@@ -285,7 +286,7 @@ impl Chaos {
     /// Creates the fault switchboard of the service behind `ctx`: registers
     /// `chaos_fault_active{fault}` on `ctx.registry` and the readiness check `chaos` on
     /// `ctx.readiness`. `token` (see [`Chaos::read_token`]) guards `POST`/`DELETE /chaos`; with
-    /// `None` they are open. Reads nothing from the environment.
+    /// `None` they are closed (403). Reads nothing from the environment.
     pub fn new(ctx: &Context, token: Option<SecretString>) -> prometheus::Result<Self> {
         Self::with_exit(ctx, token, Arc::new(|| std::process::exit(1)))
     }
@@ -327,7 +328,7 @@ impl Chaos {
         })
     }
 
-    /// Reads `CHAOS_TOKEN` (unset or empty: `/chaos` is open).
+    /// Reads `CHAOS_TOKEN` (unset or empty: `POST`/`DELETE /chaos` are closed).
     pub fn read_token(reader: &mut EnvReader<'_>) -> Option<SecretString> {
         reader.secret(TOKEN_VAR)
     }
@@ -468,13 +469,18 @@ async fn get_chaos(State(chaos): State<Chaos>) -> axum::Json<StateBody> {
     StateBody::of(&chaos, faults)
 }
 
+fn guard(chaos: &Chaos, headers: &HeaderMap) -> Result<(), ApiError> {
+    service_kit::auth::require_token(headers, chaos.inner.token.as_ref(), TOKEN_VAR)?;
+    service_kit::auth::same_origin(headers)
+}
+
 async fn post_chaos(
     State(chaos): State<Chaos>,
     headers: HeaderMap,
     body: Result<Json<FaultsUpdate>, ApiError>,
 ) -> Result<axum::Json<StateBody>, ApiError> {
     // The token is checked before the body is looked at, so a caller without one learns nothing.
-    service_kit::auth::require_bearer(&headers, chaos.inner.token.as_ref())?;
+    guard(&chaos, &headers)?;
     let Json(update) = body?;
     let faults = chaos.update(&update)?;
     Ok(StateBody::of(&chaos, faults))
@@ -484,7 +490,7 @@ async fn delete_chaos(
     State(chaos): State<Chaos>,
     headers: HeaderMap,
 ) -> Result<axum::Json<StateBody>, ApiError> {
-    service_kit::auth::require_bearer(&headers, chaos.inner.token.as_ref())?;
+    guard(&chaos, &headers)?;
     let faults = chaos.clear();
     Ok(StateBody::of(&chaos, faults))
 }

@@ -22,7 +22,11 @@ fn context(request_timeout: Duration) -> Context {
     Context::new(base).unwrap()
 }
 
+/// The token a [`TestApp`] is configured with unless a test names another.
+const TEST_TOKEN: &str = "test-token";
+
 struct TestApp {
+    token: Option<String>,
     ctx: Context,
     chaos: Chaos,
     router: Router,
@@ -30,11 +34,21 @@ struct TestApp {
 }
 
 impl TestApp {
+    /// An app whose `/chaos` takes `token` (default [`TEST_TOKEN`]).
     fn new(token: Option<&str>) -> Self {
         Self::with_timeout(token, Duration::from_secs(30))
     }
 
+    /// An app with no token configured: `/chaos` is closed.
+    fn closed() -> Self {
+        Self::build(None, Duration::from_secs(30))
+    }
+
     fn with_timeout(token: Option<&str>, request_timeout: Duration) -> Self {
+        Self::build(Some(token.unwrap_or(TEST_TOKEN)), request_timeout)
+    }
+
+    fn build(token: Option<&str>, request_timeout: Duration) -> Self {
         let ctx = context(request_timeout);
         let exits = Arc::new(AtomicUsize::new(0));
         let counter = exits.clone();
@@ -50,6 +64,7 @@ impl TestApp {
         let routes = chaos.wrap(business).merge(chaos.routes());
         let router = service_kit::assemble(&ctx, routes);
         Self {
+            token: token.map(str::to_owned),
             ctx,
             chaos,
             router,
@@ -75,9 +90,14 @@ impl TestApp {
             .await
     }
 
+    /// The bearer token sent: `None` = the app's own, `Some("")` = no `Authorization` header.
+    fn bearer<'a>(&'a self, token: Option<&'a str>) -> Option<&'a str> {
+        token.or(self.token.as_deref()).filter(|t| !t.is_empty())
+    }
+
     async fn post(&self, body: impl Into<Body>, token: Option<&str>) -> (StatusCode, Value) {
         let mut req = Request::post("/chaos").header("content-type", "application/json");
-        if let Some(t) = token {
+        if let Some(t) = self.bearer(token) {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         self.send(req.body(body.into()).unwrap()).await
@@ -91,7 +111,7 @@ impl TestApp {
 
     async fn delete(&self, token: Option<&str>) -> (StatusCode, Value) {
         let mut req = Request::delete("/chaos");
-        if let Some(t) = token {
+        if let Some(t) = self.bearer(token) {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         self.send(req.body(Body::empty()).unwrap()).await
@@ -317,7 +337,12 @@ async fn bad_bodies_are_4xx_json_naming_the_field() {
     let (s, v) = app.post(huge, None).await;
     assert_eq!(s, 413, "{v}");
     let (s, v) = app
-        .send(Request::post("/chaos").body(Body::from("{}")).unwrap())
+        .send(
+            Request::post("/chaos")
+                .header("authorization", format!("Bearer {TEST_TOKEN}"))
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
         .await;
     assert_eq!(s, 415, "{v}");
 
@@ -332,12 +357,12 @@ async fn bad_bodies_are_4xx_json_naming_the_field() {
 #[tokio::test]
 async fn a_configured_token_guards_post_and_delete() {
     let app = TestApp::new(Some("s3cret"));
-    let (s, v) = app.post(r#"{"error_rate": 1}"#, None).await;
+    let (s, v) = app.post(r#"{"error_rate": 1}"#, Some("")).await;
     assert_eq!(s, 401);
     assert_eq!(v["error"]["code"], "unauthorized");
     let (s, _) = app.post(r#"{"error_rate": 1}"#, Some("wrong")).await;
     assert_eq!(s, 401);
-    let (s, _) = app.post(r#"{"nonsense": 1}"#, None).await;
+    let (s, _) = app.post(r#"{"nonsense": 1}"#, Some("")).await;
     assert_eq!(s, 401, "the token is checked before the body");
     assert_eq!(
         app.get("/work").await.0,
@@ -350,12 +375,48 @@ async fn a_configured_token_guards_post_and_delete() {
     assert_eq!(app.get("/work").await.0, 500);
     assert_eq!(app.get("/chaos").await.0, 200, "reading is open");
 
-    let (s, v) = app.delete(None).await;
+    let (s, v) = app.delete(Some("")).await;
     assert_eq!(s, 401);
     assert_eq!(v["error"]["code"], "unauthorized");
     assert_eq!(app.get("/work").await.0, 500);
     let (s, _) = app.delete(Some("s3cret")).await;
     assert_eq!(s, 200);
+    assert_eq!(app.get("/work").await.0, 200);
+}
+
+#[tokio::test]
+async fn without_a_token_post_and_delete_are_closed() {
+    let app = TestApp::closed();
+    for token in [Some(""), Some("anything")] {
+        let (s, v) = app.post(r#"{"error_rate": 1}"#, token).await;
+        assert_eq!(s, 403, "{v}");
+        assert_eq!(v["error"]["code"], "not_configured");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("CHAOS_TOKEN")
+        );
+        let (s, _) = app.delete(token).await;
+        assert_eq!(s, 403);
+    }
+    assert_eq!(app.get("/work").await.0, 200, "nothing changed");
+    assert_eq!(app.get("/chaos").await.0, 200, "reading stays open");
+}
+
+#[tokio::test]
+async fn cross_site_changes_are_refused() {
+    let app = TestApp::new(None);
+    let req = Request::post("/chaos")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {TEST_TOKEN}"))
+        .header("host", "127.0.0.1:8081")
+        .header("origin", "http://evil.example")
+        .body(Body::from(r#"{"error_rate": 1}"#))
+        .unwrap();
+    let (s, v) = app.send(req).await;
+    assert_eq!(s, 403, "{v}");
+    assert_eq!(v["error"]["code"], "cross_site");
     assert_eq!(app.get("/work").await.0, 200);
 }
 

@@ -185,8 +185,16 @@ pub struct BaseConfig {
     pub request_timeout: Duration,
     /// `REQUEST_BODY_LIMIT_BYTES`: the largest request body accepted (default 1 MiB).
     pub body_limit: usize,
-    /// `ADMIN_TOKEN`: bearer token for admin endpoints (the log filter); open when unset.
+    /// `ADMIN_TOKEN`: bearer token for admin endpoints (`PUT /admin/log-filter`); closed (403)
+    /// when unset.
     pub admin_token: Option<SecretString>,
+    /// `HEADER_READ_TIMEOUT_SECS`: the longest a client may take to send a request's headers,
+    /// and the longest a keep-alive connection may sit idle waiting for the next request
+    /// (default 10; the connection is closed after it).
+    pub header_read_timeout: Duration,
+    /// `MAX_CONNECTIONS`: open connections served at once (default 1024); one more is answered
+    /// 503 JSON and closed at once.
+    pub max_connections: usize,
     /// Telemetry settings from the `OTEL_*` variables and `RUST_LOG`.
     pub telemetry: TelemetryConfig,
 }
@@ -204,6 +212,20 @@ impl BaseConfig {
         let request_timeout = reader.seconds("REQUEST_TIMEOUT_SECS", Duration::from_secs(30));
         let body_limit = reader.parse("REQUEST_BODY_LIMIT_BYTES", 1024 * 1024usize);
         let admin_token = reader.secret("ADMIN_TOKEN");
+        let header_read_timeout = reader.parse_with(
+            "HEADER_READ_TIMEOUT_SECS",
+            Duration::from_secs(10),
+            |raw| match raw.parse::<u64>() {
+                Ok(s) if (1..=3600).contains(&s) => Ok(Duration::from_secs(s)),
+                _ => Err("expected a whole number of seconds from 1 to 3600".to_owned()),
+            },
+        );
+        let max_connections = reader.parse_with("MAX_CONNECTIONS", 1024usize, |raw| {
+            match raw.parse::<usize>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err("expected a whole number from 1 to 1000000".to_owned()),
+            }
+        });
         let telemetry = match TelemetryConfig::from_env(reader.env(), service, version) {
             Ok(t) => Some(t),
             Err(errors) => {
@@ -218,6 +240,8 @@ impl BaseConfig {
             request_timeout,
             body_limit,
             admin_token,
+            header_read_timeout,
+            max_connections,
             telemetry: telemetry?,
         })
     }
@@ -234,6 +258,8 @@ impl BaseConfig {
             request_timeout: Duration::from_secs(30),
             body_limit: 1024 * 1024,
             admin_token: None,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
             telemetry,
         }
     }

@@ -6,7 +6,6 @@
 //! routes; tests call it directly and drive the router without a socket.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -84,6 +83,12 @@ impl Context {
 
 /// Adds `/healthz`, `/readyz`, `/metrics`, `/admin/log-filter`, JSON 404/405, the body limit,
 /// the request timeout, request ids, panic catching and HTTP telemetry to `routes`.
+///
+/// Before anything else a request passes the guard: a `Content-Length` over the body limit is
+/// answered 413 at once (the body is never read), an `x-request-id` over
+/// [`MAX_REQUEST_ID_LEN`] bytes (or not printable ASCII) is dropped so that a fresh one is made,
+/// and every error answer that is not JSON (axum's own rejections) is rewritten as the standard
+/// JSON error body.
 pub fn assemble(ctx: &Context, routes: Router) -> Router {
     let standard = Router::new()
         .route("/healthz", get(health::healthz))
@@ -118,12 +123,141 @@ pub fn assemble(ctx: &Context, routes: Router) -> Router {
             .layer(CatchPanicLayer::custom(|_| {
                 ApiError::internal("a request handler panicked").into_response()
             }))
+            .layer(GuardLayer {
+                body_limit: ctx.base.body_limit,
+            })
             .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
             .layer(PropagateRequestIdLayer::new(REQUEST_ID))
             .layer(ctx.server_metrics.layer())
             .layer(RequestTimeoutLayer(ctx.base.request_timeout))
             .layer(DefaultBodyLimit::max(ctx.base.body_limit)),
     )
+}
+
+/// The longest `x-request-id` accepted from a client; a longer one is replaced.
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The outermost guard; see [`assemble`].
+#[derive(Clone, Copy, Debug)]
+struct GuardLayer {
+    body_limit: usize,
+}
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            body_limit: self.body_limit,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Guard<S> {
+    inner: S,
+    body_limit: usize,
+}
+
+fn request_id_ok(value: &http::HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID_LEN
+        && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+impl<S> tower::Service<Request> for Guard<S>
+where
+    S: tower::Service<Request, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let too_large = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u128>().ok())
+            .is_some_and(|n| n > self.body_limit as u128);
+        if too_large {
+            let limit = self.body_limit;
+            return Box::pin(async move {
+                let mut response = ApiError::payload_too_large(limit).into_response();
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                Ok(response)
+            });
+        }
+        if req
+            .headers()
+            .get(&REQUEST_ID)
+            .is_some_and(|v| !request_id_ok(v))
+        {
+            req.headers_mut().remove(&REQUEST_ID);
+        }
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let response = fut.await?;
+            Ok(json_errors(response).await)
+        })
+    }
+}
+
+/// Rewrites an error answer that is not JSON (axum's plain-text rejections) as the standard
+/// JSON error body, keeping its status, headers and text as the message.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.contains("json"));
+    if is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, 4096).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_owned()
+    } else {
+        text
+    };
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        s if s.is_server_error() => "unavailable",
+        _ => "bad_request",
+    };
+    let fresh = ApiError::new(status, code, message).into_response();
+    let (fresh_parts, fresh_body) = fresh.into_parts();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    for (name, value) in &fresh_parts.headers {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    Response::from_parts(parts, fresh_body)
 }
 
 /// Answers 503 JSON (`timeout`) when the inner service takes longer than the limit.
@@ -219,17 +353,32 @@ async fn get_log_filter(State(admin): State<AdminState>) -> Response {
 async fn put_log_filter(
     State(admin): State<AdminState>,
     headers: HeaderMap,
-    body: String,
+    body: axum::body::Bytes,
 ) -> Response {
-    if let Err(e) = crate::auth::require_bearer(&headers, admin.token.as_ref()) {
+    if let Err(e) = crate::auth::require_token(&headers, admin.token.as_ref(), "ADMIN_TOKEN")
+        .and_then(|()| crate::auth::same_origin(&headers))
+    {
         return e.into_response();
+    }
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return ApiError::bad_request("the log filter must be UTF-8 text")
+            .with_field("filter")
+            .into_response();
+    };
+    let directives = text.trim();
+    if directives.is_empty() {
+        return ApiError::bad_request(
+            "an empty log filter would turn off every log line, errors included; send directives such as `info` or `info,api_gateway=debug`",
+        )
+        .with_field("filter")
+        .into_response();
     }
     let Some(filter) = admin.filter else {
         return ApiError::not_found("this process has no reloadable log filter").into_response();
     };
-    match filter.set(body.trim()) {
+    match filter.set(directives) {
         Ok(()) => {
-            tracing::info!(filter = %body.trim(), "log filter changed");
+            tracing::info!(filter = %directives, "log filter changed");
             axum::Json(serde_json::json!({"filter": filter.current()})).into_response()
         }
         Err(reason) => ApiError::bad_request(reason)
@@ -260,26 +409,123 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Bounds on the connections one server holds.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Time allowed to send a request's headers, and to sit idle between keep-alive requests.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; one more is answered 503 JSON and closed.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    /// The limits configured in `base`.
+    pub fn of(base: &BaseConfig) -> Self {
+        Self {
+            header_read_timeout: base.header_read_timeout,
+            max_connections: base.max_connections,
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` is cancelled, then drains in-flight requests for
-/// at most `drain`. Returns whether the drain finished in time.
+/// at most `drain`. Returns whether the drain finished in time. Uses the default
+/// [`ConnectionLimits`].
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: CancellationToken,
     drain: Duration,
 ) -> std::io::Result<bool> {
-    let signal = shutdown.clone();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { signal.cancelled().await });
-    let server = std::pin::pin!(server.into_future());
-    let mut server = server;
-    tokio::select! {
-        result = &mut server => result.map(|()| true),
-        () = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => Ok(false),
+    serve_with_limits(listener, app, shutdown, drain, ConnectionLimits::default()).await
+}
+
+/// The answer to a connection over [`ConnectionLimits::max_connections`], written raw before
+/// closing it.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 84\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"too many open connections; retry shortly\"}}";
+
+/// [`serve`] with explicit connection bounds: a header-read (and keep-alive idle) timeout and a
+/// maximum number of open connections.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+    limits: ConnectionLimits,
+) -> std::io::Result<bool> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use tokio::io::AsyncWriteExt;
+
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(limits.header_read_timeout))
+        .keep_alive_timeout(limits.header_read_timeout);
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = stream.write_all(OVER_CAPACITY).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(remote));
+                tower::ServiceExt::oneshot(app.clone(), req)
+            });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
     }
+    drop(listener);
+    Ok(tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_ok())
 }
 
 /// Runs a service binary from start to exit.
@@ -369,11 +615,12 @@ where
         tracing::info!("shutdown signal received; draining in-flight requests");
         shutdown.cancel();
     });
-    match serve(
+    match serve_with_limits(
         listener,
         app,
         ctx.shutdown.clone(),
         ctx.base.shutdown_timeout,
+        ConnectionLimits::of(&ctx.base),
     )
     .await
     {

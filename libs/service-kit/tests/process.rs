@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use otlp_sink::OtlpSink;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -336,23 +336,39 @@ async fn a_request_in_flight_when_sigterm_arrives_still_completes() {
 
 #[tokio::test]
 async fn the_log_filter_changes_at_runtime() {
-    let mut svc = Service::start("filter", &[("RUST_LOG", "warn,service_kit=info")]).await;
+    let mut svc = Service::start(
+        "filter",
+        &[
+            ("RUST_LOG", "warn,service_kit=info"),
+            ("ADMIN_TOKEN", "adm1n"),
+        ],
+    )
+    .await;
     let client = reqwest::Client::new();
     client.get(svc.url("/hello/quiet")).send().await.unwrap();
-    let bad = client
-        .put(svc.url("/admin/log-filter"))
-        .body("info,[oops")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
-    let ok = client
-        .put(svc.url("/admin/log-filter"))
-        .body("info")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
+    let put = |body: &'static str, token: Option<&'static str>| {
+        let mut r = client.put(svc.url("/admin/log-filter")).body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.expect("a JSON body");
+            (status, body)
+        }
+    };
+    let (status, body) = put("info", None).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("unauthorized"))
+    );
+    let (status, body) = put("info,[oops", Some("adm1n")).await;
+    assert_eq!((status, &body["error"]["field"]), (400, &json!("filter")));
+    let (status, body) = put("  ", Some("adm1n")).await;
+    assert_eq!(status, 400, "an empty filter would silence errors: {body}");
+    let (status, _) = put("info", Some("adm1n")).await;
+    assert_eq!(status, 200);
     client.get(svc.url("/hello/loud")).send().await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let greetings: Vec<String> = svc
@@ -362,5 +378,106 @@ async fn the_log_filter_changes_at_runtime() {
         .map(|l| l["fields"]["name"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(greetings, vec!["loud".to_owned()]);
+    svc.terminate().await;
+}
+
+#[tokio::test]
+async fn the_log_filter_is_closed_without_an_admin_token() {
+    let mut svc = Service::start("closed", &[]).await;
+    let r = reqwest::Client::new()
+        .put(svc.url("/admin/log-filter"))
+        .bearer_auth("guess")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_configured");
+    svc.terminate().await;
+}
+
+/// Sends raw bytes on a fresh connection and reads what comes back within `wait`.
+async fn raw(addr: &str, bytes: &[u8], wait: Duration) -> (String, bool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(wait, stream.read_to_end(&mut out))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&out).into_owned(), closed)
+}
+
+#[tokio::test]
+async fn connections_and_bodies_are_bounded() {
+    let mut svc = Service::start(
+        "bounds",
+        &[("HEADER_READ_TIMEOUT_SECS", "1"), ("MAX_CONNECTIONS", "4")],
+    )
+    .await;
+    let addr = svc.url("").trim_start_matches("http://").to_owned();
+
+    // A Content-Length over the limit is answered 413 at once, without waiting for the body.
+    let start = Instant::now();
+    let (text, _) = raw(
+        &addr,
+        b"POST /hello/x HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100000000000\r\n\r\n{",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("payload_too_large"), "{text}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Slowloris: headers never finished; the connection is closed after the header timeout.
+    let start = Instant::now();
+    let (_, closed) = raw(
+        &addr,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(closed, "a half-sent request holds its connection forever");
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // A request id over 128 bytes is replaced, not echoed.
+    let long = "x".repeat(4096);
+    let r = reqwest::Client::new()
+        .get(svc.url("/healthz"))
+        .header("x-request-id", &long)
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(id.len() <= 128 && id != long, "{id}");
+
+    // Over MAX_CONNECTIONS: a 503 JSON at once, and the held ones still work when released.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (text, closed) = raw(
+        &addr,
+        b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(closed && text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("\"overloaded\""), "{text}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = reqwest::get(svc.url("/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+
     svc.terminate().await;
 }

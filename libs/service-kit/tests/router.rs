@@ -33,7 +33,11 @@ fn app(ctx: &Context) -> Router {
             "/users",
             post(|Json(u): Json<NewUser>| async move { u.name }),
         )
-        .route("/panic", get(panics));
+        .route("/panic", get(panics))
+        .route(
+            "/plain",
+            post(|body: axum::Json<Value>| async move { body.0.to_string() }),
+        );
     assemble(ctx, routes)
 }
 
@@ -227,4 +231,69 @@ async fn a_request_over_the_time_limit_is_a_503_json_timeout_recorded_as_such() 
         text.contains(r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="503",http_route="/slow"} 1"#),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn plain_text_rejections_become_json_errors() {
+    let ctx = Context::for_tests("router-test");
+    let app = app(&ctx);
+    // axum's own `Json` rejects a text body with a plain-text 415.
+    let req = Request::post("/plain")
+        .header("content-type", "text/plain")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (status, body) = call(&app, req).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let v = json(&body);
+    assert_eq!(v["error"]["code"], "unsupported_media_type", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type"),
+        "{v}"
+    );
+    let (status, body) = call(&app, post_json("/plain", "{oops")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(json(&body)["error"]["code"], "bad_request");
+}
+
+#[tokio::test]
+async fn an_oversize_content_length_is_refused_before_the_body() {
+    let ctx = Context::for_tests("router-test");
+    let app = app(&ctx);
+    let req = Request::post("/users")
+        .header("content-type", "application/json")
+        .header("content-length", "100000000000")
+        .body(Body::from("{"))
+        .unwrap();
+    let (status, body) = call(&app, req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json(&body)["error"]["code"], "payload_too_large");
+}
+
+#[tokio::test]
+async fn an_oversize_request_id_is_replaced() {
+    let ctx = Context::for_tests("router-test");
+    let app = app(&ctx);
+    let long = "a".repeat(129);
+    for bad in [long.as_str(), "has space", "caf\u{e9}"] {
+        let Ok(value) = http::HeaderValue::from_str(bad) else {
+            continue;
+        };
+        let req = Request::get("/healthz")
+            .header("x-request-id", value)
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(req).await.unwrap();
+        let id = response.headers()["x-request-id"].to_str().unwrap();
+        assert!(id != bad && id.len() <= 128, "{id}");
+    }
+    let ok = "a".repeat(128);
+    let req = Request::get("/healthz")
+        .header("x-request-id", &ok)
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(response.headers()["x-request-id"], ok.as_str());
 }

@@ -4,8 +4,14 @@
 //! Alertmanager (JSON, or an HTML page with a form for the link in messages).
 //!
 //! Without `ALERTMANAGER_URL` the ack is recorded locally only (it still stops escalation).
-//! The endpoint is not behind `ALERT_SERVICE_TOKEN`: the link in messages must work from a
-//! browser; expose it only where your ingress authenticates people.
+//!
+//! An ack is a capability, not an open endpoint: `POST` needs the signed link of a notification
+//! ([`crate::ack_link`]: HMAC over fingerprint, expiry and nonce with `ACK_SIGNING_KEY`), before
+//! its expiry, once. The alert's labels are the ones recorded at intake, whose fingerprint is
+//! recomputed from them (never taken from a payload); the silence matches every label, for at
+//! most `ack.max_duration`. Cross-site requests are refused, and a form body is accepted only
+//! from this service's own page (same `Origin`). An unsigned (401), tampered (403), expired (410)
+//! or used (409) link creates nothing.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,7 +26,9 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 use service_kit::ApiError;
-use service_kit::extract::Path;
+use service_kit::extract::{Path, Query};
+
+use crate::ack_link::LinkQuery;
 
 use crate::AppState;
 use crate::delivery::now_ms;
@@ -68,12 +76,16 @@ async fn lookup(state: &AppState, fp: Fingerprint) -> Result<Known, ApiError> {
         .map_err(|e| ApiError::unavailable(e.to_string(), Some(5)))?;
     if let Some(rec) = &local
         && let Ok(labels) = serde_json::from_str::<LabelSet>(&rec.labels)
+        && Fingerprint::of_labels(&labels) == fp
     {
         return Ok(Known { labels, local });
     }
     if let Some(am) = &state.inner.alertmanager {
         let alerts = am.alerts(&[]).await.map_err(|e| am_error(&e))?;
-        if let Some(a) = alerts.into_iter().find(|a| a.fingerprint == fp) {
+        if let Some(a) = alerts
+            .into_iter()
+            .find(|a| Fingerprint::of_labels(&a.labels) == fp)
+        {
             return Ok(Known {
                 labels: a.labels,
                 local: None,
@@ -131,15 +143,39 @@ fn parse_body(headers: &HeaderMap, body: &Bytes) -> Result<(AckRequest, bool), A
     Ok((req, false))
 }
 
-/// `POST /api/v1/alerts/{fingerprint}/ack`.
+fn now_s() -> i64 {
+    now_ms() / 1000
+}
+
+/// The signer, or 403 when `ACK_SIGNING_KEY` is not set.
+fn signer(state: &AppState) -> Result<&crate::ack_link::Signer, ApiError> {
+    state.inner.config.ack_signer.as_ref().ok_or_else(|| {
+        ApiError::forbidden(
+            "not_configured",
+            "acknowledgements are closed: no ACK_SIGNING_KEY is configured",
+        )
+    })
+}
+
+/// `POST /api/v1/alerts/{fingerprint}/ack?exp=…&nonce=…&sig=…`.
 pub async fn acknowledge(
     State(state): State<AppState>,
     Path(fingerprint): Path<String>,
+    Query(link): Query<LinkQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let fp = parse_fingerprint(&fingerprint)?;
+    let signer = signer(&state)?;
+    service_kit::auth::same_origin(&headers)?;
+    let verified = signer.verify(&fp.to_string(), &link, now_s())?;
     let (req, from_form) = parse_body(&headers, &body)?;
+    if from_form && headers.get(http::header::ORIGIN).is_none() {
+        return Err(ApiError::forbidden(
+            "cross_site",
+            "a form body is accepted only from this service's own page (no Origin was sent); send JSON",
+        ));
+    }
     let settings = &state.inner.settings.ack;
     let duration = match req.duration_minutes {
         None => settings.duration,
@@ -179,6 +215,29 @@ pub async fn acknowledge(
         .iter()
         .map(|(k, v)| Matcher::equal(k, v))
         .collect();
+    let store = &state.inner.store;
+    let fresh = store
+        .claim_ack_nonce(
+            &verified.nonce,
+            &fp.to_string(),
+            now_ms(),
+            verified.expires_at,
+        )
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string(), Some(5)))?;
+    if !fresh {
+        state
+            .inner
+            .metrics
+            .acks
+            .with_label_values(&["replayed"])
+            .inc();
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "link_used",
+            "this acknowledge link has already been used",
+        ));
+    }
     let silence = match &state.inner.alertmanager {
         Some(am) => {
             let s = PostableSilence::for_duration(
@@ -187,15 +246,20 @@ pub async fn acknowledge(
                 by.clone(),
                 comment.clone(),
             );
-            let id = am.create_silence(&s).await.map_err(|e| {
-                state
-                    .inner
-                    .metrics
-                    .acks
-                    .with_label_values(&["alertmanager_error"])
-                    .inc();
-                am_error(&e)
-            })?;
+            let id = match am.create_silence(&s).await {
+                Ok(id) => id,
+                Err(e) => {
+                    state
+                        .inner
+                        .metrics
+                        .acks
+                        .with_label_values(&["alertmanager_error"])
+                        .inc();
+                    // Nothing was created: the link may be used again.
+                    let _ = store.release_ack_nonce(&verified.nonce).await;
+                    return Err(am_error(&e));
+                }
+            };
             Some((id, s.ends_at))
         }
         None => None,
@@ -228,7 +292,7 @@ pub async fn acknowledge(
         "note": if silence.is_none() { Some("ALERTMANAGER_URL is not set: recorded here only (stops escalation, not notifications)") } else { None },
     });
     if from_form {
-        return Ok(Html(page(&fp.to_string(), &body)).into_response());
+        return Ok(Html(page(&fp.to_string(), &body, None)).into_response());
     }
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
@@ -237,6 +301,7 @@ pub async fn acknowledge(
 pub async fn status(
     State(state): State<AppState>,
     Path(fingerprint): Path<String>,
+    Query(link): Query<LinkQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let fp = parse_fingerprint(&fingerprint)?;
@@ -291,7 +356,17 @@ pub async fn status(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
     if wants_html {
-        return Ok(Html(page(&fp.to_string(), &body)).into_response());
+        // The form is offered only on a page opened from a valid link, and posts that link.
+        let form_query = state.inner.config.ack_signer.as_ref().and_then(|signer| {
+            signer.verify(&fp.to_string(), &link, now_s()).ok()?;
+            Some(format!(
+                "exp={}&nonce={}&sig={}",
+                link.exp.as_deref()?,
+                link.nonce.as_deref()?,
+                link.sig.as_deref()?
+            ))
+        });
+        return Ok(Html(page(&fp.to_string(), &body, form_query.as_deref())).into_response());
     }
     Ok(axum::Json(body).into_response())
 }
@@ -303,8 +378,9 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The confirmation page: the state and a form that POSTs the ack.
-fn page(fingerprint: &str, state: &serde_json::Value) -> String {
+/// The confirmation page: the state and, opened from a valid link (`form_query`), a form that
+/// POSTs the ack with that link.
+fn page(fingerprint: &str, state: &serde_json::Value, form_query: Option<&str>) -> String {
     let labels = state["labels"]
         .as_object()
         .map(|m| {
@@ -329,15 +405,23 @@ fn page(fingerprint: &str, state: &serde_json::Value) -> String {
     } else {
         "<p><b>Not acknowledged.</b></p>".to_owned()
     };
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Acknowledge {fp}</title></head>\
-<body style=\"font-family:sans-serif\"><h2>Alert {fp}</h2>{summary}<table>{labels}</table>\
-<form method=\"post\" action=\"/api/v1/alerts/{fp}/ack\">\
+    let form = match form_query {
+        Some(q) => format!(
+            "<form method=\"post\" action=\"/api/v1/alerts/{fp}/ack?{q}\">\
 <p><label>Your name <input name=\"by\" required></label></p>\
 <p><label>Comment <input name=\"comment\" size=\"60\"></label></p>\
 <p><label>Silence for (minutes) <input name=\"duration_minutes\" type=\"number\" min=\"1\" value=\"120\"></label></p>\
-<p><button type=\"submit\">Acknowledge</button></p></form>\
-<pre>{json}</pre></body></html>",
+<p><button type=\"submit\">Acknowledge</button></p></form>",
+            fp = esc(fingerprint),
+            q = esc(q),
+        ),
+        None => "<p>To acknowledge, open the link of a notification (links are signed, expire and work once).</p>".to_owned(),
+    };
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Acknowledge {fp}</title></head>\
+<body style=\"font-family:sans-serif\"><h2>Alert {fp}</h2>{summary}<table>{labels}</table>\
+{form}<pre>{json}</pre></body></html>",
+        form = form,
         fp = esc(fingerprint),
         json = esc(&serde_json::to_string_pretty(state).unwrap_or_default()),
     )

@@ -33,8 +33,11 @@ pub const BUILTIN_CHANNELS: [&str; 4] = ["log", "email", "slack", "teams"];
 pub struct Config {
     /// The parsed routing file.
     pub settings: Arc<Settings>,
-    /// `ALERT_SERVICE_TOKEN`: bearer token for the webhook; open when unset.
+    /// `ALERT_SERVICE_TOKEN`: bearer token for the webhook; closed (403) when unset.
     pub token: Option<SecretString>,
+    /// `ACK_SIGNING_KEY` (at least 32 characters): signs acknowledge links; without it every
+    /// ack is refused (403).
+    pub ack_signer: Option<crate::ack_link::Signer>,
     /// `ALERT_SERVICE_DB`: `sqlite://...` (default `sqlite://alert-service.db`) or `postgres://...`.
     pub database_url: SecretString,
     /// `ALERTMANAGER_URL`: for silences (acks) and the state of alerts; none = acks stay local.
@@ -58,6 +61,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("settings", &self.settings)
             .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("ack_signer", &self.ack_signer)
             .field("database_url", &"[redacted]")
             .field("alertmanager_url", &self.alertmanager_url)
             .field("auto_healer_url", &self.auto_healer_url)
@@ -112,6 +116,11 @@ impl Config {
             tracing::warn!(warning = %w, "alert-service configuration");
         }
         let token = reader.secret("ALERT_SERVICE_TOKEN");
+        let ack_signer = reader.secret("ACK_SIGNING_KEY").and_then(|key| {
+            crate::ack_link::Signer::new(key, settings.ack.link_ttl)
+                .map_err(|e| reader.error("ACK_SIGNING_KEY", e))
+                .ok()
+        });
         let database_url = reader.string("ALERT_SERVICE_DB", "sqlite://alert-service.db");
         if !(database_url.starts_with("sqlite:")
             || database_url.starts_with("postgres://")
@@ -147,6 +156,7 @@ impl Config {
         Self {
             settings: Arc::new(settings),
             token,
+            ack_signer,
             database_url: SecretString::from(database_url),
             alertmanager_url,
             auto_healer_url,
@@ -163,6 +173,7 @@ impl Config {
         Ok(Self {
             settings: Arc::new(Settings::parse(yaml, env)?),
             token: None,
+            ack_signer: None,
             database_url: SecretString::from(database_url.to_owned()),
             alertmanager_url: None,
             auto_healer_url: None,
@@ -284,6 +295,7 @@ struct DeliverySpec {
 struct AckSpec {
     duration: Option<DurationText>,
     max_duration: Option<DurationText>,
+    link_ttl: Option<DurationText>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -469,8 +481,10 @@ pub struct DigestSettings {
 pub struct AckSettings {
     /// Silence length when the request does not say (default 2 h).
     pub duration: Duration,
-    /// Longest silence an ack may ask for (default 7 d).
+    /// Longest silence an ack may ask for (default 1 d).
     pub max_duration: Duration,
+    /// How long a signed acknowledge link stays valid (default 1 d).
+    pub link_ttl: Duration,
 }
 
 /// `enrichment:` in the file (Kubernetes mode only).
@@ -799,9 +813,20 @@ impl Settings {
             max_duration: errors.duration(
                 "ack.max_duration",
                 file.ack.max_duration.as_ref(),
-                Duration::from_secs(7 * 86400),
+                Duration::from_secs(86400),
+            ),
+            link_ttl: errors.duration(
+                "ack.link_ttl",
+                file.ack.link_ttl.as_ref(),
+                Duration::from_secs(86400),
             ),
         };
+        if ack.duration > ack.max_duration {
+            errors.push("ack.duration", "must not be longer than ack.max_duration");
+        }
+        if ack.link_ttl.is_zero() {
+            errors.push("ack.link_ttl", "must be more than 0");
+        }
         let en = &file.enrichment;
         let enrichment = EnrichmentSettings {
             log_lines: en.log_lines.unwrap_or(20).clamp(1, 500),

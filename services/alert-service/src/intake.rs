@@ -39,7 +39,7 @@ pub fn notification_key(channel: &str, msg: &WebhookMessage) -> String {
         .map(|a| {
             format!(
                 "{}/{}/{}/{}",
-                a.fingerprint,
+                alertmanager::Fingerprint::of_labels(&a.labels),
                 a.status.as_str(),
                 a.starts_at.unix_timestamp_nanos(),
                 a.ends_at
@@ -104,7 +104,11 @@ pub async fn webhook(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let m = &state.inner.metrics;
-    if let Err(e) = service_kit::auth::require_bearer(&headers, state.inner.config.token.as_ref()) {
+    if let Err(e) = service_kit::auth::webhook_guard(
+        &headers,
+        state.inner.config.token.as_ref(),
+        "ALERT_SERVICE_TOKEN",
+    ) {
         m.webhook_messages
             .with_label_values(&["unauthorized"])
             .inc();
@@ -137,6 +141,10 @@ pub async fn webhook(
             return err.into_response();
         }
     };
+    if let Err(e) = check_labels(&msg) {
+        m.webhook_messages.with_label_values(&["rejected"]).inc();
+        return e.into_response();
+    }
     match accept(&state, &msg).await {
         Ok(notifications) => {
             m.webhook_messages.with_label_values(&["accepted"]).inc();
@@ -161,6 +169,45 @@ pub async fn webhook(
     }
 }
 
+/// Whether `name` is a label name Alertmanager accepts: `[a-zA-Z_][a-zA-Z0-9_]*`, not empty.
+pub fn valid_label_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Refuses a message with a label Alertmanager would reject (a silence on it could never be
+/// created), naming the alert and the label: 422 now, not a 503 at acknowledgement.
+pub fn check_labels(msg: &WebhookMessage) -> Result<(), ApiError> {
+    for (i, a) in msg.alerts.iter().enumerate() {
+        if a.labels.is_empty() {
+            return Err(ApiError::invalid_field(
+                format!("alerts[{i}].labels"),
+                "an alert needs at least one label",
+            ));
+        }
+        for (name, value) in &a.labels {
+            if !valid_label_name(name) {
+                return Err(ApiError::invalid_field(
+                    format!("alerts[{i}].labels"),
+                    format!(
+                        "label name {name:?} is not valid: Alertmanager accepts [a-zA-Z_][a-zA-Z0-9_]*"
+                    ),
+                ));
+            }
+            if value.is_empty() {
+                return Err(ApiError::invalid_field(
+                    format!("alerts[{i}].labels.{name}"),
+                    "a label value may not be empty (Alertmanager drops such labels)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Records the alerts and writes one outbox row per channel, in one transaction.
 pub async fn accept(
     state: &AppState,
@@ -171,7 +218,8 @@ pub async fn accept(
     let mut seen = BTreeSet::new();
     let mut alerts = Vec::with_capacity(msg.alerts.len());
     for (a, chans) in msg.alerts.iter().zip(&per_alert) {
-        let fp = a.fingerprint.to_string();
+        // The identity is recomputed from the labels, never taken from the payload.
+        let fp = alertmanager::Fingerprint::of_labels(&a.labels).to_string();
         let starts = ms(a.starts_at);
         if !seen.insert((fp.clone(), starts)) {
             continue;
@@ -281,5 +329,31 @@ mod tests {
             notification_key("slack", &m1),
             notification_key("slack", &m4)
         );
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+    use alertmanager::Alert;
+
+    #[test]
+    fn labels_alertmanager_rejects_are_refused() {
+        for good in ["alertname", "_x", "a1_B"] {
+            assert!(valid_label_name(good), "{good}");
+        }
+        for bad in ["", "1a", "a-b", "a.b", "a b", "\u{200b}", "caf\u{e9}"] {
+            assert!(!valid_label_name(bad), "{bad:?}");
+        }
+        let ok = WebhookMessage::builder("r")
+            .alerts([Alert::firing([("alertname", "A")])])
+            .build();
+        assert!(check_labels(&ok).is_ok());
+        let bad = WebhookMessage::builder("r")
+            .alerts([Alert::firing([("alertname", "A"), ("bad-name", "x")])])
+            .build();
+        let e = check_labels(&bad).unwrap_err();
+        assert_eq!(e.status(), 422);
+        assert!(e.message().contains("bad-name"), "{e}");
     }
 }

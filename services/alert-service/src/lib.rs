@@ -7,13 +7,14 @@
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /webhook/alertmanager` | intake (webhook v4; bearer `ALERT_SERVICE_TOKEN` when set): 202 once in the outbox |
-//! | `POST /api/v1/alerts/{fingerprint}/ack` | acknowledge: an Alertmanager silence on the alert's labels |
+//! | `POST /webhook/alertmanager` | intake (webhook v4, JSON only; bearer `ALERT_SERVICE_TOKEN`, closed without it): 202 once in the outbox |
+//! | `POST /api/v1/alerts/{fingerprint}/ack?exp&nonce&sig` | acknowledge with a signed, expiring, single-use link (`ACK_SIGNING_KEY`): an Alertmanager silence on the alert's labels |
 //! | `GET /api/v1/alerts/{fingerprint}/ack` | the acknowledgement state (JSON, or an HTML page with a form) |
 //! | `GET /api/v1/report?window=24h` | the digest report |
 //! | `GET /api/v1/outbox` | outbox counts and the latest rows |
 
 pub mod ack;
+pub mod ack_link;
 pub mod channels;
 pub mod config;
 pub mod delivery;
@@ -148,6 +149,7 @@ impl AppState {
         let links = Links {
             public_url: config.public_url.clone(),
             grafana: config.grafana.clone(),
+            signer: config.ack_signer.clone(),
         };
         let enricher = Enricher::new(kube, settings.enrichment.clone());
         let state = Self {

@@ -19,7 +19,7 @@ pub struct StoreError(#[from] sqlx::Error);
 /// `Result` with [`StoreError`].
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-const SCHEMA: [&str; 5] = [
+const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS outbox (
         id TEXT PRIMARY KEY,
         idem_key TEXT NOT NULL UNIQUE,
@@ -61,6 +61,13 @@ const SCHEMA: [&str; 5] = [
     )",
     "CREATE INDEX IF NOT EXISTS alerts_open ON alerts (status, acked_at, first_seen)",
     "CREATE INDEX IF NOT EXISTS alerts_seen ON alerts (last_seen)",
+    // Nonces of acknowledge links already used (single use, across restarts and replicas).
+    "CREATE TABLE IF NOT EXISTS ack_nonces (
+        nonce TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        used_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    )",
 ];
 
 /// An alert as received, to record.
@@ -489,6 +496,41 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(alert_record).transpose()
+    }
+
+    /// Marks an acknowledge link's `nonce` used; `false` when it already was (a replay). Forgets
+    /// nonces whose links expired before `now_s` (they cannot verify any more).
+    pub async fn claim_ack_nonce(
+        &self,
+        nonce: &str,
+        fingerprint: &str,
+        now_ms: i64,
+        expires_at_s: i64,
+    ) -> Result<bool> {
+        sqlx::query("DELETE FROM ack_nonces WHERE expires_at < $1")
+            .bind(now_ms / 1000 - 60)
+            .execute(&self.pool)
+            .await?;
+        let r = sqlx::query(
+            "INSERT INTO ack_nonces (nonce, fingerprint, used_at, expires_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(nonce)
+        .bind(fingerprint)
+        .bind(now_ms)
+        .bind(expires_at_s)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Gives a claimed nonce back (the ack it was claimed for changed nothing).
+    pub async fn release_ack_nonce(&self, nonce: &str) -> Result<()> {
+        sqlx::query("DELETE FROM ack_nonces WHERE nonce = $1")
+            .bind(nonce)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Records an acknowledgement on the alert's open (and latest) records.

@@ -20,6 +20,8 @@ pub struct Links {
     pub public_url: String,
     /// Grafana, for Explore links.
     pub grafana: Option<GrafanaLinks>,
+    /// Signs acknowledge links (`ACK_SIGNING_KEY`); without it links are unsigned and refused.
+    pub signer: Option<crate::ack_link::Signer>,
 }
 
 /// One alert as templates see it.
@@ -49,7 +51,8 @@ pub struct AlertView {
     pub ends_at: Option<String>,
     /// Where the alert came from (may be empty).
     pub generator_url: String,
-    /// `{PUBLIC_URL}/api/v1/alerts/{fingerprint}/ack`.
+    /// `{PUBLIC_URL}/api/v1/alerts/{fingerprint}/ack?exp=…&nonce=…&sig=…`: signed, expiring,
+    /// single use.
     pub ack_url: String,
     /// Grafana Explore: Loki logs of the pod (or service).
     pub logs_url: Option<String>,
@@ -113,9 +116,17 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 impl Links {
-    /// The acknowledge link of an alert.
+    /// The acknowledge link of an alert: signed, expiring and single use when a signer is
+    /// configured (a fresh nonce per call).
     pub fn ack_url(&self, fingerprint: &str) -> String {
-        format!("{}/api/v1/alerts/{fingerprint}/ack", self.public_url)
+        let base = format!("{}/api/v1/alerts/{fingerprint}/ack", self.public_url);
+        match &self.signer {
+            Some(signer) => format!(
+                "{base}?{}",
+                signer.sign(fingerprint, crate::delivery::now_ms() / 1000)
+            ),
+            None => base,
+        }
     }
 
     fn explore(&self, pane: serde_json::Value) -> Option<String> {
@@ -174,7 +185,8 @@ impl Links {
     /// The view of one alert.
     pub fn alert_view(&self, a: &Alert, enrichment: Option<Enrichment>) -> AlertView {
         let get = |m: &LabelSet, k: &str| m.get(k).cloned().unwrap_or_default();
-        let fingerprint = a.fingerprint.to_string();
+        // Recomputed from the labels: the payload's own fingerprint is not trusted.
+        let fingerprint = alertmanager::Fingerprint::of_labels(&a.labels).to_string();
         AlertView {
             status: a.status.as_str(),
             alertname: a.alertname().unwrap_or_default().to_owned(),
@@ -414,6 +426,7 @@ pub mod sample {
                 loki_uid: "loki".to_owned(),
                 tempo_uid: "tempo".to_owned(),
             }),
+            signer: None,
         };
         let enrichment = Enrichment {
             logs: vec!["line 1".to_owned(), "panic: \"boom\"".to_owned()],
@@ -525,6 +538,7 @@ mod tests {
         let links = Links {
             public_url: "http://x".into(),
             grafana: None,
+            signer: None,
         };
         let a = Alert::firing([("alertname", "A"), ("pod", "p"), ("namespace", "n")]);
         let v = links.alert_view(&a, None);

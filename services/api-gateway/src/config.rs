@@ -6,8 +6,11 @@
 //! | `HEART_URL` | `http://127.0.0.1:8081` | heart |
 //! | `BRAIN_URL` | `http://127.0.0.1:8082` | brain |
 //! | `GATEWAY_MAX_CONCURRENCY` | 512 | proxied requests in flight before shedding with 503 |
+//! | `USER_SERVICE_MAX_CONCURRENCY` | 256 | calls in flight to user-service before shedding (503 `upstream_busy`) |
+//! | `HEART_MAX_CONCURRENCY` | 256 | calls in flight to heart before shedding |
+//! | `BRAIN_MAX_CONCURRENCY` | 16 | calls in flight to brain (slow, CPU-bound) before shedding |
 //! | `UPSTREAM_TIMEOUT_MS` | 2000 | longest an upstream call may take (connect: at most 1 s) before a 504 |
-//! | `CHAOS_TOKEN` | unset | bearer token for `POST`/`DELETE /chaos` (open when unset) |
+//! | `CHAOS_TOKEN` | unset | bearer token for `POST`/`DELETE /chaos` (closed, 403, when unset) |
 
 use std::time::Duration;
 
@@ -25,15 +28,52 @@ pub struct Config {
     pub brain_url: String,
     /// `GATEWAY_MAX_CONCURRENCY`.
     pub max_concurrency: usize,
+    /// `USER_SERVICE_MAX_CONCURRENCY`, `HEART_MAX_CONCURRENCY`, `BRAIN_MAX_CONCURRENCY`: each
+    /// upstream's own limit, so that a slow one cannot starve the others.
+    pub upstream_concurrency: UpstreamConcurrency,
     /// `UPSTREAM_TIMEOUT_MS`.
     pub upstream_timeout: Duration,
     /// `CHAOS_TOKEN`.
     pub chaos_token: Option<SecretString>,
 }
 
+/// Calls in flight allowed per upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamConcurrency {
+    /// user-service.
+    pub users: usize,
+    /// heart.
+    pub heart: usize,
+    /// brain.
+    pub brain: usize,
+}
+
+impl Default for UpstreamConcurrency {
+    fn default() -> Self {
+        Self {
+            users: 256,
+            heart: 256,
+            brain: 16,
+        }
+    }
+}
+
+fn concurrency(reader: &mut EnvReader<'_>, var: &str, default: usize) -> usize {
+    reader.parse_with(var, default, |raw| match raw.parse::<usize>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err("expected a whole number from 1 to 1000000".to_owned()),
+    })
+}
+
 impl Config {
     /// Reads the service's own variables; problems are recorded on `reader`.
     pub fn read(reader: &mut EnvReader<'_>) -> Self {
+        let d = UpstreamConcurrency::default();
+        let upstream_concurrency = UpstreamConcurrency {
+            users: concurrency(reader, "USER_SERVICE_MAX_CONCURRENCY", d.users),
+            heart: concurrency(reader, "HEART_MAX_CONCURRENCY", d.heart),
+            brain: concurrency(reader, "BRAIN_MAX_CONCURRENCY", d.brain),
+        };
         let user_service_url = reader.url("USER_SERVICE_URL", "http://127.0.0.1:8083");
         let heart_url = reader.url("HEART_URL", "http://127.0.0.1:8081");
         let brain_url = reader.url("BRAIN_URL", "http://127.0.0.1:8082");
@@ -57,6 +97,7 @@ impl Config {
             heart_url,
             brain_url,
             max_concurrency,
+            upstream_concurrency,
             upstream_timeout,
             chaos_token,
         }

@@ -16,13 +16,17 @@
 //!   answers a fast 502 (`upstream_unreachable`), one that is too slow a 504
 //!   (`upstream_timeout`), each a JSON error naming the upstream.
 //! - At most `GATEWAY_MAX_CONCURRENCY` proxied requests are in flight; beyond that requests are
-//!   shed at once with a 503 JSON (`overloaded`, `Retry-After: 1`) instead of queueing.
+//!   shed at once with a 503 JSON (`overloaded`, `Retry-After: 1`) instead of queueing. Each
+//!   upstream also has its own limit (`BRAIN_MAX_CONCURRENCY`, ...; 503 `upstream_busy`), so
+//!   slow `/think` calls cannot take the capacity `/user/{id}` needs. Liveness (`/healthz`) is
+//!   outside every limit.
+//! - A failing upstream is logged at most once a second (with the count of suppressed lines).
 //! - `traceparent` goes upstream from the gateway's client span; `x-request-id` (set by the
 //!   skeleton when absent) is forwarded.
 //! - The gateway's `/readyz` does not depend on the upstreams (a gateway that is not ready for
 //!   every upstream outage would take the whole front door down); their state is in
 //!   `GET /upstreams`.
-//! - Chaos faults (`/chaos`, `CHAOS_TOKEN`) apply to the proxied routes.
+//! - Chaos faults (`/chaos`, `CHAOS_TOKEN`; closed without it) apply to the proxied routes.
 
 pub mod config;
 pub mod proxy;
@@ -78,15 +82,16 @@ impl AppState {
     /// Builds one traced client per upstream (with the configured timeout) and the chaos
     /// switchboard, registering its metrics on the context's registry.
     pub fn new(ctx: &Context, config: Config) -> prometheus::Result<Self> {
-        let upstream = |name: &'static str, base: &str| {
+        let upstream = |name: &'static str, base: &str, limit: usize| {
             let connect = config.upstream_timeout.min(Duration::from_secs(1));
             let client = ctx.http_client_with_timeouts(connect, config.upstream_timeout);
-            Upstream::new(name, base, client, config.upstream_timeout)
+            Upstream::new(name, base, client, config.upstream_timeout, limit)
         };
+        let limits = config.upstream_concurrency;
         let upstreams = Upstreams {
-            users: upstream("user-service", &config.user_service_url),
-            heart: upstream("heart", &config.heart_url),
-            brain: upstream("brain", &config.brain_url),
+            users: upstream("user-service", &config.user_service_url, limits.users),
+            heart: upstream("heart", &config.heart_url, limits.heart),
+            brain: upstream("brain", &config.brain_url, limits.brain),
         };
         Ok(Self {
             upstreams: Arc::new(upstreams),

@@ -1,5 +1,7 @@
 //! The proxied routes and the one function that forwards a request to an upstream.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -24,25 +26,73 @@ const PASSED_BACK: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, he
 /// The longest one upstream readiness probe of `/upstreams` may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// One upstream service: its name, base URL and traced client.
+/// One upstream service: its name, base URL, traced client and its own concurrency limit.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     name: &'static str,
     base: String,
     client: HttpClient,
     timeout: Duration,
+    /// Calls in flight to this upstream; beyond its limit a request is shed at once (503), so a
+    /// slow upstream cannot take the capacity of the others.
+    in_flight: Arc<tokio::sync::Semaphore>,
+    max_in_flight: usize,
+    failure_log: Arc<FailureLog>,
+}
+
+/// At most one upstream-failure log line per second per upstream; the rest are counted and
+/// reported with the next line (`suppressed`).
+#[derive(Debug, Default)]
+struct FailureLog {
+    last_second: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl FailureLog {
+    /// `Some(suppressed since the last line)` when a line may be written now.
+    fn admit(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let last = self.last_second.load(Ordering::Relaxed);
+        if now > last
+            && self
+                .last_second
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            Some(self.suppressed.swap(0, Ordering::Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
 }
 
 impl Upstream {
     /// `name` at `base` (no trailing slash), called with `client` (whose total timeout is
-    /// `timeout`).
-    pub fn new(name: &'static str, base: &str, client: HttpClient, timeout: Duration) -> Self {
+    /// `timeout`), at most `max_in_flight` calls at once.
+    pub fn new(
+        name: &'static str,
+        base: &str,
+        client: HttpClient,
+        timeout: Duration,
+        max_in_flight: usize,
+    ) -> Self {
         Self {
             name,
             base: base.trim_end_matches('/').to_owned(),
             client,
             timeout,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(max_in_flight)),
+            max_in_flight,
+            failure_log: Arc::default(),
         }
+    }
+
+    /// The most calls in flight to this upstream.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
     }
 
     /// The upstream's service name.
@@ -64,6 +114,21 @@ impl Upstream {
         headers: &HeaderMap,
         body: Option<Bytes>,
     ) -> Response {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            let mut response = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_busy",
+                format!(
+                    "{} already has {} requests in flight from this gateway; retry shortly",
+                    self.name, self.max_in_flight
+                ),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            return response;
+        };
         let url = format!("{}{}", self.base, path_and_query);
         let mut request = self.client.request(method, &url);
         if let Some(id) = headers.get(&REQUEST_ID) {
@@ -120,7 +185,15 @@ impl Upstream {
                 format!("{} answered with a broken response", self.name),
             )
         };
-        tracing::warn!(upstream = self.name, error = %error, code, "upstream call failed");
+        if let Some(suppressed) = self.failure_log.admit() {
+            tracing::warn!(
+                upstream = self.name,
+                error = %error,
+                code,
+                suppressed,
+                "upstream call failed"
+            );
+        }
         let body = json!({"error": {"code": code, "message": message, "upstream": self.name}});
         (status, axum::Json(body)).into_response()
     }

@@ -21,7 +21,10 @@ struct Reply {
 }
 
 async fn call(router: &Router, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Reply {
-    let mut req = Request::builder().method(method).uri(path);
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {}", common::CHAOS_TOKEN));
     let body = match body {
         Some((content_type, bytes)) => {
             req = req.header("content-type", content_type);
@@ -482,4 +485,58 @@ async fn gateway_chaos_and_metrics() {
         "{text}"
     );
     assert!(!text.contains("/user/123"), "no raw paths in labels");
+}
+
+#[tokio::test]
+async fn slow_think_calls_cannot_starve_user_lookups() {
+    // A brain that takes 1.5 s per /think.
+    let slow = axum::Router::new().route(
+        "/think",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            axum::Json(json!({"thought_ms": 1500}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let brain = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, slow).await });
+    let organs = organs().await;
+    let mut config = Config::with_upstreams(&organs.users.url(), &organs.heart.url(), &brain);
+    config.upstream_concurrency.brain = 3;
+    config.max_concurrency = 64;
+    let (_ctx, gw) = common::gateway_router(config);
+    let thinks: Vec<_> = (0..12)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { call(&gw, "GET", "/think?ms=1", None).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // While brain's share is full, user lookups are served at once.
+    for _ in 0..5 {
+        let r = call(&gw, "GET", "/user/123", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.took < Duration::from_millis(1000), "{:?}", r.took);
+    }
+    let mut busy = 0;
+    let mut ok = 0;
+    for t in thinks {
+        let r = t.await.unwrap();
+        match r.status {
+            StatusCode::OK => ok += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(r.body["error"]["code"], "upstream_busy", "{}", r.body);
+                assert!(
+                    r.took < Duration::from_millis(500),
+                    "shed at once: {:?}",
+                    r.took
+                );
+                assert_eq!(r.headers["retry-after"], "1");
+                busy += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    assert_eq!(ok, 3, "brain's limit is 3 in flight");
+    assert_eq!(busy, 9);
 }

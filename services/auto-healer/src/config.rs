@@ -3,7 +3,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `AUTO_HEALER_POLICY` | shipped `policy/default.yaml` | policy YAML file |
-//! | `AUTO_HEALER_TOKEN` | unset (open) | bearer token for the webhook |
+//! | `AUTO_HEALER_TOKEN` | **required** | bearer token for the webhook (JSON only, same-origin) |
 //! | `AUTO_HEALER_DRY_RUN` | the policy's `guards.dry_run` | decide and record, never mutate |
 //! | `AUTO_HEALER_MODE` | `auto` | `kubernetes`, `local`, or `auto` (Kubernetes when in a cluster or a kubeconfig exists) |
 //! | `ALERTMANAGER_URL` | unset | where RemediationFailed alerts go |
@@ -151,7 +151,13 @@ impl Config {
         Self {
             policy,
             policy_source,
-            token: reader.secret("AUTO_HEALER_TOKEN"),
+            token: reader.secret("AUTO_HEALER_TOKEN").or_else(|| {
+                reader.error(
+                    "AUTO_HEALER_TOKEN",
+                    "required: the webhook restarts workloads and is never open",
+                );
+                None
+            }),
             dry_run,
             mode,
             alertmanager_url: reader.optional_url("ALERTMANAGER_URL"),
@@ -213,6 +219,7 @@ mod tests {
         );
         assert!(text.contains("AUTO_HEALER_DRY_RUN"), "{text}");
         assert!(text.contains("AUTO_HEALER_MODE"), "{text}");
+        assert!(text.contains("AUTO_HEALER_TOKEN"), "required: {text}");
     }
 
     #[test]
@@ -220,6 +227,7 @@ mod tests {
         let env: HashMap<&str, &str> = [
             ("AUTO_HEALER_DRY_RUN", "true"),
             ("POD_NAMESPACE", "organism-test"),
+            ("AUTO_HEALER_TOKEN", "t"),
         ]
         .into_iter()
         .collect();

@@ -21,7 +21,9 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(e) = service_kit::auth::require_bearer(&headers, state.inner.token.as_ref()) {
+    if let Err(e) =
+        service_kit::auth::webhook_guard(&headers, state.inner.token.as_ref(), "AUTO_HEALER_TOKEN")
+    {
         return e.into_response();
     }
     let body = match body {

@@ -32,6 +32,7 @@ fn test_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let ctx = Context::for_tests(auto_healer::SERVICE);
     let mut config = Config {
         state_dir: dir.path().to_owned(),
+        token: Some(TOKEN.to_owned().into()),
         ..Config::default()
     };
     tweak(&mut config);
@@ -65,9 +66,13 @@ async fn send(app: &TestApp, req: Request<Body>) -> (StatusCode, Value) {
     (status, body)
 }
 
+/// The webhook token of [`test_app`] unless a test sets another.
+const TOKEN: &str = "test-healer-token";
+
 fn post(body: impl Into<Body>) -> Request<Body> {
     Request::post("/webhook/alertmanager")
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {TOKEN}"))
         .body(body.into())
         .unwrap()
 }
@@ -230,6 +235,25 @@ async fn the_token_is_required_when_set() {
         .insert("authorization", "Bearer s3cret".parse().unwrap());
     let (status, _) = send(&app, req).await;
     assert_eq!(status, StatusCode::ACCEPTED);
+}
+
+#[tokio::test]
+async fn the_webhook_is_closed_without_a_token_and_takes_json_only() {
+    let app = test_app(|c| c.token = None);
+    let (status, body) = send(&app, post(payload(vec![crashing("p", "organism")]))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "not_configured");
+    let app = test_app(|_| {});
+    let mut req = post(payload(vec![crashing("p", "organism")]));
+    req.headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    assert_eq!(send(&app, req).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let mut req = post(payload(vec![crashing("p", "organism")]));
+    req.headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
+    assert_eq!(send(&app, req).await.0, StatusCode::FORBIDDEN);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(app.platform.executed().is_empty(), "nothing acted");
 }
 
 #[tokio::test]

@@ -212,6 +212,7 @@ async fn scenario(dry_run: bool) -> Scenario {
     let mut config = Config {
         state_dir: dir.path().to_owned(),
         dry_run: Some(dry_run),
+        token: Some("local-healer-token".to_owned().into()),
         ..Config::default()
     };
     config.policy.guards.verify_timeout_secs = 5;
@@ -268,6 +269,7 @@ async fn kill_heart_and_alert(s: &Scenario) -> Instant {
     let start = Instant::now();
     let resp = reqwest::Client::new()
         .post(format!("{}/webhook/alertmanager", s.healer_url))
+        .bearer_auth("local-healer-token")
         .header("content-type", "application/json")
         .body(body)
         .send()

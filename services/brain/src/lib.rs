@@ -11,7 +11,10 @@
 //!   `{"error":{"code":"circuit_open"}}` with `Retry-After`. Breaker state is the gauge
 //!   `brain_circuit_breaker_state` (0 closed, 1 half-open, 2 open) and the attribute
 //!   `brain.circuit_breaker.state` on the request span; the call to heart is traced.
-//! - `/chaos` (see the `chaos` crate) injects faults into `/think`.
+//! - Load is shed early, never held: at most `BRAIN_MAX_WAITING` (default 4 per core) requests
+//!   wait for a core, each at most `BRAIN_QUEUE_WAIT_MS` (default 500, so that a wait and the longest think fit in the gateway's 2 s upstream timeout); beyond either, 503
+//!   `{"error":{"code":"overloaded"}}` with `Retry-After: 1` at once.
+//! - `/chaos` (see the `chaos` crate) injects faults into `/think`; closed without `CHAOS_TOKEN`.
 //!
 //! `app(state)` builds the service's routes; the shared skeleton (`service-kit`) adds health,
 //! readiness, metrics, limits and shutdown around them.
@@ -49,8 +52,13 @@ pub struct Config {
     pub jitter: Duration,
     /// Timeouts, retries and breaker of the call to heart.
     pub pulse: PulseConfig,
-    /// `CHAOS_TOKEN`: bearer token for `POST`/`DELETE /chaos`.
+    /// `CHAOS_TOKEN`: bearer token for `POST`/`DELETE /chaos` (closed when unset).
     pub chaos_token: Option<SecretString>,
+    /// `BRAIN_MAX_WAITING`: requests that may wait for a free core (default 4 per core); one
+    /// more is shed at once with a 503.
+    pub max_waiting: Option<usize>,
+    /// `BRAIN_QUEUE_WAIT_MS`: the longest a request waits for a core before a 503 (default 500).
+    pub queue_wait: Duration,
 }
 
 impl Default for Config {
@@ -61,6 +69,8 @@ impl Default for Config {
             jitter: Duration::ZERO,
             pulse: PulseConfig::default(),
             chaos_token: None,
+            max_waiting: None,
+            queue_wait: Duration::from_millis(500),
         }
     }
 }
@@ -84,6 +94,18 @@ impl Config {
             jitter: reader.parse_with("BRAIN_THINK_JITTER_MS", defaults.jitter, bounded_millis),
             pulse: defaults.pulse,
             chaos_token: Chaos::read_token(reader),
+            max_waiting: reader.parse_with("BRAIN_MAX_WAITING", None, |raw| {
+                match raw.parse::<usize>() {
+                    Ok(n) if n <= 100_000 => Ok(Some(n)),
+                    _ => Err("expected a whole number from 0 to 100000".to_owned()),
+                }
+            }),
+            queue_wait: reader.parse_with("BRAIN_QUEUE_WAIT_MS", defaults.queue_wait, |raw| {
+                match raw.parse::<u64>() {
+                    Ok(ms) if ms <= 60_000 => Ok(Duration::from_millis(ms)),
+                    _ => Err("expected a whole number of milliseconds from 0 to 60000".to_owned()),
+                }
+            }),
         }
     }
 }
@@ -94,6 +116,9 @@ pub struct AppState {
     think: Duration,
     jitter: Duration,
     thinkers: Arc<Semaphore>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    max_waiting: usize,
+    queue_wait: Duration,
     think_duration: prometheus::Histogram,
     heart: Heart,
     chaos: Chaos,
@@ -118,6 +143,9 @@ impl AppState {
             think: config.think,
             jitter: config.jitter,
             thinkers: Arc::new(Semaphore::new(cores)),
+            waiting: Arc::default(),
+            max_waiting: config.max_waiting.unwrap_or(cores * 4),
+            queue_wait: config.queue_wait,
             think_duration,
             heart: Heart::new(ctx, &config.heart_url, config.pulse)?,
             chaos: Chaos::new(ctx, config.chaos_token)?,

@@ -2,6 +2,7 @@
 
 use std::hash::{DefaultHasher, Hasher};
 use std::hint::black_box;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -104,8 +105,38 @@ async fn run(state: AppState, ms: Option<u64>, pulse: bool) -> Response {
 
     let start = Instant::now();
     let thought = {
-        let Ok(_core) = state.thinkers.clone().acquire_owned().await else {
-            return ApiError::unavailable("the service is shutting down", Some(1)).into_response();
+        let _core = match state.thinkers.clone().try_acquire_owned() {
+            Ok(core) => core,
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return ApiError::unavailable("the service is shutting down", Some(1))
+                    .into_response();
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // Every core is busy: wait in a short, bounded line, or be shed at once.
+                let waiting = state.waiting.fetch_add(1, Ordering::AcqRel);
+                let _leave = Leave(&state.waiting);
+                if waiting >= state.max_waiting {
+                    return overloaded(format!(
+                        "every core is thinking and {} requests are already waiting",
+                        state.max_waiting
+                    ));
+                }
+                match tokio::time::timeout(state.queue_wait, state.thinkers.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(core)) => core,
+                    Ok(Err(_)) => {
+                        return ApiError::unavailable("the service is shutting down", Some(1))
+                            .into_response();
+                    }
+                    Err(_) => {
+                        return overloaded(format!(
+                            "no core became free within {} ms",
+                            state.queue_wait.as_millis()
+                        ));
+                    }
+                }
+            }
         };
         match tokio::task::spawn_blocking(move || think_for(target, rand::random())).await {
             Ok(t) => t,
@@ -133,6 +164,30 @@ async fn run(state: AppState, ms: Option<u64>, pulse: bool) -> Response {
         pulse,
     })
     .into_response()
+}
+
+/// Leaves the waiting line when dropped.
+struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// 503 `overloaded` with `Retry-After: 1`.
+fn overloaded(message: String) -> Response {
+    let mut response = ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        message,
+    )
+    .into_response();
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 fn jittered(base: Duration, jitter: Duration) -> Duration {

@@ -255,10 +255,12 @@ pub struct LocalConfig {
     /// Probe period (default 500ms).
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub interval: Duration,
-    /// Per-probe timeout (default 400ms).
+    /// Per-probe timeout (default 2s): long enough that a healthy service on a saturated
+    /// 2-core machine (load on its request path, liveness answered outside it) still answers.
     #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
     pub timeout: Duration,
-    /// Consecutive failed probes before `service-down` (default 2).
+    /// Consecutive failed probes before `service-down` (default 3): a crashed process (the
+    /// connection refused at once) is still found within about 1.5 s.
     pub failures_before_down: u32,
     /// The targets (default: the local services of CONTRACTS.md but this one).
     pub targets: Vec<LocalTarget>,
@@ -268,8 +270,8 @@ impl Default for LocalConfig {
     fn default() -> Self {
         Self {
             interval: Duration::from_millis(500),
-            timeout: Duration::from_millis(400),
-            failures_before_down: 2,
+            timeout: Duration::from_secs(2),
+            failures_before_down: 3,
             targets: LOCAL_SERVICES
                 .iter()
                 .map(|(name, port)| LocalTarget {
@@ -498,6 +500,18 @@ impl FileConfig {
         }
         if self.local.interval.is_zero() {
             return Err(("local.interval".into(), "must be more than 0".into()));
+        }
+        if self.local.timeout < Duration::from_millis(50) {
+            return Err((
+                "local.timeout".into(),
+                "must be at least 50ms (a busy machine cannot keep less)".into(),
+            ));
+        }
+        if self.local.failures_before_down == 0 {
+            return Err((
+                "local.failures_before_down".into(),
+                "must be at least 1".into(),
+            ));
         }
         if self.publish.resend_interval.is_zero() {
             return Err((

@@ -1,7 +1,8 @@
 //! Local mode: probes services' `/healthz` and `/readyz` over HTTP.
 //!
 //! [`classify_probe`] is the pure part (an outcome → a finding); [`run_prober`] is the adapter
-//! that probes every target each `local.interval` (500 ms by default) with a short timeout. A
+//! that probes every target each `local.interval` (500 ms by default) with `local.timeout`
+//! (default 2 s, which a saturated 2-core machine keeps). A
 //! service answering nothing (or 5xx) on `/healthz` for `failures_before_down` probes in a row
 //! is `service-down` (remediation `restart-pod`, which the local auto-healer turns into a
 //! launcher restart); one answering `/readyz` with 503 is `service-not-ready`, naming the

@@ -10,7 +10,13 @@ use serde_json::Value;
 use service_kit::{Context, EnvReader};
 use tower::ServiceExt;
 
-fn app_with(config: Config) -> Router {
+/// The `CHAOS_TOKEN` of the test apps (`/chaos` is closed without one).
+const CHAOS_TOKEN: &str = "test-chaos";
+
+fn app_with(mut config: Config) -> Router {
+    if config.chaos_token.is_none() {
+        config.chaos_token = Some(CHAOS_TOKEN.into());
+    }
     let ctx = Context::for_tests(heart::SERVICE);
     let state = AppState::new(&ctx, config).unwrap();
     service_kit::assemble(&ctx, heart::app(state))
@@ -21,6 +27,7 @@ async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (u16, Value,
         .method(method)
         .uri(uri)
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {CHAOS_TOKEN}"))
         .body(Body::from(body.to_owned()))
         .unwrap();
     let response = app.clone().oneshot(req).await.unwrap();

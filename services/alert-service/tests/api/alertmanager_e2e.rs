@@ -67,9 +67,64 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
     assert_eq!(first["alerts"][0]["summary"], "heart is down");
 
     // Acknowledge: a silence on every label, visible in Alertmanager's API.
+    // Without a signed link, with a tampered or expired one, or cross-site: nothing is created.
+    let link = app.ack_url(&fp);
+    let base = format!("{}/api/v1/alerts/{fp}/ack", app.url);
+    let expired = {
+        let s = alert_service::ack_link::Signer::new(
+            crate::helpers::ACK_KEY.to_owned().into(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        format!("{base}?{}", s.sign(&fp, 1_000))
+    };
+    let tampered = link.replace("&sig=", "&sig=00");
+    let other_alert = {
+        let q = link.split_once('?').unwrap().1;
+        format!("{}/api/v1/alerts/0123456789abcdef/ack?{q}", app.url)
+    };
+    for (url, status) in [
+        (base.clone(), 401),
+        (tampered, 403),
+        (other_alert, 403),
+        (expired, 410),
+    ] {
+        let r = app
+            .client
+            .post(&url)
+            .json(&json!({"by": "mallory", "duration_minutes": 30}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{url}");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
     let r = app
         .client
-        .post(format!("{}/api/v1/alerts/{fp}/ack", app.url))
+        .post(&link)
+        .header("origin", "http://evil.example")
+        .json(&json!({"by": "mallory"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "cross-site");
+    let r = app
+        .client
+        .post(&link)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("by=mallory")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a form body from no page of ours");
+    assert!(
+        client.silences().await.unwrap().is_empty(),
+        "refused acks created no silence"
+    );
+    let r = app
+        .client
+        .post(&link)
         .json(&json!({"by": "tester", "comment": "on it", "duration_minutes": 30}))
         .send()
         .await
@@ -88,6 +143,23 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
     }
     let minutes = (s.ends_at - s.starts_at).whole_minutes();
     assert!((29..=30).contains(&minutes), "{minutes}");
+
+    // The link works once.
+    let r = app
+        .client
+        .post(&link)
+        .json(&json!({"by": "again"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "link_used");
+    assert_eq!(
+        client.silences().await.unwrap().len(),
+        1,
+        "a replay made no silence"
+    );
 
     // The state read back.
     let state: Value = app
@@ -114,7 +186,21 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
         .await
         .unwrap();
     assert!(
-        page.contains("<form method=\"post\"") && page.contains("Acknowledged"),
+        page.contains("Acknowledged") && !page.contains("<form"),
+        "no form without a signed link: {page}"
+    );
+    let page = app
+        .client
+        .get(app.ack_url(&fp))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("<form method=\"post\" action=\"/api/v1/alerts/"),
         "{page}"
     );
 
@@ -141,7 +227,7 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
     // Unknown fingerprints and bad ones.
     let r = app
         .client
-        .post(format!("{}/api/v1/alerts/0123456789abcdef/ack", app.url))
+        .post(app.ack_url("0123456789abcdef"))
         .send()
         .await
         .unwrap();
@@ -155,7 +241,7 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
     assert_eq!(r.status(), 400);
     let r = app
         .client
-        .post(format!("{}/api/v1/alerts/{fp}/ack", app.url))
+        .post(app.ack_url(&fp))
         .json(&json!({"duration_minutes": 0}))
         .send()
         .await

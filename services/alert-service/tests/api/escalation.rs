@@ -47,7 +47,7 @@ async fn unacknowledged_critical_alerts_escalate_once_across_two_replicas() {
     let fp = acked.alerts[0].fingerprint.to_string();
     let r = b
         .client
-        .post(format!("{}/api/v1/alerts/{fp}/ack", b.url))
+        .post(b.ack_url(&fp))
         .json(&json!({"by": "oncall"}))
         .send()
         .await

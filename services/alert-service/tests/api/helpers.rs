@@ -8,9 +8,22 @@ use alert_service::{AppState, Config, app};
 use service_kit::Context;
 use tokio::task::JoinHandle;
 
+/// The webhook token of a [`TestApp`] unless a test sets another (`ALERT_SERVICE_TOKEN`).
+pub const WEBHOOK_TOKEN: &str = "test-webhook-token";
+/// The key a [`TestApp`] signs acknowledge links with (`ACK_SIGNING_KEY`).
+pub const ACK_KEY: &str = "test-ack-signing-key-0123456789abcdef";
+
+/// A signer with [`ACK_KEY`], as the service has.
+pub fn signer() -> alert_service::ack_link::Signer {
+    alert_service::ack_link::Signer::new(ACK_KEY.to_owned().into(), Duration::from_secs(3600))
+        .unwrap()
+}
+
 /// A running alert-service.
 pub struct TestApp {
     pub url: String,
+    /// The webhook token it was configured with.
+    pub token: Option<String>,
     pub state: AppState,
     /// Kept so the process-like context (registry, readiness) lives as long as the app.
     pub _ctx: Context,
@@ -56,7 +69,13 @@ impl TestApp {
         let env: HashMap<&str, &str> = env.iter().copied().collect();
         let mut config =
             Config::for_tests(yaml, &env, &db_url(db)).unwrap_or_else(|e| panic!("config: {e:#?}"));
+        config.token = Some(WEBHOOK_TOKEN.to_owned().into());
+        config.ack_signer = Some(signer());
         tweak(&mut config);
+        let token = {
+            use secrecy::ExposeSecret as _;
+            config.token.as_ref().map(|t| t.expose_secret().to_owned())
+        };
         let ctx = Context::for_tests(alert_service::SERVICE);
         let state = AppState::with_kube(&ctx, config, None)
             .await
@@ -73,6 +92,7 @@ impl TestApp {
         });
         Self {
             url: format!("http://{addr}"),
+            token,
             state,
             _ctx: ctx,
             client: reqwest::Client::builder()
@@ -94,10 +114,24 @@ impl TestApp {
         self.client
             .post(format!("{}/webhook/alertmanager", self.url))
             .header("content-type", "application/json")
+            .bearer_auth(self.token.as_deref().unwrap_or_default())
             .body(body)
             .send()
             .await
             .unwrap()
+    }
+
+    /// A freshly signed acknowledge link of `fingerprint`, as a notification would carry.
+    pub fn ack_url(&self, fingerprint: &str) -> String {
+        let now = (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()) as i64;
+        format!(
+            "{}/api/v1/alerts/{fingerprint}/ack?{}",
+            self.url,
+            signer().sign(fingerprint, now)
+        )
     }
 
     pub async fn post_message(&self, msg: &alertmanager::WebhookMessage) -> serde_json::Value {

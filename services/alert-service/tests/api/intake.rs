@@ -90,12 +90,20 @@ async fn bearer_token_is_required_when_configured() {
     })
     .await;
     let body = serde_json::to_vec(&fixtures::pod_crash_looping("alert-service")).unwrap();
-    let r = app.post_webhook(body.clone()).await;
+    let r = app
+        .client
+        .post(format!("{}/webhook/alertmanager", app.url))
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = app
         .client
         .post(format!("{}/webhook/alertmanager", app.url))
         .bearer_auth("wrong")
+        .header("content-type", "application/json")
         .body(body.clone())
         .send()
         .await
@@ -105,11 +113,77 @@ async fn bearer_token_is_required_when_configured() {
         .client
         .post(format!("{}/webhook/alertmanager", app.url))
         .bearer_auth("s3cret")
+        .header("content-type", "text/plain")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415, "the webhook takes JSON only");
+    let r = app
+        .client
+        .post(format!("{}/webhook/alertmanager", app.url))
+        .bearer_auth("s3cret")
+        .header("content-type", "application/json")
+        .header("origin", "http://evil.example")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "cross-site");
+    let r = app
+        .client
+        .post(format!("{}/webhook/alertmanager", app.url))
+        .bearer_auth("s3cret")
+        .header("content-type", "application/json")
         .body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_webhook_is_closed_without_a_token() {
+    let sink = HttpSink::start().await;
+    let dir = db_dir();
+    let (yaml, env) = webhook_config(&sink);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn_with(&yaml, &env, dir.path(), |c| c.token = None).await;
+    let body = serde_json::to_vec(&fixtures::pod_crash_looping("alert-service")).unwrap();
+    let r = app
+        .client
+        .post(format!("{}/webhook/alertmanager", app.url))
+        .bearer_auth("anything")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "not_configured");
+    assert_eq!(app.outbox().await["rows"].as_array().unwrap().len(), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn labels_alertmanager_would_reject_are_refused_at_intake() {
+    let sink = HttpSink::start().await;
+    let dir = db_dir();
+    let (yaml, env) = webhook_config(&sink);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn(&yaml, &env, dir.path()).await;
+    let mut msg = fixtures::pod_crash_looping("alert-service");
+    msg.alerts[0] = msg.alerts[0].clone().with_label("bad-name", "x");
+    let r = app.post_webhook(serde_json::to_vec(&msg).unwrap()).await;
+    assert_eq!(r.status(), 422);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("bad-name"),
+        "{v}"
+    );
+    assert_eq!(app.outbox().await["rows"].as_array().unwrap().len(), 0);
     app.stop().await;
 }
 
@@ -148,8 +222,8 @@ async fn a_redelivered_webhook_is_sent_once_and_resolution_separately() {
         first["alerts"][0]["ack_url"]
             .as_str()
             .unwrap()
-            .ends_with(&format!(
-                "/api/v1/alerts/{}/ack",
+            .contains(&format!(
+                "/api/v1/alerts/{}/ack?exp=",
                 firing.alerts[0].fingerprint
             ))
     );
@@ -229,4 +303,60 @@ fn a_broken_config_file_is_reported_at_load_naming_the_place() {
         err.contains("channels.chat.templates.message: line 2: syntax error"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn an_ack_link_works_once_even_across_a_restart() {
+    let sink = HttpSink::start().await;
+    let dir = db_dir();
+    let (yaml, env) = webhook_config(&sink);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn(&yaml, &env, dir.path()).await;
+    let msg = fixtures::pod_crash_looping("alert-service");
+    app.post_message(&msg).await;
+    // The link as the notification carries it (public URL swapped for the test's address).
+    let got = sink.wait_for_requests(1, Duration::from_secs(10)).await;
+    let sent = got[0].json()["alerts"][0]["ack_url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, query) = sent.split_once('?').expect("a signed link");
+    let fp = msg.alerts[0].fingerprint.to_string();
+    let link = format!("{}/api/v1/alerts/{fp}/ack?{query}", app.url);
+    let r = app
+        .client
+        .post(&link)
+        .json(&serde_json::json!({"by": "oncall"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    app.stop().await;
+
+    let again = TestApp::spawn(&yaml, &env, dir.path()).await;
+    let link = format!("{}/api/v1/alerts/{fp}/ack?{query}", again.url);
+    let r = again
+        .client
+        .post(&link)
+        .json(&serde_json::json!({"by": "replayer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "replayed after a restart");
+    again.stop().await;
+}
+
+#[tokio::test]
+async fn acks_are_closed_without_a_signing_key() {
+    let sink = HttpSink::start().await;
+    let dir = db_dir();
+    let (yaml, env) = webhook_config(&sink);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn_with(&yaml, &env, dir.path(), |c| c.ack_signer = None).await;
+    let msg = fixtures::pod_crash_looping("alert-service");
+    app.post_message(&msg).await;
+    let fp = msg.alerts[0].fingerprint.to_string();
+    let r = app.client.post(app.ack_url(&fp)).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    app.stop().await;
 }

@@ -10,6 +10,9 @@ use axum::Router;
 use service_kit::{Context, EnvReader};
 use tokio::net::TcpListener;
 
+/// The `CHAOS_TOKEN` every test service is configured with (`/chaos` is closed without one).
+pub const CHAOS_TOKEN: &str = "test-chaos";
+
 /// A service serving on a socket until dropped.
 pub struct Running {
     pub ctx: Context,
@@ -25,6 +28,7 @@ impl Running {
     pub async fn chaos(&self, faults: serde_json::Value) {
         let resp = reqwest::Client::new()
             .post(format!("{}/chaos", self.url()))
+            .bearer_auth(CHAOS_TOKEN)
             .json(&faults)
             .timeout(Duration::from_secs(5))
             .send()
@@ -64,7 +68,8 @@ pub async fn serve_assembled(ctx: Context, app: Router) -> Running {
 pub async fn heart() -> Running {
     let ctx = Context::for_tests(heart::SERVICE);
     let env: HashMap<&str, &str> = HashMap::new();
-    let config = heart::Config::read(&mut EnvReader::new(&env));
+    let mut config = heart::Config::read(&mut EnvReader::new(&env));
+    config.chaos_token = Some(CHAOS_TOKEN.into());
     let state = heart::AppState::new(&ctx, config).unwrap();
     serve(ctx, heart::app(state)).await
 }
@@ -72,13 +77,17 @@ pub async fn heart() -> Running {
 /// user-service over `database_url`.
 pub async fn user_service(database_url: &str) -> Running {
     let ctx = Context::for_tests(user_service::SERVICE);
-    let config = user_service::Config::with_database_url(database_url).unwrap();
+    let mut config = user_service::Config::with_database_url(database_url).unwrap();
+    config.chaos_token = Some(CHAOS_TOKEN.into());
     let state = user_service::AppState::new(&ctx, config).await.unwrap();
     serve(ctx, user_service::app(state)).await
 }
 
 /// The gateway in front of these upstreams.
-pub fn gateway_router(config: api_gateway::Config) -> (Context, Router) {
+pub fn gateway_router(mut config: api_gateway::Config) -> (Context, Router) {
+    if config.chaos_token.is_none() {
+        config.chaos_token = Some(CHAOS_TOKEN.into());
+    }
     let ctx = Context::for_tests(api_gateway::SERVICE);
     let state = api_gateway::AppState::new(&ctx, config).unwrap();
     let router = service_kit::assemble(&ctx, api_gateway::app(state));

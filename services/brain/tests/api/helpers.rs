@@ -61,11 +61,18 @@ impl Drop for Spawned {
     }
 }
 
+/// The `CHAOS_TOKEN` of the test services (`/chaos` is closed without one).
+pub const CHAOS_TOKEN: &str = "test-chaos";
+
 /// heart on `addr` (port 0 for a free one).
 pub async fn spawn_heart_on(addr: SocketAddr) -> Spawned {
     let listener = TcpListener::bind(addr).await.unwrap();
     let ctx = Context::for_tests(heart::SERVICE);
-    let state = heart::AppState::new(&ctx, heart::Config::default()).unwrap();
+    let config = heart::Config {
+        chaos_token: Some(CHAOS_TOKEN.into()),
+        ..heart::Config::default()
+    };
+    let state = heart::AppState::new(&ctx, config).unwrap();
     Spawned::serve(listener, ctx, heart::app(state)).await
 }
 
@@ -103,7 +110,10 @@ pub fn quick_breaker() -> PulseConfig {
 }
 
 /// brain's assembled router, for calls without a socket.
-pub fn brain_router(config: Config) -> (Context, brain::AppState, Router) {
+pub fn brain_router(mut config: Config) -> (Context, brain::AppState, Router) {
+    if config.chaos_token.is_none() {
+        config.chaos_token = Some(CHAOS_TOKEN.into());
+    }
     let ctx = Context::for_tests(brain::SERVICE);
     let state = brain::AppState::new(&ctx, config).unwrap();
     let router = service_kit::assemble(&ctx, brain::app(state.clone()));
@@ -124,6 +134,7 @@ pub async fn oneshot(router: &Router, method: &str, uri: &str, body: &str) -> An
         .method(method)
         .uri(uri)
         .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {CHAOS_TOKEN}"))
         .body(Body::from(body.to_owned()))
         .unwrap();
     let response = router.clone().oneshot(req).await.unwrap();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use brain::BreakerState;
 
 use crate::helpers::{
-    client, get, quick_breaker, sample, spawn_brain, spawn_heart, spawn_heart_on,
+    CHAOS_TOKEN, client, get, quick_breaker, sample, spawn_brain, spawn_heart, spawn_heart_on,
 };
 
 async fn breaker_gauge(client: &reqwest::Client, brain: &str) -> f64 {
@@ -125,6 +125,7 @@ async fn a_slow_heart_opens_the_breaker_too() {
     // heart takes 1 s per beat; brain's attempts time out after 300 ms and are not retried.
     let r = client
         .post(format!("{}/chaos", heart.url()))
+        .bearer_auth(CHAOS_TOKEN)
         .json(&serde_json::json!({"latency_ms": 1000}))
         .send()
         .await
@@ -143,6 +144,7 @@ async fn a_slow_heart_opens_the_breaker_too() {
 
     let r = client
         .delete(format!("{}/chaos", heart.url()))
+        .bearer_auth(CHAOS_TOKEN)
         .send()
         .await
         .unwrap();

@@ -143,3 +143,42 @@ fn configuration_is_read_and_checked() {
         assert!(err.contains(var), "{var} not named in {err}");
     }
 }
+
+#[tokio::test]
+async fn load_beyond_the_cores_is_shed_early_not_held() {
+    let (_ctx, _state, app) = brain_router(Config {
+        think: Duration::from_millis(1),
+        max_waiting: Some(1),
+        queue_wait: Duration::from_millis(200),
+        ..Config::default()
+    });
+    let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    let n = cores + 6;
+    let calls: Vec<_> = (0..n)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let a = oneshot(&app, "GET", "/think?ms=800", "").await;
+                (a, start.elapsed())
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut shed = 0;
+    for c in calls {
+        let (a, took) = c.await.unwrap();
+        match a.status {
+            200 => ok += 1,
+            503 => {
+                assert_eq!(a.body["error"]["code"], "overloaded", "{}", a.text);
+                assert_eq!(a.retry_after.as_deref(), Some("1"));
+                assert!(took < Duration::from_millis(700), "held {took:?}");
+                shed += 1;
+            }
+            other => panic!("unexpected {other}: {}", a.text),
+        }
+    }
+    assert_eq!(ok, cores, "one think per core");
+    assert_eq!(shed, n - cores);
+}
