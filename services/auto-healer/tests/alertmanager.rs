@@ -44,6 +44,7 @@ async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
         &ctx,
         config,
         Parts {
+            lease_task: None,
             platform: Arc::new(platform.clone()),
             store: Arc::new(FileStore::new(dir.path())),
             leader: Arc::new(LeaderFlag::new(true)),

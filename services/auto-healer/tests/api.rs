@@ -41,6 +41,7 @@ fn test_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
         &ctx,
         config,
         Parts {
+            lease_task: None,
             platform: Arc::new(platform.clone()),
             store: Arc::new(FileStore::new(dir.path())),
             leader: Arc::new(leader.clone()),
