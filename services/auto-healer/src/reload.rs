@@ -105,3 +105,67 @@ pub async fn watch(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{History, Metrics};
+    use crate::local::FileStore;
+    use crate::platform::LeaderFlag;
+
+    #[test]
+    fn a_changed_policy_is_applied_and_an_invalid_one_keeps_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.yaml");
+        let first = "rules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: delete-pod}]\n";
+        std::fs::write(&path, first).unwrap();
+        let registry = prometheus::Registry::new();
+        let engine = Engine::new(
+            Arc::new(Policy::from_yaml(first).unwrap()),
+            Arc::new(crate::local::LocalPlatform::new(
+                "http://127.0.0.1:9",
+                None,
+                None,
+            )),
+            Arc::new(FileStore::new(dir.path())),
+            Arc::new(LeaderFlag::new(true)),
+            false,
+            Metrics::new(&registry).unwrap(),
+            History::new(1),
+            None,
+        )
+        .with_dry_run_override(None);
+        let mut last = std::fs::read_to_string(&path).ok();
+        assert_eq!(check(&engine, &path, &mut last), Reload::Unchanged);
+
+        std::fs::write(
+            &path,
+            "guards: {dry_run: true}\nrules:\n- name: b\n  match: {alertname: Y}\n  actions: [{kind: notify}]\n",
+        )
+        .unwrap();
+        assert_eq!(check(&engine, &path, &mut last), Reload::Applied);
+        assert_eq!(engine.policy().rules[0].name, "b");
+        assert!(engine.dry_run(), "dry run follows the reloaded policy");
+
+        std::fs::write(&path, "rules:\n- name: c\n  actions: [{kind: explode}]\n").unwrap();
+        match check(&engine, &path, &mut last) {
+            Reload::Rejected(why) => {
+                assert!(why.contains("rules[0].actions[0].kind"), "{why}");
+                assert!(why.contains("policy.yaml"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(engine.policy().rules[0].name, "b", "the old policy stays");
+        // Said once, not every poll.
+        assert_eq!(check(&engine, &path, &mut last), Reload::Unchanged);
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            check(&engine, &path, &mut last),
+            Reload::Rejected(_)
+        ));
+        assert_eq!(engine.policy().rules[0].name, "b");
+        let m = &engine.metrics.policy_reloads;
+        assert_eq!(m.with_label_values(&["success"]).get(), 1);
+        assert_eq!(m.with_label_values(&["failure"]).get(), 2);
+    }
+}

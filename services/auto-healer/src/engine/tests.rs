@@ -627,3 +627,68 @@ fn sim_cases() -> u32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(192)
 }
+
+#[tokio::test]
+async fn dry_run_advances_the_escalation_as_the_real_run_would() {
+    let policy = Policy::from_yaml(
+        "guards: {cooldown_secs: 0, flap_max_repairs: 10}\nrules:\n- name: crashing\n  match: {remediation: restart-pod}\n  \
+         escalation_window_secs: 600\n  actions: [{kind: delete-pod}, {kind: rollout-restart}, {kind: notify}]\n",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let world = Arc::new(World {
+        clock: Arc::new(Mutex::new(START)),
+        leader: LeaderFlag::new(true),
+        active: Mutex::new([0].into()),
+        script: Mutex::new(vec![(true, Verify::Healed)]),
+        acted: Mutex::new(Vec::new()),
+        records: Mutex::new(Vec::new()),
+        seq: std::sync::atomic::AtomicU64::new(0),
+        crash: tokio::sync::Notify::new(),
+        verify_timeout: 5,
+    });
+    let clock = world.clock.clone();
+    let dry = Engine::new(
+        Arc::new(policy.clone()),
+        Arc::new(SimPlatform(world.clone())),
+        Arc::new(FileStore::new(dir.path())),
+        Arc::new(world.leader.clone()),
+        true,
+        Metrics::new(&prometheus::Registry::new()).unwrap(),
+        History::new(50),
+        None,
+    )
+    .with_clock(Arc::new(move || *clock.lock().unwrap()));
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        *world.clock.lock().unwrap() += Duration::seconds(30);
+        let r = dry.handle(alert(0, true)).await;
+        seen.push((r.result.clone(), r.action.clone(), r.step));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("dry-run".into(), Some("delete-pod".into()), Some(0)),
+            ("dry-run".into(), Some("rollout-restart".into()), Some(1)),
+            ("escalated".into(), None, None),
+            ("skipped".into(), None, None),
+        ]
+    );
+    let records = world.records.lock().unwrap().clone();
+    assert!(
+        records[2]
+            .1
+            .message
+            .starts_with("dry run: remediation stopped"),
+        "{}",
+        records[2].1.message
+    );
+    assert!(
+        world.acted.lock().unwrap().is_empty(),
+        "a dry run acts on nothing"
+    );
+    // The real run is not held back by what the dry run decided.
+    let real = engine(&world, dir.path(), &policy);
+    let r = real.handle(alert(0, true)).await;
+    assert_eq!((r.result.as_str(), r.step), ("healed", Some(0)));
+}
