@@ -2,7 +2,7 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `AUTO_HEALER_POLICY` | shipped `policy/default.yaml` | policy YAML file |
+//! | `AUTO_HEALER_POLICY` | shipped `policy/default.yaml` | policy YAML file (re-read every 2 s; an invalid change keeps the old policy) |
 //! | `AUTO_HEALER_TOKEN` | unset (open) | bearer token for the webhook |
 //! | `AUTO_HEALER_DRY_RUN` | the policy's `guards.dry_run` | decide and record, never mutate |
 //! | `AUTO_HEALER_MODE` | `auto` | `kubernetes`, `local`, or `auto` (Kubernetes when in a cluster or a kubeconfig exists) |
