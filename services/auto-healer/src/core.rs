@@ -504,7 +504,8 @@ pub struct ClusterSnapshot {
 pub enum Guard {
     /// No rule matches the alert.
     NoRule,
-    /// The alert does not name what the action needs.
+    /// The alert does not name what the action needs. No longer decided by the core (such a step
+    /// is passed over, see [`plan`]); kept so stored records and metric labels still parse.
     NoTarget,
     /// This subject is already being remediated.
     InProgress,
