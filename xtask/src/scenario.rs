@@ -801,7 +801,7 @@ async fn readiness_flap(w: &World) -> Outcome {
         Some(e) => format!(
             "{repairs} restart(s), then left alone: {} ({})",
             e["result"].as_str().unwrap_or("?"),
-            e["guard"].as_str().unwrap_or("?")
+            e["guard"].as_str().unwrap_or("notify step")
         ),
         None => format!("{repairs} restart(s), flap stop never engaged"),
     };
