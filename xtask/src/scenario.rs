@@ -9,7 +9,7 @@
 //! does not hold.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,8 @@ struct World {
     pager: testbed::HttpSink,
     postgres: testbed::Postgres,
     system: Option<System>,
+    /// The auto-healer's state directory (guard state, audit file).
+    healer_state: PathBuf,
 }
 
 fn secs(d: Option<Duration>) -> String {
@@ -276,12 +278,57 @@ impl World {
             .collect()
     }
 
-    /// Waits until every organ is ready, no fault is injected, and nothing we care about fires.
-    async fn settle(&self) {
+    /// Alerts Alertmanager holds as active that the healer would act on (a `remediation`
+    /// label), by name.
+    async fn remediable_alerts(&self) -> Vec<String> {
+        self.get(&format!(
+            "http://127.0.0.1:{AM}/api/v2/alerts?active=true&silenced=false&inhibited=false"
+        ))
+        .await
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["labels"].get("remediation").is_some())
+        .map(|a| {
+            format!(
+                "{}{{{}}}",
+                a["labels"]["alertname"].as_str().unwrap_or("?"),
+                a["labels"]["service"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+    }
+
+    /// Gets ready for the next scenario, so that its outcome is its own: no fault injected,
+    /// every organ ready, no alert left that the healer would act on, and a healer with no
+    /// memory of earlier scenarios (guard state removed, restarted). Returns what was still
+    /// firing when the wait for a quiet Alertmanager gave up (60 s).
+    async fn settle(&self) -> Vec<String> {
         self.clear_chaos().await;
         for port in [HEART, BRAIN, USERS, GATEWAY] {
             let _ = wait_http_ok(port, "/readyz", Duration::from_secs(30)).await;
         }
+        let quiet = until(
+            Duration::from_secs(60),
+            Duration::from_millis(500),
+            || async { self.remediable_alerts().await.is_empty().then_some(()) },
+        )
+        .await;
+        let left = if quiet.is_some() {
+            Vec::new()
+        } else {
+            self.remediable_alerts().await
+        };
+        if let Some(system) = &self.system {
+            let _ = system
+                .launcher
+                .stop("auto-healer", Duration::from_secs(5))
+                .await;
+            let _ = std::fs::remove_file(self.healer_state.join("state.json"));
+            let _ = system.launcher.start("auto-healer").await;
+            let _ = wait_http_ok(HEALER, "/readyz", Duration::from_secs(30)).await;
+        }
+        left
     }
 }
 
@@ -681,6 +728,15 @@ async fn readiness_flap(w: &World) -> Outcome {
     let Some(system) = &w.system else {
         return o;
     };
+    // Notifications about brain giving up that came before this scenario do not count.
+    let gave_up_mails = |w: &World| {
+        w.smtp
+            .messages()
+            .into_iter()
+            .filter(|m| m.text.contains("RemediationFailed") && m.text.contains("brain"))
+            .count()
+    };
+    let mails_before = gave_up_mails(w);
     let t_fault = Instant::now();
     let mut repairs = 0;
     let mut last_pid = system.launcher.pid("brain");
@@ -721,6 +777,12 @@ async fn readiness_flap(w: &World) -> Outcome {
     }
     o.expect(detected.is_some(), "no service-not-ready finding for brain");
     o.expect(repairs >= 1, "brain was never restarted");
+    // Every attempt counts: at most flap_max_repairs restarts, whatever their verification
+    // said (the scenario policy's limit is 2).
+    o.expect(
+        repairs <= FLAP_MAX_REPAIRS,
+        format!("brain was restarted {repairs} times (flap limit {FLAP_MAX_REPAIRS})"),
+    );
     o.figures
         .insert("repairs_before_flap_stop".into(), json!(repairs));
     // What the healer made of each alert about brain, in order (why repairs did or did not count).
@@ -744,7 +806,7 @@ async fn readiness_flap(w: &World) -> Outcome {
         Some(e) => format!(
             "{repairs} restart(s), then left alone: {} ({})",
             e["result"].as_str().unwrap_or("?"),
-            e["guard"].as_str().unwrap_or("?")
+            e["guard"].as_str().unwrap_or("notify step")
         ),
         None => format!("{repairs} restart(s), flap stop never engaged"),
     };
@@ -763,16 +825,22 @@ async fn readiness_flap(w: &World) -> Outcome {
     let says_so = until(
         Duration::from_secs(20),
         Duration::from_millis(250),
-        || async {
-            w.smtp.messages().into_iter().find(|m| {
-                m.text.contains("RemediationFailed") || m.text.to_lowercase().contains("flap")
-            })
-        },
+        || async { (gave_up_mails(w) > mails_before).then_some(()) },
     )
     .await;
     o.expect(
         says_so.is_some(),
-        "no notification says the healer gave up (flap stop)",
+        "no RemediationFailed notification about brain",
+    );
+    // Told once: later alerts about brain (Alertmanager repeats every 10 s) are left alone
+    // without a second escalation.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let after: Vec<Value> = w.actions_about("brain", &since).await;
+    let escalations = after.iter().filter(|a| a["result"] == "escalated").count();
+    o.figures.insert("escalations".into(), json!(escalations));
+    o.expect(
+        escalations == 1,
+        format!("the healer escalated brain {escalations} times (expected once)"),
     );
     o.notifications = if says_so.is_some() {
         "RemediationFailed / flap-stop email received".into()
@@ -1032,6 +1100,9 @@ async fn alert_storm(w: &World, policy: &StormLimits) -> Outcome {
     o
 }
 
+/// The scenario policy's `flap_max_repairs`.
+const FLAP_MAX_REPAIRS: usize = 2;
+
 /// The healer's limits the storm scenario checks against (from the scenario policy).
 struct StormLimits {
     rate_limit: usize,
@@ -1051,7 +1122,7 @@ fn scenario_policy() -> String {
         } else if t.starts_with("rate_limit_window_secs:") {
             Some("rate_limit_window_secs: 60".to_owned())
         } else if t.starts_with("flap_max_repairs:") {
-            Some("flap_max_repairs: 2".to_owned())
+            Some(format!("flap_max_repairs: {FLAP_MAX_REPAIRS}"))
         } else if t.starts_with("flap_window_secs:") {
             Some("flap_window_secs: 300".to_owned())
         } else if t.starts_with("verify_timeout_secs:") {
@@ -1182,13 +1253,20 @@ async fn run_all(mut opts: Options, names: Vec<&'static str>) -> anyhow::Result<
         pager,
         postgres,
         system: Some(system),
+        healer_state: state.join("auto-healer"),
     };
     // Let Prometheus fill a whole rate window (10 s) before the first fault.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let mut results = Vec::new();
     for name in names {
         println!("\n--- scenario {name}");
-        world.settle().await;
+        let left = world.settle().await;
+        if !left.is_empty() {
+            println!(
+                "    still firing after 60 s of settling: {}",
+                left.join(", ")
+            );
+        }
         let started = Instant::now();
         let outcome = match name {
             "heart-crash" => heart_crash(&world).await,
@@ -1199,6 +1277,12 @@ async fn run_all(mut opts: Options, names: Vec<&'static str>) -> anyhow::Result<
             "database-outage" => database_outage(&mut world).await,
             _ => alert_storm(&world, &storm).await,
         };
+        let mut outcome = outcome;
+        if !left.is_empty() {
+            outcome
+                .figures
+                .insert("still_firing_at_start".into(), json!(left));
+        }
         println!(
             "--- {name}: {} in {:.0} s{}",
             if outcome.passed() { "passed" } else { "FAILED" },

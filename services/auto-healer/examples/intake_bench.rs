@@ -40,6 +40,7 @@ async fn main() {
         &ctx,
         config,
         Parts {
+            lease_task: None,
             platform: Arc::new(platform.clone()),
             store: Arc::new(FileStore::new(dir.path())),
             leader: Arc::new(LeaderFlag::new(true)),

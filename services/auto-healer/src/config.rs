@@ -2,7 +2,7 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `AUTO_HEALER_POLICY` | shipped `policy/default.yaml` | policy YAML file |
+//! | `AUTO_HEALER_POLICY` | shipped `policy/default.yaml` | policy YAML file (re-read every 2 s; an invalid change keeps the old policy) |
 //! | `AUTO_HEALER_TOKEN` | **required** | bearer token for the webhook (JSON only, same-origin) |
 //! | `AUTO_HEALER_DRY_RUN` | the policy's `guards.dry_run` | decide and record, never mutate |
 //! | `AUTO_HEALER_MODE` | `auto` | `kubernetes`, `local`, or `auto` (Kubernetes when in a cluster or a kubeconfig exists) |
@@ -70,6 +70,8 @@ pub struct Config {
     pub max_body: usize,
     /// How many recent decisions `GET /api/v1/actions` keeps.
     pub history: usize,
+    /// How often the policy file is checked for changes (reloaded when it changed).
+    pub policy_poll: Duration,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             queue_capacity: 256,
             max_body: 1024 * 1024,
             history: 200,
+            policy_poll: Duration::from_secs(2),
         }
     }
 }
@@ -174,6 +177,7 @@ impl Config {
             queue_capacity: queue_capacity.max(1),
             max_body: reader.parse("AUTO_HEALER_MAX_BODY_BYTES", d.max_body),
             history: d.history,
+            policy_poll: d.policy_poll,
         }
     }
 

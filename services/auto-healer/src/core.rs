@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::policy::{Action, Policy, Rule};
+use crate::policy::{Action, Policy};
 
 /// Alert labels.
 pub type Labels = BTreeMap<String, String>;
@@ -277,6 +277,9 @@ pub enum Outcome {
     Healed,
     /// The action failed or the target did not become healthy in time.
     Failed,
+    /// A dry run decided it; nothing was done.
+    #[serde(rename = "dry-run")]
+    DryRun,
 }
 
 /// One remediation attempt on a subject.
@@ -306,6 +309,39 @@ pub struct SubjectRecord {
     /// A new alert for this subject is left alone until then.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub cooldown_until: Option<OffsetDateTime>,
+    /// The healer stopped acting on this subject and handed it to people (once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+}
+
+/// A stop: the subject is left alone until `until`, and people were told once (a
+/// `RemediationFailed` alert). Kept in the guard state so a restart or a new leader neither acts
+/// nor notifies again while it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stop {
+    /// The guard that stopped it (`flap`, `exhausted`), or none for a `notify` step.
+    pub guard: Option<Guard>,
+    /// Why, for people.
+    pub reason: String,
+    /// The rule.
+    pub rule: String,
+    /// When the healer stopped.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// When the subject may be acted on again: the moment neither the attempt count (flap
+    /// guard) nor the escalation window would stop it any more.
+    #[serde(with = "time::serde::rfc3339")]
+    pub until: OffsetDateTime,
+    /// `RemediationFailed` was posted (or there is nowhere to post it); while false, the next
+    /// alert about the subject posts it again.
+    pub notified: bool,
+}
+
+impl Stop {
+    /// Whether the stop holds at `now`.
+    pub fn holds(&self, now: OffsetDateTime) -> bool {
+        now < self.until
+    }
 }
 
 /// Guard state that must survive restarts and leader changes (kept in a ConfigMap or a file).
@@ -317,6 +353,10 @@ pub struct GuardState {
     /// When each recent action was taken (for the global rate limit).
     #[serde(default)]
     pub actions: Vec<Timestamp>,
+    /// What a dry run decided, kept apart: a dry run advances its own escalation, cooldowns and
+    /// counts exactly as the real run would, and never blocks or counts toward real actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<Box<GuardState>>,
 }
 
 /// An RFC 3339 timestamp in the serialized state.
@@ -356,7 +396,46 @@ impl GuardState {
         }
     }
 
-    /// Forgets what is older than `keep_secs` (and subjects left empty).
+    /// Records that the healer stopped acting on `subject` (and is about to tell people).
+    pub fn record_stop(&mut self, subject: &str, stop: Stop) {
+        self.subjects.entry(subject.to_owned()).or_default().stop = Some(stop);
+    }
+
+    /// Marks `subject`'s stop taken at `at` as notified.
+    pub fn set_notified(&mut self, subject: &str, at: OffsetDateTime) {
+        if let Some(stop) = self
+            .subjects
+            .get_mut(subject)
+            .and_then(|r| r.stop.as_mut())
+            .filter(|s| s.at == at)
+        {
+            stop.notified = true;
+        }
+    }
+
+    /// The state a run decides on: the real one, or the dry run's own.
+    pub fn view(&self, dry_run: bool) -> GuardState {
+        if dry_run {
+            self.dry_run.as_deref().cloned().unwrap_or_default()
+        } else {
+            GuardState {
+                dry_run: None,
+                ..self.clone()
+            }
+        }
+    }
+
+    /// The part of the state a run records into: the real one, or the dry run's own.
+    pub fn view_mut(&mut self, dry_run: bool) -> &mut GuardState {
+        if dry_run {
+            self.dry_run.get_or_insert_default()
+        } else {
+            self
+        }
+    }
+
+    /// Forgets what is older than `keep_secs`, cooldowns and stops that ended, and subjects
+    /// left empty.
     pub fn prune(&mut self, now: OffsetDateTime, keep_secs: u64) {
         let horizon = now - secs(keep_secs);
         self.actions.retain(|t| t.0 >= horizon);
@@ -365,9 +444,16 @@ impl GuardState {
             if rec.cooldown_until.is_some_and(|c| c < now) {
                 rec.cooldown_until = None;
             }
+            if rec.stop.as_ref().is_some_and(|s| !s.holds(now)) {
+                rec.stop = None;
+            }
         }
-        self.subjects
-            .retain(|_, r| !r.attempts.is_empty() || r.cooldown_until.is_some());
+        self.subjects.retain(|_, r| {
+            !r.attempts.is_empty() || r.cooldown_until.is_some() || r.stop.is_some()
+        });
+        if let Some(d) = self.dry_run.as_deref_mut() {
+            d.prune(now, keep_secs);
+        }
     }
 }
 
@@ -418,7 +504,8 @@ pub struct ClusterSnapshot {
 pub enum Guard {
     /// No rule matches the alert.
     NoRule,
-    /// The alert does not name what the action needs.
+    /// The alert does not name what the action needs. No longer decided by the core (such a step
+    /// is passed over, see [`plan`]); kept so stored records and metric labels still parse.
     NoTarget,
     /// This subject is already being remediated.
     InProgress,
@@ -450,6 +537,10 @@ pub enum Guard {
     Leader,
     /// The node to uncordon is not Ready yet.
     NodeNotReady,
+    /// The subject was handed to people (a stop holds); left alone until the stop ends.
+    Escalated,
+    /// Alertmanager does not confirm the alert as active with these labels.
+    Unconfirmed,
 }
 
 impl Guard {
@@ -473,6 +564,8 @@ impl Guard {
             Guard::Exhausted => "exhausted",
             Guard::Leader => "leader",
             Guard::NodeNotReady => "node-not-ready",
+            Guard::Escalated => "escalated",
+            Guard::Unconfirmed => "unconfirmed",
         }
     }
 }
@@ -488,6 +581,10 @@ pub struct Plan {
     pub action: Action,
     /// What it acts on.
     pub target: Target,
+    /// Earlier steps passed over on the way to this one (no target, no local equivalent), each
+    /// with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub passed_over: Vec<String>,
 }
 
 /// The core's answer.
@@ -507,7 +604,8 @@ pub enum Decision {
         /// What would have been acted on, when known.
         target: Option<Target>,
     },
-    /// Stop acting and tell people (post RemediationFailed).
+    /// Stop acting and tell people (post RemediationFailed); record the stop so it is told
+    /// once.
     Escalate {
         /// The guard that stopped it (`flap`, `exhausted`) or none for a `notify` step.
         guard: Option<Guard>,
@@ -515,6 +613,11 @@ pub enum Decision {
         reason: String,
         /// The rule.
         rule: String,
+        /// Until when the subject is left alone.
+        until: OffsetDateTime,
+        /// A stop recorded earlier whose notification did not go out: post it again, do not
+        /// record a new stop.
+        again: Option<OffsetDateTime>,
     },
 }
 
@@ -523,8 +626,22 @@ pub enum Decision {
 pub enum Trigger {
     /// An alert fired (a new episode, or a repeat).
     Alert,
-    /// The last step did not verify healthy: take the next one (no cooldown, no in-progress).
-    Retry,
+    /// Step `after` did not verify healthy: take a later one (no cooldown, no in-progress),
+    /// whatever the escalation window says — a retry never repeats the step that just failed.
+    Retry {
+        /// The step that was just taken.
+        after: usize,
+    },
+}
+
+impl Trigger {
+    /// The step a retry must go beyond.
+    pub fn retry_after(self) -> Option<usize> {
+        match self {
+            Trigger::Alert => None,
+            Trigger::Retry { after } => Some(after),
+        }
+    }
 }
 
 /// Everything the decision depends on.
@@ -550,7 +667,50 @@ pub struct Input<'a> {
     pub dry_run: bool,
 }
 
-/// The plan the policy alone gives for an alert (no guards), or the early decision.
+/// Whether `a` counts toward the flap guard: every attempt does, whatever its outcome — a
+/// repair whose verification failed or timed out is as much a restart as one that healed.
+fn counts_toward_flap(a: &Attempt) -> bool {
+    #[cfg(test)]
+    if mutation::healed_only() {
+        return a.outcome == Outcome::Healed;
+    }
+    let _ = a;
+    true
+}
+
+/// A deliberate mutation for the property test to catch (test builds only): count only healed
+/// attempts toward the flap guard, as the healer once did.
+#[cfg(test)]
+pub(crate) mod mutation {
+    use std::cell::Cell;
+
+    thread_local! {
+        static HEALED_ONLY: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Whether the mutation is on for this thread.
+    pub(crate) fn healed_only() -> bool {
+        HEALED_ONLY.with(Cell::get)
+    }
+
+    /// Turns the mutation on or off for this thread.
+    pub(crate) fn set_healed_only(on: bool) {
+        HEALED_ONLY.with(|c| c.set(on));
+    }
+}
+
+/// Whether an attempt at `at` is inside a window of `window_secs` ending at `now`: the window is
+/// half-open, `(now - window, now]`, so an attempt stops counting exactly `window` after it.
+fn within(at: OffsetDateTime, now: OffsetDateTime, window_secs: u64) -> bool {
+    at > now - secs(window_secs) && at <= now
+}
+
+/// The plan the policy alone gives for an alert (no guards), or the early decision: no rule, a
+/// stop that holds, an escalation (notify step, steps exhausted, flap guard).
+///
+/// The next step is the one after the last step this rule took on the subject within the
+/// escalation window (step 0 when there is none). A step with no target in the alert or no
+/// equivalent on this platform is passed over (and said), so an escalation never stalls.
 #[allow(clippy::result_large_err)] // built once per alert; boxing buys nothing
 pub fn plan(
     alert: &AlertFacts,
@@ -558,6 +718,7 @@ pub fn plan(
     state: &GuardState,
     now: OffsetDateTime,
     platform: Platform,
+    trigger: Trigger,
 ) -> Result<Plan, Decision> {
     let labels = &alert.labels;
     let Some(rule) = policy.rule_for(labels) else {
@@ -571,60 +732,133 @@ pub fn plan(
     let record = state.subjects.get(&subject);
     let g = &policy.guards;
 
-    let repaired = record.map_or(0, |r| {
+    if let Some(stop) = record
+        .and_then(|r| r.stop.as_ref())
+        .filter(|s| s.holds(now))
+    {
+        if !stop.notified {
+            return Err(Decision::Escalate {
+                guard: stop.guard,
+                reason: stop.reason.clone(),
+                rule: stop.rule.clone(),
+                until: stop.until,
+                again: Some(stop.at),
+            });
+        }
+        return Err(skip(
+            stop.guard.unwrap_or(Guard::Escalated),
+            format!(
+                "left alone until {}: {} (handed to people at {})",
+                rfc3339(stop.until),
+                stop.reason,
+                rfc3339(stop.at)
+            ),
+            None,
+        ));
+    }
+
+    // The escalation: where it stands, and which step comes next.
+    let last = record.and_then(|r| {
         r.attempts
             .iter()
-            .filter(|a| a.outcome == Outcome::Healed && a.at >= now - secs(g.flap_window_secs))
-            .count()
+            .filter(|a| a.rule == rule.name && within(a.at, now, rule.escalation_window_secs))
+            .max_by_key(|a| (a.at, a.step))
     });
-    if repaired >= g.flap_max_repairs as usize {
-        return Err(Decision::Escalate {
-            guard: Some(Guard::Flap),
-            reason: format!(
-                "{subject} was repaired {repaired} times in {} s (limit {}): left alone",
-                g.flap_window_secs, g.flap_max_repairs
-            ),
-            rule: rule.name.clone(),
-        });
+    let next = last
+        .map_or(0, |a| a.step + 1)
+        .max(trigger.retry_after().map_or(0, |s| s + 1));
+    let escalation_end = last.map_or(now, |a| a.at) + secs(rule.escalation_window_secs);
+    let mut passed_over = Vec::new();
+    let mut candidate = None;
+    let mut escalation = None;
+    for (step, action) in rule.actions.iter().enumerate().skip(next) {
+        if *action == Action::Notify {
+            escalation = Some((None, format!("step {step} of rule {} is notify", rule.name)));
+            break;
+        }
+        let action = effective_action(action, platform);
+        match target_for(&action, labels, platform) {
+            Ok(target) => {
+                candidate = Some(Plan {
+                    rule: rule.name.clone(),
+                    step,
+                    action,
+                    target,
+                    passed_over: std::mem::take(&mut passed_over),
+                });
+                break;
+            }
+            Err(reason) => passed_over.push(format!(
+                "step {step} ({}) passed over: {reason}",
+                action.name()
+            )),
+        }
     }
-    let step = step_of(rule, record, now);
-    let Some(action) = rule.actions.get(step) else {
-        return Err(Decision::Escalate {
-            guard: Some(Guard::Exhausted),
-            reason: format!(
-                "all {} steps of rule {} were taken for {subject}",
+    if candidate.is_none() && escalation.is_none() {
+        escalation = Some((
+            Some(Guard::Exhausted),
+            format!(
+                "all {} steps of rule {} were taken or passed over for {subject}",
                 rule.actions.len(),
                 rule.name
             ),
-            rule: rule.name.clone(),
-        });
+        ));
+    }
+
+    // The flap guard: every attempt on the subject in the window counts, whatever its outcome.
+    let mut counted: Vec<OffsetDateTime> = record
+        .map(|r| {
+            r.attempts
+                .iter()
+                .filter(|a| within(a.at, now, g.flap_window_secs) && counts_toward_flap(a))
+                .map(|a| a.at)
+                .collect()
+        })
+        .unwrap_or_default();
+    counted.sort();
+    let k = g.flap_max_repairs as usize;
+    let flap = (k > 0 && counted.len() >= k).then(|| {
+        // The count falls below K when the (n-K)-th attempt leaves the window.
+        let end = counted[counted.len() - k] + secs(g.flap_window_secs);
+        (
+            format!(
+                "{subject} had {} remediation attempts in {} s (limit {}, whatever their outcome): left alone",
+                counted.len(),
+                g.flap_window_secs,
+                g.flap_max_repairs
+            ),
+            end,
+        )
+    });
+
+    let stop = match (escalation, flap) {
+        (Some((guard, mut reason)), flap) => {
+            if !passed_over.is_empty() {
+                reason.push_str(&format!(" ({})", passed_over.join("; ")));
+            }
+            let until = flap
+                .as_ref()
+                .map_or(escalation_end, |(_, end)| escalation_end.max(*end));
+            Some((guard, reason, until))
+        }
+        (None, Some((reason, end))) => Some((Some(Guard::Flap), reason, end.max(now))),
+        (None, None) => None,
     };
-    if *action == Action::Notify {
+    if let Some((guard, reason, until)) = stop {
         return Err(Decision::Escalate {
-            guard: None,
-            reason: format!("step {step} of rule {} is notify", rule.name),
+            guard,
+            reason,
             rule: rule.name.clone(),
+            until: until.max(now + Duration::SECOND),
+            again: None,
         });
     }
-    let action = effective_action(action, platform);
-    let target = target_for(&action, labels, platform)
-        .map_err(|reason| skip(Guard::NoTarget, reason, None))?;
-    Ok(Plan {
-        rule: rule.name.clone(),
-        step,
-        action,
-        target,
-    })
+    Ok(candidate.expect("a candidate when there is no escalation"))
 }
 
-fn step_of(rule: &Rule, record: Option<&SubjectRecord>, now: OffsetDateTime) -> usize {
-    let since = now - secs(rule.escalation_window_secs);
-    record.map_or(0, |r| {
-        r.attempts
-            .iter()
-            .filter(|a| a.rule == rule.name && a.at >= since)
-            .count()
-    })
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.to_string())
 }
 
 fn skip(guard: Guard, reason: impl Into<String>, target: Option<&Target>) -> Decision {
@@ -656,20 +890,24 @@ pub fn decide(input: Input<'_>) -> Decision {
     } = input;
     let g = &policy.guards;
     let labels = &alert.labels;
-    let plan = match plan(alert, policy, state, now, platform) {
+    let subject = subject_of(labels, platform);
+    // A remediation in progress is left to finish (its own retries escalate) before anything
+    // else is decided about the subject.
+    if trigger == Trigger::Alert
+        && in_flight.contains(&subject)
+        && policy.rule_for(labels).is_some()
+    {
+        return skip(
+            Guard::InProgress,
+            format!("{subject} is being remediated"),
+            None,
+        );
+    }
+    let plan = match plan(alert, policy, state, now, platform, trigger) {
         Ok(p) => p,
         Err(d) => return d,
     };
     let target = &plan.target;
-    let subject = subject_of(labels, platform);
-
-    if trigger == Trigger::Alert && in_flight.contains(&subject) {
-        return skip(
-            Guard::InProgress,
-            format!("{subject} is being remediated"),
-            Some(target),
-        );
-    }
     if let Some(ns) = target.namespace().or_else(|| label(labels, "namespace")) {
         if g.namespaces_deny.iter().any(|d| d == ns) {
             return skip(

@@ -3,7 +3,7 @@
 //! Event —, structured log line, span, metrics, history).
 
 use std::collections::{BTreeSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use alertmanager::{AlertmanagerClient, PostableAlert};
@@ -13,8 +13,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::core::{self, AlertFacts, Decision, Guard, Input, Outcome, Plan, Target, Trigger};
-use crate::platform::{AuditRecord, Leadership, Platform, StateStore, StoreError, update_state};
+use crate::core::{self, AlertFacts, Decision, Guard, Input, Outcome, Plan, Stop, Target, Trigger};
+use crate::platform::{
+    AlertSource, AuditRecord, Leadership, Platform, StateStore, StoreError, update_state,
+};
 use crate::policy::{Action, Policy};
 
 /// Buckets of `auto_healer_time_to_heal_seconds`.
@@ -33,6 +35,11 @@ pub struct Metrics {
     pub skips: IntCounterVec,
     /// `auto_healer_queue_depth`.
     pub queue_depth: IntGauge,
+    /// `auto_healer_policy_reloads_total{result}`: `success`, or `failure` (the old policy stays).
+    pub policy_reloads: IntCounterVec,
+    /// `auto_healer_alerts_ignored_total{reason}`: alerts accepted at intake but not queued
+    /// (`not-actionable`, `duplicate`).
+    pub ignored: IntCounterVec,
 }
 
 impl Metrics {
@@ -61,6 +68,22 @@ impl Metrics {
         )?;
         let queue_depth =
             IntGauge::new("auto_healer_queue_depth", "Alerts waiting to be processed.")?;
+        let policy_reloads = IntCounterVec::new(
+            Opts::new(
+                "auto_healer_policy_reloads_total",
+                "Policy file reloads by result (success, failure: the old policy stays in force).",
+            ),
+            &["result"],
+        )?;
+        let ignored = IntCounterVec::new(
+            Opts::new(
+                "auto_healer_alerts_ignored_total",
+                "Alerts accepted at intake but not queued, by reason (not-actionable, duplicate).",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(policy_reloads.clone()))?;
+        registry.register(Box::new(ignored.clone()))?;
         registry.register(Box::new(actions.clone()))?;
         registry.register(Box::new(time_to_heal.clone()))?;
         registry.register(Box::new(skips.clone()))?;
@@ -70,6 +93,8 @@ impl Metrics {
             time_to_heal,
             skips,
             queue_depth,
+            policy_reloads,
+            ignored,
         })
     }
 }
@@ -108,24 +133,29 @@ impl History {
     }
 }
 
+/// The engine's clock (wall time); tests pass their own.
+pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
+
 /// Everything the engine works with.
 pub struct Engine {
-    /// The policy.
-    pub policy: Arc<Policy>,
+    policy: RwLock<Arc<Policy>>,
     /// Where actions go.
     pub platform: Arc<dyn Platform>,
     /// Where guard state lives.
     pub store: Arc<dyn StateStore>,
     /// Who may act.
     pub leader: Arc<dyn Leadership>,
-    /// Decide and record only.
-    pub dry_run: bool,
+    /// Dry run set by the environment (overrides the policy's `guards.dry_run`).
+    dry_run: Option<bool>,
     /// Metrics.
     pub metrics: Metrics,
     /// Recent decisions.
     pub history: History,
     /// Where RemediationFailed goes.
     pub alertmanager: Option<AlertmanagerClient>,
+    /// Where alerts are confirmed before acting (Alertmanager when configured).
+    source: Option<Arc<dyn AlertSource>>,
+    clock: Clock,
     in_flight: Mutex<BTreeSet<String>>,
     decide_lock: tokio::sync::Mutex<()>,
 }
@@ -133,7 +163,7 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("dry_run", &self.dry_run)
+            .field("dry_run", &self.dry_run())
             .finish()
     }
 }
@@ -155,18 +185,72 @@ impl Engine {
         history: History,
         alertmanager: Option<AlertmanagerClient>,
     ) -> Self {
+        let source = alertmanager
+            .clone()
+            .map(|c| Arc::new(c.with_timeout(Duration::from_secs(3))) as Arc<dyn AlertSource>);
         Self {
-            policy,
+            policy: RwLock::new(policy),
             platform,
             store,
             leader,
-            dry_run,
+            dry_run: Some(dry_run),
             metrics,
             history,
             alertmanager,
+            source,
+            clock: Arc::new(OffsetDateTime::now_utc),
             in_flight: Mutex::new(BTreeSet::new()),
             decide_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Dry run as the environment set it (`None`: follow the policy's `guards.dry_run`, also
+    /// after a reload).
+    #[must_use]
+    pub fn with_dry_run_override(mut self, dry_run: Option<bool>) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Confirms alerts with `source` before acting (`None`: trust the payload; only when no
+    /// Alertmanager is configured).
+    #[must_use]
+    pub fn with_alert_source(mut self, source: Option<Arc<dyn AlertSource>>) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Reads the time from `clock` (tests drive time).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Puts `policy` in force for every decision from now on.
+    pub fn set_policy(&self, policy: Policy) {
+        let policy = Arc::new(policy);
+        match self.policy.write() {
+            Ok(mut p) => *p = policy,
+            Err(e) => *e.into_inner() = policy,
+        }
+    }
+
+    /// Whether this engine only decides and records (environment first, then the policy).
+    pub fn dry_run(&self) -> bool {
+        self.dry_run.unwrap_or_else(|| self.policy().guards.dry_run)
+    }
+
+    fn now(&self) -> OffsetDateTime {
+        (self.clock)()
     }
 
     /// Processes queued alerts until `shutdown`, at most `parallel` at once.
@@ -225,7 +309,7 @@ impl Engine {
         let mut trigger = Trigger::Alert;
         let mut conflicts = 0;
         let base = AuditRecord {
-            at: OffsetDateTime::now_utc(),
+            at: self.now(),
             alertname,
             subject: subject.clone(),
             result: String::new(),
@@ -236,9 +320,35 @@ impl Engine {
             guard: None,
             message: String::new(),
         };
+        // The payload is not trusted: Alertmanager must hold the alert, active, with exactly
+        // these labels (asked once per alert, before anything is decided).
+        if let Some(source) = &self.source
+            && self.policy().rule_for(&alert.labels).is_some()
+        {
+            let refused = match source.is_active(&alert.labels).await {
+                Ok(true) => None,
+                Ok(false) => Some(
+                    "Alertmanager holds no active alert with exactly these labels (resolved, \
+                     silenced, or never sent by it)"
+                        .to_owned(),
+                ),
+                Err(e) => Some(format!("cannot confirm the alert with Alertmanager: {e}")),
+            };
+            if let Some(reason) = refused {
+                let rule = self
+                    .policy()
+                    .rule_for(&alert.labels)
+                    .map(|r| r.name.clone());
+                return self
+                    .skip(&base, Guard::Unconfirmed, reason, None, rule)
+                    .await;
+            }
+        }
         loop {
             let lock = self.decide_lock.lock().await;
-            let now = OffsetDateTime::now_utc();
+            let now = self.now();
+            let policy = self.policy();
+            let dry_run = self.dry_run();
             if !self.leader.is_leader() {
                 return self
                     .skip(
@@ -250,7 +360,7 @@ impl Engine {
                     )
                     .await;
             }
-            let (state, version) = match self.store.load().await {
+            let (stored, version) = match self.store.load().await {
                 Ok(s) => s,
                 Err(e) => {
                     return self
@@ -258,7 +368,9 @@ impl Engine {
                         .await;
                 }
             };
-            let snapshot = match core::plan(&alert, &self.policy, &state, now, platform) {
+            // A dry run decides on its own record, exactly as the real run would on its.
+            let state = stored.view(dry_run);
+            let snapshot = match core::plan(&alert, &policy, &state, now, platform, trigger) {
                 Ok(p) => match self.platform.snapshot(&p.target).await {
                     Ok(s) => s,
                     Err(e) => {
@@ -276,14 +388,14 @@ impl Engine {
             let in_flight = self.in_flight();
             let decision = core::decide(Input {
                 alert: &alert,
-                policy: &self.policy,
+                policy: &policy,
                 state: &state,
                 cluster: &snapshot,
                 in_flight: &in_flight,
                 now,
                 trigger,
                 platform,
-                dry_run: self.dry_run,
+                dry_run,
             });
             let plan = match decision {
                 Decision::Skip {
@@ -291,50 +403,67 @@ impl Engine {
                     reason,
                     target,
                 } => {
-                    let rule = self.policy.rule_for(&alert.labels).map(|r| r.name.clone());
+                    let rule = policy.rule_for(&alert.labels).map(|r| r.name.clone());
                     return self.skip(&base, guard, reason, target, rule).await;
-                }
-                Decision::DryRun(plan) => {
-                    drop(lock);
-                    let r = self.audit(
-                        &base,
-                        "dry-run",
-                        Some(&plan),
-                        None,
-                        format!(
-                            "dry run: would {} {} (rule {}, step {})",
-                            plan.action.name(),
-                            plan.target.key(),
-                            plan.rule,
-                            plan.step
-                        ),
-                    );
-                    self.metrics
-                        .actions
-                        .with_label_values(&[plan.action.name(), "dry_run"])
-                        .inc();
-                    return self.emit(r).await;
                 }
                 Decision::Escalate {
                     guard,
                     reason,
                     rule,
+                    until,
+                    again,
                 } => {
+                    // Record the stop before telling anyone: told once, even across restarts
+                    // and leader changes.
+                    let at = match again {
+                        Some(at) => at,
+                        None => {
+                            let stop = Stop {
+                                guard,
+                                reason: reason.clone(),
+                                rule: rule.clone(),
+                                at: now,
+                                until,
+                                notified: dry_run || self.alertmanager.is_none(),
+                            };
+                            let mut next = stored.clone();
+                            next.view_mut(dry_run).record_stop(&subject, stop);
+                            next.prune(now, 7 * 24 * 3600);
+                            match self.store.save(&next, version.as_deref()).await {
+                                Ok(()) => {}
+                                Err(StoreError::Conflict) if conflicts < 8 => {
+                                    conflicts += 1;
+                                    continue;
+                                }
+                                Err(e) => {
+                                    return self
+                                        .failed(
+                                            &base,
+                                            None,
+                                            format!("cannot save guard state: {e}"),
+                                        )
+                                        .await;
+                                }
+                            }
+                            now
+                        }
+                    };
                     drop(lock);
-                    return self.escalate(&base, &alert, guard, reason, rule).await;
+                    return self
+                        .escalate(&base, &alert, guard, reason, rule, at, until, dry_run)
+                        .await;
                 }
-                Decision::Act(plan) => plan,
+                Decision::DryRun(plan) | Decision::Act(plan) => plan,
             };
             let decided_at = now;
             // Save the attempt against the version the decision was made on: if someone else
             // wrote in between, decide again on fresh state.
-            let mut next = state.clone();
-            next.record_act(
-                &subject,
-                &plan,
-                decided_at,
-                self.policy.guards.cooldown_secs,
-            );
+            let mut next = stored.clone();
+            let view = next.view_mut(dry_run);
+            view.record_act(&subject, &plan, decided_at, policy.guards.cooldown_secs);
+            if dry_run {
+                view.set_outcome(&subject, decided_at, Outcome::DryRun);
+            }
             next.prune(decided_at, 7 * 24 * 3600);
             match self.store.save(&next, version.as_deref()).await {
                 Ok(()) => {}
@@ -348,6 +477,23 @@ impl Engine {
                         .await;
                 }
             }
+            if dry_run {
+                drop(lock);
+                let mut message = format!(
+                    "dry run: would {} {} (rule {}, step {})",
+                    plan.action.name(),
+                    plan.target.key(),
+                    plan.rule,
+                    plan.step
+                );
+                passed_over_note(&mut message, &plan);
+                let r = self.audit(&base, "dry-run", Some(&plan), None, message);
+                self.metrics
+                    .actions
+                    .with_label_values(&[plan.action.name(), "dry_run"])
+                    .inc();
+                return self.emit(r).await;
+            }
             self.set_in_flight(&subject, true);
             drop(lock);
 
@@ -357,19 +503,14 @@ impl Engine {
                 .await
             {
                 Ok(detail) => {
-                    let acted = self.audit(
-                        &base,
-                        "acted",
-                        Some(&plan),
-                        None,
-                        format!("{detail} (rule {}, step {})", plan.rule, plan.step),
-                    );
+                    let mut message = format!("{detail} (rule {}, step {})", plan.rule, plan.step);
+                    passed_over_note(&mut message, &plan);
+                    let acted = self.audit(&base, "acted", Some(&plan), None, message);
                     self.emit(acted).await;
-                    self.verify(&alert, &plan).await.map(|()| detail)
+                    self.verify(&alert, &plan, &policy).await.map(|()| detail)
                 }
                 Err(e) => Err(format!("{} failed: {e}", plan.action.name())),
             };
-            self.set_in_flight(&subject, false);
             let outcome = if result.is_ok() {
                 Outcome::Healed
             } else {
@@ -382,15 +523,14 @@ impl Engine {
             {
                 tracing::error!(error = %e, "cannot record the outcome in the guard state");
             }
+            self.set_in_flight(&subject, false);
             match result {
                 Ok(detail) => {
                     self.metrics
                         .actions
                         .with_label_values(&[plan.action.name(), "success"])
                         .inc();
-                    let heal = (OffsetDateTime::now_utc() - alert.starts_at)
-                        .as_seconds_f64()
-                        .max(0.0);
+                    let heal = (self.now() - alert.starts_at).as_seconds_f64().max(0.0);
                     self.metrics.time_to_heal.observe(heal);
                     let r = self.audit(
                         &base,
@@ -408,15 +548,15 @@ impl Engine {
                         .inc();
                     let r = self.audit(&base, "failed", Some(&plan), None, e);
                     self.emit(r).await;
-                    trigger = Trigger::Retry;
+                    trigger = Trigger::Retry { after: plan.step };
                 }
             }
         }
     }
 
-    async fn verify(&self, alert: &AlertFacts, plan: &Plan) -> Result<(), String> {
+    async fn verify(&self, alert: &AlertFacts, plan: &Plan, policy: &Policy) -> Result<(), String> {
         let health = health_target(plan, alert);
-        let timeout = Duration::from_secs(self.policy.guards.verify_timeout_secs);
+        let timeout = Duration::from_secs(policy.guards.verify_timeout_secs);
         self.platform
             .verify(&plan.action, &health, timeout)
             .await
@@ -432,7 +572,7 @@ impl Engine {
         message: String,
     ) -> AuditRecord {
         AuditRecord {
-            at: OffsetDateTime::now_utc(),
+            at: self.now(),
             result: result.to_owned(),
             action: plan.map(|p| p.action.name().to_owned()),
             target: plan.map(|p| p.target.clone()),
@@ -461,7 +601,7 @@ impl Engine {
             .with_label_values(&["none", "skipped"])
             .inc();
         let r = AuditRecord {
-            at: OffsetDateTime::now_utc(),
+            at: self.now(),
             result: "skipped".into(),
             target,
             rule,
@@ -482,6 +622,7 @@ impl Engine {
         self.emit(r).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn escalate(
         &self,
         base: &AuditRecord,
@@ -489,6 +630,9 @@ impl Engine {
         guard: Option<Guard>,
         reason: String,
         rule: String,
+        stopped_at: OffsetDateTime,
+        until: OffsetDateTime,
+        dry_run: bool,
     ) -> Handled {
         self.metrics
             .actions
@@ -508,19 +652,40 @@ impl Engine {
                 _ => None,
             }
         });
-        let mut message = format!("remediation stopped: {reason}");
-        if !self.dry_run {
-            match self.notify(alert, guard, &reason, &rule).await {
-                Ok(true) => message.push_str("; RemediationFailed sent to Alertmanager"),
+        let until_text = until
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let mut message = format!(
+            "remediation stopped ({}): {reason}; left alone until {until_text}",
+            guard.map_or("notify step", Guard::as_str)
+        );
+        if dry_run {
+            message.insert_str(0, "dry run: ");
+            message.push_str("; RemediationFailed would be sent");
+        } else {
+            match self.notify(alert, guard, &reason, &rule, until).await {
+                Ok(true) => {
+                    message.push_str("; RemediationFailed sent to Alertmanager");
+                    let subject = base.subject.clone();
+                    if let Err(e) = update_state(self.store.as_ref(), |s| {
+                        s.set_notified(&subject, stopped_at)
+                    })
+                    .await
+                    {
+                        tracing::error!(error = %e, "cannot record the notification in the guard state");
+                    }
+                }
                 Ok(false) => message.push_str("; no ALERTMANAGER_URL: RemediationFailed not sent"),
                 Err(e) => {
                     tracing::error!(error = %e, kind = e.metric_label(), "cannot post RemediationFailed");
-                    message.push_str(&format!("; posting RemediationFailed failed: {e}"));
+                    message.push_str(&format!(
+                        "; posting RemediationFailed failed ({e}): the next alert tries again"
+                    ));
                 }
             }
         }
         let r = AuditRecord {
-            at: OffsetDateTime::now_utc(),
+            at: self.now(),
             result: "escalated".into(),
             target,
             rule: Some(rule),
@@ -538,6 +703,7 @@ impl Engine {
         guard: Option<Guard>,
         reason: &str,
         rule: &str,
+        until: OffsetDateTime,
     ) -> Result<bool, alertmanager::Error> {
         let Some(client) = &self.alertmanager else {
             return Ok(false);
@@ -575,7 +741,10 @@ impl Engine {
         let posted = PostableAlert::new(labels)
             .with_annotation("summary", format!("auto-healer could not repair {subject}"))
             .with_annotation("description", reason.to_owned())
-            .with_starts_at(OffsetDateTime::now_utc());
+            .with_starts_at(self.now())
+            // Posted once per stop: it stays active exactly while the healer leaves the subject
+            // alone.
+            .with_ends_at(until);
         client.post_alerts(&[posted]).await.map(|()| true)
     }
 
@@ -589,7 +758,7 @@ impl Engine {
             rule = r.rule.as_deref().unwrap_or(""),
             step = r.step.map(|s| s as i64).unwrap_or(-1),
             guard = r.guard.as_deref().unwrap_or(""),
-            dry_run = self.dry_run,
+            dry_run = self.dry_run(),
             "remediation decision: {}",
             r.message
         );
@@ -598,6 +767,12 @@ impl Engine {
         }
         self.history.push(r.clone());
         r
+    }
+}
+
+fn passed_over_note(message: &mut String, plan: &Plan) {
+    if !plan.passed_over.is_empty() {
+        message.push_str(&format!("; {}", plan.passed_over.join("; ")));
     }
 }
 
@@ -611,3 +786,6 @@ pub fn health_target(plan: &Plan, alert: &AlertFacts) -> Target {
         _ => plan.target.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests;

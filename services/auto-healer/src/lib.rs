@@ -18,6 +18,7 @@ pub mod k8s;
 pub mod local;
 pub mod platform;
 pub mod policy;
+pub mod reload;
 pub mod routes;
 
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub enum StartError {
 
 struct Inner {
     engine: Arc<Engine>,
+    lease_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     queue: mpsc::Sender<core::AlertFacts>,
     token: Option<SecretString>,
     max_body: usize,
@@ -76,6 +78,8 @@ impl std::fmt::Debug for AppState {
 
 /// The parts an [`AppState`] is built from; tests pass their own.
 pub struct Parts {
+    /// The leader-election task (releases the Lease when it ends), in a cluster.
+    pub lease_task: Option<tokio::task::JoinHandle<()>>,
     /// Where actions go.
     pub platform: Arc<dyn Platform>,
     /// Where guard state lives.
@@ -122,8 +126,9 @@ impl AppState {
                     &config.identity,
                     config.lease_duration,
                 );
-                tokio::spawn(elector.run(leader.clone(), ctx.shutdown.clone()));
+                let lease_task = tokio::spawn(elector.run(leader.clone(), ctx.shutdown.clone()));
                 Parts {
+                    lease_task: Some(lease_task),
                     platform: Arc::new(k8s::KubePlatform::new(
                         client.clone(),
                         &config.identity,
@@ -134,6 +139,7 @@ impl AppState {
                 }
             }
             _ => Parts {
+                lease_task: None,
                 platform: Arc::new(local::LocalPlatform::new(
                     &config.launcher_url,
                     config.launcher_token.clone(),
@@ -165,16 +171,27 @@ impl AppState {
         };
         let dry_run = config.dry_run();
         let max_concurrent = config.policy.guards.max_concurrent_actions as usize;
-        let engine = Arc::new(Engine::new(
-            Arc::new(config.policy),
-            parts.platform,
-            parts.store,
-            parts.leader,
-            dry_run,
-            metrics,
-            History::new(config.history),
-            alertmanager,
-        ));
+        let engine = Arc::new(
+            Engine::new(
+                Arc::new(config.policy),
+                parts.platform,
+                parts.store,
+                parts.leader,
+                dry_run,
+                metrics,
+                History::new(config.history),
+                alertmanager,
+            )
+            .with_dry_run_override(config.dry_run),
+        );
+        if config.policy_source != "builtin" {
+            tokio::spawn(reload::watch(
+                engine.clone(),
+                std::path::PathBuf::from(&config.policy_source),
+                config.policy_poll,
+                ctx.shutdown.clone(),
+            ));
+        }
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         // Skips are quick; a few more workers than concurrent actions keep them from queueing
         // behind a slow verification.
@@ -186,6 +203,7 @@ impl AppState {
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
+                lease_task: std::sync::Mutex::new(parts.lease_task),
                 queue: tx,
                 token: config.token,
                 max_body: config.max_body,
@@ -197,6 +215,12 @@ impl AppState {
     /// The engine (tests drive it directly).
     pub fn engine(&self) -> &Arc<Engine> {
         &self.inner.engine
+    }
+
+    /// The leader-election task, once: `main` awaits it after the server stopped so the Lease
+    /// is released before the process exits.
+    pub fn take_lease_task(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.inner.lease_task.lock().ok()?.take()
     }
 }
 

@@ -160,3 +160,28 @@ impl Leadership for LeaderFlag {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// Where the healer confirms an alert before acting on it: the alert must be active there with
+/// exactly these labels (a payload alone is never trusted).
+pub trait AlertSource: Send + Sync + 'static {
+    /// `Ok(true)` when an alert with exactly `labels` is active (not resolved, silenced or
+    /// inhibited); `Err` with why when the source cannot be asked.
+    fn is_active<'a>(&'a self, labels: &'a Labels) -> BoxFuture<'a, Result<bool, String>>;
+}
+
+/// Alertmanager API v2: `GET /api/v2/alerts?filter=alertname="…"`, then an exact label-set
+/// comparison among the active ones.
+impl AlertSource for alertmanager::AlertmanagerClient {
+    fn is_active<'a>(&'a self, labels: &'a Labels) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            let name = labels.get("alertname").cloned().unwrap_or_default();
+            let alerts = self
+                .alerts(&[alertmanager::Matcher::equal("alertname", name)])
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(alerts
+                .iter()
+                .any(|a| a.status.state == alertmanager::AlertState::Active && &a.labels == labels))
+        })
+    }
+}

@@ -65,7 +65,8 @@ pub struct GuardConfig {
     /// No node actions while more than this share of nodes is unhealthy (a storm is more likely
     /// a network or control-plane problem than bad nodes).
     pub max_unhealthy_node_share: f64,
-    /// A target repaired this many times within `flap_window_secs` is left alone and escalated.
+    /// A subject with this many remediation attempts within `flap_window_secs` — whatever their
+    /// outcome: healed, failed, timed out or still pending — is left alone and escalated once.
     pub flap_max_repairs: u32,
     /// The flap guard's window.
     pub flap_window_secs: u64,

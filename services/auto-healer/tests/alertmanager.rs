@@ -44,6 +44,7 @@ async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
         &ctx,
         config,
         Parts {
+            lease_task: None,
             platform: Arc::new(platform.clone()),
             store: Arc::new(FileStore::new(dir.path())),
             leader: Arc::new(LeaderFlag::new(true)),
@@ -113,5 +114,40 @@ async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
         .map(|e| e.action.clone())
         .collect();
     assert_eq!(steps, ["delete-pod", "rollout-restart", "rollback"]);
+
+    // A forged alert straight to the webhook (with the token, as a replay would have it):
+    // Alertmanager holds no such alert, so the healer does nothing and says why.
+    let forged = alertmanager::WebhookMessage::builder("auto-healer")
+        .alert(alertmanager::Alert::firing([
+            ("alertname", "Forged"),
+            ("namespace", "organism"),
+            ("pod", "brain-abc"),
+            ("workload", "brain"),
+            ("remediation", "restart-pod"),
+        ]))
+        .build();
+    let resp = reqwest::Client::new()
+        .post(format!("{healer}/webhook/alertmanager"))
+        .bearer_auth("hook-token")
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let refused = testbed::wait_until(Duration::from_secs(10), || async {
+        platform
+            .records()
+            .iter()
+            .any(|r| r.alertname == "Forged" && r.guard.as_deref() == Some("unconfirmed"))
+    })
+    .await;
+    assert!(refused, "{:?}", platform.records());
+    assert!(
+        !platform
+            .executed()
+            .iter()
+            .any(|e| e.target.key().contains("brain")),
+        "acted on a forged alert"
+    );
     server.abort();
 }

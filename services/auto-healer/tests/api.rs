@@ -42,6 +42,7 @@ fn test_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
         &ctx,
         config,
         Parts {
+            lease_task: None,
             platform: Arc::new(platform.clone()),
             store: Arc::new(FileStore::new(dir.path())),
             leader: Arc::new(leader.clone()),
@@ -341,5 +342,97 @@ async fn failed_verification_escalates_step_by_step_then_stops() {
         last.message.contains("no ALERTMANAGER_URL"),
         "{}",
         last.message
+    );
+}
+
+#[tokio::test]
+async fn duplicates_are_handled_once_and_non_actionable_alerts_take_no_queue_room() {
+    // A queue of one: 300 alerts no rule acts on, the same actionable alert three times.
+    let app = test_app(|c| c.queue_capacity = 1);
+    let mut alerts: Vec<Alert> = (0..300)
+        .map(|i| {
+            Alert::firing([
+                ("alertname", format!("Noise{i}")),
+                ("severity", "info".into()),
+            ])
+        })
+        .collect();
+    for _ in 0..3 {
+        alerts.push(crashing("heart-abc", "organism"));
+    }
+    let (status, body) = send(&app, post(payload(alerts))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert_eq!(body["ignored_duplicate"], 2, "{body}");
+    assert_eq!(body["ignored_not_actionable"], 300, "{body}");
+    assert!(wait_for(|| app.platform.executed().len() == 1).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(app.platform.executed().len(), 1, "handled once");
+}
+
+#[tokio::test]
+async fn starts_at_in_the_future_or_far_past_is_clamped_and_said() {
+    let app = test_app(|_| {});
+    let now = time::OffsetDateTime::now_utc();
+    let alerts = vec![
+        crashing("a", "organism").with_starts_at(now + time::Duration::days(365)),
+        crashing("b", "organism").with_starts_at(now - time::Duration::days(400)),
+        crashing("c", "organism").with_starts_at(now - time::Duration::minutes(5)),
+    ];
+    let (status, body) = send(&app, post(payload(alerts))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["starts_at_clamped"], 2, "{body}");
+    let clamp = auto_healer::routes::clamp_starts_at;
+    assert_eq!(clamp(now + time::Duration::days(1), now), now);
+    assert_eq!(
+        clamp(now - time::Duration::days(30), now),
+        now - auto_healer::routes::MAX_ALERT_AGE
+    );
+    let recent = now - time::Duration::minutes(5);
+    assert_eq!(clamp(recent, now), recent);
+}
+
+#[tokio::test]
+async fn a_stop_is_told_once_and_later_alerts_are_left_alone() {
+    let app = test_app(|c| c.policy.guards.cooldown_secs = 0);
+    *app.platform.fail_verify.lock().unwrap() = true;
+    let (status, _) = send(&app, post(payload(vec![crashing("heart-abc", "organism")]))).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(
+        wait_for(|| app
+            .platform
+            .records()
+            .iter()
+            .any(|r| r.result == "escalated"))
+        .await
+    );
+    // Alertmanager repeats the alert: no action, no second escalation, the guard named.
+    for _ in 0..3 {
+        let (status, _) = send(&app, post(payload(vec![crashing("heart-abc", "organism")]))).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    assert!(
+        wait_for(|| app
+            .platform
+            .records()
+            .iter()
+            .filter(|r| r.result == "skipped")
+            .count()
+            == 3)
+        .await
+    );
+    let records = app.platform.records();
+    assert_eq!(
+        records.iter().filter(|r| r.result == "escalated").count(),
+        1
+    );
+    for r in records.iter().filter(|r| r.result == "skipped") {
+        assert!(r.message.contains("left alone until"), "{}", r.message);
+        assert!(r.guard.is_some(), "{r:?}");
+    }
+    assert_eq!(
+        app.platform.executed().len(),
+        3,
+        "delete, restart, rollback"
     );
 }

@@ -222,6 +222,7 @@ async fn scenario(dry_run: bool) -> Scenario {
         &ctx,
         config,
         Parts {
+            lease_task: None,
             platform: Arc::new(platform),
             store: Arc::new(FileStore::new(dir.path())),
             leader: Arc::new(LeaderFlag::new(true)),
@@ -392,9 +393,19 @@ async fn dry_run_records_the_decision_and_changes_nothing() {
         "no launcher call in dry run"
     );
     assert!(!healthy(&s.heart_url).await, "heart stays down");
+    // The dry run keeps its own record (so it escalates as the real run would); the real
+    // guard state is untouched.
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.dir.path().join("state.json")).unwrap()).unwrap();
+    let state = &state["state"];
     assert!(
-        !s.dir.path().join("state.json").exists(),
-        "guard state untouched"
+        state["subjects"].as_object().unwrap().is_empty()
+            && state["actions"].as_array().unwrap().is_empty(),
+        "real guard state untouched: {state}"
+    );
+    assert_eq!(
+        state["dry_run"]["subjects"]["service/heart"]["attempts"][0]["outcome"], "dry-run",
+        "{state}"
     );
     let metrics = reqwest::get(format!("{}/metrics", s.healer_url))
         .await

@@ -100,10 +100,14 @@ impl Case {
 }
 
 fn attempt(at: OffsetDateTime, rule: &str, outcome: Outcome) -> Attempt {
+    attempt_at_step(at, rule, 0, outcome)
+}
+
+fn attempt_at_step(at: OffsetDateTime, rule: &str, step: usize, outcome: Outcome) -> Attempt {
     Attempt {
         at,
         rule: rule.into(),
-        step: 0,
+        step,
         action: "delete-pod".into(),
         target: Target::Pod {
             namespace: "organism".into(),
@@ -124,6 +128,7 @@ fn state_with(
         SubjectRecord {
             attempts,
             cooldown_until,
+            stop: None,
         },
     );
     s
@@ -146,10 +151,6 @@ fn each_guard_blocks_with_its_name_and_reason() {
         Guard::NoRule,
         "no policy rule",
     ));
-
-    let mut c = Case::new("no pod label", pod_alert(&[]));
-    c.alert.labels.remove("pod");
-    cases.push((c, Guard::NoTarget, "no `pod` label"));
 
     let mut c = Case::new(
         "kube-system denied by default",
@@ -271,6 +272,7 @@ fn a_clean_alert_acts_and_dry_run_only_records() {
             namespace: "organism".into(),
             name: "heart-7d9-abc".into(),
         },
+        passed_over: vec![],
     };
     assert_eq!(c.decide(), Decision::Act(expected.clone()));
     c.dry_run = true;
@@ -292,13 +294,16 @@ fn a_clean_alert_acts_and_dry_run_only_records() {
 fn repeats_within_the_window_escalate_step_by_step() {
     let rule = "crashing-pod";
     let mut c = Case::new("escalation", pod_alert(&[]));
+    // This test is about the escalation alone: the flap guard out of the way.
+    c.policy.guards.flap_max_repairs = 100;
     let steps = [Action::DeletePod, Action::RolloutRestart, Action::Rollback];
     for (i, expected) in steps.iter().enumerate() {
         let attempts = (0..i)
             .map(|k| {
-                attempt(
+                attempt_at_step(
                     NOW - Duration::minutes(20 - k as i64),
                     rule,
+                    k,
                     Outcome::Failed,
                 )
             })
@@ -316,7 +321,14 @@ fn repeats_within_the_window_escalate_step_by_step() {
     c.state = state_with(
         SUBJECT,
         (0..3)
-            .map(|k| attempt(NOW - Duration::minutes(10 + k), rule, Outcome::Failed))
+            .map(|k| {
+                attempt_at_step(
+                    NOW - Duration::minutes(12 - k as i64),
+                    rule,
+                    k,
+                    Outcome::Failed,
+                )
+            })
             .collect(),
         None,
     );
@@ -338,7 +350,14 @@ fn repeats_within_the_window_escalate_step_by_step() {
     c.state = state_with(
         SUBJECT,
         (0..2)
-            .map(|k| attempt(NOW - Duration::minutes(5 + k), rule, Outcome::Failed))
+            .map(|k| {
+                attempt_at_step(
+                    NOW - Duration::minutes(6 - k as i64),
+                    rule,
+                    k,
+                    Outcome::Failed,
+                )
+            })
             .collect(),
         None,
     );
@@ -364,9 +383,10 @@ fn exhausted_escalation_and_flapping_escalate_with_the_guard_named() {
         SUBJECT,
         (0..3)
             .map(|k| {
-                attempt(
-                    NOW - Duration::minutes(k + 1),
+                attempt_at_step(
+                    NOW - Duration::minutes(3 - k as i64),
                     "crashing-pod",
+                    k,
                     Outcome::Failed,
                 )
             })
@@ -394,7 +414,7 @@ fn exhausted_escalation_and_flapping_escalate_with_the_guard_named() {
             guard: Some(Guard::Flap),
             reason,
             ..
-        } => assert!(reason.contains("repaired 3 times"), "{reason}"),
+        } => assert!(reason.contains("had 3 remediation attempts"), "{reason}"),
         other => panic!("{other:?}"),
     }
 }
@@ -412,7 +432,7 @@ fn retry_ignores_cooldown_and_in_progress_but_not_other_guards() {
         Some(NOW + Duration::seconds(100)),
     );
     c.in_flight.insert(SUBJECT.into());
-    c.trigger = Trigger::Retry;
+    c.trigger = Trigger::Retry { after: 0 };
     assert!(matches!(
         c.decide(),
         Decision::Act(Plan {
@@ -461,6 +481,7 @@ fn local_platform_restarts_services() {
             target: Target::Service {
                 name: "heart".into()
             },
+            passed_over: vec![],
         })
     );
     assert_eq!(subject_of(&alert.labels, Platform::Local), "service/heart");
@@ -491,6 +512,7 @@ fn state_round_trips_and_prunes() {
         step: 0,
         action: Action::DeletePod,
         target: Target::Node { name: "n".into() },
+        passed_over: vec![],
     };
     s.record_act("node/n", &plan, NOW, 60);
     s.set_outcome("node/n", NOW, Outcome::Healed);
@@ -500,6 +522,211 @@ fn state_round_trips_and_prunes() {
     s.prune(NOW, 3600);
     assert!(!s.subjects.contains_key(SUBJECT));
     assert_eq!(s.subjects["node/n"].attempts[0].outcome, Outcome::Healed);
+}
+
+#[test]
+fn every_attempt_counts_toward_the_flap_guard_whatever_its_outcome() {
+    // Issue 19: a restart whose verification failed or timed out is as much a restart as one
+    // that healed. Two failed attempts and a pending one are three attempts.
+    let mut c = Case::new("flap on failures", pod_alert(&[]));
+    c.state = state_with(
+        SUBJECT,
+        vec![
+            attempt_at_step(NOW - Duration::minutes(50), "other", 0, Outcome::Failed),
+            attempt_at_step(NOW - Duration::minutes(40), "other", 0, Outcome::Failed),
+            attempt_at_step(NOW - Duration::minutes(30), "other", 0, Outcome::Pending),
+        ],
+        None,
+    );
+    match c.decide() {
+        Decision::Escalate {
+            guard: Some(Guard::Flap),
+            reason,
+            until,
+            again: None,
+            ..
+        } => {
+            assert!(reason.contains("whatever their outcome"), "{reason}");
+            // The count falls below 3 when the oldest attempt leaves the 3600 s window.
+            assert_eq!(until, NOW - Duration::minutes(50) + Duration::hours(1));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Two attempts: still allowed.
+    c.state
+        .subjects
+        .get_mut(SUBJECT)
+        .unwrap()
+        .attempts
+        .remove(0);
+    assert!(matches!(c.decide(), Decision::Act(_)), "{:?}", c.decide());
+    // The window is half-open: an attempt exactly one window old no longer counts.
+    c.state = state_with(
+        SUBJECT,
+        vec![
+            attempt_at_step(NOW - Duration::hours(1), "other", 0, Outcome::Failed),
+            attempt_at_step(NOW - Duration::minutes(40), "other", 0, Outcome::Failed),
+            attempt_at_step(NOW - Duration::minutes(30), "other", 0, Outcome::Failed),
+        ],
+        None,
+    );
+    assert!(matches!(c.decide(), Decision::Act(_)), "{:?}", c.decide());
+}
+
+#[test]
+fn a_stop_is_escalated_once_then_holds_until_it_ends() {
+    let mut c = Case::new("stop", pod_alert(&[]));
+    let stop = Stop {
+        guard: Some(Guard::Flap),
+        reason: "too many".into(),
+        rule: "crashing-pod".into(),
+        at: NOW - Duration::minutes(5),
+        until: NOW + Duration::minutes(5),
+        notified: true,
+    };
+    c.state = state_with(SUBJECT, vec![], None);
+    c.state.record_stop(SUBJECT, stop.clone());
+    match c.decide() {
+        Decision::Skip { guard, reason, .. } => {
+            assert_eq!(guard, Guard::Flap);
+            assert!(reason.contains("left alone until"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Not notified yet (Alertmanager was down): the next alert posts it again, same stop.
+    c.state.subjects.get_mut(SUBJECT).unwrap().stop = Some(Stop {
+        notified: false,
+        ..stop.clone()
+    });
+    assert!(matches!(
+        c.decide(),
+        Decision::Escalate { again: Some(at), .. } if at == stop.at
+    ));
+    // Once it ended, the subject is acted on again.
+    c.state.subjects.get_mut(SUBJECT).unwrap().stop = Some(Stop { until: NOW, ..stop });
+    assert!(matches!(c.decide(), Decision::Act(_)));
+    // prune forgets ended stops.
+    c.state.prune(NOW, 3600);
+    assert!(!c.state.subjects.contains_key(SUBJECT));
+}
+
+#[test]
+fn steps_without_a_target_are_passed_over_and_said() {
+    // No `pod` label: delete-pod cannot run, rollout-restart can.
+    let mut c = Case::new("no pod label", pod_alert(&[]));
+    c.alert.labels.remove("pod");
+    match c.decide() {
+        Decision::Act(p) => {
+            assert_eq!(p.step, 1);
+            assert_eq!(p.action, Action::RolloutRestart);
+            assert_eq!(p.passed_over.len(), 1);
+            assert!(
+                p.passed_over[0]
+                    .contains("step 0 (delete-pod) passed over: the alert has no `pod` label"),
+                "{:?}",
+                p.passed_over
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing usable at all: straight to the notify step, saying why each step was passed.
+    c.alert.labels.remove("workload");
+    match c.decide() {
+        Decision::Escalate {
+            guard: None,
+            reason,
+            until,
+            ..
+        } => {
+            assert!(
+                reason.contains("step 3 of rule crashing-pod is notify"),
+                "{reason}"
+            );
+            assert!(reason.contains("step 2 (rollback) passed over"), "{reason}");
+            assert_eq!(until, NOW + Duration::seconds(1800));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn locally_rollback_is_passed_over_and_the_escalation_ends_in_notify() {
+    // Issue 17: two restarts of the gateway, then rollback has no local equivalent: the healer
+    // moves on to notify instead of skipping "no-target" forever.
+    let alert = AlertFacts {
+        labels: labels(&[
+            ("alertname", "ServiceDown"),
+            ("service", "api-gateway"),
+            ("remediation", "restart-pod"),
+        ]),
+        starts_at: NOW,
+    };
+    let mut policy = Policy::default_policy();
+    policy.guards.flap_max_repairs = 10;
+    let mut state = GuardState::default();
+    for k in 0..2 {
+        state
+            .subjects
+            .entry("service/api-gateway".into())
+            .or_default()
+            .attempts
+            .push(Attempt {
+                at: NOW - Duration::minutes(10 - k),
+                rule: "crashing-pod".into(),
+                step: k as usize,
+                action: "restart-service".into(),
+                target: Target::Service {
+                    name: "api-gateway".into(),
+                },
+                outcome: Outcome::Failed,
+            });
+    }
+    let d = decide(Input {
+        alert: &alert,
+        policy: &policy,
+        state: &state,
+        cluster: &ClusterSnapshot::default(),
+        in_flight: &BTreeSet::new(),
+        now: NOW,
+        trigger: Trigger::Alert,
+        platform: Platform::Local,
+        dry_run: false,
+    });
+    match d {
+        Decision::Escalate {
+            guard: None,
+            reason,
+            until,
+            ..
+        } => {
+            assert!(
+                reason.contains("step 2 (rollback) passed over: rollback has no local equivalent"),
+                "{reason}"
+            );
+            assert_eq!(until, NOW - Duration::minutes(9) + Duration::seconds(1800));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without a trailing notify, running out is `exhausted`.
+    policy.rules[0].actions.pop();
+    let d = decide(Input {
+        alert: &alert,
+        policy: &policy,
+        state: &state,
+        cluster: &ClusterSnapshot::default(),
+        in_flight: &BTreeSet::new(),
+        now: NOW,
+        trigger: Trigger::Alert,
+        platform: Platform::Local,
+        dry_run: false,
+    });
+    assert!(matches!(
+        d,
+        Decision::Escalate {
+            guard: Some(Guard::Exhausted),
+            ..
+        }
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------

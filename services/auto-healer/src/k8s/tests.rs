@@ -14,7 +14,7 @@ use super::lease::LeaseElector;
 use super::state::ConfigMapStore;
 use super::*;
 use crate::core::{GuardState, Outcome};
-use crate::platform::{StateStore, StoreError, update_state};
+use crate::platform::{LeaderFlag, Leadership, StateStore, StoreError, update_state};
 
 type Check = Box<dyn Fn(&Value) + Send>;
 
@@ -757,96 +757,156 @@ fn lease_json(holder: &str, renew: OffsetDateTime, rv: &str, transitions: i32) -
 }
 
 const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/organism/leases/auto-healer";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/organism/leases";
 
-#[tokio::test]
-async fn lease_acquire_renew_and_take_over() {
-    let now = OffsetDateTime::now_utc();
-    let (client, task) = mock(vec![
-        // acquire: absent → create
-        call("GET", LEASE, status_body(404, "NotFound")).status(404),
-        call(
-            "POST",
-            "/apis/coordination.k8s.io/v1/namespaces/organism/leases",
-            lease_json("a", now, "1", 0),
-        )
-        .status(201)
-        .body(|b| {
-            assert_eq!(b["spec"]["holderIdentity"], "a");
-            assert_eq!(b["spec"]["leaseDurationSeconds"], 15);
-            assert_eq!(b["spec"]["leaseTransitions"], 0);
-        }),
-        // renew: held by me → replace with the resourceVersion read
-        call("GET", LEASE, lease_json("a", now, "1", 0)),
-        call("PUT", LEASE, lease_json("a", now, "2", 0)).body(|b| {
-            assert_eq!(b["metadata"]["resourceVersion"], "1");
-            assert_eq!(b["spec"]["holderIdentity"], "a");
-        }),
-        // someone else holds a fresh lease → not leader, no write
-        call("GET", LEASE, lease_json("b", now, "5", 1)),
-        // someone else's lease expired → take over, transitions + 1
-        call(
-            "GET",
-            LEASE,
-            lease_json("b", now - time::Duration::seconds(60), "6", 1),
-        ),
-        call("PUT", LEASE, lease_json("a", now, "7", 2)).body(|b| {
-            assert_eq!(b["metadata"]["resourceVersion"], "6");
-            assert_eq!(b["spec"]["holderIdentity"], "a");
-            assert_eq!(b["spec"]["leaseTransitions"], 2);
-        }),
-        // a racing writer got there first → 409 → not leader
-        call(
-            "GET",
-            LEASE,
-            lease_json("b", now - time::Duration::seconds(60), "8", 1),
-        ),
-        call("PUT", LEASE, status_body(409, "Conflict")).status(409),
-    ]);
-    let e = LeaseElector::new(
+fn elector(client: Client, id: &str) -> LeaseElector {
+    LeaseElector::new(
         client,
         "organism",
         "auto-healer",
-        "a",
+        id,
         Duration::from_secs(15),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn lease_acquire_renew_and_take_over_by_local_time() {
+    let wall = OffsetDateTime::now_utc();
+    // b's record carries a renewTime an hour in the past by our wall clock: compared with our
+    // clock it would look long expired. client-go judges from the local time we saw it change.
+    let stale = wall - time::Duration::hours(1);
+    let (client, task) = mock(vec![
+        // acquire: absent → create
+        call("GET", LEASE, status_body(404, "NotFound")).status(404),
+        call("POST", LEASES, lease_json("a", wall, "1", 0))
+            .status(201)
+            .body(|b| {
+                assert_eq!(b["metadata"]["name"], "auto-healer");
+                assert_eq!(b["spec"]["holderIdentity"], "a");
+                assert_eq!(b["spec"]["leaseDurationSeconds"], 15);
+                assert_eq!(b["spec"]["leaseTransitions"], 0);
+            }),
+        // renew: held by me → replace with the resourceVersion read, acquireTime kept
+        call("GET", LEASE, lease_json("a", wall, "1", 0)),
+        call("PUT", LEASE, lease_json("a", wall, "2", 0)).body(move |b| {
+            assert_eq!(b["metadata"]["resourceVersion"], "1");
+            assert_eq!(b["spec"]["holderIdentity"], "a");
+            let kept = b["spec"]["acquireTime"].as_str().unwrap();
+            assert!(kept.starts_with(&rfc3339(wall)[..26]), "{kept}");
+        }),
+        // b took it (we saw the record change): not leader, no write
+        call("GET", LEASE, lease_json("b", stale, "5", 1)),
+        // 14 s later, unchanged: still b's (its renewTime is irrelevant)
+        call("GET", LEASE, lease_json("b", stale, "5", 1)),
+        // 16 s after we saw it change, unchanged: expired → take over, transitions + 1
+        call("GET", LEASE, lease_json("b", stale, "5", 1)),
+        call("PUT", LEASE, lease_json("a", wall, "6", 2)).body(|b| {
+            assert_eq!(b["metadata"]["resourceVersion"], "5");
+            assert_eq!(b["spec"]["holderIdentity"], "a");
+            assert_eq!(b["spec"]["leaseTransitions"], 2);
+        }),
+        // b renewed in between (record changed) and then a racing write won → 409 → not leader
+        call("GET", LEASE, lease_json("b", stale, "8", 3)),
+    ]);
+    let mut e = elector(client, "a");
+    let t0 = tokio::time::Instant::now();
+    assert!(e.try_acquire_or_renew(wall, t0).await.unwrap(), "acquired");
+    assert!(e.try_acquire_or_renew(wall, t0).await.unwrap(), "renewed");
+    assert!(
+        !e.try_acquire_or_renew(wall, t0).await.unwrap(),
+        "held by b"
     );
-    assert!(e.try_acquire_or_renew(now).await.unwrap(), "acquired");
-    assert!(e.try_acquire_or_renew(now).await.unwrap(), "renewed");
-    assert!(!e.try_acquire_or_renew(now).await.unwrap(), "held by b");
-    assert!(e.try_acquire_or_renew(now).await.unwrap(), "taken over");
-    assert!(!e.try_acquire_or_renew(now).await.unwrap(), "lost the race");
+    assert!(
+        !e.try_acquire_or_renew(wall, t0 + Duration::from_secs(14))
+            .await
+            .unwrap(),
+        "b's lease is live for 15 s of our time after we saw it change"
+    );
+    assert!(
+        e.try_acquire_or_renew(wall, t0 + Duration::from_secs(16))
+            .await
+            .unwrap(),
+        "taken over once unchanged for 15 s of our time"
+    );
+    assert!(
+        !e.try_acquire_or_renew(wall, t0 + Duration::from_secs(17))
+            .await
+            .unwrap(),
+        "b's new record is live again"
+    );
     done(task).await;
 }
 
+#[tokio::test]
+async fn a_leader_releases_the_lease_with_an_empty_holder() {
+    let wall = OffsetDateTime::now_utc();
+    let (client, task) = mock(vec![
+        call("GET", LEASE, lease_json("a", wall, "3", 4)),
+        call("PUT", LEASE, lease_json("a", wall, "4", 4)),
+        call("PUT", LEASE, lease_json("", wall, "5", 4)).body(|b| {
+            assert_eq!(b["metadata"]["resourceVersion"], "4");
+            assert_eq!(b["spec"]["holderIdentity"], "");
+            assert_eq!(b["spec"]["leaseDurationSeconds"], 1);
+            assert_eq!(b["spec"]["leaseTransitions"], 4);
+        }),
+    ]);
+    let mut e = elector(client, "a");
+    assert!(
+        e.try_acquire_or_renew(wall, tokio::time::Instant::now())
+            .await
+            .unwrap()
+    );
+    assert!(e.release(wall).await.unwrap(), "released");
+    assert!(!e.is_leader());
+    assert!(!e.release(wall).await.unwrap(), "nothing left to release");
+    done(task).await;
+}
+
+/// The one Lease of a [`lease_server`].
+pub(crate) type LeaseCell = Arc<Mutex<Option<Value>>>;
+
 /// An API server holding one Lease with resourceVersion semantics (409 on a stale write, 409
 /// AlreadyExists on a second create), shared by several clients. Asserts every request is a
-/// Lease GET, POST or PUT on the right path.
-pub(crate) fn lease_server() -> (Client, Client) {
-    let lease: Arc<Mutex<Option<Value>>> = Arc::new(Mutex::new(None));
-    let make = |lease: Arc<Mutex<Option<Value>>>| {
+/// Lease GET, POST or PUT on the right path, and that every write is a whole Lease record with
+/// the resourceVersion it read (PUT) or none (POST).
+pub(crate) fn lease_server() -> (Client, Client, LeaseCell) {
+    let lease: LeaseCell = Arc::new(Mutex::new(None));
+    let make = |lease: LeaseCell| {
         let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         tokio::spawn(async move {
             while let Some((req, send)) = handle.next_request().await {
                 let method = req.method().as_str().to_owned();
                 let path = req.uri().path().to_owned();
                 let body = req.into_body().collect_bytes().await.unwrap();
+                let written = || {
+                    let l: Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(l["metadata"]["name"], "auto-healer", "{l}");
+                    assert!(l["spec"]["holderIdentity"].is_string(), "{l}");
+                    assert!(l["spec"]["leaseDurationSeconds"].is_i64(), "{l}");
+                    assert!(l["spec"]["renewTime"].is_string(), "{l}");
+                    assert!(l["spec"]["leaseTransitions"].is_i64(), "{l}");
+                    l
+                };
                 let mut guard = lease.lock().unwrap();
                 let (status, answer) = match (method.as_str(), path.as_str()) {
                     ("GET", LEASE) => match guard.as_ref() {
                         Some(l) => (200, l.clone()),
                         None => (404, status_body(404, "NotFound")),
                     },
-                    ("POST", "/apis/coordination.k8s.io/v1/namespaces/organism/leases") => {
+                    ("POST", LEASES) => {
+                        let mut l = written();
+                        assert!(l["metadata"]["resourceVersion"].is_null(), "{l}");
                         if guard.is_some() {
                             (409, status_body(409, "AlreadyExists"))
                         } else {
-                            let mut l: Value = serde_json::from_slice(&body).unwrap();
                             l["metadata"]["resourceVersion"] = json!("1");
                             *guard = Some(l.clone());
                             (201, l)
                         }
                     }
                     ("PUT", LEASE) => {
-                        let mut l: Value = serde_json::from_slice(&body).unwrap();
+                        let mut l = written();
+                        assert!(l["metadata"]["resourceVersion"].is_string(), "{l}");
                         let current = guard.as_ref().map(|c| {
                             c["metadata"]["resourceVersion"]
                                 .as_str()
@@ -875,30 +935,109 @@ pub(crate) fn lease_server() -> (Client, Client) {
         });
         Client::new(svc, "default")
     };
-    (make(lease.clone()), make(lease))
+    (make(lease.clone()), make(lease.clone()), lease)
 }
 
 #[tokio::test]
 async fn two_contenders_for_one_lease_elect_exactly_one() {
     for _ in 0..20 {
-        let (ca, cb) = lease_server();
-        let a = LeaseElector::new(ca, "organism", "auto-healer", "a", Duration::from_secs(15));
-        let b = LeaseElector::new(cb, "organism", "auto-healer", "b", Duration::from_secs(15));
+        let (ca, cb, _) = lease_server();
+        let mut a = elector(ca, "a");
+        let mut b = elector(cb, "b");
         let now = OffsetDateTime::now_utc();
-        let (ra, rb) = tokio::join!(a.try_acquire_or_renew(now), b.try_acquire_or_renew(now));
+        let t = tokio::time::Instant::now();
+        let (ra, rb) = tokio::join!(
+            a.try_acquire_or_renew(now, t),
+            b.try_acquire_or_renew(now, t)
+        );
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         assert!(ra ^ rb, "exactly one leader, got a={ra} b={rb}");
         // Renewals keep the same leader.
-        let (ra2, rb2) = tokio::join!(a.try_acquire_or_renew(now), b.try_acquire_or_renew(now));
-        assert_eq!((ra2.unwrap(), rb2.unwrap()), (ra, rb));
-        // After the lease expires without renewal, the other takes over.
-        let later = now + time::Duration::seconds(60);
-        let (loser, winner_id) = if ra { (&b, "b") } else { (&a, "a") };
-        assert!(
-            loser.try_acquire_or_renew(later).await.unwrap(),
-            "{winner_id} takes over an expired lease"
+        let (ra2, rb2) = tokio::join!(
+            a.try_acquire_or_renew(now, t),
+            b.try_acquire_or_renew(now, t)
         );
+        assert_eq!((ra2.unwrap(), rb2.unwrap()), (ra, rb));
     }
+}
+
+/// Two instances whose wall clocks disagree by two hours, through the kube mock, on local time
+/// that tokio drives: a live leader is never displaced (whatever its `renewTime` says to the
+/// other's clock), and a dead one is replaced after the lease duration of the other's own time.
+#[tokio::test(start_paused = true)]
+async fn skewed_clocks_neither_steal_a_live_lease_nor_keep_a_dead_one() {
+    for (a_skew, b_skew) in [(-1i64, 1i64), (1, -1)] {
+        let (ca, cb, lease) = lease_server();
+        let mut a = elector(ca, "a");
+        let mut b = elector(cb, "b");
+        let wall_a = || OffsetDateTime::now_utc() + time::Duration::hours(a_skew);
+        let wall_b = || OffsetDateTime::now_utc() + time::Duration::hours(b_skew);
+        let now = tokio::time::Instant::now;
+        assert!(a.try_acquire_or_renew(wall_a(), now()).await.unwrap());
+        assert!(!b.try_acquire_or_renew(wall_b(), now()).await.unwrap());
+        // a renews every 2 s for a minute: b never takes over.
+        for _ in 0..30 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            assert!(a.try_acquire_or_renew(wall_a(), now()).await.unwrap());
+            assert!(
+                !b.try_acquire_or_renew(wall_b(), now()).await.unwrap(),
+                "b (clock {b_skew:+} h) stole a live lease from a (clock {a_skew:+} h)"
+            );
+        }
+        // a dies. b takes over after 15 s of its own time since it last saw a change, not
+        // before and not an hour later.
+        let died = now();
+        let mut took_over = None;
+        for _ in 0..20 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            if b.try_acquire_or_renew(wall_b(), now()).await.unwrap() {
+                took_over = Some(now() - died);
+                break;
+            }
+        }
+        let took_over = took_over.expect("b never took over a dead lease");
+        assert!(
+            took_over > Duration::from_secs(14) && took_over <= Duration::from_secs(17),
+            "b took over {took_over:?} after a died (lease 15 s, a renewed just before)"
+        );
+        let l = lease.lock().unwrap().clone().unwrap();
+        assert_eq!(l["spec"]["holderIdentity"], "b");
+        assert_eq!(l["spec"]["leaseTransitions"], 1);
+        // a comes back: it sees b's record and does not take it back.
+        assert!(!a.try_acquire_or_renew(wall_a(), now()).await.unwrap());
+    }
+}
+
+/// A rolling update: the leader shuts down, releases the Lease, and the other instance takes
+/// over at once instead of waiting out the lease duration.
+#[tokio::test(start_paused = true)]
+async fn shutdown_releases_the_lease_and_the_other_takes_over_at_once() {
+    let (ca, cb, lease) = lease_server();
+    let flag = LeaderFlag::new(false);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(elector(ca, "a").run(flag.clone(), shutdown.clone()));
+    while !flag.is_leader() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut b = elector(cb, "b");
+    assert!(
+        !b.try_acquire_or_renew(OffsetDateTime::now_utc(), tokio::time::Instant::now())
+            .await
+            .unwrap()
+    );
+    shutdown.cancel();
+    run.await.unwrap();
+    assert!(!flag.is_leader(), "stops acting on shutdown");
+    let released = lease.lock().unwrap().clone().unwrap();
+    assert_eq!(released["spec"]["holderIdentity"], "");
+    assert_eq!(released["spec"]["leaseDurationSeconds"], 1);
+    // No time passes: b takes the released lease at once.
+    assert!(
+        b.try_acquire_or_renew(OffsetDateTime::now_utc(), tokio::time::Instant::now())
+            .await
+            .unwrap(),
+        "b waited out a released lease"
+    );
 }
 
 /// Counts `execute` calls; everything else succeeds.
@@ -947,7 +1086,7 @@ async fn two_instances_against_one_lease_exactly_one_acts() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn StateStore> = Arc::new(crate::local::FileStore::new(dir.path()));
     let platform = Arc::new(CountingPlatform::default());
-    let (ca, cb) = lease_server();
+    let (ca, cb, _) = lease_server();
     let mut engines = Vec::new();
     let mut electors = Vec::new();
     for (client, id) in [(ca, "a"), (cb, "b")] {
@@ -974,9 +1113,13 @@ async fn two_instances_against_one_lease_exactly_one_acts() {
         ));
     }
     let now = OffsetDateTime::now_utc();
+    let t = tokio::time::Instant::now();
+    let [(ea, _), (eb, _)] = &mut electors[..] else {
+        unreachable!("two electors")
+    };
     let (ra, rb) = tokio::join!(
-        electors[0].0.try_acquire_or_renew(now),
-        electors[1].0.try_acquire_or_renew(now)
+        ea.try_acquire_or_renew(now, t),
+        eb.try_acquire_or_renew(now, t)
     );
     electors[0].1.set(ra.unwrap());
     electors[1].1.set(rb.unwrap());
