@@ -3,13 +3,15 @@
 //! ```text
 //! cargo xtask up [--debug] [--no-build]   all seven services on 127.0.0.1 (+ Prometheus, Alertmanager)
 //! cargo xtask test                         install test peers, fmt, clippy, every test, chart/stack checks
-//! cargo xtask bench [--out FILE]           throughput/latency/RSS/start-up against a bare axum baseline
+//! cargo xtask bench [--out FILE]           CPU per request, throughput, latency vs bare and by-the-book axum
+//! cargo xtask explore                      Grafana Explore offline: log lines ↔ spans, labels, links
 //! cargo xtask kind-up | kind-e2e           the cluster path (needs Docker, kind, helm, helmfile)
 //! ```
 
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
 mod bench;
+mod explore;
 mod launcher;
 mod scenario;
 mod test;
@@ -23,7 +25,8 @@ fn usage() -> ExitCode {
         commands:\n  \
         up [--debug] [--no-build] [--smoke]   run all services locally (Ctrl-C stops)\n  \
         test [--skip-k8s]                      the whole test suite, as CI runs it\n  \
-        bench [--out FILE] [--secs N] [--rounds N]  benchmarks against a bare axum baseline\n  \
+        bench [--out FILE] [--secs N] [--rounds N]  CPU per request, req/s, latency vs bare and by-the-book axum\n  \
+        explore                                Grafana Explore offline: log lines, spans, labels, links\n  \
         scenario [NAME|all] [--debug]          fault scenarios, symptom to repair to notification\n  \
         kind-up                                create a kind cluster and deploy everything\n  \
         kind-e2e                               end-to-end checks against that cluster\n";
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         "test" => test::run(&rest),
         "up" => up::run(&rest),
         "bench" => bench::run(&rest),
+        "explore" => explore::run(&rest),
         "scenario" => scenario::run(&rest),
         "kind-up" => script("scripts/kind-up.sh", &rest),
         "kind-e2e" => script("scripts/kind-e2e.sh", &rest),
