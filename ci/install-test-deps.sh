@@ -6,7 +6,8 @@ set -euo pipefail
 
 ensure_promtool                                   # prometheus + promtool
 ensure_amtool                                     # prometheus-alertmanager + amtool
-ensure_apt hey hey                                # load generator (bench, smoke)
+ensure_apt hey hey                                # load generator (users' scenarios, smoke)
+ensure_apt wrk wrk                                # load generator of `cargo xtask bench` (not the bottleneck)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   ensure_apt /usr/lib/postgresql/15/bin/initdb postgresql
 fi

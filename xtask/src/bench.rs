@@ -1,25 +1,32 @@
-//! `cargo xtask bench`: release builds of the organs and of a bare axum hello-world, run side by
-//! side on this machine and loaded with `hey`; prints req/s, p50, p99 and the ratio to the bare
-//! baseline, idle RSS and start-to-ready of each service, and writes the figures as JSON.
+//! `cargo xtask bench`: release builds of the organs, of a bare axum hello-world and of a
+//! hello-world instrumented by the book (`book-hello`: tower-http `TraceLayer`,
+//! `tracing-opentelemetry`, `opentelemetry-otlp` batch export, a Prometheus histogram per route),
+//! run side by side on this machine and loaded with `wrk` (one thread: on two cores it leaves the
+//! other core to the server and is not the bottleneck, unlike `hey`).
 //!
-//! heart runs "as shipped": metrics, spans and logs exported over OTLP/gRPC to an in-process
-//! receiver, logs at the default level; then with 10% of traces sampled, and with no collector.
-//! The receiver reads each export request down to its spans and counts them without decoding
-//! their bytes: on a real deployment the collector has CPU of its own, here it shares the two
-//! cores with the service being measured and with `hey`.
+//! For each load it prints req/s, p50, p99 and the server's CPU per request: the process's
+//! utime+stime (`/proc/PID/stat`, export threads included) over the requests served, which does
+//! not depend on the load generator. heart `/beat?work=0` runs as shipped: every request traced
+//! (`always_on`), logged (one line per request, JSON on stdout and over OTLP logs) and exported
+//! over OTLP/gRPC to an in-process receiver (`otlp-sink`, counting; its CPU is the bench
+//! process's, as a collector's is its own). The throughput loads run in interleaved rounds; the
+//! ratios are medians of the per-round ratios, with their spread.
+//!
+//! Services write their stdout to /dev/null here (the write is still made and counted).
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use crate::launcher::{self, Launcher, Spec};
+use crate::launcher;
 use crate::root;
 
 /// Ports of the benchmark run (away from `cargo xtask up`'s).
 const BARE: u16 = 18099;
+const BOOK: u16 = 18098;
 const GATEWAY: u16 = 18080;
 const HEART: u16 = 18081;
 const BRAIN: u16 = 18082;
@@ -28,6 +35,12 @@ const HEART_SAMPLED: u16 = 18084;
 const HEART_NO_COLLECTOR: u16 = 18085;
 /// Interleaved rounds of the throughput loads (`--rounds`).
 const ROUNDS: usize = 5;
+/// Connections of the throughput loads (one wrk thread).
+const CONNECTIONS: u32 = 32;
+/// The targets of heart's CPU per request: at most this many times bare's, and the by-the-book
+/// peer's.
+const TARGET_VS_BARE: f64 = 2.0;
+const TARGET_VS_BOOK: f64 = 0.6;
 
 /// The median of `values` (the mean of the middle two for an even count); 0 when empty.
 fn median(mut values: Vec<f64>) -> f64 {
@@ -40,18 +53,14 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn average(loads: Vec<Load>) -> Load {
-    let n = loads.len().max(1) as f64;
-    Load {
-        rps: loads.iter().map(|l| l.rps).sum::<f64>() / n,
-        p50_ms: loads.iter().map(|l| l.p50_ms).sum::<f64>() / n,
-        p99_ms: loads.iter().map(|l| l.p99_ms).sum::<f64>() / n,
-        errors: loads.iter().map(|l| l.errors).sum(),
-        total: loads.iter().map(|l| l.total).sum(),
-    }
+/// The smallest and largest of `values`.
+fn spread(values: &[f64]) -> (f64, f64) {
+    let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (lo, hi)
 }
 
-/// One `hey` result.
+/// One load's result.
 #[derive(Debug, Clone, Default)]
 struct Load {
     rps: f64,
@@ -59,8 +68,84 @@ struct Load {
     p99_ms: f64,
     errors: u64,
     total: u64,
+    /// Server CPU (user + system) per request served, in microseconds.
+    cpu_us: f64,
 }
 
+fn average(loads: &[Load]) -> Load {
+    let n = loads.len().max(1) as f64;
+    Load {
+        rps: loads.iter().map(|l| l.rps).sum::<f64>() / n,
+        p50_ms: loads.iter().map(|l| l.p50_ms).sum::<f64>() / n,
+        p99_ms: loads.iter().map(|l| l.p99_ms).sum::<f64>() / n,
+        errors: loads.iter().map(|l| l.errors).sum(),
+        total: loads.iter().map(|l| l.total).sum(),
+        cpu_us: median(loads.iter().map(|l| l.cpu_us).collect()),
+    }
+}
+
+/// A wrk duration (`290.00us`, `1.02ms`, `1.50s`, `2.00m`) in milliseconds.
+fn wrk_ms(v: &str) -> f64 {
+    let v = v.trim();
+    let (num, factor) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else if let Some(n) = v.strip_suffix('m') {
+        (n, 60_000.0)
+    } else {
+        (v, f64::NAN)
+    };
+    num.trim().parse::<f64>().map_or(f64::NAN, |x| x * factor)
+}
+
+/// Parses `wrk --latency` output.
+fn parse_wrk(out: &str) -> Load {
+    let mut load = Load::default();
+    for line in out.lines() {
+        let l = line.trim();
+        if let Some(v) = l.strip_prefix("Requests/sec:") {
+            load.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = l.strip_prefix("50%") {
+            load.p50_ms = wrk_ms(v);
+        } else if let Some(v) = l.strip_prefix("99%") {
+            load.p99_ms = wrk_ms(v);
+        } else if let Some((n, _)) = l.split_once(" requests in ") {
+            load.total = n.trim().parse().unwrap_or(0);
+        } else if let Some(v) = l.strip_prefix("Non-2xx or 3xx responses:") {
+            load.errors += v.trim().parse::<u64>().unwrap_or(0);
+        } else if let Some(v) = l.strip_prefix("Socket errors:") {
+            load.errors += v
+                .split(',')
+                .filter_map(|kv| kv.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    load
+}
+
+fn wrk(url: &str, secs: u64, connections: u32) -> anyhow::Result<Load> {
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{secs}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .context("running wrk (apt-get install wrk; ci/install-test-deps.sh installs it)")?;
+    if !out.status.success() {
+        bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(parse_wrk(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// One `hey` result (rate-limited loads, where hey's ceiling is not reached).
 fn parse_hey(out: &str) -> Load {
     let mut load = Load::default();
     for line in out.lines() {
@@ -98,21 +183,24 @@ fn secs_ms(v: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn hey(
+fn hey_at_rate(
     url: &str,
     secs: u64,
     concurrency: u32,
-    qps_per_worker: Option<u32>,
+    qps_per_worker: u32,
 ) -> anyhow::Result<Load> {
-    let mut cmd = Command::new("hey");
-    cmd.args(["-z", &format!("{secs}s"), "-c", &concurrency.to_string()]);
-    if let Some(q) = qps_per_worker {
-        cmd.args(["-q", &q.to_string()]);
-    }
-    let out = cmd
-        .arg(url)
+    let out = Command::new("hey")
+        .args([
+            "-z",
+            &format!("{secs}s"),
+            "-c",
+            &concurrency.to_string(),
+            "-q",
+            &qps_per_worker.to_string(),
+            url,
+        ])
         .output()
-        .context("running hey (apt-get install hey; cargo xtask test installs it)")?;
+        .context("running hey (apt-get install hey; ci/install-test-deps.sh installs it)")?;
     if !out.status.success() {
         bail!("hey failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -127,8 +215,76 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// utime + stime of a process (all its threads), in clock ticks, from the text of
+/// `/proc/PID/stat`.
+fn cpu_ticks_of(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of the line are the 12th and 13th after the name.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    cpu_ticks_of(&stat).with_context(|| format!("parsing /proc/{pid}/stat"))
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
 fn release(name: &str) -> PathBuf {
-    root().join("target/release").join(name)
+    target_dir().join("release").join(name)
+}
+
+/// A server process of the bench; killed when dropped.
+struct Server {
+    name: &'static str,
+    _child: tokio::process::Child,
+    pid: u32,
+}
+
+async fn spawn(
+    name: &'static str,
+    program: &str,
+    port: u16,
+    env: Vec<(String, String)>,
+) -> anyhow::Result<(Server, f64)> {
+    let started = Instant::now();
+    let child = tokio::process::Command::new(release(program))
+        .envs(env)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {name} ({})", release(program).display()))?;
+    let pid = child.id().context("no pid")?;
+    launcher::wait_http_ok(port, "/readyz", Duration::from_secs(20)).await?;
+    Ok((
+        Server {
+            name,
+            _child: child,
+            pid,
+        },
+        started.elapsed().as_secs_f64() * 1000.0,
+    ))
 }
 
 pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
@@ -150,7 +306,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         .position(|a| *a == "--out")
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target/bench/results.json"));
+        .unwrap_or_else(|| target_dir().join("bench/results.json"));
 
     println!("building release binaries…");
     let services = [
@@ -163,8 +319,8 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         "-p",
         "user-service",
     ];
-    let baseline = ["-p", "xtask", "--bin", "bare-hello"];
-    for targets in [&services[..], &baseline[..]] {
+    let baselines = ["-p", "xtask", "--bin", "bare-hello", "--bin", "book-hello"];
+    for targets in [&services[..], &baselines[..]] {
         let status = Command::new("cargo")
             .args(["build", "--release"])
             .args(targets)
@@ -188,57 +344,52 @@ async fn measure(secs: u64, rounds: usize) -> anyhow::Result<Value> {
     let sink = otlp_sink::OtlpSink::start_counting().await?;
     let endpoint = sink.endpoint();
     let state = tempdir()?;
-    let launcher = Launcher::default();
-    let otlp = |name: &str, port: u16| -> Vec<(String, String)> {
+    let tick = clock_ticks_per_sec();
+    let otlp = |name: &str| -> Vec<(String, String)> {
         vec![
-            ("LISTEN_ADDR".into(), format!("127.0.0.1:{port}")),
             ("OTEL_SERVICE_NAME".into(), name.into()),
             ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
+            ("OTEL_TRACES_SAMPLER".into(), "always_on".into()),
         ]
     };
-    let mut specs = vec![
-        (
-            "bare-hello",
-            BARE,
-            vec![("LISTEN_ADDR".to_owned(), format!("127.0.0.1:{BARE}"))],
-        ),
-        ("heart", HEART, otlp("heart", HEART)),
-        ("heart-sampled", HEART_SAMPLED, {
-            let mut e = otlp("heart", HEART_SAMPLED);
-            e.push((
-                "OTEL_TRACES_SAMPLER".into(),
-                "parentbased_traceidratio".into(),
-            ));
+    type Env = Vec<(String, String)>;
+    let specs: Vec<(&'static str, &str, u16, Env)> = vec![
+        ("bare", "bare-hello", BARE, vec![]),
+        ("book", "book-hello", BOOK, {
+            let mut e = otlp("book-hello");
+            e.truncate(3);
+            e
+        }),
+        ("heart", "heart", HEART, otlp("heart")),
+        ("heart-sampled", "heart", HEART_SAMPLED, {
+            let mut e = otlp("heart");
+            e.pop();
+            e.push(("OTEL_TRACES_SAMPLER".into(), "traceidratio".into()));
             e.push(("OTEL_TRACES_SAMPLER_ARG".into(), "0.1".into()));
             e
         }),
         (
             "heart-no-collector",
+            "heart",
             HEART_NO_COLLECTOR,
-            vec![
-                (
-                    "LISTEN_ADDR".into(),
-                    format!("127.0.0.1:{HEART_NO_COLLECTOR}"),
-                ),
-                ("OTEL_SERVICE_NAME".into(), "heart".into()),
-            ],
+            vec![("OTEL_SERVICE_NAME".into(), "heart".into())],
         ),
-        ("brain", BRAIN, {
-            let mut e = otlp("brain", BRAIN);
+        ("brain", "brain", BRAIN, {
+            let mut e = otlp("brain");
             e.push(("HEART_URL".into(), format!("http://127.0.0.1:{HEART}")));
             e
         }),
-        ("user-service", USERS, {
-            let mut e = otlp("user-service", USERS);
+        ("user-service", "user-service", USERS, {
+            let mut e = otlp("user-service");
             e.push((
                 "DATABASE_URL".into(),
                 format!("sqlite://{}/users.db", state.display()),
             ));
             e
         }),
-        ("api-gateway", GATEWAY, {
-            let mut e = otlp("api-gateway", GATEWAY);
+        ("api-gateway", "api-gateway", GATEWAY, {
+            let mut e = otlp("api-gateway");
             e.push((
                 "USER_SERVICE_URL".into(),
                 format!("http://127.0.0.1:{USERS}"),
@@ -248,159 +399,170 @@ async fn measure(secs: u64, rounds: usize) -> anyhow::Result<Value> {
             e
         }),
     ];
+    let mut servers = Vec::new();
     let mut startup = serde_json::Map::new();
-    let mut idle_rss = serde_json::Map::new();
-    for (name, port, env) in specs.drain(..) {
-        let spawned = Instant::now();
-        launcher
-            .add(Spec {
-                name: name.to_owned(),
-                // The heart variants run the same binary with other telemetry settings.
-                program: release(if name.starts_with("heart") {
-                    "heart"
-                } else {
-                    name
-                }),
-                args: vec![],
-                env,
-                port: Some(port),
-                echo: false,
-            })
-            .await?;
-        launcher::wait_http_ok(port, "/readyz", Duration::from_secs(20)).await?;
-        let ready = spawned.elapsed();
-        startup.insert(name.into(), json!(ready.as_secs_f64() * 1000.0));
+    for (name, program, port, env) in specs {
+        let (server, ms) = spawn(name, program, port, env).await?;
+        startup.insert(name.into(), json!(ms));
+        servers.push(server);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for name in [
-        "bare-hello",
-        "heart",
-        "brain",
-        "user-service",
-        "api-gateway",
-    ] {
-        if let Some(pid) = launcher.pid(name) {
-            idle_rss.insert(
-                name.into(),
-                json!(rss_kib(pid).unwrap_or(0) as f64 / 1024.0),
-            );
-        }
-    }
-
-    let run = |label: &str, url: String, c: u32, q: Option<u32>| -> anyhow::Result<Load> {
-        println!(
-            "hey {label}: {url} for {secs} s, {c} connections{}",
-            q.map(|q| format!(", {} req/s", q * c)).unwrap_or_default()
+    let mut idle_rss = serde_json::Map::new();
+    for s in &servers {
+        idle_rss.insert(
+            s.name.into(),
+            json!(rss_kib(s.pid).unwrap_or(0) as f64 / 1024.0),
         );
+    }
+    let pid = |name: &str| servers.iter().find(|s| s.name == name).map(|s| s.pid);
+
+    // One load: wrk against `url`, the server's CPU read around it. The reading after waits for
+    // the batch processors' next export (500 ms schedule), so the export of this load's spans
+    // is counted in it.
+    let load = |label: &str, url: &str, server: &str, c: u32| -> anyhow::Result<Load> {
+        println!("wrk {label}: {url} for {secs} s, {c} connections");
+        let pid = pid(server).with_context(|| format!("no server {server}"))?;
         // Let the previous run's exporters drain their queues first: their CPU is not this run's.
-        std::thread::sleep(Duration::from_secs(3));
-        hey(&url, secs, c, q)
+        std::thread::sleep(Duration::from_secs(2));
+        let before = cpu_ticks(pid)?;
+        let mut l = wrk(url, secs, c)?;
+        std::thread::sleep(Duration::from_millis(1500));
+        let after = cpu_ticks(pid)?;
+        l.cpu_us = (after - before) as f64 / tick * 1e6 / (l.total.max(1) as f64);
+        Ok(l)
     };
     // Warm up every path once.
     for url in [
         format!("http://127.0.0.1:{BARE}/"),
-        format!("http://127.0.0.1:{HEART}/beat"),
+        format!("http://127.0.0.1:{BOOK}/"),
+        format!("http://127.0.0.1:{HEART}/beat?work=0"),
         format!("http://127.0.0.1:{GATEWAY}/user/123"),
     ] {
-        let _ = hey(&url, 1, 10, None);
+        let _ = wrk(&url, 1, 8);
     }
-    // The machine's speed drifts between runs: measure the throughput loads in interleaved
-    // rounds (bare, then each heart variant) and average, so each ratio compares neighbours.
+    // The machine's speed drifts: measure in interleaved rounds (bare, book, then each heart
+    // variant), so each ratio compares neighbours in time, and report the median of the rounds.
     let throughput = [
-        ("bare", format!("http://127.0.0.1:{BARE}/")),
-        ("heart", format!("http://127.0.0.1:{HEART}/beat")),
+        ("bare axum hello-world", BARE, "bare", "/"),
+        ("by-the-book axum hello-world", BOOK, "book", "/"),
         (
-            "heart (10% sampled)",
-            format!("http://127.0.0.1:{HEART_SAMPLED}/beat"),
+            "heart /beat?work=0: every request traced, logged, exported (gRPC)",
+            HEART,
+            "heart",
+            "/beat?work=0",
         ),
         (
-            "heart (no collector)",
-            format!("http://127.0.0.1:{HEART_NO_COLLECTOR}/beat"),
+            "heart /beat?work=0: 10% of traces sampled, every request logged",
+            HEART_SAMPLED,
+            "heart-sampled",
+            "/beat?work=0",
+        ),
+        (
+            "heart /beat?work=0: no collector (spans made, log lines on stdout)",
+            HEART_NO_COLLECTOR,
+            "heart-no-collector",
+            "/beat?work=0",
         ),
     ];
     let mut measured: Vec<Vec<Load>> = Vec::new();
     for round in 1..=rounds {
         println!("round {round} of {rounds}");
         let mut loads = Vec::new();
-        for (label, url) in &throughput {
-            loads.push(run(label, url.clone(), 50, None)?);
+        for (label, port, server, path) in &throughput {
+            loads.push(load(
+                label,
+                &format!("http://127.0.0.1:{port}{path}"),
+                server,
+                CONNECTIONS,
+            )?);
         }
+        let r = &loads;
+        println!(
+            "  CPU/request µs: bare {:.1}, book {:.1}, heart {:.1} → heart/bare {:.2}, heart/book {:.2}",
+            r[0].cpu_us,
+            r[1].cpu_us,
+            r[2].cpu_us,
+            r[2].cpu_us / r[0].cpu_us,
+            r[2].cpu_us / r[1].cpu_us
+        );
         measured.push(loads);
     }
-    let mean = |i: usize| average(measured.iter().map(|r| r[i].clone()).collect());
-    // Each round's ratio compares neighbours in time; the median of the rounds is reported
-    // (one round disturbed by the machine does not move it), with every round in the JSON.
-    let round_ratios = |i: usize| -> Vec<f64> {
+    let per_round = |i: usize, base: usize| -> Vec<f64> {
+        measured
+            .iter()
+            .map(|r| r[i].cpu_us / r[base].cpu_us.max(f64::MIN_POSITIVE))
+            .collect()
+    };
+    let rps_per_round = |i: usize| -> Vec<f64> {
         measured
             .iter()
             .map(|r| r[i].rps / r[0].rps.max(1.0))
             .collect()
     };
-    let ratio = |i: usize| median(round_ratios(i));
-    let (bare, heart, heart_sampled, heart_quiet) = (mean(0), mean(1), mean(2), mean(3));
-    let ratios = [1.0, ratio(1), ratio(2), ratio(3)];
-    let brain = run("brain", format!("http://127.0.0.1:{BRAIN}/think"), 10, None)?;
-    let gateway = run(
-        "gateway",
-        format!("http://127.0.0.1:{GATEWAY}/user/123"),
+    let brain = load(
+        "brain /think",
+        &format!("http://127.0.0.1:{BRAIN}/think"),
+        "brain",
         10,
-        Some(50),
+    )?;
+    println!("hey gateway: /user/123 at 500 req/s for {secs} s");
+    std::thread::sleep(Duration::from_secs(2));
+    let gateway = hey_at_rate(
+        &format!("http://127.0.0.1:{GATEWAY}/user/123"),
+        secs,
+        10,
+        50,
     )?;
     let received = sink.span_count();
-    launcher.stop_all().await;
+    let received_logs = sink.log_count();
+    drop(servers);
     let _ = std::fs::remove_dir_all(&state);
 
-    let row = |name: &str, l: &Load, ratio: Option<f64>| {
-        json!({
-            "name": name, "rps": l.rps, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms,
+    let mut rows = Vec::new();
+    for (i, (label, ..)) in throughput.iter().enumerate() {
+        let mean = average(&measured.iter().map(|r| r[i].clone()).collect::<Vec<_>>());
+        let vs_bare = per_round(i, 0);
+        let vs_book = per_round(i, 1);
+        let rps_vs_bare = rps_per_round(i);
+        rows.push(json!({
+            "name": label, "rps": mean.rps, "p50_ms": mean.p50_ms, "p99_ms": mean.p99_ms,
+            "errors": mean.errors, "requests": mean.total, "cpu_us_per_request": mean.cpu_us,
+            "cpu_vs_bare": median(vs_bare.clone()), "cpu_vs_bare_per_round": vs_bare,
+            "cpu_vs_book": median(vs_book.clone()), "cpu_vs_book_per_round": vs_book,
+            "rps_vs_bare": median(rps_vs_bare.clone()), "rps_vs_bare_per_round": rps_vs_bare,
+        }));
+    }
+    for (label, l) in [
+        ("brain /think (calls heart)", &brain),
+        ("api-gateway /user/123 @500 req/s (hey)", &gateway),
+    ] {
+        rows.push(json!({
+            "name": label, "rps": l.rps, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms,
             "errors": l.errors, "requests": l.total,
-            "ratio_to_bare": ratio.unwrap_or(if bare.rps > 0.0 { l.rps / bare.rps } else { 0.0 }),
-        })
-    };
-    let spread = |i: usize| {
-        let r = round_ratios(i);
-        let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        (lo, hi, r)
-    };
-    let loads = vec![
-        row("bare axum hello-world", &bare, Some(ratios[0])),
-        row(
-            "heart /beat (every trace exported over OTLP)",
-            &heart,
-            Some(ratios[1]),
-        ),
-        row(
-            "heart /beat (10% of traces exported)",
-            &heart_sampled,
-            Some(ratios[2]),
-        ),
-        row(
-            "heart /beat (spans made, no collector)",
-            &heart_quiet,
-            Some(ratios[3]),
-        ),
-        row("brain /think", &brain, None),
-        row("api-gateway /user/123 @500 req/s", &gateway, None),
-    ];
+            "cpu_us_per_request": if l.cpu_us > 0.0 { json!(l.cpu_us) } else { Value::Null },
+        }));
+    }
     println!(
-        "\n{:<44} {:>10} {:>9} {:>9} {:>8} {:>7}",
-        "load", "req/s", "p50 ms", "p99 ms", "vs bare", "errors"
+        "\n{:<68} {:>9} {:>7} {:>7} {:>8} {:>7} {:>7} {:>6}",
+        "load", "req/s", "p50 ms", "p99 ms", "CPU µs/r", "vs bare", "vs book", "errors"
     );
-    for l in &loads {
+    for r in &rows {
+        let f = |k: &str| r[k].as_f64().map_or("-".to_owned(), |v| format!("{v:.2}"));
         println!(
-            "{:<44} {:>10.0} {:>9.2} {:>9.2} {:>8.2} {:>7}",
-            l["name"].as_str().unwrap_or_default(),
-            l["rps"].as_f64().unwrap_or_default(),
-            l["p50_ms"].as_f64().unwrap_or_default(),
-            l["p99_ms"].as_f64().unwrap_or_default(),
-            l["ratio_to_bare"].as_f64().unwrap_or_default(),
-            l["errors"],
+            "{:<68} {:>9.0} {:>7.2} {:>7.2} {:>8} {:>7} {:>7} {:>6}",
+            r["name"].as_str().unwrap_or_default(),
+            r["rps"].as_f64().unwrap_or_default(),
+            r["p50_ms"].as_f64().unwrap_or_default(),
+            r["p99_ms"].as_f64().unwrap_or_default(),
+            f("cpu_us_per_request"),
+            f("cpu_vs_bare"),
+            f("cpu_vs_book"),
+            r["errors"],
         );
     }
     println!(
-        "\n{:<16} {:>14} {:>14}",
-        "service", "start→ready ms", "idle RSS MiB"
+        "\n{:<20} {:>14} {:>14}",
+        "server", "start→ready ms", "idle RSS MiB"
     );
     for (name, ms) in &startup {
         let rss = idle_rss
@@ -409,40 +571,43 @@ async fn measure(secs: u64, rounds: usize) -> anyhow::Result<Value> {
             .map(|r| format!("{r:.1}"))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<18} {:>14.1} {:>14}",
+            "{:<20} {:>14.1} {:>14}",
             name,
             ms.as_f64().unwrap_or_default(),
             rss
         );
     }
-    println!("\nspans received by the local OTLP sink during the run: {received}");
-    let (lo, hi, heart_rounds) = spread(1);
     println!(
-        "heart vs bare in each of {} rounds: {}",
-        heart_rounds.len(),
-        heart_rounds
-            .iter()
-            .map(|r| format!("{r:.2}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        "\nreceived by the local OTLP sink during the run: {received} spans, {received_logs} log records"
     );
+    let vs_bare = per_round(2, 0);
+    let vs_book = per_round(2, 1);
+    let (bare_lo, bare_hi) = spread(&vs_bare);
+    let (book_lo, book_hi) = spread(&vs_book);
+    let (m_bare, m_book) = (median(vs_bare.clone()), median(vs_book.clone()));
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     println!(
-        "targets: heart ≥ 0.85 of bare → {:.2} (median of rounds, {lo:.2}–{hi:.2}); \
-         gateway p99 < 5 ms at 500 req/s → {:.2} ms",
-        ratios[1], gateway.p99_ms
+        "targets (heart /beat?work=0, every request traced, logged and exported over gRPC; CPU per \
+         request, median of {rounds} rounds):\n  ≤ {TARGET_VS_BARE:.1}× bare: {m_bare:.2}× \
+         (rounds {bare_lo:.2}–{bare_hi:.2}) {}\n  ≤ {TARGET_VS_BOOK:.1}× by-the-book: {m_book:.2}× \
+         (rounds {book_lo:.2}–{book_hi:.2}) {}\n  gateway p99 at 500 req/s: {:.2} ms",
+        verdict(m_bare <= TARGET_VS_BARE),
+        verdict(m_book <= TARGET_VS_BOOK),
+        gateway.p99_ms
     );
     Ok(json!({
         "seconds_per_load": secs,
         "rounds": rounds,
-        "ratio_to_bare_per_round": {
-            "heart": spread(1).2,
-            "heart_sampled": spread(2).2,
-            "heart_no_collector": spread(3).2,
+        "load_generator": format!("wrk -t1 -c{CONNECTIONS} --latency"),
+        "targets": {
+            "heart_cpu_vs_bare": { "target": TARGET_VS_BARE, "median": m_bare, "per_round": vs_bare },
+            "heart_cpu_vs_book": { "target": TARGET_VS_BOOK, "median": m_book, "per_round": vs_book },
         },
-        "loads": loads,
+        "loads": rows,
         "start_to_ready_ms": startup,
         "idle_rss_mib": idle_rss,
         "otlp_spans_received": received,
+        "otlp_logs_received": received_logs,
         "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
     }))
 }
@@ -462,6 +627,33 @@ mod tests {
         assert_eq!(median(vec![0.9, 0.7, 0.8]), 0.8);
         assert!((median(vec![0.9, 0.7, 0.8, 1.0]) - 0.85).abs() < 1e-12);
         assert_eq!(median(vec![]), 0.0);
+    }
+
+    #[test]
+    fn wrk_output_is_parsed() {
+        let out = "Running 10s test @ http://127.0.0.1:18099/\n  1 threads and 32 connections\n\
+            \x20 Thread Stats   Avg      Stdev     Max   +/- Stdev\n\
+            \x20   Latency   315.10us  100.00us   5.00ms   90.00%\n\
+            \x20 Latency Distribution\n     50%  290.00us\n     75%  350.00us\n\
+            \x20    90%  420.00us\n     99%    1.02ms\n\
+            \x20 987654 requests in 10.00s, 120.00MB read\n\
+            \x20 Socket errors: connect 0, read 2, write 0, timeout 1\n\
+            \x20 Non-2xx or 3xx responses: 5\nRequests/sec:  98765.43\nTransfer/sec:     12.00MB\n";
+        let l = parse_wrk(out);
+        assert!((l.rps - 98765.43).abs() < 1e-6);
+        assert!((l.p50_ms - 0.29).abs() < 1e-9);
+        assert!((l.p99_ms - 1.02).abs() < 1e-9);
+        assert_eq!(l.total, 987_654);
+        assert_eq!(l.errors, 8);
+        assert!((wrk_ms("1.50s") - 1500.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cpu_ticks_are_utime_plus_stime() {
+        // A command name with a space and a parenthesis, as /proc allows.
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 1200 0 0 0 731 269 0 0 20 0 \
+            3 0 12345 1000000 500 18446744073709551615";
+        assert_eq!(cpu_ticks_of(stat), Some(1000));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! ```text
 //! cargo xtask up [--debug] [--no-build]   all seven services on 127.0.0.1 (+ Prometheus, Alertmanager)
 //! cargo xtask test                         install test peers, fmt, clippy, every test, chart/stack checks
-//! cargo xtask bench [--out FILE]           throughput/latency/RSS/start-up against a bare axum baseline
+//! cargo xtask bench [--out FILE]           CPU per request, throughput, latency vs bare and by-the-book axum
+//! cargo xtask explore                      Grafana Explore offline: log lines ↔ spans, labels, links
 //! cargo xtask probe [--debug]              attack and load cases (issue 17) against a local system
 //! cargo xtask kind-up | kind-e2e           the cluster path (needs Docker, kind, helm, helmfile)
 //! ```
@@ -11,6 +12,7 @@
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
 mod bench;
+mod explore;
 mod launcher;
 mod probe;
 mod scenario;
@@ -25,7 +27,8 @@ fn usage() -> ExitCode {
         commands:\n  \
         up [--debug] [--no-build] [--smoke]   run all services locally (Ctrl-C stops)\n  \
         test [--skip-k8s]                      the whole test suite, as CI runs it\n  \
-        bench [--out FILE] [--secs N] [--rounds N]  benchmarks against a bare axum baseline\n  \
+        bench [--out FILE] [--secs N] [--rounds N]  CPU per request, req/s, latency vs bare and by-the-book axum\n  \
+        explore                                Grafana Explore offline: log lines, spans, labels, links\n  \
         scenario [NAME|all] [--debug]          fault scenarios, symptom to repair to notification\n  \
         probe [--debug] [--skip-load]          attack and load cases: forged webhooks and acks, cross-site, slowloris, load\n  \
         kind-up                                create a kind cluster and deploy everything\n  \
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         "test" => test::run(&rest),
         "up" => up::run(&rest),
         "bench" => bench::run(&rest),
+        "explore" => explore::run(&rest),
         "scenario" => scenario::run(&rest),
         "probe" => probe::run(&rest),
         "kind-up" => script("scripts/kind-up.sh", &rest),

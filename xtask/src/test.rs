@@ -109,6 +109,18 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         ));
     }
     steps.push(step(
+        "Grafana Explore (offline)",
+        &[
+            "cargo",
+            "run",
+            "--quiet",
+            "--package",
+            "xtask",
+            "--",
+            "explore",
+        ],
+    ));
+    steps.push(step(
         "closed-loop scenarios",
         &[
             "cargo",

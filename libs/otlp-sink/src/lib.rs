@@ -33,6 +33,8 @@ use tokio::sync::oneshot;
 pub struct ReceivedSpan {
     /// `service.name` of the sender.
     pub service: String,
+    /// Every resource attribute of the sender, values as text.
+    pub resource: Vec<(String, String)>,
     /// The span as sent.
     pub span: Span,
 }
@@ -61,6 +63,8 @@ impl ReceivedSpan {
 pub struct ReceivedLog {
     /// `service.name` of the sender.
     pub service: String,
+    /// Every resource attribute of the sender, values as text.
+    pub resource: Vec<(String, String)>,
     /// The record as sent.
     pub record: LogRecord,
 }
@@ -69,6 +73,14 @@ impl ReceivedLog {
     /// Trace id as hex (empty when the record was emitted outside a span).
     pub fn trace_id(&self) -> String {
         hex(&self.record.trace_id)
+    }
+    /// Span id as hex (empty when the record was emitted outside a span).
+    pub fn span_id(&self) -> String {
+        hex(&self.record.span_id)
+    }
+    /// An attribute's value as text.
+    pub fn attr(&self, key: &str) -> Option<String> {
+        attr(&self.record.attributes, key)
     }
     /// The body as text.
     pub fn body(&self) -> String {
@@ -139,10 +151,12 @@ impl Store {
                 .as_ref()
                 .and_then(|r| attr(&r.attributes, "service.name"))
                 .unwrap_or_default();
+            let resource = resource_text(rs.resource.as_ref());
             for ss in rs.scope_spans {
                 for span in ss.spans {
                     received.push(ReceivedSpan {
                         service: service.clone(),
+                        resource: resource.clone(),
                         span,
                     });
                 }
@@ -175,10 +189,12 @@ impl Store {
                 .as_ref()
                 .and_then(|r| attr(&r.attributes, "service.name"))
                 .unwrap_or_default();
+            let resource = resource_text(rl.resource.as_ref());
             for sl in rl.scope_logs {
                 for record in sl.log_records {
                     received.push(ReceivedLog {
                         service: service.clone(),
+                        resource: resource.clone(),
                         record,
                     });
                 }
@@ -319,9 +335,15 @@ impl OtlpSink {
         let router = if counting {
             builder.add_service(counting::CountingTraces(store.clone()))
         } else {
-            builder.add_service(TraceServiceServer::new(Traces(store.clone())))
+            builder.add_service(
+                TraceServiceServer::new(Traces(store.clone()))
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+            )
         };
-        let router = router.add_service(LogsServiceServer::new(Logs(store.clone())));
+        let router = router.add_service(
+            LogsServiceServer::new(Logs(store.clone()))
+                .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+        );
         tokio::spawn(async move {
             let _ = router
                 .serve_with_incoming_shutdown(incoming, async {
@@ -430,6 +452,24 @@ fn attr(attrs: &[KeyValue], key: &str) -> Option<String> {
         .find(|kv| kv.key == key)
         .and_then(|kv| kv.value.as_ref())
         .map(value_text)
+}
+
+fn resource_text(
+    resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
+) -> Vec<(String, String)> {
+    resource
+        .map(|r| {
+            r.attributes
+                .iter()
+                .map(|kv| {
+                    (
+                        kv.key.clone(),
+                        kv.value.as_ref().map(value_text).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn value_text(v: &AnyValue) -> String {

@@ -56,7 +56,8 @@ impl Context {
         telemetry::metrics::register_process_metrics(&registry)?;
         Ok(Self {
             client_metrics: ClientMetrics::new(&registry)?,
-            server_metrics: ServerMetrics::new(&registry)?,
+            server_metrics: ServerMetrics::new(&registry)?
+                .with_access_log(base.telemetry.access_log),
             base: Arc::new(base),
             registry,
             readiness: Readiness::default(),

@@ -61,6 +61,21 @@ pub enum Protocol {
     HttpProtobuf,
 }
 
+/// Export compression (`OTEL_EXPORTER_OTLP_COMPRESSION`, `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// `gzip`
+    Gzip,
+}
+
+impl From<Compression> for opentelemetry_otlp::Compression {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::Gzip => opentelemetry_otlp::Compression::Gzip,
+        }
+    }
+}
+
 /// Trace sampler (`OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SamplerConfig {
@@ -95,6 +110,37 @@ pub struct OtlpConfig {
     /// Headers sent with every trace export: `OTEL_EXPORTER_OTLP_HEADERS`, overridden key by key
     /// by `OTEL_EXPORTER_OTLP_TRACES_HEADERS` (`key=value,…`, values percent-encoded).
     pub traces_headers: Vec<(String, String)>,
+    /// Compression of trace exports (`OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, else
+    /// `OTEL_EXPORTER_OTLP_COMPRESSION`; `gzip` or `none`, the default). Log exports read the
+    /// same variables (and `OTEL_EXPORTER_OTLP_LOGS_COMPRESSION`) inside `opentelemetry-otlp`.
+    pub compression: Option<Compression>,
+}
+
+/// The one log line per HTTP request ([`crate::http`]): `ACCESS_LOG_LEVEL`,
+/// `ACCESS_LOG_SAMPLE_RATIO`, `ACCESS_LOG_PROBES`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccessLogConfig {
+    /// Level of the line of a successful request (`ACCESS_LOG_LEVEL`: `trace`, `debug`, `info`
+    /// (default), `warn`, `error`, or `off`). A 4xx answer logs at `warn`, a 5xx at `error`,
+    /// unless this is `off`. The line still passes `RUST_LOG` (target `access_log`).
+    pub level: Option<tracing::Level>,
+    /// Share of successful requests logged (`ACCESS_LOG_SAMPLE_RATIO`, 0 to 1, default 1),
+    /// decided by trace id, so a logged request is logged by every service it crosses. Answers
+    /// of 400 and above are always logged. Independent of trace sampling.
+    pub sample_ratio: f64,
+    /// Whether `/healthz`, `/readyz` and `/metrics` are logged too (`ACCESS_LOG_PROBES`,
+    /// default `false`).
+    pub probes: bool,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            level: Some(tracing::Level::INFO),
+            sample_ratio: 1.0,
+            probes: false,
+        }
+    }
 }
 
 /// Everything [`crate::init`] needs, parsed and validated.
@@ -114,6 +160,8 @@ pub struct TelemetryConfig {
     pub log_filter: String,
     /// Whether the SDK is disabled altogether (`OTEL_SDK_DISABLED`).
     pub sdk_disabled: bool,
+    /// The per-request log line.
+    pub access_log: AccessLogConfig,
 }
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -252,6 +300,21 @@ impl TelemetryConfig {
             }
         }
 
+        let mut compression = None;
+        for var in [
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+        ] {
+            if let Some(v) = env.var(var) {
+                match v.trim() {
+                    "gzip" => compression = Some(Compression::Gzip),
+                    "none" => {}
+                    other => err(var, format!("expected gzip or none, got {other:?}")),
+                }
+                break;
+            }
+        }
+
         let sampler = parse_sampler(env, &mut err);
 
         let mut resource_attributes = Vec::new();
@@ -282,6 +345,8 @@ impl TelemetryConfig {
             err("RUST_LOG", format!("invalid filter directives: {e}"));
         }
 
+        let access_log = parse_access_log(env, &mut err);
+
         errors.dedup_by(|a, b| a.var == b.var);
         if !errors.is_empty() {
             return Err(errors);
@@ -294,6 +359,7 @@ impl TelemetryConfig {
                 timeout,
                 max_queue_size,
                 traces_headers,
+                compression,
             });
         Ok(Self {
             service_name,
@@ -303,8 +369,51 @@ impl TelemetryConfig {
             sampler,
             log_filter,
             sdk_disabled,
+            access_log,
         })
     }
+}
+
+fn parse_access_log(env: &dyn Env, err: &mut impl FnMut(&str, String)) -> AccessLogConfig {
+    let mut c = AccessLogConfig::default();
+    if let Some(v) = env.var("ACCESS_LOG_LEVEL") {
+        let v = v.trim().to_ascii_lowercase();
+        c.level = match v.as_str() {
+            "off" => None,
+            "trace" => Some(tracing::Level::TRACE),
+            "debug" => Some(tracing::Level::DEBUG),
+            "info" => Some(tracing::Level::INFO),
+            "warn" => Some(tracing::Level::WARN),
+            "error" => Some(tracing::Level::ERROR),
+            _ => {
+                err(
+                    "ACCESS_LOG_LEVEL",
+                    format!("expected one of off, trace, debug, info, warn, error; got {v:?}"),
+                );
+                c.level
+            }
+        };
+    }
+    if let Some(v) = env.var("ACCESS_LOG_SAMPLE_RATIO") {
+        match v.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => c.sample_ratio = r,
+            _ => err(
+                "ACCESS_LOG_SAMPLE_RATIO",
+                format!("expected a ratio between 0 and 1, got {v:?}"),
+            ),
+        }
+    }
+    if let Some(v) = env.var("ACCESS_LOG_PROBES") {
+        match v.trim() {
+            t if t.eq_ignore_ascii_case("true") => c.probes = true,
+            f if f.eq_ignore_ascii_case("false") => c.probes = false,
+            other => err(
+                "ACCESS_LOG_PROBES",
+                format!("expected true or false, got {other:?}"),
+            ),
+        }
+    }
+    c
 }
 
 fn attr(attrs: &[(String, String)], key: &str) -> Option<String> {
@@ -400,6 +509,50 @@ mod tests {
         assert_eq!(c.service_version, "1.2.3");
         assert_eq!(c.sampler, SamplerConfig::ParentBasedAlwaysOn);
         assert_eq!(c.log_filter, "info");
+        assert_eq!(c.access_log, AccessLogConfig::default());
+        assert_eq!(c.access_log.level, Some(tracing::Level::INFO));
+    }
+
+    #[test]
+    fn access_log_settings_are_read_and_checked() {
+        let c = read(&[
+            ("ACCESS_LOG_LEVEL", "DEBUG"),
+            ("ACCESS_LOG_SAMPLE_RATIO", "0.25"),
+            ("ACCESS_LOG_PROBES", "true"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.access_log,
+            AccessLogConfig {
+                level: Some(tracing::Level::DEBUG),
+                sample_ratio: 0.25,
+                probes: true
+            }
+        );
+        assert_eq!(
+            read(&[("ACCESS_LOG_LEVEL", "off")])
+                .unwrap()
+                .access_log
+                .level,
+            None
+        );
+        let errs = read(&[
+            ("ACCESS_LOG_LEVEL", "loud"),
+            ("ACCESS_LOG_SAMPLE_RATIO", "2"),
+            ("ACCESS_LOG_PROBES", "yes"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "lz4"),
+        ])
+        .unwrap_err();
+        let vars: Vec<&str> = errs.iter().map(|e| e.var.as_str()).collect();
+        assert_eq!(
+            vars,
+            [
+                "OTEL_EXPORTER_OTLP_COMPRESSION",
+                "ACCESS_LOG_LEVEL",
+                "ACCESS_LOG_SAMPLE_RATIO",
+                "ACCESS_LOG_PROBES"
+            ]
+        );
     }
 
     #[test]

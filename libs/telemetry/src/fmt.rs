@@ -5,11 +5,10 @@
 //! span's fields into a string when the span opens, for a text output this JSON format never
 //! prints; on a busy server that cost more than writing the log lines themselves.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::Write as _;
 
 use opentelemetry::trace::TraceContextExt;
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::MakeWriter;
@@ -35,47 +34,97 @@ where
     }
 }
 
-/// The JSON line of `event`, newline included.
-fn line<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Option<String>
+thread_local! {
+    /// The line being written, reused from event to event on each thread.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Appends `s` to `out` as a JSON string, quotes included.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    push_json_inner(out, s);
+    out.push('"');
+}
+
+/// Appends `s` to `out` escaped for the inside of a JSON string.
+fn push_json_inner(out: &mut String, s: &str) {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+/// A `fmt::Write` that escapes what it is given for the inside of a JSON string.
+struct Escaping<'a>(&'a mut String);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        push_json_inner(self.0, s);
+        Ok(())
+    }
+}
+
+/// Writes the JSON line of `event`, newline included, into `out`: fields written straight
+/// into one reused buffer, with no intermediate JSON tree.
+fn line<S>(event: &Event<'_>, ctx: &Context<'_, S>, out: &mut String) -> fmt::Result
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let mut timestamp = String::with_capacity(32);
-    SystemTime
-        .format_time(&mut Writer::new(&mut timestamp))
-        .ok()?;
-
-    let mut visitor = JsonVisitor::default();
-    event.record(&mut visitor);
-
     let meta = event.metadata();
-    let mut line = Map::with_capacity(8);
-    line.insert("timestamp".into(), Value::String(timestamp));
-    line.insert(
-        "level".into(),
-        Value::String(meta.level().as_str().to_owned()),
-    );
-    line.insert("target".into(), Value::String(meta.target().to_owned()));
-    line.insert(
-        "message".into(),
-        Value::String(visitor.message.unwrap_or_default()),
-    );
+    out.push_str("{\"timestamp\":\"");
+    SystemTime.format_time(&mut Writer::new(out))?;
+    out.push_str("\",\"level\":\"");
+    out.push_str(meta.level().as_str());
+    out.push_str("\",\"target\":");
+    push_json_str(out, meta.target());
+    let mut visitor = JsonVisitor {
+        fields: String::new(),
+        message: None,
+    };
+    event.record(&mut visitor);
+    out.push_str(",\"message\":");
+    match &visitor.message {
+        Some(m) => out.push_str(m),
+        None => out.push_str("\"\""),
+    }
     if !visitor.fields.is_empty() {
-        line.insert("fields".into(), Value::Object(visitor.fields));
+        out.push_str(",\"fields\":{");
+        out.push_str(&visitor.fields);
+        out.push('}');
     }
     if let Some(span) = ctx.event_span(event) {
-        line.insert("span".into(), Value::String(span.name().to_owned()));
+        out.push_str(",\"span\":");
+        push_json_str(out, span.name());
     }
     let cx = opentelemetry::Context::current();
     let span_ref = cx.span();
     let sc = span_ref.span_context();
     if sc.is_valid() {
-        line.insert("trace_id".into(), Value::String(sc.trace_id().to_string()));
-        line.insert("span_id".into(), Value::String(sc.span_id().to_string()));
+        write!(
+            out,
+            ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+            sc.trace_id(),
+            sc.span_id()
+        )?;
     }
-    let mut text = serde_json::to_string(&Value::Object(line)).ok()?;
-    text.push('\n');
-    Some(text)
+    out.push_str("}\n");
+    Ok(())
 }
 
 impl<S, W> tracing_subscriber::Layer<S> for JsonLayer<W>
@@ -84,60 +133,120 @@ where
     W: for<'w> MakeWriter<'w> + 'static,
 {
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        if let Some(text) = line(event, &ctx) {
-            // Logging must not fail the program: a write error is dropped.
-            let _ = self.make_writer.make_writer().write_all(text.as_bytes());
+        let write = |out: &mut String| {
+            out.clear();
+            if line(event, &ctx, out).is_ok() {
+                // Logging must not fail the program: a write error is dropped.
+                let _ = self.make_writer.make_writer().write_all(out.as_bytes());
+            }
+        };
+        // A reentrant event (logged while writing one) gets a buffer of its own.
+        let reused = LINE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut out) => {
+                write(&mut out);
+                if out.capacity() > 64 * 1024 {
+                    *out = String::new();
+                }
+                true
+            }
+            Err(_) => false,
+        });
+        if !reused {
+            write(&mut String::new());
         }
     }
 }
 
-#[derive(Default)]
+/// Collects an event's fields as the inside of a JSON object, and its message as a JSON string.
 struct JsonVisitor {
+    /// `"name":value` pairs, comma-separated.
+    fields: String,
+    /// The message, already a JSON string.
     message: Option<String>,
-    fields: Map<String, Value>,
 }
 
 impl JsonVisitor {
-    fn put(&mut self, field: &Field, value: Value) {
+    /// Starts the value of `field` and returns where to write it, or `None` to skip the field.
+    fn key(&mut self, field: &Field) -> Option<&mut String> {
         let name = field.name();
         if name == "message" {
-            self.message = Some(match value {
-                Value::String(s) => s,
-                other => other.to_string(),
-            });
-        } else if !name.starts_with("log.") {
-            self.fields.insert(name.to_owned(), value);
+            return Some(self.message.insert(String::new()));
+        }
+        if name.starts_with("log.") {
+            return None;
+        }
+        if !self.fields.is_empty() {
+            self.fields.push(',');
+        }
+        push_json_str(&mut self.fields, name);
+        self.fields.push(':');
+        Some(&mut self.fields)
+    }
+
+    fn put_raw(&mut self, field: &Field, value: fmt::Arguments<'_>) {
+        let is_message = field.name() == "message";
+        if let Some(out) = self.key(field) {
+            if is_message {
+                out.push('"');
+                let _ = out.write_fmt(value);
+                out.push('"');
+            } else {
+                let _ = out.write_fmt(value);
+            }
+        }
+    }
+
+    fn put_str(&mut self, field: &Field, value: &str) {
+        if let Some(out) = self.key(field) {
+            push_json_str(out, value);
+        }
+    }
+
+    fn put_display(&mut self, field: &Field, value: &dyn fmt::Display) {
+        if let Some(out) = self.key(field) {
+            out.push('"');
+            let _ = write!(Escaping(out), "{value}");
+            out.push('"');
         }
     }
 }
 
 impl Visit for JsonVisitor {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, serde_json::json!(value));
+        if value.is_finite() {
+            self.put_raw(field, format_args!("{value}"));
+        } else {
+            self.put_str(field, &value.to_string());
+        }
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
+        self.put_raw(field, format_args!("{value}"));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
+        self.put_raw(field, format_args!("{value}"));
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::Bool(value));
+        self.put_raw(field, format_args!("{value}"));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::String(value.to_owned()));
+        self.put_str(field, value);
     }
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        self.put(field, Value::String(value.to_string()));
+        self.put_display(field, value);
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, Value::String(format!("{value:?}")));
+        if let Some(out) = self.key(field) {
+            out.push('"');
+            let _ = write!(Escaping(out), "{value:?}");
+            out.push('"');
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
 
@@ -163,7 +272,15 @@ mod tests {
             let span = tracing::info_span!("work");
             let _e = span.enter();
             tracing::warn!(user_id = 42, ok = true, "user \"quoted\"\nnext line");
-            tracing::info!("second");
+            tracing::info!(
+                ratio = 0.5,
+                n = -3_i64,
+                err = &std::io::Error::other("disk \"full\"") as &(dyn std::error::Error + 'static),
+                dbg = ?vec!["a\tb"],
+                ctrl = "bell\u{7}",
+                "second {}",
+                "formatted"
+            );
         });
         let out = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = out.lines().collect();
@@ -176,5 +293,13 @@ mod tests {
         assert_eq!(first["span"], "work");
         assert!(first["timestamp"].as_str().unwrap().ends_with('Z'));
         assert!(first.get("trace_id").is_none(), "no OTel span, no trace id");
+        let second: Value = serde_json::from_str(lines[1]).unwrap();
+        assert_eq!(second["message"], "second formatted");
+        assert_eq!(second["fields"]["ratio"], 0.5);
+        assert_eq!(second["fields"]["n"], -3);
+        assert_eq!(second["fields"]["err"], "disk \"full\"");
+        assert_eq!(second["fields"]["dbg"], "[\"a\\tb\"]");
+        assert_eq!(second["fields"]["ctrl"], "bell\u{7}");
+        assert_eq!(second["level"], "INFO");
     }
 }

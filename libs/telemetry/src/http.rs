@@ -1,6 +1,14 @@
 //! Server-side HTTP telemetry for axum: one server span per request named by method and matched
-//! route, W3C trace context extracted from the request, HTTP semantic-convention attributes, and
-//! RED metrics labelled by route template.
+//! route, W3C trace context extracted from the request, HTTP semantic-convention attributes, RED
+//! metrics labelled by route template, and one log line per request.
+//!
+//! The log line (target `access_log`, message `request`) carries `http.request.method`,
+//! `http.route`, `url.path`, `http.response.status_code`, `duration_ms` and `request_id` (the
+//! `x-request-id` header), and, like every line written inside the request, the trace and span
+//! ids of the server span: on stdout as JSON and over OTLP logs. It is written whether or not
+//! the trace is sampled; its level and sampling are set by [`AccessLogConfig`]
+//! (`ACCESS_LOG_LEVEL`, `ACCESS_LOG_SAMPLE_RATIO`, `ACCESS_LOG_PROBES`). A 4xx answer logs at
+//! `warn`, a 5xx at `error`; `/healthz`, `/readyz` and `/metrics` are not logged by default.
 //!
 //! The server span is made with the OpenTelemetry API directly rather than as a `tracing` span:
 //! its attributes are mostly static strings, so a sampled request allocates a few values instead
@@ -28,6 +36,14 @@ use opentelemetry_http::HeaderExtractor;
 use opentelemetry_semantic_conventions::attribute as semconv;
 use prometheus::{HistogramOpts, HistogramVec, IntGaugeVec, Opts, Registry};
 
+pub use crate::config::AccessLogConfig;
+
+/// The header whose value the log line carries as `request_id`.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Routes not logged unless [`AccessLogConfig::probes`] is set.
+const PROBES: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
 /// Latency buckets in seconds, from 0.5 ms to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -40,6 +56,7 @@ pub struct ServerMetrics {
     active: IntGaugeVec,
     /// The global tracer, taken on the first request (after `init` has installed the provider).
     tracer: Arc<OnceLock<BoxedTracer>>,
+    access_log: AccessLogConfig,
 }
 
 impl ServerMetrics {
@@ -70,7 +87,16 @@ impl ServerMetrics {
             duration,
             active,
             tracer: Arc::default(),
+            access_log: AccessLogConfig::default(),
         })
+    }
+
+    /// The same metrics with the per-request log line set by `config` (default: every request
+    /// but probes, at `info`).
+    #[must_use]
+    pub fn with_access_log(mut self, config: AccessLogConfig) -> Self {
+        self.access_log = config;
+        self
     }
 
     /// Wraps every route of `router` (call it after all routes are added).
@@ -147,7 +173,47 @@ struct Tracking {
     method: &'static str,
     route: Option<MatchedPath>,
     cx: opentelemetry::Context,
+    /// What the log line needs from the request, when it may be written.
+    line: Option<LineParts>,
     _active: ActiveGuard,
+}
+
+/// The request's part of its log line.
+struct LineParts {
+    path: http::Uri,
+    request_id: Option<HeaderValue>,
+}
+
+/// Whether a successful request with this trace id is among the `ratio` logged: the trace id's
+/// low 64 bits against the ratio, as the `TraceIdRatioBased` sampler decides, so all services a
+/// request crosses decide alike.
+fn sampled_in(ratio: f64, trace_id: opentelemetry::trace::TraceId) -> bool {
+    if ratio >= 1.0 {
+        return true;
+    }
+    if ratio <= 0.0 {
+        return false;
+    }
+    let bytes = trace_id.to_bytes();
+    let mut low = [0u8; 8];
+    low.copy_from_slice(&bytes[8..]);
+    let x = u64::from_be_bytes(low) >> 1;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bound = (ratio * (1u64 << 63) as f64) as u64;
+    x < bound
+}
+
+/// Writes one request's log line at `level` (a `tracing` level must be a constant per call site).
+macro_rules! request_line {
+    ($level:expr, $($fields:tt)*) => {
+        match $level {
+            tracing::Level::ERROR => tracing::event!(target: "access_log", tracing::Level::ERROR, $($fields)*),
+            tracing::Level::WARN => tracing::event!(target: "access_log", tracing::Level::WARN, $($fields)*),
+            tracing::Level::INFO => tracing::event!(target: "access_log", tracing::Level::INFO, $($fields)*),
+            tracing::Level::DEBUG => tracing::event!(target: "access_log", tracing::Level::DEBUG, $($fields)*),
+            tracing::Level::TRACE => tracing::event!(target: "access_log", tracing::Level::TRACE, $($fields)*),
+        }
+    };
 }
 
 impl ServerMetrics {
@@ -213,11 +279,18 @@ impl ServerMetrics {
         let route_label = route.as_ref().map_or("", |r| r.as_str());
         let gauge = self.active.with_label_values(&[method, route_label]);
         gauge.inc();
+        let line = (self.access_log.level.is_some()
+            && (self.access_log.probes || !PROBES.contains(&route_label)))
+        .then(|| LineParts {
+            path: req.uri().clone(),
+            request_id: req.headers().get(REQUEST_ID_HEADER).cloned(),
+        });
         Tracking {
             start,
             method,
             route,
             cx,
+            line,
             _active: ActiveGuard(gauge),
         }
     }
@@ -243,11 +316,42 @@ impl ServerMetrics {
         {
             response.headers_mut().insert("traceresponse", value);
         }
-        span.end();
         let route_label = tracking.route.as_ref().map_or("", |r| r.as_str());
+        let elapsed = tracking.start.elapsed().as_secs_f64();
+        if let (Some(parts), Some(level)) = (&tracking.line, self.access_log.level) {
+            let level = if status.is_server_error() {
+                Some(tracing::Level::ERROR)
+            } else if status.is_client_error() {
+                Some(tracing::Level::WARN)
+            } else if sampled_in(self.access_log.sample_ratio, sc.trace_id()) {
+                Some(level)
+            } else {
+                None
+            };
+            if let Some(level) = level {
+                // The server span is the current context: both log layers take its ids.
+                let _attached = tracking.cx.clone().attach();
+                let request_id = parts
+                    .request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                request_line!(
+                    level,
+                    http.request.method = tracking.method,
+                    http.route = route_label,
+                    url.path = parts.path.path(),
+                    http.response.status_code = status.as_u16(),
+                    duration_ms = elapsed * 1000.0,
+                    request_id,
+                    "request"
+                );
+            }
+        }
+        span.end();
         self.duration
             .with_label_values(&[tracking.method, route_label, status.as_str()])
-            .observe(tracking.start.elapsed().as_secs_f64());
+            .observe(elapsed);
     }
 }
 

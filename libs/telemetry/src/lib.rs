@@ -3,13 +3,14 @@
 //! One call, [`init`], installs:
 //! - JSON logs on stdout, one object per line, with `trace_id`/`span_id` inside a span, filtered by
 //!   `RUST_LOG` and changeable at runtime through [`LogFilter`];
-//! - OpenTelemetry traces and logs exported over OTLP (gRPC or http/protobuf) when an endpoint is
-//!   configured through the standard `OTEL_*` variables, with bounded queues whose drops are
-//!   counted ([`export`]); spans are encoded without the SDK's intermediate copy ([`otlp`]);
+//! - OpenTelemetry traces and logs exported by `opentelemetry-otlp` (gRPC or http/protobuf, TLS
+//!   for `https://` endpoints, gzip, retries with backoff) when an endpoint is configured through
+//!   the standard `OTEL_*` variables, with bounded queues whose drops are counted ([`export`]);
 //! - W3C trace-context propagation.
 //!
 //! It returns a [`Guard`] that flushes and shuts the exporters down, bounded in time, after the
-//! server has stopped. [`http`] gives the axum layer (server spans + RED metrics), [`client`] the
+//! server has stopped. [`http`] gives the axum layer (server spans, RED metrics and one log line
+//! per request), [`client`] the
 //! traced HTTP client and [`metrics`] the `/metrics` encoder with process metrics.
 
 pub mod client;
@@ -18,7 +19,6 @@ pub mod export;
 pub mod fmt;
 pub mod http;
 pub mod metrics;
-pub mod otlp;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,17 +41,14 @@ pub use config::{Env, ProcessEnv, TelemetryConfig, VarError};
 /// Errors from [`init`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The OTLP log exporter could not be built from the configuration.
+    /// An OTLP exporter could not be built from the configuration.
     #[error("building the OTLP {signal} exporter: {source}")]
     Exporter {
-        /// `logs`.
+        /// `traces` or `logs`.
         signal: &'static str,
         /// The exporter's error.
         source: opentelemetry_otlp::ExporterBuildError,
     },
-    /// The OTLP span exporter could not be built from the configuration.
-    #[error("building the OTLP traces exporter: {0}")]
-    SpanExporter(#[from] otlp::BuildError),
     /// A metric could not be registered (a name clash on the registry).
     #[error("registering telemetry metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -117,7 +114,10 @@ pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, 
         if let Some(otlp) = &config.otlp
             && let Some(endpoint) = &otlp.traces_endpoint
         {
-            let exporter = otlp::OtlpSpanExporter::new(otlp, endpoint)?;
+            let exporter = span_exporter(otlp, endpoint).map_err(|source| Error::Exporter {
+                signal: "traces",
+                source,
+            })?;
             builder = builder.with_span_processor(export::span_processor(
                 exporter,
                 otlp.max_queue_size,
@@ -229,6 +229,59 @@ fn sampler(config: config::SamplerConfig) -> Sampler {
         S::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
         S::ParentBasedTraceIdRatio(r) => {
             Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+        }
+    }
+}
+
+/// The span exporter of `opentelemetry-otlp` for `endpoint`. Endpoint and timeout come from our
+/// validated configuration; headers, compression (`OTEL_EXPORTER_OTLP_(TRACES_)COMPRESSION`) and
+/// `OTEL_EXPORTER_OTLP_(TRACES_)INSECURE` are read by the crate from the same variables; an
+/// `https://` endpoint gets TLS with the system's roots; failed exports are retried with backoff.
+///
+/// Must be called inside a Tokio runtime for gRPC (the channel's connection task runs there).
+pub fn span_exporter(
+    otlp: &config::OtlpConfig,
+    endpoint: &str,
+) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    use opentelemetry_otlp::{WithHttpConfig as _, WithTonicConfig as _};
+    let builder = opentelemetry_otlp::SpanExporter::builder();
+    match otlp.protocol {
+        config::Protocol::Grpc => {
+            let mut headers = ::http::HeaderMap::new();
+            for (name, value) in &otlp.traces_headers {
+                let (Ok(name), Ok(value)) = (
+                    ::http::HeaderName::from_bytes(name.as_bytes()),
+                    ::http::HeaderValue::from_str(value),
+                ) else {
+                    return Err(
+                        opentelemetry_otlp::ExporterBuildError::InvalidConfiguration(format!(
+                            "OTLP header {name:?} is not a valid gRPC metadata entry"
+                        )),
+                    );
+                };
+                headers.append(name, value);
+            }
+            let builder = builder
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(otlp.timeout)
+                .with_metadata(tonic::metadata::MetadataMap::from_headers(headers));
+            match otlp.compression {
+                Some(c) => builder.with_compression(c.into()).build(),
+                None => builder.build(),
+            }
+        }
+        config::Protocol::HttpProtobuf => {
+            let builder = builder
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(endpoint)
+                .with_timeout(otlp.timeout)
+                .with_headers(otlp.traces_headers.iter().cloned().collect());
+            match otlp.compression {
+                Some(c) => builder.with_compression(c.into()).build(),
+                None => builder.build(),
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The OTLP span exporter against real receivers: the in-process sink over gRPC and over
-//! http/protobuf (spans, resource and headers arrive through the SDK's batch processor), and
-//! failures (no collector, an error answer) reported within the timeout.
+//! The span exporter (`opentelemetry-otlp`, as [`telemetry::span_exporter`] configures it)
+//! against real receivers: the in-process sink over gRPC and over http/protobuf (spans, resource
+//! and headers arrive through the SDK's batch processor, gzip when asked), and failures (no
+//! collector, an error answer) reported within the timeout.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanExporter as _};
 use otlp_sink::OtlpSink;
 use telemetry::config::{OtlpConfig, Protocol};
-use telemetry::otlp::OtlpSpanExporter;
+use telemetry::span_exporter;
 
 fn config(protocol: Protocol, timeout: Duration) -> OtlpConfig {
     OtlpConfig {
@@ -23,6 +24,7 @@ fn config(protocol: Protocol, timeout: Duration) -> OtlpConfig {
             ("authorization".to_owned(), "Bearer s3cret".to_owned()),
             ("x-scope-orgid".to_owned(), "tenant 1".to_owned()),
         ],
+        compression: None,
     }
 }
 
@@ -34,9 +36,8 @@ fn resource() -> Resource {
 }
 
 /// Sends two spans through the SDK's batch processor and our exporter, then checks what arrived.
-async fn spans_arrive(protocol: Protocol, endpoint: String, sink: &OtlpSink) {
-    let exporter = OtlpSpanExporter::new(&config(protocol, Duration::from_secs(2)), &endpoint)
-        .expect("exporter");
+async fn spans_arrive(otlp: OtlpConfig, endpoint: String, sink: &OtlpSink) {
+    let exporter = span_exporter(&otlp, &endpoint).expect("exporter");
     let provider = SdkTracerProvider::builder()
         .with_resource(resource())
         .with_batch_exporter(exporter)
@@ -75,14 +76,28 @@ async fn spans_arrive(protocol: Protocol, endpoint: String, sink: &OtlpSink) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_a_grpc_collector_with_resource_and_headers() {
     let sink = OtlpSink::start().await.unwrap();
-    spans_arrive(Protocol::Grpc, sink.endpoint(), &sink).await;
+    spans_arrive(
+        config(Protocol::Grpc, Duration::from_secs(2)),
+        sink.endpoint(),
+        &sink,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_compressed_spans_reach_a_grpc_collector() {
+    let sink = OtlpSink::start().await.unwrap();
+    let mut otlp = config(Protocol::Grpc, Duration::from_secs(2));
+    otlp.compression = Some(telemetry::config::Compression::Gzip);
+    spans_arrive(otlp, sink.endpoint(), &sink).await;
+    assert_eq!(sink.last_trace_headers()["grpc-encoding"], "gzip");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_an_http_protobuf_collector_with_resource_and_headers() {
     let sink = OtlpSink::start().await.unwrap();
     spans_arrive(
-        Protocol::HttpProtobuf,
+        config(Protocol::HttpProtobuf, Duration::from_secs(2)),
         format!("{}/v1/traces", sink.http_endpoint()),
         &sink,
     )
@@ -98,6 +113,17 @@ fn one_span() -> Vec<opentelemetry_sdk::trace::SpanData> {
     exporter.get_finished_spans().unwrap()
 }
 
+/// Exports `batch` as the SDK's batch processor does: from a thread of its own, blocking on
+/// the export future (the http/protobuf client is reqwest's blocking one).
+async fn export_off_runtime(
+    exporter: opentelemetry_otlp::SpanExporter,
+) -> opentelemetry_sdk::error::OTelSdkResult {
+    let batch = one_span();
+    tokio::task::spawn_blocking(move || futures::executor::block_on(exporter.export(batch)))
+        .await
+        .unwrap()
+}
+
 /// A port nothing listens on.
 async fn closed_port() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -111,10 +137,9 @@ async fn a_missing_collector_fails_the_export_within_the_timeout() {
     for (protocol, path) in [(Protocol::Grpc, ""), (Protocol::HttpProtobuf, "/v1/traces")] {
         let endpoint = format!("{}{path}", closed_port().await);
         let exporter =
-            OtlpSpanExporter::new(&config(protocol, Duration::from_millis(300)), &endpoint)
-                .unwrap();
+            span_exporter(&config(protocol, Duration::from_millis(300)), &endpoint).unwrap();
         let started = Instant::now();
-        let result = exporter.export(one_span()).await;
+        let result = export_off_runtime(exporter).await;
         assert!(result.is_err(), "{protocol:?}: {result:?}");
         assert!(
             started.elapsed() < Duration::from_secs(2),
@@ -125,37 +150,36 @@ async fn a_missing_collector_fails_the_export_within_the_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_error_answer_fails_the_export_and_names_the_status() {
+async fn an_error_answer_is_retried_then_fails_the_export() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = calls.clone();
     let app = axum::Router::new().route(
         "/v1/traces",
-        axum::routing::post(|| async { (http::StatusCode::SERVICE_UNAVAILABLE, "busy") }),
+        axum::routing::post(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { (http::StatusCode::SERVICE_UNAVAILABLE, "busy") }
+        }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let exporter = OtlpSpanExporter::new(
+    let exporter = span_exporter(
         &config(Protocol::HttpProtobuf, Duration::from_secs(2)),
         &format!("http://{addr}/v1/traces"),
     )
     .unwrap();
-    let err = exporter.export(one_span()).await.unwrap_err();
-    assert!(err.to_string().contains("503"), "{err}");
-}
-
-#[test]
-fn building_outside_a_runtime_is_an_error_not_a_panic() {
-    let err = OtlpSpanExporter::new(
-        &config(Protocol::Grpc, Duration::from_secs(1)),
-        "http://127.0.0.1:4317",
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("Tokio runtime"), "{err}");
+    let result = export_off_runtime(exporter).await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(
+        calls.load(std::sync::atomic::Ordering::SeqCst) > 1,
+        "a 503 is retryable: the exporter must try again"
+    );
 }
 
 #[tokio::test]
 async fn a_bad_header_name_is_refused_naming_the_header() {
-    let mut otlp = config(Protocol::HttpProtobuf, Duration::from_secs(1));
+    let mut otlp = config(Protocol::Grpc, Duration::from_secs(1));
     otlp.traces_headers = vec![("bad header".to_owned(), "v".to_owned())];
-    let err = OtlpSpanExporter::new(&otlp, "http://127.0.0.1:4318/v1/traces").unwrap_err();
+    let err = span_exporter(&otlp, "http://127.0.0.1:4317").unwrap_err();
     assert!(err.to_string().contains("bad header"), "{err}");
 }
