@@ -10,6 +10,7 @@
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
 mod bench;
+mod from_chart;
 mod launcher;
 mod scenario;
 mod test;
@@ -25,6 +26,7 @@ fn usage() -> ExitCode {
         test [--skip-k8s]                      the whole test suite, as CI runs it\n  \
         bench [--out FILE] [--secs N] [--rounds N]  benchmarks against a bare axum baseline\n  \
         scenario [NAME|all] [--debug]          fault scenarios, symptom to repair to notification\n  \
+        from-chart [up|scenario|self-test]     run the rendered chart's configuration locally\n  \
         kind-up                                create a kind cluster and deploy everything\n  \
         kind-e2e                               end-to-end checks against that cluster\n";
     eprint!("{text}");
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
         "up" => up::run(&rest),
         "bench" => bench::run(&rest),
         "scenario" => scenario::run(&rest),
+        "from-chart" => from_chart::run(&rest),
         "kind-up" => script("scripts/kind-up.sh", &rest),
         "kind-e2e" => script("scripts/kind-e2e.sh", &rest),
         "-h" | "--help" | "help" => return usage(),
