@@ -230,7 +230,9 @@ pub fn render() -> anyhow::Result<Render> {
             "k8s/values/kube-prometheus-stack.yaml",
         ],
     )?);
-    Ok(Render { docs })
+    let mut render = Render { docs };
+    add_generated_secrets(&mut render);
+    Ok(render)
 }
 
 impl Render {
@@ -378,9 +380,23 @@ pub fn generated_secrets() -> BTreeMap<String, BTreeMap<String, String>> {
     ])
 }
 
-/// Rendered Secrets win over generated ones (a chart that creates a token itself is used as is).
+/// Adds the [`generated_secrets`] the render does not contain (a chart that creates a token
+/// itself is used as is), once, as Secret documents.
+fn add_generated_secrets(render: &mut Render) {
+    for (name, data) in generated_secrets() {
+        if render.named("Secret", &name).is_none() {
+            render.docs.push(json!({
+                "kind": "Secret", "apiVersion": "v1",
+                "metadata": {"name": name, "annotations": {"organism.dev/from-chart": "as scripts/webhook-tokens.sh creates it"}},
+                "stringData": data,
+            }));
+        }
+    }
+}
+
+/// Every Secret by name (a later document of the same name wins).
 fn secrets(render: &Render) -> BTreeMap<String, BTreeMap<String, String>> {
-    let mut all = generated_secrets();
+    let mut all = BTreeMap::new();
     for s in render.of_kind("Secret") {
         if let Some(name) = s["metadata"]["name"].as_str() {
             all.insert(name.to_owned(), secret_data(s));
@@ -848,7 +864,7 @@ fn prepare_postgres(render: &Render, pg: &testbed::Postgres) -> anyhow::Result<(
     let creds = secrets
         .get("postgres-credentials")
         .ok_or_else(|| anyhow!("the render has no Secret postgres-credentials"))?;
-    let mut sql = String::new();
+    let mut sql: Vec<String> = Vec::new();
     let mut roles = Vec::new();
     for (k, v) in creds {
         if !k.ends_with("-database-url") {
@@ -859,17 +875,18 @@ fn prepare_postgres(render: &Render, pg: &testbed::Postgres) -> anyhow::Result<(
         let pass = u.password().unwrap_or_default().replace('\'', "''");
         let db = u.path().trim_start_matches('/').to_owned();
         if !roles.contains(&user) {
-            sql.push_str(&format!(
-                "CREATE ROLE \"{user}\" LOGIN PASSWORD '{pass}';\n"
-            ));
+            sql.push(format!("CREATE ROLE \"{user}\" LOGIN PASSWORD '{pass}'"));
             roles.push(user.clone());
         }
-        sql.push_str(&format!("CREATE DATABASE \"{db}\" OWNER \"{user}\";\n"));
+        sql.push(format!("CREATE DATABASE \"{db}\" OWNER \"{user}\""));
     }
-    let out = Command::new("psql")
-        .args([&pg.url(), "-v", "ON_ERROR_STOP=1", "-q", "-c", &sql])
-        .output()
-        .context("running psql")?;
+    // One -c per statement: CREATE DATABASE cannot run inside psql's implicit transaction.
+    let mut cmd = Command::new("psql");
+    cmd.args([&pg.url(), "-v", "ON_ERROR_STOP=1", "-q"]);
+    for statement in &sql {
+        cmd.args(["-c", statement]);
+    }
+    let out = cmd.output().context("running psql")?;
     if !out.status.success() {
         bail!("psql: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -1159,6 +1176,7 @@ async fn run_scenarios(
     let mut run = match start(opts, breakage).await {
         Ok(r) => r,
         Err(e) => {
+            println!("--- from-chart start FAILED: {e:#}");
             return Ok(names
                 .iter()
                 .map(|n| ((*n).to_owned(), Err(format!("start: {e:#}"))))
