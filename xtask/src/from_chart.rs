@@ -139,6 +139,16 @@ pub enum Breakage {
 }
 
 impl Breakage {
+    /// What the failing scenario must say: the breakage was caught for its own reason.
+    pub fn expected_failure(self) -> &'static str {
+        match self {
+            Breakage::WrongEnvName => "without a token",
+            Breakage::MissingService => "not a Service of the deployment",
+            Breakage::MissingToken => "has no key auto-healer",
+            Breakage::NonMatchingReceiver => "was not restarted",
+        }
+    }
+
     /// Every breakage.
     pub const ALL: [Breakage; 4] = [
         Breakage::WrongEnvName,
@@ -900,6 +910,8 @@ fn prepare_postgres(render: &Render, pg: &testbed::Postgres) -> anyhow::Result<(
 pub struct Running {
     /// The processes.
     pub launcher: Launcher,
+    /// The launcher's control API (aborted by [`Running::stop`]).
+    control: tokio::task::JoinHandle<()>,
     /// The translated services.
     pub plans: Vec<ServicePlan>,
     /// The SMTP sink standing in for Mailpit (held: it runs while this lives).
@@ -909,6 +921,13 @@ pub struct Running {
 }
 
 impl Running {
+    /// Stops every process and the control API.
+    pub async fn stop(self) {
+        self.launcher.stop_all().await;
+        self.control.abort();
+        let _ = self.control.await;
+    }
+
     fn env(&self, service: &str, key: &str) -> Option<&str> {
         self.plans
             .iter()
@@ -962,67 +981,78 @@ pub async fn start(opts: &Options, breakage: Option<Breakage>) -> anyhow::Result
             .await
             .with_context(|| format!("{CONTROL_ADDR} is busy"))?,
     );
-    tokio::spawn(async move {
+    let control_task = tokio::spawn(async move {
         if let Err(e) = launcher::serve_control(control_launcher, control, None).await {
             eprintln!("launcher control API stopped: {e:#}");
         }
     });
-    launcher
-        .add(Spec {
-            name: "alertmanager".into(),
-            program: "prometheus-alertmanager".into(),
-            args: vec![
-                format!("--config.file={}", am_config.display()),
-                format!("--storage.path={}", am_dir.join("data").display()),
-                "--web.listen-address=127.0.0.1:9093".into(),
-                "--cluster.listen-address=".into(),
-            ],
-            env: vec![],
-            port: Some(9093),
-            echo: opts.echo,
-        })
-        .await?;
-    launcher
-        .add(Spec {
-            name: "prometheus".into(),
-            program: "prometheus".into(),
-            args: vec![
-                format!("--config.file={}", prom_config.display()),
-                format!("--storage.tsdb.path={}", prom_dir.join("data").display()),
-                "--web.listen-address=127.0.0.1:9090".into(),
-                "--rules.alert.resend-delay=1s".into(),
-            ],
-            env: vec![],
-            port: Some(9090),
-            echo: opts.echo,
-        })
-        .await?;
-    for p in &plans {
-        let program = up::binary(opts, &p.name);
-        if !program.exists() {
-            bail!("{} is missing: build it first", program.display());
-        }
+    let started: anyhow::Result<()> = async {
         launcher
             .add(Spec {
-                name: p.name.clone(),
-                program,
-                args: p.args.clone(),
-                env: p.env.clone(),
-                port: Some(p.port),
+                name: "alertmanager".into(),
+                program: "prometheus-alertmanager".into(),
+                args: vec![
+                    format!("--config.file={}", am_config.display()),
+                    format!("--storage.path={}", am_dir.join("data").display()),
+                    "--web.listen-address=127.0.0.1:9093".into(),
+                    "--cluster.listen-address=".into(),
+                ],
+                env: vec![],
+                port: Some(9093),
                 echo: opts.echo,
             })
             .await?;
-    }
-    launcher::wait_http_ok(9093, "/-/ready", Duration::from_secs(30))
-        .await
-        .context("Alertmanager did not start with the rendered configuration")?;
-    launcher::wait_http_ok(9090, "/-/ready", Duration::from_secs(30))
-        .await
-        .context("Prometheus did not start with the rendered rules")?;
-    for p in &plans {
-        launcher::wait_http_ok(p.port, "/readyz", Duration::from_secs(30))
+        launcher
+            .add(Spec {
+                name: "prometheus".into(),
+                program: "prometheus".into(),
+                args: vec![
+                    format!("--config.file={}", prom_config.display()),
+                    format!("--storage.tsdb.path={}", prom_dir.join("data").display()),
+                    "--web.listen-address=127.0.0.1:9090".into(),
+                    "--rules.alert.resend-delay=1s".into(),
+                ],
+                env: vec![],
+                port: Some(9090),
+                echo: opts.echo,
+            })
+            .await?;
+        for p in &plans {
+            let program = up::binary(opts, &p.name);
+            if !program.exists() {
+                bail!("{} is missing: build it first", program.display());
+            }
+            launcher
+                .add(Spec {
+                    name: p.name.clone(),
+                    program,
+                    args: p.args.clone(),
+                    env: p.env.clone(),
+                    port: Some(p.port),
+                    echo: opts.echo,
+                })
+                .await?;
+        }
+        launcher::wait_http_ok(9093, "/-/ready", Duration::from_secs(30))
             .await
-            .with_context(|| format!("{} did not become ready", p.name))?;
+            .context("Alertmanager did not start with the rendered configuration")?;
+        launcher::wait_http_ok(9090, "/-/ready", Duration::from_secs(30))
+            .await
+            .context("Prometheus did not start with the rendered rules")?;
+        for p in &plans {
+            launcher::wait_http_ok(p.port, "/readyz", Duration::from_secs(30))
+                .await
+                .with_context(|| format!("{} did not become ready", p.name))?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = started {
+        // Whatever did start stops again: a failed start leaves nothing behind.
+        launcher.stop_all().await;
+        control_task.abort();
+        let _ = control_task.await;
+        return Err(e);
     }
     let reaper = launcher.clone();
     tokio::spawn(async move {
@@ -1033,6 +1063,7 @@ pub async fn start(opts: &Options, breakage: Option<Breakage>) -> anyhow::Result
     });
     Ok(Running {
         launcher,
+        control: control_task,
         plans,
         _smtp: smtp,
         postgres,
@@ -1088,6 +1119,20 @@ async fn healer_actions_about(http: &reqwest::Client, service: &str) -> usize {
 /// Alertmanager routes to the auto-healer by the rendered route with the rendered bearer file,
 /// the healer restarts heart through the launcher, heart is ready again.
 async fn heart_crash(run: &Running, http: &reqwest::Client) -> Result<String, String> {
+    // The rendered wiring authenticates the healer's webhook: a caller without the token is
+    // refused (it is Alertmanager's bearer file, from the same Secret, that gets through).
+    let anonymous = http
+        .post("http://127.0.0.1:8085/webhook/alertmanager")
+        .json(&json!({}))
+        .send()
+        .await
+        .map_err(|e| format!("POST auto-healer webhook: {e}"))?
+        .status();
+    if !matches!(anonymous.as_u16(), 401 | 403) {
+        return Err(format!(
+            "the auto-healer answered {anonymous} to a webhook without a token: no AUTO_HEALER_TOKEN in effect"
+        ));
+    }
     let token = run
         .env("heart", "CHAOS_TOKEN")
         .ok_or("heart has no CHAOS_TOKEN")?
@@ -1205,7 +1250,7 @@ async fn run_scenarios(
         );
         results.push(((*name).to_owned(), r));
     }
-    run.launcher.stop_all().await;
+    run.stop().await;
     Ok(results)
 }
 
@@ -1246,7 +1291,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
                     "  alertmanager    http://127.0.0.1:9093  (the rendered routes and receivers)"
                 );
                 let _ = tokio::signal::ctrl_c().await;
-                run.launcher.stop_all().await;
+                run.stop().await;
                 Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
             })
         }
@@ -1280,14 +1325,23 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
             up::build(&opts)?;
             let mut missed = Vec::new();
             for b in Breakage::ALL {
+                let only = std::env::var("FROM_CHART_BREAKAGE").ok();
+                if only.as_deref().is_some_and(|o| o != format!("{b:?}")) {
+                    continue;
+                }
                 let results = rt.block_on(run_scenarios(&opts, &["heart-crash"], Some(b)))?;
-                let caught = results.iter().any(|(_, r)| r.is_err());
+                let caught = results
+                    .iter()
+                    .any(|(_, r)| r.as_ref().is_err_and(|e| e.contains(b.expected_failure())));
                 println!(
                     "self-test {b:?}: {}",
                     if caught {
-                        "caught (a scenario failed)"
+                        format!("caught: heart-crash failed with {:?}", b.expected_failure())
                     } else {
-                        "NOT caught"
+                        format!(
+                            "NOT caught (expected heart-crash to fail with {:?})",
+                            b.expected_failure()
+                        )
                     }
                 );
                 if !caught {
