@@ -1074,7 +1074,7 @@ pub async fn start(opts: &Options, breakage: Option<Breakage>) -> anyhow::Result
 // Scenarios
 
 /// The from-chart scenarios.
-pub const SCENARIOS: &[&str] = &["heart-crash", "database-outage"];
+pub const SCENARIOS: &[&str] = &["heart-crash", "memory-leak", "database-outage"];
 
 async fn until<F, Fut>(timeout: Duration, mut probe: F) -> Option<Duration>
 where
@@ -1166,6 +1166,86 @@ async fn heart_crash(run: &Running, http: &reqwest::Client) -> Result<String, St
     ))
 }
 
+async fn firing(http: &reqwest::Client, alertname: &str) -> bool {
+    let Ok(r) = http
+        .get("http://127.0.0.1:9093/api/v2/alerts")
+        .query(&[("filter", format!("alertname=\"{alertname}\""))])
+        .send()
+        .await
+    else {
+        return false;
+    };
+    let v: Value = r.json().await.unwrap_or_default();
+    v.as_array().is_some_and(|a| !a.is_empty())
+}
+
+async fn healer_text(http: &reqwest::Client) -> String {
+    match http
+        .get("http://127.0.0.1:8085/api/v1/actions?limit=200")
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// heart leaks (16 MiB/s): the rendered ServiceMemoryLeak (restart-pod) makes the healer restart
+/// it; the leak comes back in the new process (as a leak in the code would): the rendered
+/// ServiceMemoryLeakPersists (remediation=raise-memory, finding=oom-imminent) fires and the
+/// healer's rendered policy takes its raise-memory-limit step (which has no local equivalent:
+/// the decision names it and skips).
+async fn memory_leak(run: &Running, http: &reqwest::Client) -> Result<String, String> {
+    let token = run
+        .env("heart", "CHAOS_TOKEN")
+        .ok_or("heart has no CHAOS_TOKEN")?
+        .to_owned();
+    let leak = |token: String| async move {
+        http.post("http://127.0.0.1:8081/chaos")
+            .bearer_auth(token)
+            .json(&json!({"leak_mb_per_s": 16}))
+            .send()
+            .await
+            .map_err(|e| format!("POST /chaos: {e}"))
+            .and_then(|r| {
+                r.status()
+                    .is_success()
+                    .then_some(())
+                    .ok_or(format!("POST /chaos answered {}", r.status()))
+            })
+    };
+    let before = run.launcher.pid("heart");
+    leak(token.clone()).await?;
+    let restarted = until(Duration::from_secs(90), || async {
+        let pid = run.launcher.pid("heart");
+        pid.is_some() && pid != before && ready(http, 8081).await
+    })
+    .await
+    .ok_or("ServiceMemoryLeak did not get heart restarted within 90 s")?;
+    leak(token.clone()).await?;
+    let persists = until(Duration::from_secs(90), || async {
+        firing(http, "ServiceMemoryLeakPersists").await
+    })
+    .await
+    .ok_or("ServiceMemoryLeakPersists did not fire within 90 s of the leak returning")?;
+    let raised = until(Duration::from_secs(30), || async {
+        healer_text(http).await.contains("raise-memory")
+    })
+    .await;
+    // Heal: the leak off, the leaked memory freed.
+    let _ = http
+        .delete("http://127.0.0.1:8081/chaos")
+        .bearer_auth(&token)
+        .send()
+        .await;
+    raised.ok_or("the healer took no raise-memory step on ServiceMemoryLeakPersists")?;
+    Ok(format!(
+        "restarted {:.1} s after the leak, the leak returned, ServiceMemoryLeakPersists after {:.1} s, raise-memory step decided",
+        restarted.as_secs_f64(),
+        persists.as_secs_f64()
+    ))
+}
+
 /// PostgreSQL stops: user-service turns not ready, a finding names the database, the healer
 /// does not restart user-service; PostgreSQL back: user-service ready again.
 async fn database_outage(run: &mut Running, http: &reqwest::Client) -> Result<String, String> {
@@ -1238,6 +1318,7 @@ async fn run_scenarios(
         println!("--- from-chart scenario {name}");
         let r = match *name {
             "heart-crash" => heart_crash(&run, &http).await,
+            "memory-leak" => memory_leak(&run, &http).await,
             "database-outage" => database_outage(&mut run, &http).await,
             other => Err(format!("unknown scenario {other}")),
         };
