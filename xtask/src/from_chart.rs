@@ -1074,7 +1074,12 @@ pub async fn start(opts: &Options, breakage: Option<Breakage>) -> anyhow::Result
 // Scenarios
 
 /// The from-chart scenarios.
-pub const SCENARIOS: &[&str] = &["heart-crash", "memory-leak", "database-outage"];
+pub const SCENARIOS: &[&str] = &[
+    "heart-crash",
+    "gateway-errors",
+    "memory-leak",
+    "database-outage",
+];
 
 async fn until<F, Fut>(timeout: Duration, mut probe: F) -> Option<Duration>
 where
@@ -1246,6 +1251,105 @@ async fn memory_leak(run: &Running, http: &reqwest::Client) -> Result<String, St
     ))
 }
 
+/// The gateway fails half its requests under load: the rendered GatewayErrorRatioHigh
+/// (critical) goes by the rendered route to alert-service, which mails it through the rendered
+/// SMTP settings, escalates it after the rendered `escalation_after_secs` (scaled) and takes the
+/// acknowledgement from the link in its own mail (an Alertmanager silence).
+async fn gateway_errors(run: &Running, http: &reqwest::Client) -> Result<String, String> {
+    const ALERT: &str = "GatewayErrorRatioHigh";
+    let token = run
+        .env("api-gateway", "CHAOS_TOKEN")
+        .ok_or("api-gateway has no CHAOS_TOKEN")?
+        .to_owned();
+    let r = http
+        .post("http://127.0.0.1:8080/chaos")
+        .bearer_auth(&token)
+        .json(&json!({"error_rate": 0.5}))
+        .send()
+        .await
+        .map_err(|e| format!("POST /chaos: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!("POST /chaos answered {}", r.status()));
+    }
+    let load_http = http.clone();
+    let load = tokio::spawn(async move {
+        loop {
+            let _ = load_http.get("http://127.0.0.1:8080/beat").send().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mails = |pred: fn(&str) -> bool| {
+        run._smtp
+            .messages()
+            .into_iter()
+            .filter(|m| {
+                m.subject
+                    .as_deref()
+                    .is_some_and(|s| s.contains(ALERT) && pred(s))
+            })
+            .collect::<Vec<_>>()
+    };
+    let outcome = async {
+        let first = until(Duration::from_secs(90), || async {
+            !mails(|s| !s.contains("ESCALATED")).is_empty()
+        })
+        .await
+        .ok_or("no email for GatewayErrorRatioHigh within 90 s")?;
+        let escalated = until(Duration::from_secs(150), || async {
+            !mails(|s| s.contains("ESCALATED")).is_empty()
+        })
+        .await
+        .ok_or("GatewayErrorRatioHigh was not escalated within 150 s of its email")?;
+        let text = mails(|_| true)
+            .into_iter()
+            .map(|m| m.text)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let at = text
+            .find("/api/v1/alerts/")
+            .ok_or("the email carries no acknowledge link")?;
+        let start = text[..at].rfind("http").ok_or("no ack URL")?;
+        let end = text[start..]
+            .find(|c: char| c.is_whitespace() || c == '>' || c == ')' || c == '"')
+            .map_or(text.len(), |e| start + e);
+        let link = &text[start..end];
+        let r = http
+            .post(link)
+            .json(&json!({"by": "from-chart scenario"}))
+            .send()
+            .await
+            .map_err(|e| format!("POST {link}: {e}"))?;
+        if !r.status().is_success() {
+            return Err(format!("the acknowledge link {link} answered {}", r.status()));
+        }
+        let silenced = until(Duration::from_secs(20), || async {
+            let Ok(r) = http.get("http://127.0.0.1:9093/api/v2/silences").send().await else {
+                return false;
+            };
+            let v: Value = r.json().await.unwrap_or_default();
+            v.as_array().into_iter().flatten().any(|s| {
+                s["status"]["state"] == "active" && s.to_string().contains(ALERT)
+            })
+        })
+        .await
+        .ok_or("the acknowledgement made no active silence in Alertmanager")?;
+        Ok::<_, String>(format!(
+            "email after {:.1} s, escalated {:.1} s later, acknowledged through the mailed link (silence in {:.1} s)",
+            first.as_secs_f64(),
+            escalated.as_secs_f64(),
+            silenced.as_secs_f64()
+        ))
+    }
+    .await;
+    load.abort();
+    let _ = http
+        .delete("http://127.0.0.1:8080/chaos")
+        .bearer_auth(&token)
+        .send()
+        .await;
+    outcome
+}
+
 /// PostgreSQL stops: user-service turns not ready, a finding names the database, the healer
 /// does not restart user-service; PostgreSQL back: user-service ready again.
 async fn database_outage(run: &mut Running, http: &reqwest::Client) -> Result<String, String> {
@@ -1319,6 +1423,7 @@ async fn run_scenarios(
         let r = match *name {
             "heart-crash" => heart_crash(&run, &http).await,
             "memory-leak" => memory_leak(&run, &http).await,
+            "gateway-errors" => gateway_errors(&run, &http).await,
             "database-outage" => database_outage(&mut run, &http).await,
             other => Err(format!("unknown scenario {other}")),
         };
