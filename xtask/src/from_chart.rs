@@ -1079,6 +1079,7 @@ pub const SCENARIOS: &[&str] = &[
     "gateway-errors",
     "memory-leak",
     "database-outage",
+    "digest",
 ];
 
 async fn until<F, Fut>(timeout: Duration, mut probe: F) -> Option<Duration>
@@ -1350,6 +1351,42 @@ async fn gateway_errors(run: &Running, http: &reqwest::Client) -> Result<String,
     outcome
 }
 
+/// The digest arrives on the chart's schedule (`digest.interval`, scaled; sent at each interval
+/// boundary) by the rendered channels, and lists the healer's actions (alert-service reads them
+/// from the rendered `AUTO_HEALER_URL`). Run after scenarios in which the healer acted.
+async fn digest(run: &Running) -> Result<String, String> {
+    let config = run
+        .env("alert-service", "ALERT_SERVICE_CONFIG")
+        .ok_or("alert-service has no ALERT_SERVICE_CONFIG")?;
+    let file: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(config).map_err(|e| format!("{config}: {e}"))?,
+    )
+    .map_err(|e| format!("{config}: {e}"))?;
+    let interval = file["digest"]["interval"]
+        .as_str()
+        .and_then(duration_secs)
+        .ok_or("the rendered alert-service configuration schedules no digest")?;
+    // The first boundary may fall before the healer acted: allow two intervals.
+    let found = until(Duration::from_secs(2 * interval + 30), || async {
+        run._smtp.messages().iter().any(|m| {
+            m.subject
+                .as_deref()
+                .is_some_and(|s| s.to_ascii_lowercase().contains("digest"))
+                && m.text.contains("Auto-healer:")
+                && m.text.contains("restart-service")
+        })
+    })
+    .await
+    .ok_or(format!(
+        "no digest listing the healer's restart-service actions within {} s (interval {interval} s)",
+        2 * interval + 30
+    ))?;
+    Ok(format!(
+        "digest (every {interval} s, the chart's 1h scaled) with the healer's actions after {:.0} s more",
+        found.as_secs_f64()
+    ))
+}
+
 /// PostgreSQL stops: user-service turns not ready, a finding names the database, the healer
 /// does not restart user-service; PostgreSQL back: user-service ready again.
 async fn database_outage(run: &mut Running, http: &reqwest::Client) -> Result<String, String> {
@@ -1424,6 +1461,7 @@ async fn run_scenarios(
             "heart-crash" => heart_crash(&run, &http).await,
             "memory-leak" => memory_leak(&run, &http).await,
             "gateway-errors" => gateway_errors(&run, &http).await,
+            "digest" => digest(&run).await,
             "database-outage" => database_outage(&mut run, &http).await,
             other => Err(format!("unknown scenario {other}")),
         };
