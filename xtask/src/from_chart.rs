@@ -923,9 +923,10 @@ pub struct Running {
 impl Running {
     /// Stops every process and the control API.
     pub async fn stop(self) {
-        self.launcher.stop_all().await;
+        // The control API first: the healer must not restart what is being stopped.
         self.control.abort();
         let _ = self.control.await;
+        self.launcher.stop_all().await;
     }
 
     fn env(&self, service: &str, key: &str) -> Option<&str> {
@@ -1049,9 +1050,9 @@ pub async fn start(opts: &Options, breakage: Option<Breakage>) -> anyhow::Result
     .await;
     if let Err(e) = started {
         // Whatever did start stops again: a failed start leaves nothing behind.
-        launcher.stop_all().await;
         control_task.abort();
         let _ = control_task.await;
+        launcher.stop_all().await;
         return Err(e);
     }
     let reaper = launcher.clone();
