@@ -11,16 +11,29 @@
 #      b. database outage (postgres scaled to 0) -> user-service not ready, NOT restarted by the
 #         healer -> database back -> user-service Ready, the user created before still there
 #      c. node NotReady (docker stop of a kind worker) -> health-monitor finding -> the healer
-#         cordons and drains it (PDBs respected) -> docker start -> Ready again
+#         cordons and drains it (PDBs respected) -> docker start -> Ready again -> health-monitor's
+#         node-recovered finding -> the healer uncordons it
+#
+# DISRUPTIVE: step 3 loads the cluster for minutes, step 5 crashes heart, scales postgres to 0
+# (user-service is unavailable for minutes) and stops a kind worker container (its pods are
+# evicted). Run it on a throw-away kind cluster, not one you work in.
+#
+# The waits of step 5 are derived from what is deployed (not guessed): health-monitor's
+# `interval_secs` and `thresholds.not_ready_after` from its ConfigMap, the healer's
+# `cooldown_secs` from its policy ConfigMap, the kubelet's node grace period (50 s) and
+# Alertmanager's group_wait, each plus a margin. The stopped worker is one that hosts none of
+# health-monitor, auto-healer and Alertmanager (moved off it first when both workers host one):
+# the nervous system must survive the outage it is meant to heal.
 #
 # Every wait is bounded. Environment: GATEWAY (http://localhost:8080), PROMETHEUS
-# (http://localhost:9090), HPA_TIMEOUT (s, 240), RECOVERY_TIMEOUT (s, 180).
+# (http://localhost:9090), HPA_TIMEOUT (s, 240), RECOVERY_TIMEOUT (s, 180), MARGIN (s, 60).
 set -euo pipefail
 
 GATEWAY="${GATEWAY:-http://localhost:8080}"
 PROMETHEUS="${PROMETHEUS:-http://localhost:9090}"
 HPA_TIMEOUT="${HPA_TIMEOUT:-240}"
 RECOVERY_TIMEOUT="${RECOVERY_TIMEOUT:-180}"
+MARGIN="${MARGIN:-60}"
 NS=organism
 MON=monitoring
 
@@ -153,6 +166,33 @@ pass "recovery: brain pod $victim deleted, $want replacement(s) Ready"
 echo "MTTR (pod deleted -> replacement Ready): ${mttr} s"
 
 # ---------------------------------------------------------------- 5. the closed loop
+# secs DURATION: seconds of a humantime-style duration (90, 90s, 2m, 1h, 1m30s).
+secs() {
+  local d="$1" total=0 n unit
+  [[ "$d" =~ ^[0-9]+$ ]] && { echo "$d"; return; }
+  while [[ "$d" =~ ^([0-9]+)(ms|s|m|h)(.*)$ ]]; do
+    n="${BASH_REMATCH[1]}"; unit="${BASH_REMATCH[2]}"; d="${BASH_REMATCH[3]}"
+    case "$unit" in ms) ;; s) total=$((total + n)) ;; m) total=$((total + 60 * n)) ;; h) total=$((total + 3600 * n)) ;; esac
+  done
+  echo "$total"
+}
+# config_value CONFIGMAP KEY_REGEX DEFAULT: a top-level or nested `key: value` of the YAML file
+# inside the deployed ConfigMap (first match), or DEFAULT.
+config_value() {
+  local v
+  v="$(kubectl -n "$NS" get configmap "$1" -o json 2>/dev/null \
+        | jq -r '.data | to_entries[0].value // ""' \
+        | sed -n -E "s/^[[:space:]]*($2):[[:space:]]*\"?([^\"#[:space:]]+)\"?.*$/\2/p" | head -1)"
+  echo "${v:-$3}"
+}
+HM_INTERVAL="$(secs "$(config_value health-monitor-config 'interval_secs' 15)")"
+NOT_READY_AFTER="$(secs "$(config_value health-monitor-config 'not_ready_after' 2m)")"
+COOLDOWN="$(secs "$(config_value auto-healer-config 'cooldown_secs' 120)")"
+NODE_GRACE=50      # kube-controller-manager --node-monitor-grace-period (default since 1.29)
+AM_GROUP_WAIT=5    # k8s/values/kube-prometheus-stack.yaml route group_wait
+# A finding needs not_ready_after, then a sweep; Alertmanager groups it; the healer acts.
+FINDING_WAIT=$((NOT_READY_AFTER + HM_INTERVAL + AM_GROUP_WAIT + MARGIN))
+echo "      waits from the deployed config: health-monitor interval ${HM_INTERVAL}s, not_ready_after ${NOT_READY_AFTER}s, healer cooldown ${COOLDOWN}s -> finding wait ${FINDING_WAIT}s"
 CLUSTER="${KIND_CLUSTER_NAME:-$(sed -n 's/^name: *//p' kind-config.yaml 2>/dev/null | head -1)}"
 CLUSTER="${CLUSTER:-organism}"
 elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b - a}'; }
@@ -199,9 +239,10 @@ t0=$(date +%s.%N)
 kubectl -n "$NS" scale statefulset postgres --replicas=0 >/dev/null
 not_ready() { [ "$(kubectl -n "$NS" get deployment user-service -o jsonpath='{.status.readyReplicas}')" = "" ] \
   || [ "$(kubectl -n "$NS" get deployment user-service -o jsonpath='{.status.readyReplicas}')" = 0 ]; }
-retry 120 not_ready || die "user-service stayed ready with its database down"
+retry $((3 * 10 + MARGIN)) not_ready || die "user-service stayed ready with its database down"
 named() { curl -fsS "http://127.0.0.1:18084/api/v1/findings" | jq -e '[.findings[] | select(.dependency == "database")] | length > 0' >/dev/null; }
-retry 120 named || die "no finding names the database"
+# pod-not-ready names the dependency once the pod was not ready for not_ready_after, at a sweep.
+retry "$FINDING_WAIT" named || die "no finding names the database within ${FINDING_WAIT}s (not_ready_after ${NOT_READY_AFTER}s + sweep ${HM_INTERVAL}s + margin)"
 pass "database outage: user-service not ready after $(elapsed "$t0") s, the finding names the database"
 sleep 60
 [ "$(kubectl -n "$NS" get pods -l app.kubernetes.io/name=user-service -o jsonpath='{.items[*].metadata.uid}')" = "$restarts_before" ] \
@@ -213,29 +254,70 @@ retry 300 users_ready || die "user-service did not recover after the database re
 curl -fsS -o /dev/null "$GATEWAY/user/$id" || die "user $id created before the outage is gone"
 pass "database outage: recovered after $(elapsed "$t0") s, user $id kept"
 
-# 5c. node NotReady -> cordon + drain
+# 5c. node NotReady -> cordon + drain -> Ready -> uncordon
 if command -v docker >/dev/null 2>&1; then
-  node="${CLUSTER}-worker2"
+  nervous='app.kubernetes.io/name in (health-monitor,auto-healer,alertmanager)'
+  # nervous_on NODE: the nervous-system pods (any namespace) scheduled on NODE.
+  nervous_on() {
+    kubectl get pods -A -l "$nervous" --field-selector "spec.nodeName=$1" \
+      -o jsonpath='{range .items[*]}{.metadata.namespace}/{.metadata.name}{"\n"}{end}'
+  }
+  workers=($(kubectl get nodes -l '!node-role.kubernetes.io/control-plane' -o jsonpath='{.items[*].metadata.name}'))
+  [ "${#workers[@]}" -ge 2 ] || die "node NotReady needs at least two workers (kind-config.yaml), found ${workers[*]:-none}"
+  node=""
+  for w in "${workers[@]}"; do
+    if [ -z "$(nervous_on "$w")" ]; then node="$w"; break; fi
+  done
+  if [ -z "$node" ]; then
+    # Every worker hosts part of the nervous system: move it off the last worker (cordon it,
+    # delete those pods so their Deployments/StatefulSet recreate them elsewhere), then
+    # uncordon with kubectl (no organism.dev/cordoned-by: not the healer's cordon).
+    node="${workers[${#workers[@]}-1]}"
+    echo "      moving the nervous system off $node: $(nervous_on "$node" | tr '\n' ' ')"
+    kubectl cordon "$node" >/dev/null
+    nervous_on "$node" | while IFS=/ read -r pns pname; do
+      kubectl -n "$pns" delete pod "$pname" --wait=true --timeout=120s >/dev/null
+    done
+    moved() {
+      [ -z "$(nervous_on "$node")" ] \
+        && kubectl -n "$NS" wait pod -l 'app.kubernetes.io/name in (health-monitor,auto-healer)' --for=condition=Ready --timeout=5s >/dev/null 2>&1 \
+        && kubectl -n "$MON" wait pod -l app.kubernetes.io/name=alertmanager --for=condition=Ready --timeout=5s >/dev/null 2>&1
+    }
+    retry 240 moved || { kubectl uncordon "$node" >/dev/null; die "the nervous system did not come up off $node within 240 s"; }
+    kubectl uncordon "$node" >/dev/null
+    # the port-forwards pointed at the old pods
+    ns_forward "$NS" auto-healer 18085:8085
+    ns_forward "$NS" health-monitor 18084:8084
+  fi
+  pass "node NotReady: stopping $node (hosts none of health-monitor, auto-healer, Alertmanager)"
   docker inspect "$node" >/dev/null 2>&1 || die "no kind node container $node"
   t0=$(date +%s.%N)
   docker stop "$node" >/dev/null
   node_not_ready() { [ "$(kubectl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" != True ]; }
-  retry 180 node_not_ready || { docker start "$node" >/dev/null; die "$node never went NotReady"; }
+  retry $((NODE_GRACE + MARGIN)) node_not_ready || { docker start "$node" >/dev/null; die "$node never went NotReady"; }
   cordoned() { [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}')" = true ]; }
-  if retry 240 cordoned; then
+  # node-not-ready after not_ready_after from the Ready transition, a sweep, Alertmanager, the healer.
+  if retry "$FINDING_WAIT" cordoned; then
     pass "node NotReady: $node cordoned by the healer $(elapsed "$t0") s after it stopped"
   else
     docker start "$node" >/dev/null
-    die "the healer did not cordon $node within 240 s"
+    die "the healer did not cordon $node within ${FINDING_WAIT}s of NotReady"
   fi
+  [ "$(kubectl get node "$node" -o go-template='{{index .metadata.annotations "organism.dev/cordoned-by"}}')" = auto-healer ] \
+    || die "$node is cordoned but not marked organism.dev/cordoned-by=auto-healer"
   pdb_ok() { kubectl -n "$NS" get pdb -o json | jq -e 'all(.items[]; .status.currentHealthy >= (.status.desiredHealthy // 0))' >/dev/null; }
   pdb_ok && pass "node NotReady: every PodDisruptionBudget held during the drain"
   docker start "$node" >/dev/null
   node_ready() { [ "$(kubectl get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}')" = True ]; }
   retry 240 node_ready || die "$node did not come back"
+  pass "node NotReady: $node Ready again after $(elapsed "$t0") s"
+  # node-recovered after Ready for not_ready_after, a sweep, Alertmanager; the healer may still be
+  # in its cooldown for this node (it cordoned/drained it moments ago).
+  UNCORDON_WAIT=$((FINDING_WAIT + COOLDOWN))
   uncordoned() { [ "$(kubectl get node "$node" -o jsonpath='{.spec.unschedulable}')" != true ]; }
-  retry 240 uncordoned || echo "note: $node is still cordoned (uncordon it with kubectl uncordon $node)"
-  pass "node NotReady: $node back after $(elapsed "$t0") s"
+  retry "$UNCORDON_WAIT" uncordoned \
+    || die "the healer did not uncordon $node within ${UNCORDON_WAIT}s of it being Ready (kubectl uncordon $node to clean up)"
+  pass "node recovered: $node uncordoned by the healer $(elapsed "$t0") s after it stopped"
 else
   echo "skip  node NotReady: docker not on PATH"
 fi

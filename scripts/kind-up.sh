@@ -4,9 +4,12 @@
 #   scripts/kind-up.sh        (cargo xtask kind-up runs this)
 #
 # 1. create the kind cluster from kind-config.yaml (reused when it exists)
-# 2. docker build -f docker/Dockerfile -t organism:dev . ; kind load docker-image organism:dev
-# 3. helmfile sync (helmfile.yaml; the organism release takes organism:dev from
-#    k8s/values/organism-kind.yaml)
+# 2. docker build -f docker/Dockerfile -t organism:<content tag> . ; kind load docker-image
+#    The tag is derived from the content of everything the image is built from (Cargo files,
+#    services/, libs/, docker/, xtask/; committed or not): changed code gets a new tag, so
+#    the Deployments roll to it; unchanged code keeps its tag and nothing restarts.
+# 3. helmfile sync: every release but organism, then organism alone with
+#    --set image.tag=<content tag> (on top of k8s/values/organism-kind.yaml)
 # 4. wait for every workload, bounded; print the URLs and Grafana's admin credentials
 #
 # Environment: KIND_CLUSTER_NAME (default: the name in kind-config.yaml), WAIT_TIMEOUT (s, 600),
@@ -20,7 +23,22 @@ DOCKER_MEMORY_MIN_MIB=4096
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-IMAGE="organism:dev" # must match k8s/values/organism-kind.yaml
+# content_tag: dev-<12 hex> of the sources the image is built from (tracked and untracked, not
+# ignored); a tree without git falls back to hashing the same directories with find.
+content_tag() {
+  local paths=(Cargo.toml Cargo.lock rust-toolchain.toml services libs docker xtask)
+  {
+    if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+      git ls-files -z --cached --others --exclude-standard -- "${paths[@]}" 2>/dev/null \
+        | sort -z | xargs -0 sha256sum 2>/dev/null || true
+    else
+      find "${paths[@]}" -type f -not -path '*/target/*' -print0 2>/dev/null \
+        | sort -z | xargs -0 sha256sum 2>/dev/null || true
+    fi
+  } | sha256sum | cut -c1-12
+}
+TAG="${ORGANISM_IMAGE_TAG:-dev-$(content_tag)}"
+IMAGE="organism:$TAG" # repository: k8s/values/organism-kind.yaml (image.repository organism)
 CLUSTER="${KIND_CLUSTER_NAME:-$(sed -n 's/^name: *//p' kind-config.yaml | head -1)}"
 CLUSTER="${CLUSTER:-organism}"
 WAIT_TIMEOUT="${WAIT_TIMEOUT:-600}"
@@ -74,7 +92,11 @@ kind load docker-image "$IMAGE" --name "$CLUSTER"
 
 # ---------------------------------------------------------------- 3. deploy
 say "helmfile sync (first run pulls the charts and images: allow several minutes)"
-helmfile --file helmfile.yaml sync
+# helmfile's --set reaches every selected release: the stack first, then organism alone with
+# its image tag (--skip-needs: its needs were synced just before).
+helmfile --file helmfile.yaml --selector 'name!=organism' sync
+say "helmfile sync of organism with image organism:$TAG"
+helmfile --file helmfile.yaml --selector name=organism sync --skip-needs --set "image.tag=$TAG"
 
 # ---------------------------------------------------------------- 4. wait
 # wait_pods NAMESPACE: every non-Job pod Ready, or fail after WAIT_TIMEOUT seconds.

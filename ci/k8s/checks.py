@@ -184,7 +184,7 @@ def cmd_rules_extract(render: str, source: str, out: str) -> int:
 
 
 SEVERITIES = {"critical", "warning", "info"}
-REMEDIATIONS = {"restart-pod", "rollout-restart", "rollback", "scale-up", "cordon-drain", "cleanup"}
+REMEDIATIONS = {"restart-pod", "rollout-restart", "rollback", "scale-up", "raise-memory", "cordon-drain", "uncordon", "cleanup"}
 # Where the healer must never act (it cannot fix these by acting on our pods).
 NO_REMEDIATION = {"BrainLatencyHigh", "UserServiceDatabaseDown"}
 

@@ -13,6 +13,7 @@
 
 mod bench;
 mod explore;
+mod from_chart;
 mod launcher;
 mod probe;
 mod scenario;
@@ -31,6 +32,7 @@ fn usage() -> ExitCode {
         explore                                Grafana Explore offline: log lines, spans, labels, links\n  \
         scenario [NAME|all] [--debug]          fault scenarios, symptom to repair to notification\n  \
         probe [--debug] [--skip-load]          attack and load cases: forged webhooks and acks, cross-site, slowloris, load\n  \
+        from-chart [up|scenario|self-test]     run the rendered chart's configuration locally\n  \
         kind-up                                create a kind cluster and deploy everything\n  \
         kind-e2e                               end-to-end checks against that cluster\n";
     eprint!("{text}");
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         "explore" => explore::run(&rest),
         "scenario" => scenario::run(&rest),
         "probe" => probe::run(&rest),
+        "from-chart" => from_chart::run(&rest),
         "kind-up" => script("scripts/kind-up.sh", &rest),
         "kind-e2e" => script("scripts/kind-e2e.sh", &rest),
         "-h" | "--help" | "help" => return usage(),

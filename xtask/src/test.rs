@@ -149,6 +149,28 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
             "--debug",
         ],
     ));
+    if !skip_k8s {
+        // The rendered chart's own configuration, run locally (xtask/src/from_chart.rs).
+        for (name, sub) in [
+            ("from-chart scenarios", "scenario"),
+            ("from-chart self-test", "self-test"),
+        ] {
+            steps.push(step(
+                name,
+                &[
+                    "cargo",
+                    "run",
+                    "--quiet",
+                    "--package",
+                    "xtask",
+                    "--",
+                    "from-chart",
+                    sub,
+                    "--debug",
+                ],
+            ));
+        }
+    }
     steps.push(step(
         "cargo xtask up smoke",
         &[

@@ -141,6 +141,14 @@ pub struct Options {
 }
 
 pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
+    if args.contains(&"--from-chart") {
+        let rest: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| *a != "--from-chart")
+            .collect();
+        return crate::from_chart::run(&[&["up"][..], &rest].concat());
+    }
     let opts = Options {
         debug: args.contains(&"--debug"),
         no_build: args.contains(&"--no-build"),

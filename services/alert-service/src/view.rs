@@ -110,6 +110,45 @@ pub struct MessageView {
     pub channel: String,
 }
 
+/// The Loki index labels a log link may select on, by the alert label that fills each: Loki
+/// turns the OTLP resource attributes `k8s.namespace.name`, `k8s.pod.name` (the chart sets
+/// both in `OTEL_RESOURCE_ATTRIBUTES`) and `service.name` (`OTEL_SERVICE_NAME`) into the index
+/// labels `k8s_namespace_name`, `k8s_pod_name` and `service_name`.
+pub const LOKI_OTLP_LABELS: [(&str, &str); 3] = [
+    ("namespace", "k8s_namespace_name"),
+    ("pod", "k8s_pod_name"),
+    ("service", "service_name"),
+];
+
+/// The LogQL stream selector of an alert's logs: `{k8s_namespace_name, k8s_pod_name}` for a
+/// pod, else `{service_name}` (with `k8s_namespace_name` when known), else the namespace's;
+/// `None` when the alert names none of them.
+pub fn logql_selector(labels: &LabelSet) -> Option<String> {
+    let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    fn label(alert_label: &str) -> &str {
+        LOKI_OTLP_LABELS
+            .iter()
+            .find(|(a, _)| *a == alert_label)
+            .map_or(alert_label, |(_, l)| *l)
+    }
+    let pick: &[&str] = match (
+        labels.contains_key("namespace"),
+        labels.contains_key("pod"),
+        labels.contains_key("service"),
+    ) {
+        (true, true, _) => &["namespace", "pod"],
+        (true, false, true) => &["namespace", "service"],
+        (false, _, true) => &["service"],
+        (true, false, false) => &["namespace"],
+        _ => return None,
+    };
+    let matchers: Vec<String> = pick
+        .iter()
+        .map(|k| format!("{}=\"{}\"", label(k), q(&labels[*k])))
+        .collect();
+    Some(format!("{{{}}}", matchers.join(", ")))
+}
+
 /// RFC 3339 text of a time.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
@@ -149,20 +188,13 @@ impl Links {
         serde_json::json!({"from": from.to_string(), "to": "now"})
     }
 
-    /// Grafana Explore on Loki: the pod's logs (`{namespace, pod}`), else the service's.
+    /// Grafana Explore on Loki: the pod's logs, else the service's, else the namespace's.
+    ///
+    /// The stream selector uses the index labels Loki's OTLP ingestion makes from the resource
+    /// attributes every service sends ([`LOKI_OTLP_LABELS`]), not Prometheus' `namespace`/`pod`.
     pub fn logs_url(&self, labels: &LabelSet, starts_at: OffsetDateTime) -> Option<String> {
         let g = self.grafana.as_ref()?;
-        let q = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
-        let expr = match (
-            labels.get("namespace"),
-            labels.get("pod"),
-            labels.get("service"),
-        ) {
-            (Some(ns), Some(pod), _) => format!("{{namespace=\"{}\", pod=\"{}\"}}", q(ns), q(pod)),
-            (_, _, Some(svc)) => format!("{{service_name=\"{}\"}}", q(svc)),
-            (Some(ns), None, None) => format!("{{namespace=\"{}\"}}", q(ns)),
-            _ => return None,
-        };
+        let expr = logql_selector(labels)?;
         self.explore(serde_json::json!({
             "datasource": g.loki_uid,
             "queries": [{"refId": "A", "datasource": {"type": "loki", "uid": g.loki_uid}, "expr": expr}],
@@ -519,7 +551,7 @@ mod tests {
                 .unwrap();
         assert_eq!(
             panes["alert"]["queries"][0]["expr"],
-            "{namespace=\"organism\", pod=\"heart-1\"}"
+            "{k8s_namespace_name=\"organism\", k8s_pod_name=\"heart-1\"}"
         );
         assert_eq!(panes["alert"]["datasource"], "loki");
         let traces = reqwest::Url::parse(a.traces_url.as_deref().unwrap()).unwrap();
@@ -531,6 +563,237 @@ mod tests {
             "{resource.service.name=\"heart\"}"
         );
         assert_eq!(v.silences_url, "http://alertmanager:9093/#/silences");
+    }
+
+    fn repo_file(rel: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(rel);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    fn yaml(rel: &str) -> serde_json::Value {
+        serde_yaml_ng::from_str(&repo_file(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+    }
+
+    /// Loki 3's `default_resource_attributes_as_index_labels` (distributor/otlp defaults, see
+    /// grafana.com/docs/loki/latest/get-started/labels/#default-labels-for-opentelemetry):
+    /// the resource attributes OTLP ingestion turns into index labels.
+    const LOKI_DEFAULT_INDEX_ATTRIBUTES: [&str; 17] = [
+        "cloud.availability_zone",
+        "cloud.region",
+        "container.name",
+        "deployment.environment",
+        "k8s.cluster.name",
+        "k8s.container.name",
+        "k8s.cronjob.name",
+        "k8s.daemonset.name",
+        "k8s.deployment.name",
+        "k8s.job.name",
+        "k8s.namespace.name",
+        "k8s.pod.name",
+        "k8s.replicaset.name",
+        "k8s.statefulset.name",
+        "service.instance.id",
+        "service.name",
+        "service.namespace",
+    ];
+
+    /// The Loki stream labels our services' logs get in the cluster, derived from the files
+    /// that decide them: the resource attributes the chart gives every container
+    /// (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` in the Deployment template), the
+    /// collector's logs pipeline (which must reach Loki's native `/otlp` endpoint through
+    /// processors that keep resource attributes) and Loki's OTLP index-label configuration.
+    fn loki_labels_from_config() -> std::collections::BTreeSet<String> {
+        let collector = yaml("k8s/values/opentelemetry-collector.yaml");
+        let config = &collector["config"];
+        let pipeline = &config["service"]["pipelines"]["logs"];
+        let exporters: Vec<&str> = pipeline["exporters"]
+            .as_array()
+            .expect("the collector has a logs pipeline with exporters")
+            .iter()
+            .filter_map(|e| e.as_str())
+            .collect();
+        let to_loki = exporters.iter().any(|e| {
+            e.starts_with("otlphttp")
+                && config["exporters"][*e]["endpoint"]
+                    .as_str()
+                    .is_some_and(|u| {
+                        u.contains("loki") && u.trim_end_matches('/').ends_with("/otlp")
+                    })
+        });
+        assert!(
+            to_loki,
+            "the logs pipeline must export to Loki's native OTLP endpoint (otlphttp .../otlp): {exporters:?}"
+        );
+        for p in pipeline["processors"].as_array().into_iter().flatten() {
+            let p = p.as_str().unwrap_or_default();
+            assert!(
+                p == "memory_limiter"
+                    || p == "batch"
+                    || p.starts_with("memory_limiter/")
+                    || p.starts_with("batch/"),
+                "logs processor {p:?} may rename or drop resource attributes: teach this test what it does"
+            );
+        }
+        let loki = yaml("k8s/values/loki.yaml");
+        assert!(
+            loki["loki"]["limits_config"]["otlp_config"].is_null(),
+            "loki.yaml sets otlp_config: derive the index labels from it here"
+        );
+        let template = repo_file("k8s/charts/organism/templates/deployments.yaml");
+        assert!(
+            template.contains("OTEL_SERVICE_NAME"),
+            "the chart sets OTEL_SERVICE_NAME"
+        );
+        let mut sent: Vec<String> = vec!["service.name".to_owned()];
+        let attr =
+            regex::Regex::new(r#"\b((?:k8s|service|deployment|cloud|container)\.[a-z_.]+)="#)
+                .unwrap();
+        for line in template.lines().filter(|l| l.contains("$attrs")) {
+            for c in attr.captures_iter(line) {
+                sent.push(c[1].to_owned());
+            }
+        }
+        sent.into_iter()
+            .filter(|a| LOKI_DEFAULT_INDEX_ATTRIBUTES.contains(&a.as_str()))
+            .map(|a| a.replace('.', "_"))
+            .collect()
+    }
+
+    /// Every Grafana Explore link in a rendered message: `(datasource, query)`.
+    fn explore_exprs(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::String(s) => {
+                // Bare, or inside Slack mrkdwn `<url|text>` / Markdown `[text](url)`.
+                let mut rest = s.as_str();
+                while let Some(at) = rest.find("http") {
+                    let tail = &rest[at..];
+                    let end = tail
+                        .find(['|', '>', ')', ' ', '"', '\n'])
+                        .unwrap_or(tail.len());
+                    let candidate = &tail[..end];
+                    rest = &tail[end..];
+                    if !candidate.contains("/explore?") {
+                        continue;
+                    }
+                    let url = reqwest::Url::parse(candidate).unwrap();
+                    let panes: serde_json::Value = serde_json::from_str(
+                        &url.query_pairs().find(|(k, _)| k == "panes").unwrap().1,
+                    )
+                    .unwrap();
+                    let pane = &panes["alert"];
+                    let q = &pane["queries"][0];
+                    let text = q["expr"]
+                        .as_str()
+                        .or(q["query"].as_str())
+                        .unwrap_or_default();
+                    out.push((
+                        pane["datasource"].as_str().unwrap_or_default().to_owned(),
+                        text.to_owned(),
+                    ));
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|x| explore_exprs(x, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|x| explore_exprs(x, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn rendered_log_links_select_labels_the_collector_and_loki_produce() {
+        let produced = loki_labels_from_config();
+        for needed in ["service_name", "k8s_namespace_name", "k8s_pod_name"] {
+            assert!(
+                produced.contains(needed),
+                "{needed} not produced: {produced:?}"
+            );
+        }
+        // Datasource UIDs the links use exist in Grafana's provisioning.
+        let stack = yaml("k8s/values/kube-prometheus-stack.yaml");
+        let uids: Vec<&str> = stack["grafana"]["additionalDataSources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["uid"].as_str())
+            .collect();
+        let grafana = crate::config::GrafanaLinks {
+            url: "http://localhost:3000".into(),
+            loki_uid: "loki".into(),
+            tempo_uid: "tempo".into(),
+        };
+        assert!(uids.contains(&grafana.loki_uid.as_str()), "{uids:?}");
+        assert!(uids.contains(&grafana.tempo_uid.as_str()), "{uids:?}");
+
+        let kinds = std::collections::BTreeMap::from([(
+            "slack".to_owned(),
+            crate::config::ChannelKind::Slack,
+        )]);
+        let templates =
+            crate::templates::Templates::compile(&kinds, &std::collections::BTreeMap::new())
+                .unwrap();
+        let matcher = regex::Regex::new(r#"([A-Za-z_][A-Za-z0-9_]*)\s*=~?\s*""#).unwrap();
+        let cases: [&[(&str, &str)]; 3] = [
+            &[
+                ("alertname", "PodCrashLooping"),
+                ("namespace", "organism"),
+                ("pod", "heart-7d9-abc"),
+                ("service", "heart"),
+            ],
+            &[
+                ("alertname", "ServiceDown"),
+                ("service", "heart"),
+                ("instance", "10.0.0.1:8081"),
+            ],
+            &[
+                ("alertname", "DeploymentReplicasUnavailable"),
+                ("namespace", "organism"),
+                ("service", "user-service"),
+            ],
+        ];
+        for labels in cases {
+            let mut view = sample::message("slack");
+            let alert = Alert::firing(labels.iter().copied());
+            let links = Links {
+                public_url: "http://alert-service:8086".into(),
+                grafana: Some(grafana.clone()),
+            };
+            view.alerts = vec![links.alert_view(&alert, None)];
+            let out = templates
+                .render("slack", "message", crate::templates::message_context(&view))
+                .unwrap();
+            let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let mut found = Vec::new();
+            explore_exprs(&json, &mut found);
+            let logs: Vec<&String> = found
+                .iter()
+                .filter(|(ds, _)| ds == "loki")
+                .map(|(_, e)| e)
+                .collect();
+            assert_eq!(
+                logs.len(),
+                1,
+                "one log link in the rendered message: {found:?}"
+            );
+            let selector = logs[0];
+            let used: Vec<String> = matcher
+                .captures_iter(selector)
+                .map(|c| c[1].to_owned())
+                .collect();
+            assert!(!used.is_empty(), "{selector}");
+            for l in &used {
+                assert!(
+                    produced.contains(l),
+                    "the log link {selector} selects on {l:?}, a label Loki never gets from the collector (it gets {produced:?})"
+                );
+            }
+            assert!(
+                found
+                    .iter()
+                    .any(|(ds, q)| ds == "tempo" && q.contains("resource.service.name")),
+                "{found:?}"
+            );
+        }
     }
 
     #[test]

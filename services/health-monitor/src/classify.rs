@@ -18,6 +18,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use crate::config::{DependencyRules, NamespaceFilter, Thresholds};
 use crate::finding::{Finding, FindingKind, ObjectRef, Remediation, Severity};
 
+/// An OOM-killed container restarted at least this often (the kubelet's restart after the
+/// first kill included) was killed again after a restart: `oom-killed` then carries
+/// remediation `raise-memory`.
+pub const OOM_RESTARTS_BEFORE_RAISE: i32 = 2;
+
+/// The annotation the auto-healer puts on a node it cordons (value `auto-healer`) and removes
+/// when it uncordons: only such a node, Ready again, is `node-recovered` (remediation
+/// `uncordon`); a node a human cordoned is left alone.
+pub const CORDONED_BY_ANNOTATION: &str = "organism.dev/cordoned-by";
+
 /// Everything the classifier needs besides the objects: the clock, the thresholds, how to
 /// recognise a dependency in a message, and which namespaces count.
 #[derive(Debug, Clone, Copy)]
@@ -414,7 +424,7 @@ pub fn classify_pod(pod: &Pod, ctx: &Ctx<'_>, events: &EventIndex) -> Vec<Findin
             if t.reason.as_deref() == Some("OOMKilled") {
                 let when = t.finished_at.as_ref().map(ts).unwrap_or(ctx.now);
                 if ctx.now - when <= th.restart_window.as_secs() as i64 {
-                    oom.push((c.name.clone(), when));
+                    oom.push((c.name.clone(), when, c.restart_count));
                     break;
                 }
             }
@@ -473,21 +483,43 @@ pub fn classify_pod(pod: &Pod, ctx: &Ctx<'_>, events: &EventIndex) -> Vec<Findin
         ));
     }
     if !oom.is_empty() {
-        let latest = oom.iter().map(|(_, t)| *t).max();
-        let names: Vec<&str> = oom.iter().map(|(n, _)| n.as_str()).collect();
-        out.push(
-            make(
-                FindingKind::OomKilled,
-                Severity::Warning,
-                format!("Pod {ns}/{pod_name} was OOM-killed"),
-                format!(
-                    "Containers killed for exceeding their memory limit within the last {}: {}. Raise the limit or fix the leak; a restart does not help.",
-                    humantime::format_duration(th.restart_window),
-                    names.join(", ")
-                ),
-            )
-            .with_since(latest),
+        let latest = oom.iter().map(|(_, t, _)| *t).max();
+        let names: Vec<&str> = oom.iter().map(|(n, _, _)| n.as_str()).collect();
+        // The kubelet restarts an OOM-killed container itself: the first kill is answered by a
+        // restart. Killed again after that (restartCount >= OOM_RESTARTS_BEFORE_RAISE) means
+        // restarts did not help, and the healer may raise the memory limit.
+        let repeated: Vec<&str> = oom
+            .iter()
+            .filter(|(_, _, restarts)| *restarts >= OOM_RESTARTS_BEFORE_RAISE)
+            .map(|(n, _, _)| n.as_str())
+            .collect();
+        let mut f = make(
+            FindingKind::OomKilled,
+            Severity::Warning,
+            format!("Pod {ns}/{pod_name} was OOM-killed"),
+            format!(
+                "Containers killed for exceeding their memory limit within the last {}: {}. {}",
+                humantime::format_duration(th.restart_window),
+                names.join(", "),
+                if repeated.is_empty() {
+                    "The kubelet restarted it; if it is killed again, the memory limit may be raised."
+                } else {
+                    "Restarting did not help (killed again after a restart): raise the limit or fix the leak."
+                }
+            ),
+        )
+        .with_since(latest);
+        if let [container] = repeated.as_slice() {
+            f.labels
+                .insert("container".to_owned(), (*container).to_owned());
+        }
+        let workload_ok = matches!(
+            object.workload_kind.as_deref(),
+            Some("Deployment" | "StatefulSet" | "DaemonSet")
         );
+        out.push(f.with_remediation(
+            (!repeated.is_empty() && workload_ok).then_some(Remediation::RaiseMemory),
+        ));
     }
     if !restarting.is_empty() {
         out.push(make(
@@ -624,7 +656,45 @@ pub fn classify_node(node: &Node, ctx: &Ctx<'_>, since: &mut SinceTracker) -> Ve
             .and_then(|t| t.time_added.as_ref())
             .map(ts);
         let since_t = taint_time.unwrap_or_else(|| since.since(&key, ctx.now));
-        if ctx.now - since_t > th.cordoned_for.as_secs() as i64 {
+        let by_healer = node
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(CORDONED_BY_ANNOTATION))
+            .is_some_and(|v| v == "auto-healer");
+        let ready_since = conditions
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready" && c.status == "True")
+            .map(|c| c.last_transition_time.as_ref().map(ts).unwrap_or(ctx.now));
+        let pressure = conditions.into_iter().flatten().any(|c| {
+            matches!(
+                c.type_.as_str(),
+                "MemoryPressure" | "DiskPressure" | "PIDPressure"
+            ) && c.status == "True"
+        });
+        if by_healer
+            && !pressure
+            && let Some(ready_t) = ready_since
+            && ctx.now - ready_t > th.not_ready_after.as_secs() as i64
+        {
+            // Ready again for as long as it took to be cordoned: the healer's cordon is over.
+            out.push(
+                Finding::new(
+                    FindingKind::NodeRecovered,
+                    Severity::Info,
+                    object,
+                    format!("Node {node_name}, cordoned by the auto-healer, is Ready again"),
+                    format!(
+                        "Ready for {} and cordoned since {} ago by the auto-healer ({CORDONED_BY_ANNOTATION}); it can take pods again.",
+                        age(ctx.now, ready_t),
+                        age(ctx.now, since_t)
+                    ),
+                )
+                .with_remediation(Some(Remediation::Uncordon))
+                .with_since(Some(ready_t)),
+            );
+        } else if ctx.now - since_t > th.cordoned_for.as_secs() as i64 {
             out.push(
                 Finding::new(
                     FindingKind::NodeCordonedLong,

@@ -53,6 +53,8 @@ pub enum FindingKind {
     NodePidPressure,
     /// A node has been cordoned for too long.
     NodeCordonedLong,
+    /// A node the auto-healer cordoned is Ready again (remediation `uncordon`).
+    NodeRecovered,
     /// A Service has no ready endpoint.
     ServiceNoReadyEndpoints,
     /// A control-plane component is unhealthy.
@@ -67,7 +69,7 @@ pub enum FindingKind {
 
 impl FindingKind {
     /// Every kind, in declaration order.
-    pub const ALL: [FindingKind; 24] = [
+    pub const ALL: [FindingKind; 25] = [
         FindingKind::CrashLoopBackOff,
         FindingKind::OomKilled,
         FindingKind::ImagePullBackOff,
@@ -87,6 +89,7 @@ impl FindingKind {
         FindingKind::NodeDiskPressure,
         FindingKind::NodePidPressure,
         FindingKind::NodeCordonedLong,
+        FindingKind::NodeRecovered,
         FindingKind::ServiceNoReadyEndpoints,
         FindingKind::ControlPlaneUnhealthy,
         FindingKind::MetricCheck,
@@ -118,6 +121,7 @@ impl FindingKind {
             FindingKind::NodeDiskPressure => "node-disk-pressure",
             FindingKind::NodePidPressure => "node-pid-pressure",
             FindingKind::NodeCordonedLong => "node-cordoned-long",
+            FindingKind::NodeRecovered => "node-recovered",
             FindingKind::ServiceNoReadyEndpoints => "service-no-ready-endpoints",
             FindingKind::ControlPlaneUnhealthy => "control-plane-unhealthy",
             FindingKind::MetricCheck => "metric-check",
@@ -200,8 +204,12 @@ pub enum Remediation {
     Rollback,
     /// Add capacity (replicas, or the HPA's maximum).
     ScaleUp,
+    /// Raise the workload's memory limit (an OOM kill that restarts did not cure).
+    RaiseMemory,
     /// Cordon and drain the node.
     CordonDrain,
+    /// Make a node the healer cordoned schedulable again (it is Ready again).
+    Uncordon,
     /// Delete what is left over (failed pods, pods stuck terminating).
     Cleanup,
 }
@@ -214,7 +222,9 @@ impl Remediation {
             Remediation::RolloutRestart => "rollout-restart",
             Remediation::Rollback => "rollback",
             Remediation::ScaleUp => "scale-up",
+            Remediation::RaiseMemory => "raise-memory",
             Remediation::CordonDrain => "cordon-drain",
+            Remediation::Uncordon => "uncordon",
             Remediation::Cleanup => "cleanup",
         }
     }

@@ -146,7 +146,10 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
     assert_eq!(labels["remediation"], "restart-pod");
 
     let f = find(&findings, FindingKind::OomKilled, "brain-7c8d9f6b5-q9w8e");
-    assert_eq!(f.remediation, None, "a restart does not fix an OOM kill");
+    assert_eq!(
+        f.remediation, None,
+        "one OOM kill (restartCount 1): the kubelet's restart may be enough"
+    );
     assert_eq!(
         f.since,
         Some(datetime!(2026-11-22 09:55:01 UTC).unix_timestamp())
@@ -235,6 +238,16 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
     find(&findings, FindingKind::NodeMemoryPressure, "kind-worker2");
     find(&findings, FindingKind::NodeDiskPressure, "kind-worker4");
     find(&findings, FindingKind::NodePidPressure, "kind-worker5");
+    let f = find(&findings, FindingKind::NodeRecovered, "kind-worker8");
+    assert_eq!(f.remediation, Some(Remediation::Uncordon));
+    assert_eq!(f.alert_labels()["node"], "kind-worker8");
+    assert_eq!(f.alert_labels()["remediation"], "uncordon");
+    assert!(
+        findings
+            .iter()
+            .all(|f| !(f.object.name == "kind-worker6" && f.finding == FindingKind::NodeRecovered)),
+        "kind-worker6 was cordoned by a human: never uncordoned by the healer"
+    );
     let f = find(&findings, FindingKind::NodeCordonedLong, "kind-worker6");
     assert_eq!(
         f.since,
@@ -350,6 +363,102 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
         }
         assert!(kinds.contains(&k), "{k} not covered by the fixtures");
     }
+}
+
+/// The brain pod of the fixture, OOM-killed again after the kubelet restarted it once.
+fn oom_killed_twice() -> k8s_openapi::api::core::v1::Pod {
+    let list: Value = serde_json::from_str(&fixture("pods-unhealthy.json")).unwrap();
+    let mut pod = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["metadata"]["name"] == "brain-7c8d9f6b5-q9w8e")
+        .unwrap()
+        .clone();
+    pod["status"]["containerStatuses"][0]["restartCount"] = serde_json::json!(2);
+    serde_json::from_value(pod).unwrap()
+}
+
+#[test]
+fn an_oom_kill_after_a_restart_asks_for_more_memory() {
+    let env = Env::new();
+    let pod = oom_killed_twice();
+    let findings = health_monitor::classify::classify_pod(
+        &pod,
+        &env.ctx(now()),
+        &health_monitor::classify::EventIndex::new(),
+    );
+    let f = find(&findings, FindingKind::OomKilled, "brain-7c8d9f6b5-q9w8e");
+    assert_eq!(f.remediation, Some(Remediation::RaiseMemory));
+    let l = f.alert_labels();
+    // Exactly what the auto-healer's `oom-killed` rule matches and its raise-memory-limit
+    // action needs: remediation, finding =~ "oom.*", namespace, the Deployment and container.
+    assert_eq!(l["remediation"], "raise-memory");
+    assert_eq!(l["finding"], "oom-killed");
+    assert_eq!(l["namespace"], "organism");
+    assert_eq!(l["workload_kind"], "Deployment");
+    assert_eq!(l["workload"], "brain");
+    assert_eq!(l["container"], "brain");
+    assert!(
+        f.description.contains("Restarting did not help"),
+        "{}",
+        f.description
+    );
+
+    // Outside the restart window it is history, not a finding.
+    let later = health_monitor::classify::classify_pod(
+        &pod,
+        &env.ctx(now() + 3600),
+        &health_monitor::classify::EventIndex::new(),
+    );
+    assert!(later.iter().all(|f| f.finding != FindingKind::OomKilled));
+}
+
+#[test]
+fn a_healer_cordoned_node_is_uncordoned_only_when_ready_long_enough() {
+    let mut cluster = Cluster::default();
+    load(&mut cluster, "nodes.json");
+    let node: Node = (**cluster
+        .nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some("kind-worker8"))
+        .unwrap())
+    .clone();
+    let env = Env::new();
+    let mut since = SinceTracker::default();
+    // Ready since 09:40; not_ready_after is 2 minutes: at 09:41 it is too early.
+    let early = datetime!(2026-11-22 09:41:00 UTC).unix_timestamp();
+    assert!(
+        classify_node(&node, &env.ctx(early), &mut since)
+            .iter()
+            .all(|f| f.finding != FindingKind::NodeRecovered)
+    );
+    let f = classify_node(&node, &env.ctx(now()), &mut since);
+    assert_eq!(f.len(), 1, "{f:#?}");
+    assert_eq!(f[0].finding, FindingKind::NodeRecovered);
+    assert_eq!(f[0].remediation, Some(Remediation::Uncordon));
+
+    // Not Ready: no uncordon (the healer's node-not-ready path owns it).
+    let mut sick = node.clone();
+    for c in sick.status.as_mut().unwrap().conditions.as_mut().unwrap() {
+        if c.type_ == "Ready" {
+            c.status = "False".into();
+        }
+    }
+    assert!(
+        classify_node(&sick, &env.ctx(now()), &mut since)
+            .iter()
+            .all(|f| f.finding != FindingKind::NodeRecovered)
+    );
+    // Uncordoned (the healer removed its annotation with the cordon): nothing left to do.
+    let mut done = node.clone();
+    done.spec.as_mut().unwrap().unschedulable = Some(false);
+    done.metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove("organism.dev/cordoned-by");
+    assert!(classify_node(&done, &env.ctx(now()), &mut since).is_empty());
 }
 
 #[test]

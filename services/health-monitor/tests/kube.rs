@@ -258,3 +258,163 @@ async fn control_plane_checks_use_the_api_servers_verbose_health_endpoints() {
         findings[0].description
     );
 }
+
+fn rfc3339_ago(secs: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() - time::Duration::seconds(secs);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn fixture_node(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nodes.json");
+    let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no node {name} in the fixture"))
+        .clone()
+}
+
+/// The producers of the healer's `raise-memory` and `uncordon` actions, through the kube API:
+/// a pod OOM-killed again after a restart and a node the healer cordoned that is Ready again
+/// arrive by list (GET /api/v1/pods, GET /api/v1/nodes); the board's alerts carry the labels
+/// the auto-healer's `oom-killed` and `node-recovered` rules match. A human's cordon is not
+/// touched.
+#[tokio::test]
+async fn oom_kills_after_a_restart_and_a_recovered_healer_cordon_become_remediations() {
+    use health_monitor::finding::Remediation;
+    use k8s_openapi::api::core::v1::Node;
+
+    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(svc, "default");
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).unwrap();
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = mpsc::channel::<Change>(100);
+    let wc = WatchContext {
+        tx,
+        metrics: metrics.clone(),
+        ready: None,
+        shutdown: shutdown.clone(),
+    };
+    let pods = kube_watch::reflect(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default(),
+        Kind::Pod,
+        |p: &Pod| Some(kube_watch::target_of_object(p, Kind::Pod)),
+        wc.clone(),
+    );
+    let nodes = kube_watch::reflect(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        Kind::Node,
+        |n: &Node| Some(kube_watch::target_of_object(n, Kind::Node)),
+        wc,
+    );
+    let board = Board::new();
+    let evaluator = Evaluator::new(
+        Stores {
+            pods: vec![pods],
+            nodes: vec![nodes],
+            ..Stores::default()
+        },
+        board.clone(),
+        metrics.clone(),
+    );
+    let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(FileConfig::default()));
+    tokio::spawn(kube_watch::run_evaluator(
+        evaluator,
+        rx,
+        cfg_rx,
+        shutdown.clone(),
+    ));
+
+    // brain, OOM-killed a minute ago for the second time (restartCount 2).
+    let mut brain = with_rv(fixture_pod("brain-7c8d9f6b5-q9w8e"), "10");
+    brain["status"]["containerStatuses"][0]["restartCount"] = json!(2);
+    brain["status"]["containerStatuses"][0]["lastState"]["terminated"]["finishedAt"] =
+        json!(rfc3339_ago(60));
+    // kind-worker8: cordoned by the healer, Ready again for 10 minutes; kind-worker6: cordoned by
+    // a human (no annotation), Ready.
+    let mut recovered = fixture_node("kind-worker8");
+    recovered["metadata"]["resourceVersion"] = json!("11");
+    for c in recovered["status"]["conditions"].as_array_mut().unwrap() {
+        if c["type"] == "Ready" {
+            c["lastTransitionTime"] = json!(rfc3339_ago(600));
+        }
+    }
+    let mut human = fixture_node("kind-worker6");
+    human["metadata"]["resourceVersion"] = json!("12");
+
+    let mut pending_watches = Vec::new();
+    let mut listed = Vec::new();
+    let serve = async {
+        while listed.len() < 2 {
+            let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
+                .await
+                .expect("no request within 10 s")
+                .expect("the client is gone");
+            assert_eq!(req.method(), Method::GET);
+            let q = query_pairs(&req);
+            let path = req.uri().path().to_owned();
+            if param(&q, "watch") == Some("true") {
+                // Keep watches open and silent: the lists are what this test is about.
+                pending_watches.push(send);
+                continue;
+            }
+            match path.as_str() {
+                "/api/v1/pods" => send.send_response(ok(pod_list("100", vec![brain.clone()]))),
+                "/api/v1/nodes" => send.send_response(ok(serde_json::to_vec(&json!({
+                    "apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "100"},
+                    "items": [recovered.clone(), human.clone()]
+                }))
+                .unwrap())),
+                other => panic!("unexpected request GET {other}?{q:?}"),
+            }
+            listed.push(path);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), serve)
+        .await
+        .expect("lists timed out");
+    listed.sort();
+    assert_eq!(listed, ["/api/v1/nodes", "/api/v1/pods"]);
+
+    let both = wait_until(Duration::from_secs(10), || async {
+        let all = board.all();
+        all.iter()
+            .any(|f| f.finding == FindingKind::OomKilled && f.remediation.is_some())
+            && all.iter().any(|f| f.finding == FindingKind::NodeRecovered)
+    })
+    .await;
+    assert!(both, "{:#?}", board.all());
+    let all = board.all();
+    let oom = all
+        .iter()
+        .find(|f| f.finding == FindingKind::OomKilled)
+        .unwrap();
+    assert_eq!(oom.remediation, Some(Remediation::RaiseMemory));
+    let l = oom.alert_labels();
+    assert_eq!(l["remediation"], "raise-memory");
+    assert_eq!(l["workload_kind"], "Deployment");
+    assert_eq!(l["workload"], "brain");
+    assert_eq!(l["namespace"], "organism");
+    assert_eq!(l["container"], "brain");
+    let node = all
+        .iter()
+        .find(|f| f.finding == FindingKind::NodeRecovered)
+        .unwrap();
+    assert_eq!(node.object.name, "kind-worker8");
+    let l = node.alert_labels();
+    assert_eq!(l["remediation"], "uncordon");
+    assert_eq!(l["node"], "kind-worker8");
+    assert!(
+        all.iter()
+            .all(|f| !(f.object.name == "kind-worker6" && f.remediation.is_some())),
+        "a human's cordon gets no remediation: {all:#?}"
+    );
+    shutdown.cancel();
+    drop(pending_watches);
+}

@@ -110,7 +110,7 @@ async fn slack_teams_and_webhook_payloads_have_the_accepted_shapes() {
         serde_json::from_str(&url.query_pairs().find(|(k, _)| k == "panes").unwrap().1).unwrap();
     assert_eq!(
         panes["alert"]["queries"][0]["expr"],
-        "{namespace=\"organism\", pod=\"heart-7d9c8b6f5-abcde\"}"
+        "{k8s_namespace_name=\"organism\", k8s_pod_name=\"heart-7d9c8b6f5-abcde\"}"
     );
     app.stop().await;
 }

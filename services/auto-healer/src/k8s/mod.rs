@@ -30,6 +30,9 @@ use crate::policy::{self, Action};
 pub const MANAGER: &str = "auto-healer";
 /// The Event `reportingController`.
 pub const REPORTING_CONTROLLER: &str = "organism.dev/auto-healer";
+/// The annotation on a node the healer cordoned (value `auto-healer`), removed on uncordon.
+pub const CORDONED_BY: &str = "organism.dev/cordoned-by";
+
 /// The annotation `kubectl rollout restart` sets.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 /// The ReplicaSet/Deployment revision annotation.
@@ -644,7 +647,12 @@ impl KubePlatform {
             .patch(
                 node,
                 &PatchParams::default(),
-                &Patch::Merge(&json!({"spec": {"unschedulable": value}})),
+                // The annotation says who cordoned: health-monitor offers `uncordon` only for
+                // nodes the healer cordoned (a human's cordon is left alone); null removes it.
+                &Patch::Merge(&json!({
+                    "metadata": {"annotations": {CORDONED_BY: if value { json!("auto-healer") } else { serde_json::Value::Null }}},
+                    "spec": {"unschedulable": value},
+                })),
             )
             .await
             .map(drop)

@@ -367,9 +367,23 @@ async fn cordon_and_uncordon() {
         call("PATCH", "/api/v1/nodes/n1", node("n1", false, true)).body(|b| {
             assert_eq!(b["__content_type"], "application/merge-patch+json");
             assert_eq!(b["spec"], json!({"unschedulable": true}));
+            assert_eq!(
+                b["metadata"]["annotations"]["organism.dev/cordoned-by"],
+                "auto-healer"
+            );
         }),
-        call("PATCH", "/api/v1/nodes/n1", node("n1", true, false))
-            .body(|b| assert_eq!(b["spec"], json!({"unschedulable": false}))),
+        call("PATCH", "/api/v1/nodes/n1", node("n1", true, false)).body(|b| {
+            assert_eq!(b["spec"], json!({"unschedulable": false}));
+            // null in a merge patch removes the annotation.
+            assert!(
+                b["metadata"]["annotations"]
+                    .as_object()
+                    .unwrap()
+                    .get("organism.dev/cordoned-by")
+                    .unwrap()
+                    .is_null()
+            );
+        }),
     ]);
     let p = platform(client);
     let n1 = Target::Node { name: "n1".into() };
