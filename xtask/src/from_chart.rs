@@ -409,7 +409,7 @@ impl Resolver {
         }))
     }
 
-    /// A URL with its cluster host:port replaced by 127.0.0.1:<loopback port>.
+    /// A URL with its cluster `host:port` replaced by `127.0.0.1:<loopback port>`.
     pub fn url(&self, text: &str) -> anyhow::Result<String> {
         let Ok(mut url) = reqwest::Url::parse(text) else {
             return Ok(text.to_owned());

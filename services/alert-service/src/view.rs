@@ -757,6 +757,7 @@ mod tests {
             let links = Links {
                 public_url: "http://alert-service:8086".into(),
                 grafana: Some(grafana.clone()),
+                signer: None,
             };
             view.alerts = vec![links.alert_view(&alert, None)];
             let out = templates
