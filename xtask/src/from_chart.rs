@@ -129,7 +129,8 @@ pub const LOCAL_PLATFORM: &[(&str, &str, &str, &str)] = &[
 /// A wiring fault the self-test injects into the render; each must fail a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Breakage {
-    /// auto-healer's `AUTO_HEALER_TOKEN` renamed: the healer refuses Alertmanager's webhooks.
+    /// auto-healer's `AUTO_HEALER_TOKEN` renamed: the token is required, so the healer stops at
+    /// start with a configuration error (exit code 2) naming the variable.
     WrongEnvName,
     /// Alertmanager's auto-healer receiver points at a Service that does not exist.
     MissingService,
@@ -143,7 +144,7 @@ impl Breakage {
     /// What the failing scenario must say: the breakage was caught for its own reason.
     pub fn expected_failure(self) -> &'static str {
         match self {
-            Breakage::WrongEnvName => "without a token",
+            Breakage::WrongEnvName => "auto-healer did not become ready (exited (2))",
             Breakage::MissingService => "not a Service of the deployment",
             Breakage::MissingToken => "has no key auto-healer",
             Breakage::NonMatchingReceiver => "was not restarted",
@@ -1001,9 +1002,18 @@ pub async fn start(opts: &Options, breakage: Option<Breakage>) -> anyhow::Result
             .await
             .context("Prometheus did not start with the rendered rules")?;
         for p in &plans {
-            launcher::wait_http_ok(p.port, "/readyz", Duration::from_secs(30))
-                .await
-                .with_context(|| format!("{} did not become ready", p.name))?;
+            if let Err(e) = launcher::wait_http_ok(p.port, "/readyz", Duration::from_secs(30)).await
+            {
+                launcher.reap();
+                let state = launcher.status()["services"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|s| s["name"] == p.name.as_str())
+                    .and_then(|s| s["state"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unknown".into());
+                return Err(e.context(format!("{} did not become ready ({state})", p.name)));
+            }
         }
         Ok(())
     }
