@@ -46,6 +46,27 @@ pub struct ValidUser {
     pub email: String,
 }
 
+/// Bidirectional embedding, override and isolate controls (U+202A–U+202E, U+2066–U+2069): they
+/// reorder what is displayed around them, so a name could show something other than it is.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Characters that render as nothing: zero-width spaces and joiners, marks, word joiners, the
+/// byte-order mark, the soft hyphen. Allowed inside a name (joiners belong to some scripts and
+/// emoji), but a name made only of them is blank.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{FEFF}'
+    ) || is_bidi_control(c)
+}
+
 impl UserInput {
     /// Checks every field; the first invalid one is named in a 422.
     pub fn validate(self) -> Result<ValidUser, ApiError> {
@@ -63,6 +84,18 @@ impl UserInput {
             return Err(ApiError::invalid_field(
                 "name",
                 "name must not contain control characters",
+            ));
+        }
+        if name.chars().any(is_bidi_control) {
+            return Err(ApiError::invalid_field(
+                "name",
+                "name must not contain bidirectional override or isolate characters",
+            ));
+        }
+        if name.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+            return Err(ApiError::invalid_field(
+                "name",
+                "name must contain a visible character",
             ));
         }
         let email = self.email.trim();
@@ -129,6 +162,10 @@ mod tests {
             ("   ", "a@example.org", "name"),
             (long.as_str(), "a@example.org", "name"),
             ("bell\u{7}", "a@example.org", "name"),
+            ("\u{200B}\u{200D}\u{FEFF}", "a@example.org", "name"),
+            ("\u{2060} \u{200C}", "a@example.org", "name"),
+            ("Ada\u{202E}gnp.exe", "a@example.org", "name"),
+            ("\u{2067}Ada\u{2069}", "a@example.org", "name"),
             ("Ada", "", "email"),
             ("Ada", "not-an-email", "email"),
             ("Ada", "ada@localhost", "email"),
@@ -140,6 +177,17 @@ mod tests {
             assert_eq!(err.status().as_u16(), 422, "{name:?} {email:?}");
             assert_eq!(err.field(), Some(field), "{name:?} {email:?}: {err}");
         }
+    }
+
+    #[test]
+    fn joiners_inside_a_visible_name_are_kept() {
+        // U+200C ZERO WIDTH NON-JOINER is part of Persian spelling; U+200D joins emoji.
+        assert!(input("می\u{200C}خواهم", "p@example.org").validate().is_ok());
+        assert!(
+            input("Ada \u{1F469}\u{200D}\u{1F4BB}", "a@example.org")
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
