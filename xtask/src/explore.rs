@@ -38,30 +38,6 @@ const SERVER: i32 = 2;
 /// The namespace the services are said to run in (downward API, as the chart sets it).
 const NAMESPACE: &str = "organism";
 
-/// Resource attributes Loki 3 turns into index labels by default (`distributor.otlp_config`
-/// `default_resource_attributes_as_index_labels`), dots becoming underscores; every other
-/// resource attribute becomes structured metadata.
-const LOKI_DEFAULT_INDEX_LABELS: &[&str] = &[
-    "cloud.availability_zone",
-    "cloud.region",
-    "container.name",
-    "deployment.environment",
-    "deployment.environment.name",
-    "k8s.cluster.name",
-    "k8s.container.name",
-    "k8s.cronjob.name",
-    "k8s.daemonset.name",
-    "k8s.deployment.name",
-    "k8s.job.name",
-    "k8s.namespace.name",
-    "k8s.pod.name",
-    "k8s.replicaset.name",
-    "k8s.statefulset.name",
-    "service.instance.id",
-    "service.name",
-    "service.namespace",
-];
-
 /// Collector processors that leave resource and log attributes as they are.
 const ATTRIBUTE_NEUTRAL_PROCESSORS: &[&str] = &["memory_limiter", "batch"];
 
@@ -260,7 +236,7 @@ fn check_collector() -> anyhow::Result<()> {
 fn loki_labels(resource: &[(String, String)]) -> BTreeMap<String, String> {
     resource
         .iter()
-        .filter(|(k, _)| LOKI_DEFAULT_INDEX_LABELS.contains(&k.as_str()))
+        .filter(|(k, _)| testbed::LOKI_DEFAULT_INDEX_ATTRIBUTES.contains(&k.as_str()))
         .map(|(k, v)| (k.replace('.', "_"), v.clone()))
         .collect()
 }

@@ -10,6 +10,8 @@
 //! - [`promtool_check_metrics`]: `promtool check metrics` on a `/metrics` body.
 //! - [`HttpSink`], a local axum server recording every request and answering a chosen status:
 //!   the far end of webhook, Slack and Teams deliveries.
+//! - [`LOKI_DEFAULT_INDEX_ATTRIBUTES`]: what Loki's OTLP ingestion indexes, for tests that check
+//!   log links and Explore queries against the labels Loki really has.
 //!
 //! Every server runs in its own temp dir on a free port, is waited for (bounded; a failure panics
 //! with the server's log tail), and is killed with its process group when dropped. Servers are
@@ -26,6 +28,31 @@ mod process;
 mod prometheus;
 mod promtool;
 mod smtp;
+
+/// Resource attributes Loki 3 turns into index labels by default (`distributor.otlp_config`
+/// `default_resource_attributes_as_index_labels`; grafana.com/docs/loki/latest/get-started/labels/
+/// #default-labels-for-opentelemetry), dots becoming underscores in the label name; every other
+/// resource attribute becomes structured metadata.
+pub const LOKI_DEFAULT_INDEX_ATTRIBUTES: &[&str] = &[
+    "cloud.availability_zone",
+    "cloud.region",
+    "container.name",
+    "deployment.environment",
+    "deployment.environment.name",
+    "k8s.cluster.name",
+    "k8s.container.name",
+    "k8s.cronjob.name",
+    "k8s.daemonset.name",
+    "k8s.deployment.name",
+    "k8s.job.name",
+    "k8s.namespace.name",
+    "k8s.pod.name",
+    "k8s.replicaset.name",
+    "k8s.statefulset.name",
+    "service.instance.id",
+    "service.name",
+    "service.namespace",
+];
 
 use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};

@@ -576,29 +576,6 @@ mod tests {
         serde_yaml_ng::from_str(&repo_file(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }
 
-    /// Loki 3's `default_resource_attributes_as_index_labels` (distributor/otlp defaults, see
-    /// grafana.com/docs/loki/latest/get-started/labels/#default-labels-for-opentelemetry):
-    /// the resource attributes OTLP ingestion turns into index labels.
-    const LOKI_DEFAULT_INDEX_ATTRIBUTES: [&str; 17] = [
-        "cloud.availability_zone",
-        "cloud.region",
-        "container.name",
-        "deployment.environment",
-        "k8s.cluster.name",
-        "k8s.container.name",
-        "k8s.cronjob.name",
-        "k8s.daemonset.name",
-        "k8s.deployment.name",
-        "k8s.job.name",
-        "k8s.namespace.name",
-        "k8s.pod.name",
-        "k8s.replicaset.name",
-        "k8s.statefulset.name",
-        "service.instance.id",
-        "service.name",
-        "service.namespace",
-    ];
-
     /// The Loki stream labels our services' logs get in the cluster, derived from the files
     /// that decide them: the resource attributes the chart gives every container
     /// (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES` in the Deployment template), the
@@ -656,7 +633,7 @@ mod tests {
             }
         }
         sent.into_iter()
-            .filter(|a| LOKI_DEFAULT_INDEX_ATTRIBUTES.contains(&a.as_str()))
+            .filter(|a| testbed::LOKI_DEFAULT_INDEX_ATTRIBUTES.contains(&a.as_str()))
             .map(|a| a.replace('.', "_"))
             .collect()
     }
