@@ -24,6 +24,13 @@ fn step(name: &'static str, command: &[&str]) -> Step {
     }
 }
 
+/// A step that runs another `cargo xtask` command (`cargo run --quiet --package xtask -- ARGS`).
+fn xtask_step(name: &'static str, args: &[&str]) -> Step {
+    let mut command = vec!["cargo", "run", "--quiet", "--package", "xtask", "--"];
+    command.extend_from_slice(args);
+    step(name, &command)
+}
+
 fn have_nextest() -> bool {
     Command::new("cargo")
         .args(["nextest", "--version"])
@@ -108,46 +115,16 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
             &["bash", "ci/stack/verify.sh", "--self-test"],
         ));
     }
-    steps.push(step(
-        "Grafana Explore (offline)",
-        &[
-            "cargo",
-            "run",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--",
-            "explore",
-        ],
-    ));
-    steps.push(step(
+    steps.push(xtask_step("Grafana Explore (offline)", &["explore"]));
+    steps.push(xtask_step(
         "closed-loop scenarios",
-        &[
-            "cargo",
-            "run",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--",
-            "scenario",
-            "all",
-            "--debug",
-        ],
+        &["scenario", "all", "--debug"],
     ));
     // Attack and load cases: nobody without a credential steers the system, load never
     // triggers a repair.
-    steps.push(step(
+    steps.push(xtask_step(
         "probe (attack and load cases)",
-        &[
-            "cargo",
-            "run",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--",
-            "probe",
-            "--debug",
-        ],
+        &["probe", "--debug"],
     ));
     if !skip_k8s {
         // The rendered chart's own configuration, run locally (xtask/src/from_chart.rs).
@@ -155,35 +132,12 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
             ("from-chart scenarios", "scenario"),
             ("from-chart self-test", "self-test"),
         ] {
-            steps.push(step(
-                name,
-                &[
-                    "cargo",
-                    "run",
-                    "--quiet",
-                    "--package",
-                    "xtask",
-                    "--",
-                    "from-chart",
-                    sub,
-                    "--debug",
-                ],
-            ));
+            steps.push(xtask_step(name, &["from-chart", sub, "--debug"]));
         }
     }
-    steps.push(step(
+    steps.push(xtask_step(
         "cargo xtask up smoke",
-        &[
-            "cargo",
-            "run",
-            "--quiet",
-            "--package",
-            "xtask",
-            "--",
-            "up",
-            "--debug",
-            "--smoke",
-        ],
+        &["up", "--debug", "--smoke"],
     ));
 
     let mut results = Vec::new();
