@@ -107,8 +107,9 @@ def cmd_split(render: str, outdir: str) -> int:
 
 
 def strictify(schema):
-    """Reject unknown fields wherever the CRD schema lists properties and does not say
-    x-kubernetes-preserve-unknown-fields (structural schemas prune those fields on the server)."""
+    """openAPIV3Schema -> JSON Schema that rejects unknown fields wherever the schema lists
+    properties and does not say x-kubernetes-preserve-unknown-fields (structural schemas prune
+    those fields on the server), and understands nullable and int-or-string."""
     if isinstance(schema, dict):
         for k, v in list(schema.items()):
             if k in ("properties", "patternProperties"):
@@ -122,7 +123,9 @@ def strictify(schema):
         if "properties" in schema and "additionalProperties" not in schema \
                 and not schema.get("x-kubernetes-preserve-unknown-fields"):
             schema["additionalProperties"] = False
-        # openAPIV3 `nullable: true` means null is accepted too.
+        if schema.get("x-kubernetes-int-or-string"):
+            schema.pop("type", None)
+            schema["anyOf"] = [{"type": "integer"}, {"type": "string"}]
         if schema.get("nullable") and isinstance(schema.get("type"), str):
             schema["type"] = [schema["type"], "null"]
     return schema

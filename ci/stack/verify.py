@@ -52,6 +52,10 @@ sys.dont_write_bytecode = True  # no __pycache__ beside the sources
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from render import load_docs  # noqa: E402
 
+# One CRD-schema strictifier for both validators (ci/k8s/checks.py has it).
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "k8s"))
+from checks import strictify  # noqa: E402
+
 CLUSTER_SCOPED = {
     "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding", "APIService", "Namespace",
     "PersistentVolume", "StorageClass", "PriorityClass", "ValidatingWebhookConfiguration",
@@ -248,30 +252,6 @@ def ns_labels(ns: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------ schema
-
-
-def strictify(schema):
-    """openAPIV3Schema -> JSON Schema that rejects unknown fields (as a structural schema prunes
-    them) and understands nullable / int-or-string."""
-    if isinstance(schema, dict):
-        for k, v in list(schema.items()):
-            if k in ("properties", "patternProperties"):
-                for sub in v.values():
-                    strictify(sub)
-            elif k in ("items", "additionalProperties", "not") and isinstance(v, dict):
-                strictify(v)
-            elif k in ("allOf", "anyOf", "oneOf") and isinstance(v, list):
-                for sub in v:
-                    strictify(sub)
-        if "properties" in schema and "additionalProperties" not in schema \
-                and not schema.get("x-kubernetes-preserve-unknown-fields"):
-            schema["additionalProperties"] = False
-        if schema.get("x-kubernetes-int-or-string"):
-            schema.pop("type", None)
-            schema["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-        if schema.get("nullable") and isinstance(schema.get("type"), str):
-            schema["type"] = [schema["type"], "null"]
-    return schema
 
 
 def crd_schemas(st: Stack) -> dict:
