@@ -30,6 +30,9 @@ use telemetry::LogFilter;
 use telemetry::client::{ClientMetrics, HttpClient};
 use telemetry::http::ServerMetrics;
 
+mod parse_errors;
+pub use parse_errors::JsonParseErrors;
+
 /// The request id header, set when absent and echoed on the response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -455,7 +458,8 @@ pub async fn serve(
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 84\r\n\r\n{\"error\":{\"code\":\"overloaded\",\"message\":\"too many open connections; retry shortly\"}}";
 
 /// [`serve`] with explicit connection bounds: a header-read (and keep-alive idle) timeout and a
-/// maximum number of open connections.
+/// maximum number of open connections. Requests hyper cannot parse get the standard JSON error
+/// body too ([`JsonParseErrors`]).
 pub async fn serve_with_limits(
     listener: TcpListener,
     app: Router,
@@ -515,7 +519,7 @@ pub async fn serve_with_limits(
                 tower::ServiceExt::oneshot(app.clone(), req)
             });
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(JsonParseErrors::new(stream)), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
