@@ -6,6 +6,7 @@
 //! `/admin/log-filter`), a request body limit, a request timeout, request ids, and a graceful
 //! shutdown on SIGTERM/SIGINT with a bounded drain, telemetry flushed last.
 
+mod allocator;
 pub mod auth;
 pub mod config;
 pub mod error;
