@@ -899,12 +899,16 @@ mod tests {
     }
 
     #[test]
-    fn invalid_status_is_rejected() {
+    fn an_unknown_status_is_rejected_naming_it() {
         let mut v = sample();
         v["status"] = json!("pending");
         let err = parse(&v).unwrap_err();
         assert_eq!(err.path(), "status");
         assert!(err.reason().contains("\"pending\""), "{err}");
+    }
+
+    #[test]
+    fn a_mistyped_field_names_its_path_and_the_value_found() {
         let mut v = sample();
         v["alerts"][0]["status"] = json!(1);
         let err = parse(&v).unwrap_err();
@@ -916,24 +920,55 @@ mod tests {
     }
 
     #[test]
-    fn empty_alerts_and_bad_shapes_are_rejected() {
+    fn an_empty_alert_list_is_rejected() {
         let mut v = sample();
         v["alerts"] = json!([]);
         assert_eq!(parse(&v).unwrap_err(), PayloadError::EmptyAlerts);
+    }
+
+    #[test]
+    fn alerts_that_are_not_a_list_are_rejected() {
+        let mut v = sample();
         v["alerts"] = json!({});
         assert_eq!(parse(&v).unwrap_err().path(), "alerts");
-        assert_eq!(parse(&json!([1])).unwrap_err().path(), "");
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_rejected() {
+        let err = parse(&json!([1])).unwrap_err();
+        assert_eq!(err.path(), "");
+        assert_eq!(err.reason(), "expected an object, found an array");
+        assert_eq!(
+            WebhookMessage::from_value(json!([1])).unwrap_err().path(),
+            ""
+        );
+    }
+
+    #[test]
+    fn a_mistyped_label_value_names_its_label() {
         let mut v = sample();
         v["alerts"][0]["labels"]["severity"] = json!(2);
         assert_eq!(parse(&v).unwrap_err().path(), "alerts[0].labels.severity");
+    }
+
+    #[test]
+    fn an_invalid_time_is_quoted() {
         let mut v = sample();
         v["alerts"][0]["startsAt"] = json!("yesterday");
         let err = parse(&v).unwrap_err();
         assert_eq!(err.path(), "alerts[0].startsAt");
-        assert!(err.reason().contains("yesterday"));
+        assert!(err.reason().contains("\"yesterday\""), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_fingerprint_names_its_path() {
         let mut v = sample();
         v["alerts"][0]["fingerprint"] = json!("xyz");
         assert_eq!(parse(&v).unwrap_err().path(), "alerts[0].fingerprint");
+    }
+
+    #[test]
+    fn a_negative_count_names_its_path() {
         let mut v = sample();
         v["truncatedAlerts"] = json!(-1);
         assert_eq!(parse(&v).unwrap_err().path(), "truncatedAlerts");
