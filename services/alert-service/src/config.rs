@@ -1098,7 +1098,7 @@ channels:
     smtp: {host: localhost, port: 2525}
     to: ["not an address"]
 delivery:
-  lease: 5 minutes
+  lease: 300
 "#;
         let errors = parse(yaml).unwrap_err();
         let text = errors.join("\n");
@@ -1107,7 +1107,7 @@ delivery:
             "routes[1].channels: unknown channel \"pager\"",
             "channels.hook.url_env: NOT_SET is not set",
             "channels.mail.to[0]",
-            "delivery.lease",
+            "delivery.lease: a bare number is not a duration any more: write 300s",
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }
