@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use alert_service::channels::{slack, teams};
 use alert_service::config::GrafanaLinks;
+use alert_service::{slack, teams};
 use alertmanager::fixtures;
 use serde_json::Value;
 use testbed::{HttpSink, SmtpSink};

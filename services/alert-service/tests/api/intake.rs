@@ -360,3 +360,34 @@ async fn acks_are_closed_without_a_signing_key() {
     assert_eq!(r.status(), 403);
     app.stop().await;
 }
+
+/// A database failure answers 503 with a body naming the dependency and none of its error text
+/// (the cause goes to the log and the trace).
+#[tokio::test]
+async fn a_database_failure_answers_503_without_the_database_error() {
+    let dir = db_dir();
+    let app = TestApp::spawn(&format!("routes: []\n{FAST_DELIVERY}"), &[], dir.path()).await;
+    // Closes the database pool; the listener keeps serving.
+    app.state.shutdown().await;
+
+    let msg = fixtures::pod_crash_looping("alert-service");
+    let r = app.post_webhook(serde_json::to_vec(&msg).unwrap()).await;
+    assert_eq!(r.status(), 503);
+    let webhook: Value = r.json().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/api/v1/outbox", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let outbox: Value = r.json().await.unwrap();
+    for body in [webhook, outbox] {
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        assert_eq!(
+            body["error"]["message"], "the alert database is unavailable; retry later",
+            "{body}"
+        );
+    }
+    app.stop().await;
+}
