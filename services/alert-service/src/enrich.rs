@@ -352,12 +352,13 @@ mod tests {
         assert_eq!(e.errors, ["events: events is forbidden (403)"]);
     }
 
+    /// The lookups end because their 200 ms timeout fires (each error says so); no wall-clock
+    /// bound is asserted, so a loaded machine cannot fail it.
     #[tokio::test]
     async fn a_silent_api_server_is_bounded_by_the_timeout() {
         let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
         // Keep the handle alive but never answer.
         let enricher = Enricher::new(Some(kube::Client::new(svc, "default")), settings(200));
-        let started = std::time::Instant::now();
         let e = enricher
             .enrich(&labels(&[
                 ("alertname", "X"),
@@ -366,11 +367,6 @@ mod tests {
             ]))
             .await
             .unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
         assert_eq!(e.errors.len(), 3, "{:?}", e.errors);
         assert!(
             e.errors.iter().all(|m| m.contains("timed out")),
