@@ -949,15 +949,19 @@ delivery:
     }
 
     #[test]
-    fn unknown_keys_and_bad_yaml_are_rejected() {
+    fn unknown_keys_are_rejected() {
         let e = parse("routes:\n  - matchers: {a: b}\n    channels: [log]\n").unwrap_err();
         assert!(e[0].contains("unknown field `matchers`"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_yaml_is_rejected() {
         let e = parse("routes: [").unwrap_err();
         assert!(e[0].starts_with("invalid YAML"), "{e:?}");
     }
 
     #[test]
-    fn secrets_are_not_printed() {
+    fn a_webhook_url_is_not_printed_in_debug_output() {
         let env: HashMap<&str, &str> = [(
             "SLACK_WEBHOOK_URL",
             "https://hooks.slack.com/services/T0/B0/SECRETTOKEN",
@@ -967,6 +971,10 @@ delivery:
         let s = Settings::parse("routes: [{channels: [slack]}]", &env).unwrap();
         let printed = format!("{s:?}");
         assert!(!printed.contains("SECRETTOKEN"), "{printed}");
+    }
+
+    #[test]
+    fn a_bad_webhook_url_is_named_by_its_variable_not_its_value() {
         let env: HashMap<&str, &str> = [("SLACK_WEBHOOK_URL", "hooks.slack.com/SECRETTOKEN")]
             .into_iter()
             .collect();
