@@ -22,6 +22,18 @@ pub(crate) fn format(value: OffsetDateTime) -> Result<String, time::error::Forma
     value.format(&Rfc3339)
 }
 
+/// An RFC 3339 time; the error quotes the text it could not read.
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<OffsetDateTime, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse(&text).map_err(|e| serde::de::Error::custom(invalid(&text, &e)))
+}
+
+fn invalid(text: &str, e: &time::error::Parse) -> String {
+    format!("invalid RFC 3339 time {text:?}: {e}")
+}
+
 /// `Option<OffsetDateTime>` where `None` is Go's zero time on the wire.
 pub(crate) mod go_optional {
     use super::*;
@@ -41,7 +53,9 @@ pub(crate) mod go_optional {
     ) -> Result<Option<OffsetDateTime>, D::Error> {
         match Option::<String>::deserialize(deserializer)? {
             None => Ok(None),
-            Some(text) => from_text(&text).map_err(serde::de::Error::custom),
+            Some(text) => {
+                from_text(&text).map_err(|e| serde::de::Error::custom(invalid(&text, &e)))
+            }
         }
     }
 

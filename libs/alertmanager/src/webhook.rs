@@ -9,8 +9,8 @@
 use std::cmp::Ordering;
 use std::fmt::Write as _;
 
-use serde::{Deserialize, Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::LabelSet;
@@ -24,13 +24,28 @@ pub const WEBHOOK_VERSION: &str = "4";
 pub const ALERTNAME: &str = "alertname";
 
 /// `firing` or `resolved`, for a whole notification or one alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// At least one alert (or this alert) is active.
     Firing,
     /// Every alert (or this alert) has ended.
     Resolved,
+}
+
+impl<'de> Deserialize<'de> for Status {
+    /// By hand because serde_json reports a non-string where a derived enum is expected as a
+    /// syntax error ("expected value"), not as the mistyped field it is.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.as_str() {
+            "firing" => Ok(Status::Firing),
+            "resolved" => Ok(Status::Resolved),
+            _ => Err(serde::de::Error::custom(format!(
+                "invalid status {text:?}, expected \"firing\" or \"resolved\""
+            ))),
+        }
+    }
 }
 
 impl Status {
@@ -58,10 +73,13 @@ pub struct WebhookMessage {
     /// The receiver's name in the Alertmanager config.
     pub receiver: String,
     /// The labels the route groups by.
+    #[serde(deserialize_with = "null_as_empty")]
     pub group_labels: LabelSet,
     /// Labels equal in every alert.
+    #[serde(deserialize_with = "null_as_empty")]
     pub common_labels: LabelSet,
     /// Annotations equal in every alert.
+    #[serde(deserialize_with = "null_as_empty")]
     pub common_annotations: LabelSet,
     /// Alertmanager's external URL, for links back.
     #[serde(rename = "externalURL")]
@@ -77,11 +95,16 @@ pub struct Alert {
     /// `firing` or `resolved`.
     pub status: Status,
     /// Identifying labels (always including `alertname`).
+    #[serde(deserialize_with = "null_as_empty")]
     pub labels: LabelSet,
     /// Non-identifying annotations (`summary`, `description`, `runbook_url`, ...).
+    #[serde(deserialize_with = "null_as_empty")]
     pub annotations: LabelSet,
     /// When the alert started.
-    #[serde(with = "time::serde::rfc3339")]
+    #[serde(
+        serialize_with = "time::serde::rfc3339::serialize",
+        deserialize_with = "time_format::deserialize"
+    )]
     pub starts_at: OffsetDateTime,
     /// When the alert ended; `None` (`0001-01-01T00:00:00Z` on the wire) while it fires.
     #[serde(with = "time_format::go_optional")]
@@ -192,49 +215,57 @@ impl Alert {
 impl WebhookMessage {
     /// Parses and validates a webhook request body.
     ///
-    /// Rejects malformed JSON, a `version` other than `"4"`, missing or mistyped fields, an
-    /// invalid `status`, an empty `alerts` list and an alert without an `alertname` label.
+    /// Rejects malformed JSON, missing or mistyped fields, an invalid `status`, a `version`
+    /// other than `"4"`, an empty `alerts` list and an alert without an `alertname` label.
     /// Unknown fields are ignored; `null` label maps are read as empty (as Go writes nil maps).
+    /// The fields are read by the types' own `Deserialize` through `serde_path_to_error`, so an
+    /// error names the path of the field it is about (`alerts[1].labels.severity`).
     pub fn from_slice(bytes: &[u8]) -> Result<Self, PayloadError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| PayloadError::Syntax {
-            line: e.line(),
-            column: e.column(),
-            message: syntax_message(&e),
-        })?;
-        Self::from_value(value)
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(PayloadError::not_an_object("an array"));
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        let message: Self = serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(PayloadError::from_serde)?;
+        // Trailing characters after the document are malformed JSON too.
+        deserializer
+            .end()
+            .map_err(|e| PayloadError::from_json(e, String::new()))?;
+        message.validate()
     }
 
     /// Validates an already parsed JSON value; see [`WebhookMessage::from_slice`].
     pub fn from_value(value: Value) -> Result<Self, PayloadError> {
-        let root = as_object(&value, "")?;
-        let version = string_field(root, "", "version")?;
-        if version != WEBHOOK_VERSION {
-            return Err(PayloadError::UnsupportedVersion { found: version });
+        if value.is_array() {
+            // serde reads a struct from an array too (by position); a webhook body never is one.
+            return Err(PayloadError::not_an_object("an array"));
         }
-        let alerts_value = field(root, "", "alerts")?;
-        let Value::Array(alert_values) = alerts_value else {
-            return Err(invalid("alerts", expected("an array", alerts_value)));
-        };
-        if alert_values.is_empty() {
+        let message: Self =
+            serde_path_to_error::deserialize(value).map_err(PayloadError::from_serde)?;
+        message.validate()
+    }
+
+    /// What the types alone cannot say: the version, a non-empty list, an `alertname` on every
+    /// alert.
+    fn validate(self) -> Result<Self, PayloadError> {
+        if self.version != WEBHOOK_VERSION {
+            return Err(PayloadError::UnsupportedVersion {
+                found: self.version,
+            });
+        }
+        if self.alerts.is_empty() {
             return Err(PayloadError::EmptyAlerts);
         }
-        let message = WebhookMessage {
-            version,
-            group_key: string_field(root, "", "groupKey")?,
-            truncated_alerts: u64_field(root, "", "truncatedAlerts")?,
-            status: status_field(root, "", "status")?,
-            receiver: string_field(root, "", "receiver")?,
-            group_labels: labels_field(root, "", "groupLabels")?,
-            common_labels: labels_field(root, "", "commonLabels")?,
-            common_annotations: labels_field(root, "", "commonAnnotations")?,
-            external_url: string_field(root, "", "externalURL")?,
-            alerts: alert_values
-                .iter()
-                .enumerate()
-                .map(|(i, v)| parse_alert(v, &format!("alerts[{i}]")))
-                .collect::<Result<_, _>>()?,
-        };
-        Ok(message)
+        if let Some(i) = self
+            .alerts
+            .iter()
+            .position(|a| a.labels.get(ALERTNAME).is_none_or(String::is_empty))
+        {
+            return Err(PayloadError::MissingAlertname {
+                path: format!("alerts[{i}].labels.{ALERTNAME}"),
+            });
+        }
+        Ok(self)
     }
 
     /// A builder for the payload Alertmanager would send to `receiver`.
@@ -606,182 +637,69 @@ impl Serialize for PayloadError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Field-by-field validation
+// Reading serde's errors
 
-fn syntax_message(e: &serde_json::Error) -> String {
-    // serde_json's Display appends " at line L column C"; the position is kept separately.
+impl PayloadError {
+    /// The document is not a JSON object.
+    fn not_an_object(found: &str) -> Self {
+        PayloadError::InvalidField {
+            path: String::new(),
+            reason: format!("expected an object, found {found}"),
+        }
+    }
+
+    /// A `PayloadError` from what serde_json and serde_path_to_error report: malformed JSON as
+    /// [`PayloadError::Syntax`], a missing field with its full path, anything else with the path
+    /// of the value it is about.
+    fn from_serde(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let path = match e.path().to_string() {
+            root if root == "." => String::new(),
+            path => path,
+        };
+        Self::from_json(e.into_inner(), path)
+    }
+
+    /// As [`PayloadError::from_serde`], for an error at `path` (empty: the document).
+    fn from_json(inner: serde_json::Error, path: String) -> Self {
+        let message = without_position(&inner);
+        if matches!(
+            inner.classify(),
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof
+        ) {
+            return PayloadError::Syntax {
+                line: inner.line(),
+                column: inner.column(),
+                message,
+            };
+        }
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'));
+        match missing {
+            Some(name) if path.is_empty() => PayloadError::MissingField {
+                path: name.to_owned(),
+            },
+            Some(name) => PayloadError::MissingField {
+                path: format!("{path}.{name}"),
+            },
+            None => PayloadError::InvalidField {
+                path,
+                reason: message,
+            },
+        }
+    }
+}
+
+/// serde_json's message without the " at line L column C" it appends (kept separately).
+fn without_position(e: &serde_json::Error) -> String {
     let full = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     full.strip_suffix(&suffix).unwrap_or(&full).to_owned()
 }
 
-fn join(parent: &str, name: &str) -> String {
-    if parent.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{parent}.{name}")
-    }
-}
-
-fn invalid(path: impl Into<String>, reason: impl Into<String>) -> PayloadError {
-    PayloadError::InvalidField {
-        path: path.into(),
-        reason: reason.into(),
-    }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn expected(what: &str, found: &Value) -> String {
-    format!("expected {what}, found {}", kind_of(found))
-}
-
-fn as_object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, PayloadError> {
-    match value {
-        Value::Object(map) => Ok(map),
-        other => Err(invalid(path, expected("an object", other))),
-    }
-}
-
-fn field<'a>(
-    obj: &'a Map<String, Value>,
-    parent: &str,
-    name: &str,
-) -> Result<&'a Value, PayloadError> {
-    obj.get(name).ok_or_else(|| PayloadError::MissingField {
-        path: join(parent, name),
-    })
-}
-
-fn string_field(
-    obj: &Map<String, Value>,
-    parent: &str,
-    name: &str,
-) -> Result<String, PayloadError> {
-    match field(obj, parent, name)? {
-        Value::String(s) => Ok(s.clone()),
-        other => Err(invalid(join(parent, name), expected("a string", other))),
-    }
-}
-
-fn u64_field(obj: &Map<String, Value>, parent: &str, name: &str) -> Result<u64, PayloadError> {
-    let value = field(obj, parent, name)?;
-    value.as_u64().ok_or_else(|| {
-        invalid(
-            join(parent, name),
-            expected("a non-negative integer", value),
-        )
-    })
-}
-
-fn status_field(
-    obj: &Map<String, Value>,
-    parent: &str,
-    name: &str,
-) -> Result<Status, PayloadError> {
-    let path = join(parent, name);
-    match field(obj, parent, name)? {
-        Value::String(s) if s == "firing" => Ok(Status::Firing),
-        Value::String(s) if s == "resolved" => Ok(Status::Resolved),
-        Value::String(s) => Err(invalid(
-            path,
-            format!("invalid status {s:?}, expected \"firing\" or \"resolved\""),
-        )),
-        other => Err(invalid(path, expected("a string", other))),
-    }
-}
-
-fn labels_field(
-    obj: &Map<String, Value>,
-    parent: &str,
-    name: &str,
-) -> Result<LabelSet, PayloadError> {
-    let path = join(parent, name);
-    match field(obj, parent, name)? {
-        Value::Null => Ok(LabelSet::new()),
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                other => Err(invalid(join(&path, k), expected("a string", other))),
-            })
-            .collect(),
-        other => Err(invalid(path, expected("an object of strings", other))),
-    }
-}
-
-fn time_text<'a>(
-    obj: &'a Map<String, Value>,
-    parent: &str,
-    name: &str,
-) -> Result<Option<&'a str>, PayloadError> {
-    match field(obj, parent, name)? {
-        Value::String(s) => Ok(Some(s)),
-        Value::Null => Ok(None),
-        other => Err(invalid(
-            join(parent, name),
-            expected("an RFC 3339 time string", other),
-        )),
-    }
-}
-
-fn parse_alert(value: &Value, path: &str) -> Result<Alert, PayloadError> {
-    let obj = as_object(value, path)?;
-    let status = status_field(obj, path, "status")?;
-    let labels = labels_field(obj, path, "labels")?;
-    if labels.get(ALERTNAME).is_none_or(String::is_empty) {
-        return Err(PayloadError::MissingAlertname {
-            path: join(&join(path, "labels"), ALERTNAME),
-        });
-    }
-    let annotations = labels_field(obj, path, "annotations")?;
-    let starts_at_path = join(path, "startsAt");
-    let starts_at = time_text(obj, path, "startsAt")?
-        .ok_or_else(|| {
-            invalid(
-                &starts_at_path,
-                "expected an RFC 3339 time string, found null",
-            )
-        })
-        .and_then(|t| {
-            time_format::parse(t)
-                .map_err(|e| invalid(&starts_at_path, format!("invalid RFC 3339 time {t:?}: {e}")))
-        })?;
-    let ends_at = match time_text(obj, path, "endsAt")? {
-        None => None,
-        Some(t) => time_format::go_optional::from_text(t).map_err(|e| {
-            invalid(
-                join(path, "endsAt"),
-                format!("invalid RFC 3339 time {t:?}: {e}"),
-            )
-        })?,
-    };
-    let generator_url = string_field(obj, path, "generatorURL")?;
-    let fingerprint_text = string_field(obj, path, "fingerprint")?;
-    let fingerprint =
-        fingerprint_text
-            .parse()
-            .map_err(|e: crate::fingerprint::ParseFingerprintError| {
-                invalid(join(path, "fingerprint"), e.to_string())
-            })?;
-    Ok(Alert {
-        status,
-        labels,
-        annotations,
-        starts_at,
-        ends_at,
-        generator_url,
-        fingerprint,
-    })
+/// A label map where `null` (Go's nil map) reads as empty.
+fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<LabelSet, D::Error> {
+    Ok(Option::<LabelSet>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -893,6 +811,14 @@ mod tests {
     }
 
     #[test]
+    fn trailing_characters_after_the_document_are_malformed_json() {
+        let mut body = serde_json::to_vec(&sample()).unwrap();
+        body.extend_from_slice(b" x");
+        let err = WebhookMessage::from_slice(&body).unwrap_err();
+        assert_eq!(err.metric_label(), "syntax", "{err}");
+    }
+
+    #[test]
     fn wrong_or_missing_version_is_rejected() {
         let mut v = sample();
         v["version"] = json!("3");
@@ -973,38 +899,76 @@ mod tests {
     }
 
     #[test]
-    fn invalid_status_is_rejected() {
+    fn an_unknown_status_is_rejected_naming_it() {
         let mut v = sample();
         v["status"] = json!("pending");
         let err = parse(&v).unwrap_err();
         assert_eq!(err.path(), "status");
         assert!(err.reason().contains("\"pending\""), "{err}");
+    }
+
+    #[test]
+    fn a_mistyped_field_names_its_path_and_the_value_found() {
         let mut v = sample();
         v["alerts"][0]["status"] = json!(1);
         let err = parse(&v).unwrap_err();
         assert_eq!(err.path(), "alerts[0].status");
-        assert_eq!(err.reason(), "expected a string, found a number");
+        assert!(
+            err.reason().starts_with("invalid type: integer `1`"),
+            "{err}"
+        );
     }
 
     #[test]
-    fn empty_alerts_and_bad_shapes_are_rejected() {
+    fn an_empty_alert_list_is_rejected() {
         let mut v = sample();
         v["alerts"] = json!([]);
         assert_eq!(parse(&v).unwrap_err(), PayloadError::EmptyAlerts);
+    }
+
+    #[test]
+    fn alerts_that_are_not_a_list_are_rejected() {
+        let mut v = sample();
         v["alerts"] = json!({});
         assert_eq!(parse(&v).unwrap_err().path(), "alerts");
-        assert_eq!(parse(&json!([1])).unwrap_err().path(), "");
+    }
+
+    #[test]
+    fn a_document_that_is_not_an_object_is_rejected() {
+        let err = parse(&json!([1])).unwrap_err();
+        assert_eq!(err.path(), "");
+        assert_eq!(err.reason(), "expected an object, found an array");
+        assert_eq!(
+            WebhookMessage::from_value(json!([1])).unwrap_err().path(),
+            ""
+        );
+    }
+
+    #[test]
+    fn a_mistyped_label_value_names_its_label() {
         let mut v = sample();
         v["alerts"][0]["labels"]["severity"] = json!(2);
         assert_eq!(parse(&v).unwrap_err().path(), "alerts[0].labels.severity");
+    }
+
+    #[test]
+    fn an_invalid_time_is_quoted() {
         let mut v = sample();
         v["alerts"][0]["startsAt"] = json!("yesterday");
         let err = parse(&v).unwrap_err();
         assert_eq!(err.path(), "alerts[0].startsAt");
-        assert!(err.reason().contains("yesterday"));
+        assert!(err.reason().contains("\"yesterday\""), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_fingerprint_names_its_path() {
         let mut v = sample();
         v["alerts"][0]["fingerprint"] = json!("xyz");
         assert_eq!(parse(&v).unwrap_err().path(), "alerts[0].fingerprint");
+    }
+
+    #[test]
+    fn a_negative_count_names_its_path() {
         let mut v = sample();
         v["truncatedAlerts"] = json!(-1);
         assert_eq!(parse(&v).unwrap_err().path(), "truncatedAlerts");

@@ -169,7 +169,7 @@ async fn silences_mute_alerts_and_expire() {
 }
 
 #[tokio::test]
-async fn rejected_requests_and_transport_failures_are_classified() {
+async fn a_rejected_request_is_a_permanent_4xx() {
     let (_am, _sink, client) = alertmanager().await;
     // An alert without labels is invalid: Alertmanager answers 400 with the reason.
     let err = client
@@ -178,16 +178,22 @@ async fn rejected_requests_and_transport_failures_are_classified() {
         .unwrap_err();
     assert_eq!(err.metric_label(), "http_4xx", "{err}");
     assert!(!err.is_transient());
+}
 
-    // Nothing listens: connection refused.
+#[tokio::test]
+async fn nothing_listening_is_a_transient_connect_failure() {
     let port = testbed::free_port();
     let dead = AlertmanagerClient::new(format!("http://127.0.0.1:{port}"), reqwest::Client::new())
         .unwrap();
     let err = dead.ready().await.unwrap_err();
     assert_eq!(err.metric_label(), "connect", "{err:?}");
     assert!(err.is_transient());
+}
 
-    // Accepts the connection but never answers: the per-request timeout fires.
+/// A server that accepts the connection but never answers: the per-request timeout fires (the
+/// error says so; no wall-clock bound is asserted).
+#[tokio::test]
+async fn a_silent_server_is_cut_by_the_request_timeout() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent = AlertmanagerClient::new(
         format!("http://{}", listener.local_addr().unwrap()),
@@ -195,8 +201,7 @@ async fn rejected_requests_and_transport_failures_are_classified() {
     )
     .unwrap()
     .with_timeout(Duration::from_millis(300));
-    let started = std::time::Instant::now();
     let err = silent.silences().await.unwrap_err();
     assert_eq!(err.metric_label(), "timeout", "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(err.is_transient());
 }

@@ -14,6 +14,7 @@
 //! or used (409) link creates nothing.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alertmanager::{
@@ -28,10 +29,36 @@ use serde_json::json;
 use service_kit::ApiError;
 use service_kit::extract::{Path, Query};
 
-use crate::ack_link::LinkQuery;
+use crate::ack_link::{LinkQuery, Signer, Verified};
+use crate::clock::now_ms;
+use crate::http_errors::{alertmanager_unavailable, database_unavailable};
+use crate::metrics::Metrics;
+use crate::settings::AckSettings;
+use crate::store::Store;
 
-use crate::AppState;
-use crate::delivery::now_ms;
+/// What the acknowledge routes use.
+pub struct Acks {
+    /// `ACK_SIGNING_KEY`: verifies links; without it every ack is refused (403).
+    pub(crate) signer: Option<Signer>,
+    /// Silence lengths.
+    pub(crate) settings: AckSettings,
+    /// Alert records and used link nonces.
+    pub(crate) store: Store,
+    /// Silences and the state of alerts; `None`: acks stay local.
+    pub(crate) alertmanager: Option<alertmanager::AlertmanagerClient>,
+    /// `alert_service_acks_total`.
+    pub(crate) metrics: Metrics,
+}
+
+impl std::fmt::Debug for Acks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acks")
+            .field("signer", &self.signer)
+            .field("settings", &self.settings)
+            .field("alertmanager", &self.alertmanager.is_some())
+            .finish_non_exhaustive()
+    }
+}
 
 /// The optional body of an ack.
 #[derive(Debug, Default, Deserialize)]
@@ -45,7 +72,7 @@ pub struct AckRequest {
     pub duration_minutes: Option<u64>,
 }
 
-struct Known {
+struct KnownAlert {
     labels: LabelSet,
     local: Option<crate::store::AlertRecord>,
 }
@@ -55,38 +82,29 @@ fn parse_fingerprint(text: &str) -> Result<Fingerprint, ApiError> {
         .map_err(|e| ApiError::bad_request(e.to_string()).with_field("fingerprint"))
 }
 
-fn am_error(e: &alertmanager::Error) -> ApiError {
-    tracing::warn!(error = %e, "Alertmanager request failed");
-    ApiError::unavailable(
-        format!(
-            "Alertmanager is unavailable ({}); nothing was changed",
-            e.metric_label()
-        ),
-        Some(10),
-    )
-}
-
-async fn lookup(state: &AppState, fp: Fingerprint) -> Result<Known, ApiError> {
+async fn lookup(acks: &Acks, fp: Fingerprint) -> Result<KnownAlert, ApiError> {
     let text = fp.to_string();
-    let local = state
-        .inner
+    let local = acks
         .store
         .find_alert(&text)
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string(), Some(5)))?;
+        .map_err(database_unavailable)?;
     if let Some(rec) = &local
         && let Ok(labels) = serde_json::from_str::<LabelSet>(&rec.labels)
         && Fingerprint::of_labels(&labels) == fp
     {
-        return Ok(Known { labels, local });
+        return Ok(KnownAlert { labels, local });
     }
-    if let Some(am) = &state.inner.alertmanager {
-        let alerts = am.alerts(&[]).await.map_err(|e| am_error(&e))?;
+    if let Some(am) = &acks.alertmanager {
+        let alerts = am
+            .alerts(&[])
+            .await
+            .map_err(|e| alertmanager_unavailable(&e))?;
         if let Some(a) = alerts
             .into_iter()
             .find(|a| Fingerprint::of_labels(&a.labels) == fp)
         {
-            return Ok(Known {
+            return Ok(KnownAlert {
                 labels: a.labels,
                 local: None,
             });
@@ -148,8 +166,8 @@ fn now_s() -> i64 {
 }
 
 /// The signer, or 403 when `ACK_SIGNING_KEY` is not set.
-fn signer(state: &AppState) -> Result<&crate::ack_link::Signer, ApiError> {
-    state.inner.config.ack_signer.as_ref().ok_or_else(|| {
+fn signer(acks: &Acks) -> Result<&Signer, ApiError> {
+    acks.signer.as_ref().ok_or_else(|| {
         ApiError::forbidden(
             "not_configured",
             "acknowledgements are closed: no ACK_SIGNING_KEY is configured",
@@ -157,34 +175,15 @@ fn signer(state: &AppState) -> Result<&crate::ack_link::Signer, ApiError> {
     })
 }
 
-/// `POST /api/v1/alerts/{fingerprint}/ack?exp=…&nonce=…&sig=…`.
-pub async fn acknowledge(
-    State(state): State<AppState>,
-    Path(fingerprint): Path<String>,
-    Query(link): Query<LinkQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let fp = parse_fingerprint(&fingerprint)?;
-    let signer = signer(&state)?;
-    service_kit::auth::same_origin(&headers)?;
-    let verified = signer.verify(&fp.to_string(), &link, now_s())?;
-    let (req, from_form) = parse_body(&headers, &body)?;
-    if from_form && headers.get(http::header::ORIGIN).is_none() {
-        return Err(ApiError::forbidden(
-            "cross_site",
-            "a form body is accepted only from this service's own page (no Origin was sent); send JSON",
-        ));
-    }
-    let settings = &state.inner.settings.ack;
-    let duration = match req.duration_minutes {
-        None => settings.duration,
-        Some(0) => {
-            return Err(ApiError::invalid_field(
-                "duration_minutes",
-                "duration_minutes must be at least 1",
-            ));
-        }
+/// How long the silence lasts: `duration_minutes` of the request (1 to `ack.max_duration`), else
+/// `ack.duration`.
+fn silence_length(settings: &AckSettings, minutes: Option<u64>) -> Result<Duration, ApiError> {
+    match minutes {
+        None => Ok(settings.duration),
+        Some(0) => Err(ApiError::invalid_field(
+            "duration_minutes",
+            "duration_minutes must be at least 1",
+        )),
         Some(m) => {
             let d = Duration::from_secs(m.saturating_mul(60));
             if d > settings.max_duration {
@@ -196,9 +195,13 @@ pub async fn acknowledge(
                     ),
                 ));
             }
-            d
+            Ok(d)
         }
-    };
+    }
+}
+
+/// Who acknowledges and why, with their defaults and bounds.
+fn who_and_why(req: AckRequest) -> Result<(String, String), ApiError> {
     let by = req.by.unwrap_or_else(|| "alert-service".to_owned());
     let comment = req
         .comment
@@ -209,71 +212,105 @@ pub async fn acknowledge(
             "by is limited to 200 and comment to 2000 bytes",
         ));
     }
-    let known = lookup(&state, fp).await?;
+    Ok((by, comment))
+}
+
+impl Acks {
+    /// Uses the link's nonce up: 409 when it was used before.
+    async fn claim_link(&self, verified: &Verified, fp: Fingerprint) -> Result<(), ApiError> {
+        let fresh = self
+            .store
+            .claim_ack_nonce(
+                &verified.nonce,
+                &fp.to_string(),
+                now_ms(),
+                verified.expires_at,
+            )
+            .await
+            .map_err(database_unavailable)?;
+        if !fresh {
+            self.metrics.acks.with_label_values(&["replayed"]).inc();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "link_used",
+                "this acknowledge link has already been used",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates the Alertmanager silence; when that fails nothing was created, so the link's
+    /// nonce is released for another try.
+    async fn silence(
+        &self,
+        am: &alertmanager::AlertmanagerClient,
+        matchers: Vec<Matcher>,
+        duration: Duration,
+        by: &str,
+        comment: &str,
+        nonce: &str,
+    ) -> Result<(String, time::OffsetDateTime), ApiError> {
+        let s = PostableSilence::for_duration(
+            matchers,
+            time::Duration::try_from(duration).unwrap_or(time::Duration::hours(2)),
+            by.to_owned(),
+            comment.to_owned(),
+        );
+        match am.create_silence(&s).await {
+            Ok(id) => Ok((id, s.ends_at)),
+            Err(e) => {
+                self.metrics
+                    .acks
+                    .with_label_values(&["alertmanager_error"])
+                    .inc();
+                let _ = self.store.release_ack_nonce(nonce).await;
+                Err(alertmanager_unavailable(&e))
+            }
+        }
+    }
+}
+
+/// `POST /api/v1/alerts/{fingerprint}/ack?exp=…&nonce=…&sig=…`.
+pub async fn acknowledge(
+    State(acks): State<Arc<Acks>>,
+    Path(fingerprint): Path<String>,
+    Query(link): Query<LinkQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let fp = parse_fingerprint(&fingerprint)?;
+    let signer = signer(&acks)?;
+    service_kit::auth::same_origin(&headers)?;
+    let verified = signer.verify(&fp.to_string(), &link, now_s())?;
+    let (req, from_form) = parse_body(&headers, &body)?;
+    if from_form && headers.get(http::header::ORIGIN).is_none() {
+        return Err(ApiError::forbidden(
+            "cross_site",
+            "a form body is accepted only from this service's own page (no Origin was sent); send JSON",
+        ));
+    }
+    let duration = silence_length(&acks.settings, req.duration_minutes)?;
+    let (by, comment) = who_and_why(req)?;
+    let known = lookup(&acks, fp).await?;
     let matchers: Vec<Matcher> = known
         .labels
         .iter()
         .map(|(k, v)| Matcher::equal(k, v))
         .collect();
-    let store = &state.inner.store;
-    let fresh = store
-        .claim_ack_nonce(
-            &verified.nonce,
-            &fp.to_string(),
-            now_ms(),
-            verified.expires_at,
-        )
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string(), Some(5)))?;
-    if !fresh {
-        state
-            .inner
-            .metrics
-            .acks
-            .with_label_values(&["replayed"])
-            .inc();
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "link_used",
-            "this acknowledge link has already been used",
-        ));
-    }
-    let silence = match &state.inner.alertmanager {
-        Some(am) => {
-            let s = PostableSilence::for_duration(
-                matchers.clone(),
-                time::Duration::try_from(duration).unwrap_or(time::Duration::hours(2)),
-                by.clone(),
-                comment.clone(),
-            );
-            let id = match am.create_silence(&s).await {
-                Ok(id) => id,
-                Err(e) => {
-                    state
-                        .inner
-                        .metrics
-                        .acks
-                        .with_label_values(&["alertmanager_error"])
-                        .inc();
-                    // Nothing was created: the link may be used again.
-                    let _ = store.release_ack_nonce(&verified.nonce).await;
-                    return Err(am_error(&e));
-                }
-            };
-            Some((id, s.ends_at))
-        }
+    acks.claim_link(&verified, fp).await?;
+    let silence = match &acks.alertmanager {
+        Some(am) => Some(
+            acks.silence(am, matchers, duration, &by, &comment, &verified.nonce)
+                .await?,
+        ),
         None => None,
     };
     let silence_id = silence.as_ref().map(|(id, _)| id.as_str());
-    state
-        .inner
-        .store
+    acks.store
         .record_ack(&fp.to_string(), now_ms(), &by, &comment, silence_id)
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string(), Some(5)))?;
-    state
-        .inner
-        .metrics
+        .map_err(database_unavailable)?;
+    acks.metrics
         .acks
         .with_label_values(&[if silence.is_some() {
             "silenced"
@@ -288,7 +325,7 @@ pub async fn acknowledge(
         "by": by,
         "comment": comment,
         "labels": known.labels,
-        "silence": silence.as_ref().map(|(id, ends)| json!({"id": id, "ends_at": crate::view::rfc3339(*ends)})),
+        "silence": silence.as_ref().map(|(id, ends)| json!({"id": id, "ends_at": crate::template_data::rfc3339(*ends)})),
         "note": if silence.is_none() { Some("ALERTMANAGER_URL is not set: recorded here only (stops escalation, not notifications)") } else { None },
     });
     if from_form {
@@ -299,22 +336,25 @@ pub async fn acknowledge(
 
 /// `GET /api/v1/alerts/{fingerprint}/ack`.
 pub async fn status(
-    State(state): State<AppState>,
+    State(acks): State<Arc<Acks>>,
     Path(fingerprint): Path<String>,
     Query(link): Query<LinkQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let fp = parse_fingerprint(&fingerprint)?;
-    let known = lookup(&state, fp).await?;
+    let known = lookup(&acks, fp).await?;
     let mut silences: Vec<GettableSilence> = Vec::new();
     let mut in_alertmanager = serde_json::Value::Null;
-    if let Some(am) = &state.inner.alertmanager {
+    if let Some(am) = &acks.alertmanager {
         let filter: Vec<Matcher> = known
             .labels
             .iter()
             .map(|(k, v)| Matcher::equal(k, v))
             .collect();
-        let alerts = am.alerts(&filter).await.map_err(|e| am_error(&e))?;
+        let alerts = am
+            .alerts(&filter)
+            .await
+            .map_err(|e| alertmanager_unavailable(&e))?;
         let mut ids: Vec<String> = Vec::new();
         if let Some(a) = alerts.iter().find(|a| a.fingerprint == fp) {
             in_alertmanager = json!({"state": a.status.state, "silenced_by": a.status.silenced_by});
@@ -329,7 +369,7 @@ pub async fn status(
             match am.silence(&id).await {
                 Ok(s) => silences.push(s),
                 Err(alertmanager::Error::SilenceNotFound { .. }) => {}
-                Err(e) => return Err(am_error(&e)),
+                Err(e) => return Err(alertmanager_unavailable(&e)),
             }
         }
     }
@@ -343,12 +383,12 @@ pub async fn status(
         "status": local.map(|l| l.status.clone()),
         "acknowledged": silenced || local.is_some_and(|l| l.acked_at.is_some()),
         "acked_by": local.and_then(|l| l.acked_by.clone()),
-        "acked_at": local.and_then(|l| l.acked_at).and_then(|t| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000).ok()).map(crate::view::rfc3339),
+        "acked_at": local.and_then(|l| l.acked_at).and_then(|t| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(t) * 1_000_000).ok()).map(crate::template_data::rfc3339),
         "comment": local.and_then(|l| l.ack_comment.clone()),
         "alertmanager": in_alertmanager,
         "silences": silences.iter().map(|s| json!({
-            "id": s.id, "state": s.status.state, "starts_at": crate::view::rfc3339(s.starts_at),
-            "ends_at": crate::view::rfc3339(s.ends_at), "created_by": s.created_by, "comment": s.comment,
+            "id": s.id, "state": s.status.state, "starts_at": crate::template_data::rfc3339(s.starts_at),
+            "ends_at": crate::template_data::rfc3339(s.ends_at), "created_by": s.created_by, "comment": s.comment,
         })).collect::<Vec<_>>(),
     });
     let wants_html = headers
@@ -357,7 +397,7 @@ pub async fn status(
         .is_some_and(|a| a.contains("text/html"));
     if wants_html {
         // The form is offered only on a page opened from a valid link, and posts that link.
-        let form_query = state.inner.config.ack_signer.as_ref().and_then(|signer| {
+        let form_query = acks.signer.as_ref().and_then(|signer| {
             signer.verify(&fp.to_string(), &link, now_s()).ok()?;
             Some(format!(
                 "exp={}&nonce={}&sig={}",

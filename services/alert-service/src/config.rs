@@ -21,6 +21,11 @@ use crate::duration::DurationText;
 use crate::routing::{RouteSpec, Routes, Severity};
 use crate::templates::Templates;
 
+pub use crate::settings::{
+    AckSettings, ChannelConfig, ChannelKind, ChannelTarget, DeliverySettings, DigestSettings,
+    EmailTarget, EnrichmentSettings, EscalationSettings, GrafanaLinks, Tier, TlsMode,
+};
+
 /// The configuration shipped in the binary: everything goes to the `log` channel (stdout).
 pub const DEFAULT_CONFIG: &str = include_str!("../config/default.yaml");
 
@@ -71,17 +76,6 @@ impl fmt::Debug for Config {
             .field("instance", &self.instance)
             .finish()
     }
-}
-
-/// Where Grafana is and which datasources the Explore links open.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GrafanaLinks {
-    /// Base URL, no trailing slash.
-    pub url: String,
-    /// Loki datasource uid (`GRAFANA_LOKI_UID`, default `loki`).
-    pub loki_uid: String,
-    /// Tempo datasource uid (`GRAFANA_TEMPO_UID`, default `tempo`).
-    pub tempo_uid: String,
 }
 
 impl Config {
@@ -307,207 +301,14 @@ struct EnrichmentSpec {
     max_alerts: Option<usize>,
 }
 
-/// What a channel is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChannelKind {
-    /// A line of text to stdout or a file.
-    Log,
-    /// A Slack incoming webhook (Block Kit).
-    Slack,
-    /// A Microsoft Teams Workflows webhook (Adaptive Card).
-    Teams,
-    /// SMTP (text + HTML).
-    Email,
-    /// Generic JSON POST.
-    Webhook,
-}
-
-impl ChannelKind {
-    /// The config name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChannelKind::Log => "log",
-            ChannelKind::Slack => "slack",
-            ChannelKind::Teams => "teams",
-            ChannelKind::Email => "email",
-            ChannelKind::Webhook => "webhook",
-        }
-    }
-}
-
-/// How to talk TLS to the SMTP server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TlsMode {
-    /// Plain connection, upgraded with STARTTLS (required).
-    Starttls,
-    /// TLS from the first byte (SMTPS, usually port 465).
-    Tls,
-    /// No TLS (local relays, mailpit, tests).
-    None,
-}
-
-/// A configured channel.
-#[derive(Clone)]
-pub struct ChannelConfig {
-    /// Its name (routes refer to it).
-    pub name: String,
-    /// Its kind.
-    pub kind: ChannelKind,
-    /// Where it sends.
-    pub target: ChannelTarget,
-}
-
-impl fmt::Debug for ChannelConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChannelConfig")
-            .field("name", &self.name)
-            .field("kind", &self.kind)
-            .field("target", &self.target)
-            .finish()
-    }
-}
-
-/// Where a channel sends.
-#[derive(Clone)]
-pub enum ChannelTarget {
-    /// `None` = stdout.
-    Log(Option<PathBuf>),
-    /// Slack, Teams, webhook: the URL (a secret: it carries the token).
-    Http(SecretString),
-    /// SMTP.
-    Email(EmailTarget),
-}
-
-impl fmt::Debug for ChannelTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ChannelTarget::Log(p) => f.debug_tuple("Log").field(p).finish(),
-            ChannelTarget::Http(_) => f.write_str("Http([redacted])"),
-            ChannelTarget::Email(e) => f.debug_tuple("Email").field(e).finish(),
-        }
-    }
-}
-
-/// An SMTP destination.
-#[derive(Clone)]
-pub struct EmailTarget {
-    /// Server host.
-    pub host: String,
-    /// Server port.
-    pub port: u16,
-    /// TLS mode.
-    pub tls: TlsMode,
-    /// `From`.
-    pub from: String,
-    /// `To` (at least one).
-    pub to: Vec<String>,
-    /// `SMTP_USERNAME`.
-    pub username: Option<String>,
-    /// `SMTP_PASSWORD`.
-    pub password: Option<SecretString>,
-    /// Connection and command timeout.
-    pub timeout: Duration,
-}
-
-impl fmt::Debug for EmailTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EmailTarget")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("tls", &self.tls)
-            .field("from", &self.from)
-            .field("to", &self.to)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
-            .finish()
-    }
-}
-
-/// Outbox delivery tuning (`delivery:` in the file).
-#[derive(Debug, Clone)]
-pub struct DeliverySettings {
-    /// Attempts before a row is `dead` (default 8).
-    pub max_attempts: u32,
-    /// First retry delay (default 2 s), doubled per attempt, with jitter.
-    pub initial_backoff: Duration,
-    /// Longest retry delay (default 5 min).
-    pub max_backoff: Duration,
-    /// How long a claim holds a row (default 60 s); a crashed claimer's rows are retried after it.
-    pub lease: Duration,
-    /// How often an idle worker looks for due rows (default 1 s; intake also wakes it).
-    pub poll_interval: Duration,
-    /// Rows sent at once (default 8).
-    pub concurrency: usize,
-    /// An identical notification (same group, status, channel and alerts) within this window is
-    /// a duplicate and is not sent again (default 10 min). Alertmanager's repeats after it are.
-    pub dedup_window: Duration,
-    /// The longest one send may take (default 10 s).
-    pub send_timeout: Duration,
-}
-
-/// One escalation tier.
-#[derive(Debug, Clone)]
-pub struct Tier {
-    /// Delay after the alert was first received.
-    pub after: Duration,
-    /// Channels; empty = the channels the alert was routed to.
-    pub channels: Vec<String>,
-}
-
-/// `escalation:` in the file.
-#[derive(Debug, Clone)]
-pub struct EscalationSettings {
-    /// Alerts at or above this severity escalate (default `critical`).
-    pub min_severity: Severity,
-    /// How often to look (default 5 s).
-    pub check_interval: Duration,
-    /// Tiers, by increasing delay.
-    pub tiers: Vec<Tier>,
-}
-
-/// `digest:` in the file.
-#[derive(Debug, Clone)]
-pub struct DigestSettings {
-    /// Period of the digest.
-    pub interval: Duration,
-    /// Where it goes.
-    pub channels: Vec<String>,
-}
-
-/// `ack:` in the file.
-#[derive(Debug, Clone)]
-pub struct AckSettings {
-    /// Silence length when the request does not say (default 2 h).
-    pub duration: Duration,
-    /// Longest silence an ack may ask for (default 1 d).
-    pub max_duration: Duration,
-    /// How long a signed acknowledge link stays valid (default 1 d).
-    pub link_ttl: Duration,
-}
-
-/// `enrichment:` in the file (Kubernetes mode only).
-#[derive(Debug, Clone)]
-pub struct EnrichmentSettings {
-    /// Log lines of the pod (default 20).
-    pub log_lines: i64,
-    /// Recent events of the object (default 10).
-    pub events: usize,
-    /// Bound of each lookup (default 2 s).
-    pub timeout: Duration,
-    /// Alerts per message that are enriched (default 3).
-    pub max_alerts: usize,
-}
-
 /// The parsed, checked routing file.
 pub struct Settings {
     /// Routes to channels.
-    pub routes: Routes,
+    pub routes: Arc<Routes>,
     /// Channels by name.
     pub channels: BTreeMap<String, ChannelConfig>,
     /// Every channel's compiled templates.
-    pub templates: Templates,
+    pub templates: Arc<Templates>,
     /// Outbox tuning.
     pub delivery: DeliverySettings,
     /// Escalation, if configured.
@@ -571,18 +372,91 @@ impl Settings {
         }
         .map_err(|e| vec![format!("invalid YAML: {e}")])?;
         let mut errors = Errors(Vec::new());
-        let mut warnings = Vec::new();
+        let mut declared = DeclaredChannels::read(&file, env, &mut errors);
+        declared.add_builtins(&file, env, &mut errors);
 
+        let mut route_specs = file.routes;
+        for (i, r) in route_specs.iter_mut().enumerate() {
+            r.channels =
+                declared.check_refs(&format!("routes[{i}].channels"), &r.channels, &mut errors);
+        }
+        let default_channels =
+            declared.check_refs("default_channels", &file.default_channels, &mut errors);
+        let routes = Routes::compile(route_specs, default_channels)
+            .map_err(|es| errors.0.extend(es))
+            .ok();
+        let escalation = escalation_settings(
+            file.escalation,
+            file.escalation_after_secs,
+            &mut declared,
+            &mut errors,
+        );
+        let digest = file
+            .digest
+            .map(|d| digest_settings(&d, &mut declared, &mut errors));
+        let delivery = delivery_settings(&file.delivery, &mut errors);
+        let ack = ack_settings(&file.ack, &mut errors);
+        let enrichment = enrichment_settings(&file.enrichment, &mut errors);
+
+        let kinds: BTreeMap<String, ChannelKind> = declared
+            .channels
+            .iter()
+            .map(|(n, c)| (n.clone(), c.kind))
+            .collect();
+        let templates = Templates::compile(&kinds, &declared.template_overrides)
+            .map_err(|es| errors.0.extend(es))
+            .ok();
+
+        match (errors.0.is_empty(), routes, templates) {
+            (true, Some(routes), Some(templates)) => Ok(Settings {
+                routes: Arc::new(routes),
+                channels: declared.channels,
+                templates: Arc::new(templates),
+                delivery,
+                escalation,
+                digest,
+                ack,
+                enrichment,
+                warnings: declared.warnings,
+            }),
+            _ => Err(errors.0),
+        }
+    }
+}
+
+/// The channels of a file (declared and built in), the ones built in but disabled, and the
+/// warnings about references to those.
+struct DeclaredChannels {
+    channels: BTreeMap<String, ChannelConfig>,
+    template_overrides: BTreeMap<String, BTreeMap<String, String>>,
+    /// Built-in channels that are off, with why.
+    disabled: Vec<(&'static str, &'static str)>,
+    warnings: Vec<String>,
+}
+
+impl DeclaredChannels {
+    /// The channels the file declares.
+    fn read(file: &FileConfig, env: &dyn Env, errors: &mut Errors) -> Self {
         let mut channels = BTreeMap::new();
         let mut template_overrides = BTreeMap::new();
         for (name, spec) in &file.channels {
-            if let Some(ch) = channel(name, spec, file.smtp.as_ref(), env, &mut errors) {
+            if let Some(ch) = channel(name, spec, file.smtp.as_ref(), env, errors) {
                 channels.insert(name.clone(), ch);
             }
             template_overrides.insert(name.clone(), spec.templates.clone());
         }
-        // Built-in channels, unless declared.
-        let mut disabled = Vec::new();
+        Self {
+            channels,
+            template_overrides,
+            disabled: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// Adds the built-in channels the file does not declare: `log` always, `email` with a
+    /// top-level `smtp:`, `slack`/`teams` when their URL variable is set (else disabled).
+    fn add_builtins(&mut self, file: &FileConfig, env: &dyn Env, errors: &mut Errors) {
+        let channels = &mut self.channels;
         channels
             .entry("log".to_owned())
             .or_insert_with(|| ChannelConfig {
@@ -593,7 +467,7 @@ impl Settings {
         if !channels.contains_key("email") && !file.channels.contains_key("email") {
             match &file.smtp {
                 Some(smtp) => {
-                    if let Some(t) = email_target("smtp", Some(smtp), None, &[], env, &mut errors) {
+                    if let Some(t) = email_target("smtp", Some(smtp), None, &[], env, errors) {
                         channels.insert(
                             "email".to_owned(),
                             ChannelConfig {
@@ -604,265 +478,216 @@ impl Settings {
                         );
                     }
                 }
-                None => disabled.push(("email", "no top-level smtp: section")),
+                None => self.disabled.push(("email", "no top-level smtp: section")),
             }
         }
-        for (name, kind, var) in [
-            ("slack", ChannelKind::Slack, "SLACK_WEBHOOK_URL"),
-            ("teams", ChannelKind::Teams, "TEAMS_WEBHOOK_URL"),
+        for (name, kind, var, unset) in [
+            (
+                "slack",
+                ChannelKind::Slack,
+                "SLACK_WEBHOOK_URL",
+                "SLACK_WEBHOOK_URL is not set",
+            ),
+            (
+                "teams",
+                ChannelKind::Teams,
+                "TEAMS_WEBHOOK_URL",
+                "TEAMS_WEBHOOK_URL is not set",
+            ),
         ] {
             if channels.contains_key(name) || file.channels.contains_key(name) {
                 continue;
             }
-            match env.var(var) {
-                Some(url) => {
-                    if let Err(e) = check_url(&url) {
-                        errors.push(format!("{var} (channel {name})"), e);
-                    }
-                    channels.insert(
-                        name.to_owned(),
-                        ChannelConfig {
-                            name: name.to_owned(),
-                            kind,
-                            target: ChannelTarget::Http(SecretString::from(url)),
-                        },
-                    );
-                }
-                None => disabled.push((
-                    name,
-                    if name == "slack" {
-                        "SLACK_WEBHOOK_URL is not set"
-                    } else {
-                        "TEAMS_WEBHOOK_URL is not set"
-                    },
-                )),
-            }
-        }
-        let is_disabled = |name: &str| {
-            disabled
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, why)| *why)
-        };
-
-        // Every channel name a route, tier or digest mentions must exist (a built-in one without
-        // its secret is skipped with a warning, so a chart without a Slack secret still starts).
-        let mut check_refs =
-            |place: String, names: &[String], errors: &mut Errors| -> Vec<String> {
-                let mut kept = Vec::new();
-                for n in names {
-                    if channels.contains_key(n) {
-                        kept.push(n.clone());
-                    } else if let Some(why) = is_disabled(n) {
-                        warnings.push(format!(
-                            "{place}: channel {n:?} is disabled ({why}); skipped"
-                        ));
-                    } else {
-                        let known: Vec<&str> = channels.keys().map(String::as_str).collect();
-                        errors.push(
-                            &place,
-                            format!("unknown channel {n:?} (known: {})", known.join(", ")),
-                        );
-                    }
-                }
-                kept
+            let Some(url) = env.var(var) else {
+                self.disabled.push((name, unset));
+                continue;
             };
-
-        let mut route_specs = file.routes;
-        for (i, r) in route_specs.iter_mut().enumerate() {
-            r.channels = check_refs(format!("routes[{i}].channels"), &r.channels, &mut errors);
-        }
-        let default_channels = check_refs(
-            "default_channels".to_owned(),
-            &file.default_channels,
-            &mut errors,
-        );
-        let routes = match Routes::compile(route_specs, default_channels) {
-            Ok(r) => Some(r),
-            Err(es) => {
-                errors.0.extend(es);
-                None
+            if let Err(e) = check_url(&url) {
+                errors.push(format!("{var} (channel {name})"), e);
             }
-        };
+            channels.insert(
+                name.to_owned(),
+                ChannelConfig {
+                    name: name.to_owned(),
+                    kind,
+                    target: ChannelTarget::Http(SecretString::from(url)),
+                },
+            );
+        }
+    }
 
-        let escalation = match (file.escalation, file.escalation_after_secs) {
-            (Some(_), Some(_)) => {
+    /// The names a route, tier or digest mentions that exist; a built-in one without its secret
+    /// is skipped with a warning (so a chart without a Slack secret still starts), any other
+    /// unknown name is an error at `place`.
+    fn check_refs(&mut self, place: &str, names: &[String], errors: &mut Errors) -> Vec<String> {
+        let mut kept = Vec::new();
+        for n in names {
+            if self.channels.contains_key(n) {
+                kept.push(n.clone());
+            } else if let Some((_, why)) = self.disabled.iter().find(|(d, _)| d == n) {
+                self.warnings.push(format!(
+                    "{place}: channel {n:?} is disabled ({why}); skipped"
+                ));
+            } else {
+                let known: Vec<&str> = self.channels.keys().map(String::as_str).collect();
                 errors.push(
-                    "escalation_after_secs",
-                    "use either escalation: or escalation_after_secs:, not both",
+                    place,
+                    format!("unknown channel {n:?} (known: {})", known.join(", ")),
                 );
-                None
             }
-            (None, None) => None,
-            (None, Some(secs)) => Some(EscalationSettings {
-                min_severity: Severity::Critical,
-                check_interval: Duration::from_secs(5),
-                tiers: vec![Tier {
-                    after: Duration::from_secs(secs),
-                    channels: Vec::new(),
-                }],
-            }),
-            (Some(spec), None) => {
-                let mut tiers = Vec::new();
-                for (i, t) in spec.tiers.iter().enumerate() {
-                    let after = errors.duration(
-                        &format!("escalation.tiers[{i}].after"),
-                        Some(&t.after),
-                        Duration::ZERO,
-                    );
-                    if let Some(prev) = tiers.last().map(|p: &Tier| p.after)
-                        && after <= prev
-                    {
-                        errors.push(
-                            format!("escalation.tiers[{i}].after"),
-                            "tiers must have increasing delays",
-                        );
-                    }
-                    let chans = check_refs(
-                        format!("escalation.tiers[{i}].channels"),
-                        &t.channels,
-                        &mut errors,
-                    );
-                    tiers.push(Tier {
-                        after,
-                        channels: chans,
-                    });
-                }
-                if tiers.is_empty() {
-                    errors.push("escalation.tiers", "at least one tier is needed");
-                }
-                Some(EscalationSettings {
-                    min_severity: spec.min_severity.unwrap_or(Severity::Critical),
-                    check_interval: errors.duration(
-                        "escalation.check_interval",
-                        spec.check_interval.as_ref(),
-                        Duration::from_secs(5),
-                    ),
-                    tiers,
-                })
-            }
-        };
-        if let Some(e) = &escalation
-            && e.check_interval.is_zero()
-        {
-            errors.push("escalation.check_interval", "must be more than 0");
         }
+        kept
+    }
+}
 
-        let digest = file.digest.map(|d| {
-            let interval = errors.duration(
-                "digest.interval",
-                Some(&d.interval),
-                Duration::from_secs(86400),
-            );
-            if interval < Duration::from_secs(1) {
-                errors.push("digest.interval", "must be at least 1s");
-            }
-            let chans = check_refs("digest.channels".to_owned(), &d.channels, &mut errors);
-            DigestSettings {
-                interval,
-                channels: chans,
-            }
-        });
-
-        let dl = &file.delivery;
-        let delivery = DeliverySettings {
-            max_attempts: dl.max_attempts.unwrap_or(8).max(1),
-            initial_backoff: errors.duration(
-                "delivery.initial_backoff",
-                dl.initial_backoff.as_ref(),
-                Duration::from_secs(2),
-            ),
-            max_backoff: errors.duration(
-                "delivery.max_backoff",
-                dl.max_backoff.as_ref(),
-                Duration::from_secs(300),
-            ),
-            lease: errors.duration("delivery.lease", dl.lease.as_ref(), Duration::from_secs(60)),
-            poll_interval: errors.duration(
-                "delivery.poll_interval",
-                dl.poll_interval.as_ref(),
-                Duration::from_secs(1),
-            ),
-            concurrency: dl.concurrency.unwrap_or(8).max(1),
-            dedup_window: errors.duration(
-                "delivery.dedup_window",
-                dl.dedup_window.as_ref(),
-                Duration::from_secs(600),
-            ),
-            send_timeout: errors.duration(
-                "delivery.send_timeout",
-                dl.send_timeout.as_ref(),
-                Duration::from_secs(10),
-            ),
-        };
-        if delivery.lease <= delivery.send_timeout {
+/// `escalation:` (tiers) or the shorthand `escalation_after_secs:` (one tier, the alert's own
+/// channels), not both.
+fn escalation_settings(
+    spec: Option<EscalationSpec>,
+    after_secs: Option<u64>,
+    declared: &mut DeclaredChannels,
+    errors: &mut Errors,
+) -> Option<EscalationSettings> {
+    let escalation = match (spec, after_secs) {
+        (Some(_), Some(_)) => {
             errors.push(
-                "delivery.lease",
-                "must be longer than delivery.send_timeout",
+                "escalation_after_secs",
+                "use either escalation: or escalation_after_secs:, not both",
+            );
+            return None;
+        }
+        (None, None) => return None,
+        (None, Some(secs)) => EscalationSettings {
+            min_severity: Severity::Critical,
+            check_interval: Duration::from_secs(5),
+            tiers: vec![Tier {
+                after: Duration::from_secs(secs),
+                channels: Vec::new(),
+            }],
+        },
+        (Some(spec), None) => EscalationSettings {
+            min_severity: spec.min_severity.unwrap_or(Severity::Critical),
+            check_interval: errors.duration(
+                "escalation.check_interval",
+                spec.check_interval.as_ref(),
+                Duration::from_secs(5),
+            ),
+            tiers: tiers(&spec.tiers, declared, errors),
+        },
+    };
+    if escalation.check_interval.is_zero() {
+        errors.push("escalation.check_interval", "must be more than 0");
+    }
+    Some(escalation)
+}
+
+/// `escalation.tiers`: at least one, by increasing delay.
+fn tiers(specs: &[TierSpec], declared: &mut DeclaredChannels, errors: &mut Errors) -> Vec<Tier> {
+    let mut tiers: Vec<Tier> = Vec::new();
+    for (i, t) in specs.iter().enumerate() {
+        let place = format!("escalation.tiers[{i}]");
+        let after = errors.duration(&format!("{place}.after"), Some(&t.after), Duration::ZERO);
+        if tiers.last().is_some_and(|prev| after <= prev.after) {
+            errors.push(
+                format!("{place}.after"),
+                "tiers must have increasing delays",
             );
         }
-        if delivery.poll_interval.is_zero() {
-            errors.push("delivery.poll_interval", "must be more than 0");
-        }
-        let ack = AckSettings {
-            duration: errors.duration(
-                "ack.duration",
-                file.ack.duration.as_ref(),
-                Duration::from_secs(7200),
-            ),
-            max_duration: errors.duration(
-                "ack.max_duration",
-                file.ack.max_duration.as_ref(),
-                Duration::from_secs(86400),
-            ),
-            link_ttl: errors.duration(
-                "ack.link_ttl",
-                file.ack.link_ttl.as_ref(),
-                Duration::from_secs(86400),
-            ),
-        };
-        if ack.duration > ack.max_duration {
-            errors.push("ack.duration", "must not be longer than ack.max_duration");
-        }
-        if ack.link_ttl.is_zero() {
-            errors.push("ack.link_ttl", "must be more than 0");
-        }
-        let en = &file.enrichment;
-        let enrichment = EnrichmentSettings {
-            log_lines: en.log_lines.unwrap_or(20).clamp(1, 500),
-            events: en.events.unwrap_or(10).clamp(1, 100),
-            timeout: errors.duration(
-                "enrichment.timeout",
-                en.timeout.as_ref(),
-                Duration::from_secs(2),
-            ),
-            max_alerts: en.max_alerts.unwrap_or(3),
-        };
+        let channels = declared.check_refs(&format!("{place}.channels"), &t.channels, errors);
+        tiers.push(Tier { after, channels });
+    }
+    if tiers.is_empty() {
+        errors.push("escalation.tiers", "at least one tier is needed");
+    }
+    tiers
+}
 
-        let kinds: BTreeMap<String, ChannelKind> =
-            channels.iter().map(|(n, c)| (n.clone(), c.kind)).collect();
-        let templates = match Templates::compile(&kinds, &template_overrides) {
-            Ok(t) => Some(t),
-            Err(es) => {
-                errors.0.extend(es);
-                None
-            }
-        };
+fn digest_settings(
+    spec: &DigestSpec,
+    declared: &mut DeclaredChannels,
+    errors: &mut Errors,
+) -> DigestSettings {
+    let interval = errors.duration(
+        "digest.interval",
+        Some(&spec.interval),
+        Duration::from_secs(86400),
+    );
+    if interval < Duration::from_secs(1) {
+        errors.push("digest.interval", "must be at least 1s");
+    }
+    DigestSettings {
+        interval,
+        channels: declared.check_refs("digest.channels", &spec.channels, errors),
+    }
+}
 
-        match (errors.0.is_empty(), routes, templates) {
-            (true, Some(routes), Some(templates)) => Ok(Settings {
-                routes,
-                channels,
-                templates,
-                delivery,
-                escalation,
-                digest,
-                ack,
-                enrichment,
-                warnings,
-            }),
-            _ => Err(errors.0),
-        }
+fn delivery_settings(dl: &DeliverySpec, errors: &mut Errors) -> DeliverySettings {
+    let mut duration = |name: &str, value: &Option<DurationText>, default_secs: u64| {
+        errors.duration(
+            &format!("delivery.{name}"),
+            value.as_ref(),
+            Duration::from_secs(default_secs),
+        )
+    };
+    let delivery = DeliverySettings {
+        max_attempts: dl.max_attempts.unwrap_or(8).max(1),
+        initial_backoff: duration("initial_backoff", &dl.initial_backoff, 2),
+        max_backoff: duration("max_backoff", &dl.max_backoff, 300),
+        lease: duration("lease", &dl.lease, 60),
+        poll_interval: duration("poll_interval", &dl.poll_interval, 1),
+        concurrency: dl.concurrency.unwrap_or(8).max(1),
+        dedup_window: duration("dedup_window", &dl.dedup_window, 600),
+        send_timeout: duration("send_timeout", &dl.send_timeout, 10),
+    };
+    if delivery.lease <= delivery.send_timeout {
+        errors.push(
+            "delivery.lease",
+            "must be longer than delivery.send_timeout",
+        );
+    }
+    if delivery.poll_interval.is_zero() {
+        errors.push("delivery.poll_interval", "must be more than 0");
+    }
+    delivery
+}
+
+fn ack_settings(spec: &AckSpec, errors: &mut Errors) -> AckSettings {
+    let ack = AckSettings {
+        duration: errors.duration(
+            "ack.duration",
+            spec.duration.as_ref(),
+            Duration::from_secs(7200),
+        ),
+        max_duration: errors.duration(
+            "ack.max_duration",
+            spec.max_duration.as_ref(),
+            Duration::from_secs(86400),
+        ),
+        link_ttl: errors.duration(
+            "ack.link_ttl",
+            spec.link_ttl.as_ref(),
+            Duration::from_secs(86400),
+        ),
+    };
+    if ack.duration > ack.max_duration {
+        errors.push("ack.duration", "must not be longer than ack.max_duration");
+    }
+    if ack.link_ttl.is_zero() {
+        errors.push("ack.link_ttl", "must be more than 0");
+    }
+    ack
+}
+
+fn enrichment_settings(en: &EnrichmentSpec, errors: &mut Errors) -> EnrichmentSettings {
+    EnrichmentSettings {
+        log_lines: en.log_lines.unwrap_or(20).clamp(1, 500),
+        events: en.events.unwrap_or(10).clamp(1, 100),
+        timeout: errors.duration(
+            "enrichment.timeout",
+            en.timeout.as_ref(),
+            Duration::from_secs(2),
+        ),
+        max_alerts: en.max_alerts.unwrap_or(3),
     }
 }
 
@@ -899,36 +724,7 @@ fn channel(
             Some(p) => Some(PathBuf::from(p)),
         }),
         ChannelKind::Slack | ChannelKind::Teams | ChannelKind::Webhook => {
-            let default_env = match spec.kind {
-                ChannelKind::Slack => Some("SLACK_WEBHOOK_URL"),
-                ChannelKind::Teams => Some("TEAMS_WEBHOOK_URL"),
-                _ => None,
-            };
-            let url = match (&spec.url, &spec.url_env) {
-                (Some(_), Some(_)) => {
-                    errors.push(&place, "set url or url_env, not both");
-                    return None;
-                }
-                (Some(u), None) => u.clone(),
-                (None, var) => {
-                    let Some(var) = var.as_deref().or(default_env) else {
-                        errors.push(&place, "a webhook channel needs url or url_env");
-                        return None;
-                    };
-                    match env.var(var) {
-                        Some(u) => u,
-                        None => {
-                            errors.push(format!("{place}.url_env"), format!("{var} is not set"));
-                            return None;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = check_url(&url) {
-                errors.push(format!("{place}.url"), e);
-                return None;
-            }
-            ChannelTarget::Http(SecretString::from(url))
+            ChannelTarget::Http(SecretString::from(webhook_url(&place, spec, env, errors)?))
         }
         ChannelKind::Email => ChannelTarget::Email(email_target(
             &place,
@@ -955,6 +751,45 @@ fn channel(
         kind: spec.kind,
         target,
     })
+}
+
+/// The URL of a Slack, Teams or webhook channel: `url`, or the variable `url_env` names (Slack
+/// and Teams default to `SLACK_WEBHOOK_URL` / `TEAMS_WEBHOOK_URL`). Never echoed: it carries the
+/// token.
+fn webhook_url(
+    place: &str,
+    spec: &ChannelSpec,
+    env: &dyn Env,
+    errors: &mut Errors,
+) -> Option<String> {
+    let default_env = match spec.kind {
+        ChannelKind::Slack => Some("SLACK_WEBHOOK_URL"),
+        ChannelKind::Teams => Some("TEAMS_WEBHOOK_URL"),
+        _ => None,
+    };
+    let url = match (&spec.url, &spec.url_env) {
+        (Some(_), Some(_)) => {
+            errors.push(place, "set url or url_env, not both");
+            return None;
+        }
+        (Some(u), None) => u.clone(),
+        (None, var) => {
+            let Some(var) = var.as_deref().or(default_env) else {
+                errors.push(place, "a webhook channel needs url or url_env");
+                return None;
+            };
+            let Some(u) = env.var(var) else {
+                errors.push(format!("{place}.url_env"), format!("{var} is not set"));
+                return None;
+            };
+            u
+        }
+    };
+    if let Err(e) = check_url(&url) {
+        errors.push(format!("{place}.url"), e);
+        return None;
+    }
+    Some(url)
 }
 
 fn email_target(
@@ -1098,7 +933,7 @@ channels:
     smtp: {host: localhost, port: 2525}
     to: ["not an address"]
 delivery:
-  lease: 5 minutes
+  lease: 300
 "#;
         let errors = parse(yaml).unwrap_err();
         let text = errors.join("\n");
@@ -1107,22 +942,26 @@ delivery:
             "routes[1].channels: unknown channel \"pager\"",
             "channels.hook.url_env: NOT_SET is not set",
             "channels.mail.to[0]",
-            "delivery.lease",
+            "delivery.lease: a bare number is not a duration any more: write 300s",
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }
     }
 
     #[test]
-    fn unknown_keys_and_bad_yaml_are_rejected() {
+    fn unknown_keys_are_rejected() {
         let e = parse("routes:\n  - matchers: {a: b}\n    channels: [log]\n").unwrap_err();
         assert!(e[0].contains("unknown field `matchers`"), "{e:?}");
+    }
+
+    #[test]
+    fn bad_yaml_is_rejected() {
         let e = parse("routes: [").unwrap_err();
         assert!(e[0].starts_with("invalid YAML"), "{e:?}");
     }
 
     #[test]
-    fn secrets_are_not_printed() {
+    fn a_webhook_url_is_not_printed_in_debug_output() {
         let env: HashMap<&str, &str> = [(
             "SLACK_WEBHOOK_URL",
             "https://hooks.slack.com/services/T0/B0/SECRETTOKEN",
@@ -1132,6 +971,10 @@ delivery:
         let s = Settings::parse("routes: [{channels: [slack]}]", &env).unwrap();
         let printed = format!("{s:?}");
         assert!(!printed.contains("SECRETTOKEN"), "{printed}");
+    }
+
+    #[test]
+    fn a_bad_webhook_url_is_named_by_its_variable_not_its_value() {
         let env: HashMap<&str, &str> = [("SLACK_WEBHOOK_URL", "hooks.slack.com/SECRETTOKEN")]
             .into_iter()
             .collect();

@@ -2,19 +2,24 @@
 //! outcome (sent; retry later with exponential backoff and jitter; or `dead` after the last
 //! attempt or a permanent failure). It runs beside intake and never blocks it.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alertmanager::WebhookMessage;
 use futures::StreamExt as _;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
+use service_kit::CancellationToken;
+use tokio::sync::Notify;
 
-use crate::AppState;
-use crate::channels::{self, SendError};
-use crate::config::DeliverySettings;
-use crate::store::Claimed;
-use crate::templates::{digest_context, message_context};
-use crate::view::{EscalationView, Report};
+use crate::channels::{self, Channels, SendError};
+use crate::clock::now_ms;
+use crate::enrich::Enricher;
+use crate::metrics::Metrics;
+use crate::settings::DeliverySettings;
+use crate::store::{Claimed, Store};
+use crate::template_data::{EscalationView, Links, Report};
+use crate::templates::{Templates, digest_context, message_context};
 
 /// What an outbox row carries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,11 +44,6 @@ pub enum Payload {
     },
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
-}
-
 /// The delay before attempt `attempts + 1`: `initial * 2^(attempts-1)`, capped, with jitter
 /// (uniform in the upper half).
 pub fn backoff(settings: &DeliverySettings, attempts: i64) -> Duration {
@@ -59,151 +59,156 @@ pub fn backoff(settings: &DeliverySettings, attempts: i64) -> Duration {
     Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
 }
 
-/// Runs until the state's cancellation token fires.
-pub(crate) async fn run(state: AppState) {
-    let inner = &state.inner;
-    let settings = &inner.settings.delivery;
-    let lease_ms = settings.lease.as_millis() as i64;
-    let batch = (settings.concurrency * 4) as i64;
-    let mut last_depth: Option<Instant> = None;
-    loop {
-        if inner.cancel.is_cancelled() {
-            break;
-        }
-        if last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            if let Ok(d) = inner.store.depth().await {
-                inner.metrics.outbox_depth.set(d);
+/// What the delivery worker uses.
+pub(crate) struct DeliveryWorker {
+    /// The outbox.
+    pub(crate) store: Store,
+    /// Where rows are sent.
+    pub(crate) channels: Arc<Channels>,
+    /// Every channel's compiled templates.
+    pub(crate) templates: Arc<Templates>,
+    /// Attempts, backoff, lease, concurrency, send timeout.
+    pub(crate) settings: DeliverySettings,
+    /// Kubernetes lookups for the alerts of a message (off outside Kubernetes).
+    pub(crate) enricher: Enricher,
+    /// Acknowledge and Grafana links in messages.
+    pub(crate) links: Links,
+    pub(crate) metrics: Metrics,
+    /// This replica's name: the owner of its claims on outbox rows.
+    pub(crate) instance: String,
+    /// Intake, escalation and digest wake the worker when they write rows.
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl DeliveryWorker {
+    /// Runs until `cancel` fires: claims due rows (leased to this replica), sends them with
+    /// `delivery.concurrency` at once, and sleeps until woken or `delivery.poll_interval`.
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        let settings = &self.settings;
+        let lease_ms = settings.lease.as_millis() as i64;
+        let batch = (settings.concurrency * 4) as i64;
+        let mut last_depth: Option<Instant> = None;
+        loop {
+            if cancel.is_cancelled() {
+                break;
             }
-            last_depth = Some(Instant::now());
-        }
-        match inner
-            .store
-            .claim(&inner.config.instance, now_ms(), lease_ms, batch)
-            .await
-        {
-            Ok(rows) if !rows.is_empty() => {
-                futures::stream::iter(rows)
-                    .for_each_concurrent(settings.concurrency, |row| deliver(&state, row))
-                    .await;
-                continue;
+            if last_depth.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                if let Ok(d) = self.store.depth().await {
+                    self.metrics.outbox_depth.set(d);
+                }
+                last_depth = Some(Instant::now());
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "outbox: cannot claim rows"),
-        }
-        tokio::select! {
-            () = inner.cancel.cancelled() => break,
-            () = inner.wake.notified() => {}
-            () = tokio::time::sleep(settings.poll_interval) => {}
+            match self
+                .store
+                .claim(&self.instance, now_ms(), lease_ms, batch)
+                .await
+            {
+                Ok(rows) if !rows.is_empty() => {
+                    futures::stream::iter(rows)
+                        .for_each_concurrent(settings.concurrency, |row| self.deliver(row))
+                        .await;
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "outbox: cannot claim rows"),
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(settings.poll_interval) => {}
+            }
         }
     }
-}
 
-async fn render_and_send(state: &AppState, row: &Claimed) -> Result<(), SendError> {
-    let inner = &state.inner;
-    let permanent = |message: String| SendError {
-        permanent: true,
-        message,
-    };
-    let payload: Payload = serde_json::from_str(&row.payload)
-        .map_err(|e| permanent(format!("unreadable payload: {e}")))?;
-    let kind = inner
-        .channels
-        .kind(&row.channel)
-        .ok_or_else(|| permanent(format!("channel {:?} is no longer configured", row.channel)))?;
-    let (ctx, digest) = match payload {
-        Payload::Notification { message } => {
-            let enrichment = state.enrich(&message).await;
-            (
-                message_context(&inner.links.message_view(
-                    &message,
-                    &row.channel,
-                    enrichment,
-                    None,
-                )),
-                false,
-            )
-        }
-        Payload::Escalation {
+    async fn render_and_send(&self, row: &Claimed) -> Result<(), SendError> {
+        let permanent = |message: String| SendError {
+            permanent: true,
             message,
-            escalation,
-        } => {
-            let enrichment = state.enrich(&message).await;
-            (
-                message_context(&inner.links.message_view(
-                    &message,
-                    &row.channel,
-                    enrichment,
-                    Some(escalation),
-                )),
-                false,
-            )
-        }
-        Payload::Digest { report } => (digest_context(&report), true),
-    };
-    let content = channels::render(&inner.settings.templates, &row.channel, kind, digest, ctx)
-        .map_err(|e| permanent(e.0))?;
-    inner
-        .channels
-        .send(&row.channel, content, inner.settings.delivery.send_timeout)
-        .await
-}
-
-async fn deliver(state: &AppState, row: Claimed) {
-    let inner = &state.inner;
-    let settings = &inner.settings.delivery;
-    let started = Instant::now();
-    let result = render_and_send(state, &row).await;
-    inner
-        .metrics
-        .delivery_duration
-        .with_label_values(&[&row.channel])
-        .observe(started.elapsed().as_secs_f64());
-    let now = now_ms();
-    let owner = &inner.config.instance;
-    let recorded = match &result {
-        Ok(()) => {
-            inner
-                .metrics
-                .notifications
-                .with_label_values(&[&row.channel, "sent"])
-                .inc();
-            tracing::info!(id = %row.id, channel = %row.channel, kind = %row.kind, attempts = row.attempts, "notification sent");
-            inner.store.mark_sent(&row.id, owner, now).await
-        }
-        Err(e) => {
-            let dead = e.permanent || row.attempts >= i64::from(settings.max_attempts);
-            let result = if dead { "dead" } else { "failed" };
-            inner
-                .metrics
-                .notifications
-                .with_label_values(&[&row.channel, result])
-                .inc();
-            let delay = backoff(settings, row.attempts);
-            if dead {
-                tracing::error!(id = %row.id, channel = %row.channel, attempts = row.attempts, error = %e, "notification given up");
-            } else {
-                tracing::warn!(id = %row.id, channel = %row.channel, attempts = row.attempts, retry_in_ms = delay.as_millis() as u64, error = %e, "notification failed; will retry");
+        };
+        let payload: Payload = serde_json::from_str(&row.payload)
+            .map_err(|e| permanent(format!("unreadable payload: {e}")))?;
+        let kind = self.channels.kind(&row.channel).ok_or_else(|| {
+            permanent(format!("channel {:?} is no longer configured", row.channel))
+        })?;
+        let (ctx, digest) = match payload {
+            Payload::Notification { message } => {
+                let enrichment = self.enricher.enrich_message(&message).await;
+                let view = self
+                    .links
+                    .message_view(&message, &row.channel, enrichment, None);
+                (message_context(&view), false)
             }
-            inner
-                .store
-                .mark_failed(
-                    &row.id,
-                    owner,
-                    now,
-                    now + delay.as_millis() as i64,
-                    dead,
-                    &e.message,
-                )
-                .await
-        }
-    };
-    match recorded {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(id = %row.id, "outbox lease lost before the result was recorded")
-        }
-        Err(e) => {
-            tracing::error!(id = %row.id, error = %e, "cannot record the delivery result; the row will be retried after its lease")
+            Payload::Escalation {
+                message,
+                escalation,
+            } => {
+                let enrichment = self.enricher.enrich_message(&message).await;
+                let view =
+                    self.links
+                        .message_view(&message, &row.channel, enrichment, Some(escalation));
+                (message_context(&view), false)
+            }
+            Payload::Digest { report } => (digest_context(&report), true),
+        };
+        let content = channels::render(&self.templates, &row.channel, kind, digest, ctx)
+            .map_err(|e| permanent(e.0))?;
+        self.channels
+            .send(&row.channel, content, self.settings.send_timeout)
+            .await
+    }
+
+    async fn deliver(&self, row: Claimed) {
+        let settings = &self.settings;
+        let started = Instant::now();
+        let result = self.render_and_send(&row).await;
+        self.metrics
+            .delivery_duration
+            .with_label_values(&[&row.channel])
+            .observe(started.elapsed().as_secs_f64());
+        let now = now_ms();
+        let owner = &self.instance;
+        let recorded = match &result {
+            Ok(()) => {
+                self.metrics
+                    .notifications
+                    .with_label_values(&[&row.channel, "sent"])
+                    .inc();
+                tracing::info!(id = %row.id, channel = %row.channel, kind = %row.kind, attempts = row.attempts, "notification sent");
+                self.store.mark_sent(&row.id, owner, now).await
+            }
+            Err(e) => {
+                let dead = e.permanent || row.attempts >= i64::from(settings.max_attempts);
+                let result = if dead { "dead" } else { "failed" };
+                self.metrics
+                    .notifications
+                    .with_label_values(&[&row.channel, result])
+                    .inc();
+                let delay = backoff(settings, row.attempts);
+                if dead {
+                    tracing::error!(id = %row.id, channel = %row.channel, attempts = row.attempts, error = %e, "notification given up");
+                } else {
+                    tracing::warn!(id = %row.id, channel = %row.channel, attempts = row.attempts, retry_in_ms = delay.as_millis() as u64, error = %e, "notification failed; will retry");
+                }
+                self.store
+                    .mark_failed(
+                        &row.id,
+                        owner,
+                        now,
+                        now + delay.as_millis() as i64,
+                        dead,
+                        &e.message,
+                    )
+                    .await
+            }
+        };
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(id = %row.id, "outbox lease lost before the result was recorded")
+            }
+            Err(e) => {
+                tracing::error!(id = %row.id, error = %e, "cannot record the delivery result; the row will be retried after its lease")
+            }
         }
     }
 }

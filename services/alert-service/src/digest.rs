@@ -10,19 +10,28 @@
 //! since the healer started).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::Value;
 use service_kit::ApiError;
+use service_kit::CancellationToken;
 use service_kit::extract::Query;
+use telemetry::client::HttpClient;
+use tokio::sync::Notify;
 
-use crate::AppState;
-use crate::delivery::{Payload, now_ms};
+use crate::clock::now_ms;
+use crate::delivery::Payload;
 use crate::duration;
+use crate::http_errors::database_unavailable;
+use crate::settings::DigestSettings;
 use crate::store::NewRow;
-use crate::view::{DeliveryTotals, HealerCount, HealerSummary, NoisyAlert, Report, rfc3339};
+use crate::store::Store;
+use crate::template_data::{
+    DeliveryTotals, HealerCount, HealerSummary, NoisyAlert, Report, rfc3339,
+};
 
 fn time_of(ms: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -112,15 +121,39 @@ pub fn healer_from_metrics(text: &str) -> Vec<HealerCount> {
     out
 }
 
-async fn healer(state: &AppState, from: i64, to: i64) -> Option<HealerSummary> {
-    let base = state.inner.config.auto_healer_url.as_ref()?;
-    let http = &state.inner.http;
-    let timeout = Duration::from_secs(3);
+/// Where the digest reads the auto-healer's actions (`AUTO_HEALER_URL`), through the traced client.
+#[derive(Debug)]
+pub struct HealerSource {
+    /// The healer's base URL.
+    pub(crate) url: String,
+    /// The traced client (3 s to connect, 3 s in all).
+    pub(crate) http: HttpClient,
+}
+
+/// What the report and the digest read: the alert records and the healer's actions.
+pub struct Reports {
+    /// Alert records and the outbox.
+    pub(crate) store: Store,
+    /// The auto-healer, when `AUTO_HEALER_URL` is set.
+    pub(crate) healer: Option<HealerSource>,
+    /// The report's window when the request names none: `digest.interval`, else 24 h.
+    pub(crate) default_window: Duration,
+}
+
+impl std::fmt::Debug for Reports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reports")
+            .field("healer", &self.healer.as_ref().map(|h| &h.url))
+            .field("default_window", &self.default_window)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn healer(source: Option<&HealerSource>, from: i64, to: i64) -> Option<HealerSummary> {
+    let HealerSource { url: base, http } = source?;
     let fetch = async {
         let resp = http
-            .get(format!("{base}/api/v1/actions"))
-            .timeout(timeout)
-            .send()
+            .send(http.get(&format!("{base}/api/v1/actions")))
             .await
             .map_err(|e| e.without_url().to_string())?;
         if resp.status().is_success() {
@@ -133,9 +166,7 @@ async fn healer(state: &AppState, from: i64, to: i64) -> Option<HealerSummary> {
         }
         let status = resp.status();
         let m = http
-            .get(format!("{base}/metrics"))
-            .timeout(timeout)
-            .send()
+            .send(http.get(&format!("{base}/metrics")))
             .await
             .map_err(|e| e.without_url().to_string())?;
         if !m.status().is_success() {
@@ -149,7 +180,7 @@ async fn healer(state: &AppState, from: i64, to: i64) -> Option<HealerSummary> {
         ))
     };
     Some(match fetch.await {
-        Ok(actions) => answered(actions),
+        Ok(actions) => healer_answered(actions),
         Err(e) => HealerSummary {
             available: false,
             total: 0.0,
@@ -160,7 +191,7 @@ async fn healer(state: &AppState, from: i64, to: i64) -> Option<HealerSummary> {
 }
 
 /// The summary of a healer that answered with `actions`.
-fn answered(actions: Vec<HealerCount>) -> HealerSummary {
+fn healer_answered(actions: Vec<HealerCount>) -> HealerSummary {
     HealerSummary {
         available: true,
         // A fold from +0.0: an empty f64 `sum()` is -0.0, which the digest printed as such.
@@ -170,101 +201,104 @@ fn answered(actions: Vec<HealerCount>) -> HealerSummary {
     }
 }
 
-/// The report for `[from, to)` (ms).
-pub async fn build(
-    state: &AppState,
-    from: i64,
-    to: i64,
-) -> Result<Report, crate::store::StoreError> {
-    let c = state.inner.store.report(from, to).await?;
-    let window = duration::display(Duration::from_millis((to - from).max(0) as u64));
-    let fmt =
-        |ms: Option<f64>| ms.map(|v| duration::display(Duration::from_millis(v.max(0.0) as u64)));
-    Ok(Report {
-        title: format!(
-            "Alert digest ({window}): {} fired, {} resolved, {} acknowledged",
-            c.fired, c.resolved, c.acknowledged
-        ),
-        from: rfc3339(time_of(from)),
-        to: rfc3339(time_of(to)),
-        window,
-        fired: c.fired,
-        resolved: c.resolved,
-        acknowledged: c.acknowledged,
-        escalated: c.escalated,
-        mean_time_to_ack: fmt(c.mean_ack_ms),
-        mean_time_to_resolve: fmt(c.mean_resolve_ms),
-        mean_time_to_ack_seconds: c.mean_ack_ms.map(|v| v / 1000.0),
-        mean_time_to_resolve_seconds: c.mean_resolve_ms.map(|v| v / 1000.0),
-        noisiest: c
-            .noisiest
-            .into_iter()
-            .map(|(alertname, notifications, alerts)| NoisyAlert {
-                alertname,
-                notifications,
-                alerts,
-            })
-            .collect(),
-        healer: healer(state, from, to).await,
-        deliveries: DeliveryTotals {
-            sent: c.sent,
-            dead: c.dead,
-            pending: c.pending,
-        },
-    })
-}
-
-/// Queues the digest of the period ending at `end` (ms) on the digest channels (idempotent).
-pub async fn send_period(state: &AppState, end: i64) -> Result<usize, crate::store::StoreError> {
-    let Some(settings) = state.inner.settings.digest.as_ref() else {
-        return Ok(0);
-    };
-    let interval = settings.interval.as_millis() as i64;
-    let report = build(state, end - interval, end).await?;
-    let payload = serde_json::to_string(&Payload::Digest { report }).unwrap_or_default();
-    let rows: Vec<NewRow> = settings
-        .channels
-        .iter()
-        .map(|c| NewRow {
-            idem_key: format!("d|{interval}|{end}|{c}"),
-            kind: "digest",
-            channel: c.clone(),
-            group_key: format!("digest/{end}"),
-            status: "digest".to_owned(),
-            payload: payload.clone(),
-            renotify_before: i64::MIN,
+impl Reports {
+    /// The report for `[from, to)` (milliseconds since the epoch).
+    pub async fn build(&self, from: i64, to: i64) -> Result<Report, crate::store::StoreError> {
+        let c = self.store.report(from, to).await?;
+        let window = duration::display(Duration::from_millis((to - from).max(0) as u64));
+        let fmt = |ms: Option<f64>| {
+            ms.map(|v| duration::display(Duration::from_millis(v.max(0.0) as u64)))
+        };
+        Ok(Report {
+            title: format!(
+                "Alert digest ({window}): {} fired, {} resolved, {} acknowledged",
+                c.fired, c.resolved, c.acknowledged
+            ),
+            from: rfc3339(time_of(from)),
+            to: rfc3339(time_of(to)),
+            window,
+            fired: c.fired,
+            resolved: c.resolved,
+            acknowledged: c.acknowledged,
+            escalated: c.escalated,
+            mean_time_to_ack: fmt(c.mean_ack_ms),
+            mean_time_to_resolve: fmt(c.mean_resolve_ms),
+            mean_time_to_ack_seconds: c.mean_ack_ms.map(|v| v / 1000.0),
+            mean_time_to_resolve_seconds: c.mean_resolve_ms.map(|v| v / 1000.0),
+            noisiest: c
+                .noisiest
+                .into_iter()
+                .map(|(alertname, notifications, alerts)| NoisyAlert {
+                    alertname,
+                    notifications,
+                    alerts,
+                })
+                .collect(),
+            healer: healer(self.healer.as_ref(), from, to).await,
+            deliveries: DeliveryTotals {
+                sent: c.sent,
+                dead: c.dead,
+                pending: c.pending,
+            },
         })
-        .collect();
-    let r = state.inner.store.enqueue(now_ms(), &rows).await?;
-    state.inner.wake.notify_one();
-    Ok(r.iter()
-        .filter(|e| !matches!(e, crate::store::Enqueued::Duplicate))
-        .count())
+    }
 }
 
-/// Runs until cancelled: at each interval boundary, queues the digest of the period just ended
-/// (on start, the last ended period, unless already sent).
-pub(crate) async fn run(state: AppState) {
-    let Some(settings) = state.inner.settings.digest.clone() else {
-        return;
-    };
-    let interval = settings.interval.as_millis() as i64;
-    loop {
-        let now = now_ms();
-        let end = now - now.rem_euclid(interval);
-        if let Err(e) = send_period(&state, end).await {
-            tracing::warn!(error = %e, "digest: cannot queue");
-        }
-        let next = end + interval;
-        let wait = Duration::from_millis((next - now_ms()).max(0) as u64 + 50);
-        tokio::select! {
-            () = state.inner.cancel.cancelled() => break,
-            () = tokio::time::sleep(wait) => {}
+/// What the digest task uses: its settings, the reports and the delivery worker's wake-up.
+pub(crate) struct DigestWorker {
+    pub(crate) settings: DigestSettings,
+    pub(crate) reports: Arc<Reports>,
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl DigestWorker {
+    /// Queues the digest of the period ending at `end` for each digest channel; returns how many
+    /// rows were new (a replica that already queued it makes none).
+    pub(crate) async fn send_period(&self, end: i64) -> Result<usize, crate::store::StoreError> {
+        let interval = self.settings.interval.as_millis() as i64;
+        let report = self.reports.build(end - interval, end).await?;
+        let payload = serde_json::to_string(&Payload::Digest { report }).unwrap_or_default();
+        let rows: Vec<NewRow> = self
+            .settings
+            .channels
+            .iter()
+            .map(|c| NewRow {
+                idem_key: format!("d|{interval}|{end}|{c}"),
+                kind: "digest",
+                channel: c.clone(),
+                group_key: format!("digest/{end}"),
+                status: "digest".to_owned(),
+                payload: payload.clone(),
+                renotify_before: i64::MIN,
+            })
+            .collect();
+        let r = self.reports.store.enqueue(now_ms(), &rows).await?;
+        self.wake.notify_one();
+        Ok(r.iter()
+            .filter(|e| !matches!(e, crate::store::Enqueued::Duplicate))
+            .count())
+    }
+
+    /// Runs until `cancel` fires, queueing each period's digest at its end (aligned to the
+    /// interval, UTC).
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        let interval = self.settings.interval.as_millis() as i64;
+        loop {
+            let now = now_ms();
+            let end = now - now.rem_euclid(interval);
+            if let Err(e) = self.send_period(end).await {
+                tracing::warn!(error = %e, "digest: cannot queue");
+            }
+            let next = end + interval;
+            let wait = Duration::from_millis((next - now_ms()).max(0) as u64 + 50);
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(wait) => {}
+            }
         }
     }
 }
 
-/// Query of `GET /api/v1/report`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
@@ -274,18 +308,11 @@ pub struct ReportQuery {
 
 /// `GET /api/v1/report?window=24h`.
 pub async fn report(
-    State(state): State<AppState>,
+    State(reports): State<Arc<Reports>>,
     Query(q): Query<ReportQuery>,
 ) -> Result<axum::Json<Report>, ApiError> {
-    let default = state
-        .inner
-        .settings
-        .digest
-        .as_ref()
-        .map(|d| d.interval)
-        .unwrap_or(Duration::from_secs(86400));
     let window = match q.window.as_deref() {
-        None => default,
+        None => reports.default_window,
         Some(w) => duration::parse(w).map_err(|e| ApiError::bad_request(e).with_field("window"))?,
     };
     if window.is_zero() || window > Duration::from_secs(366 * 86400) {
@@ -294,9 +321,10 @@ pub async fn report(
         );
     }
     let to = now_ms() + 1;
-    let r = build(&state, to - window.as_millis() as i64, to)
+    let r = reports
+        .build(to - window.as_millis() as i64, to)
         .await
-        .map_err(|e| ApiError::unavailable(e.to_string(), Some(5)))?;
+        .map_err(database_unavailable)?;
     Ok(axum::Json(r))
 }
 
@@ -307,7 +335,7 @@ mod tests {
 
     #[test]
     fn a_quiet_healer_did_zero_actions_not_minus_zero() {
-        let total = answered(Vec::new()).total;
+        let total = healer_answered(Vec::new()).total;
         assert!(total == 0.0 && total.is_sign_positive(), "{total}");
         assert_eq!(format!("{total:.1}"), "0.0");
     }

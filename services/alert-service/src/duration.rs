@@ -1,17 +1,22 @@
-//! Human durations in the configuration file: `250ms`, `5s`, `10m`, `2h`, `1d`, or a bare number
-//! of seconds.
+//! Durations in the routing file and the report's `window`: humantime's syntax (`250ms`, `5s`,
+//! `10m`, `2h`, `1d`, `1h 30m`), the one the whole system uses. The old bare number of seconds is
+//! refused with a message that gives the new form (`60` → `60s`).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-/// A duration as written in YAML: a string with a unit or a whole number of seconds.
+/// Examples of the syntax, for error messages.
+const EXAMPLES: &str = "e.g. 250ms, 5s, 10m, 2h, 1d or 1h 30m";
+
+/// A duration as written in YAML, read later with its place in the file so that every problem is
+/// reported at once: humantime text, or a bare number (kept only to refuse it clearly).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum DurationText {
-    /// Whole seconds.
-    Seconds(u64),
-    /// `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
+    /// A bare number: the old whole-seconds form, no longer accepted.
+    Number(u64),
+    /// Humantime text.
     Text(String),
 }
 
@@ -19,37 +24,26 @@ impl DurationText {
     /// The duration, or why the text is not one.
     pub fn parse(&self) -> Result<Duration, String> {
         match self {
-            DurationText::Seconds(s) => Ok(Duration::from_secs(*s)),
+            DurationText::Number(n) => Err(bare_number(&n.to_string())),
             DurationText::Text(t) => parse(t),
         }
     }
 }
 
-/// Parses `250ms`, `5s`, `10m`, `2h`, `1d` (also a bare number of seconds).
-pub fn parse(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 250ms, 5s, 10m, 2h, 1d"))?;
-    let ms = match unit {
-        "ms" => Some(n),
-        "" | "s" => n.checked_mul(1000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        "d" => n.checked_mul(86_400_000),
-        _ => {
-            return Err(format!(
-                "invalid duration {text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
-            ));
-        }
-    };
-    ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("invalid duration {text:?}: too large"))
+fn bare_number(n: &str) -> String {
+    format!("a bare number is not a duration any more: write {n}s ({EXAMPLES})")
 }
 
-/// `1h30m`-style text for messages (`90s` → `1m30s`).
+/// Parses humantime text; a bare number is refused with the form to write instead.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bare_number(t));
+    }
+    humantime::parse_duration(t).map_err(|e| format!("invalid duration {text:?}: {e} ({EXAMPLES})"))
+}
+
+/// `1h30m`-style text for messages (`90s` → `1m30s`); humantime reads it back.
 pub fn display(d: Duration) -> String {
     let secs = d.as_secs();
     if secs == 0 {
@@ -74,17 +68,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn units() {
+    fn humantime_units_are_read() {
         assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse("5"), Ok(Duration::from_secs(5)));
         assert_eq!(parse("10m"), Ok(Duration::from_secs(600)));
         assert_eq!(parse("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse("1d"), Ok(Duration::from_secs(86400)));
-        assert!(parse("5 minutes").unwrap_err().contains("unknown unit"));
-        assert!(parse("").is_err());
-        assert!(parse("-1s").is_err());
-        assert_eq!(DurationText::Seconds(3).parse(), Ok(Duration::from_secs(3)));
+        assert_eq!(parse("1h 30m"), Ok(Duration::from_secs(5400)));
+    }
+
+    #[test]
+    fn a_bare_number_is_refused_with_the_new_form() {
+        for old in [
+            DurationText::Number(5).parse(),
+            DurationText::Text("5".to_owned()).parse(),
+        ] {
+            let e = old.unwrap_err();
+            assert!(e.contains("write 5s"), "{e}");
+        }
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_examples() {
+        for text in ["", "-1s", "5 fortnights"] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains("e.g. 250ms"), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn display_is_read_back_by_humantime() {
+        for secs in [61, 5400, 86400, 0] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(parse(&display(d)), Ok(d), "{}", display(d));
+        }
         assert_eq!(display(Duration::from_secs(5400)), "1h30m");
         assert_eq!(display(Duration::from_secs(61)), "1m1s");
     }

@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use alertmanager::LabelSet;
+use alertmanager::{LabelSet, WebhookMessage};
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::Api;
 use kube::api::{ListParams, LogParams};
 use serde::{Deserialize, Serialize};
 
-use crate::config::EnrichmentSettings;
+use crate::settings::EnrichmentSettings;
 
 /// One Kubernetes Event, summarised.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -93,6 +93,24 @@ impl Enricher {
     /// Whether a Kubernetes client is configured.
     pub fn is_enabled(&self) -> bool {
         self.client.is_some()
+    }
+
+    /// Enrichment of the first `max_alerts` firing alerts of `message`, index-aligned with
+    /// `message.alerts` (empty outside Kubernetes); every lookup is bounded, failures are noted,
+    /// never fatal.
+    pub async fn enrich_message(&self, message: &WebhookMessage) -> Vec<Option<Enrichment>> {
+        if !self.is_enabled() {
+            return Vec::new();
+        }
+        let max = self.settings.max_alerts;
+        futures::future::join_all(message.alerts.iter().enumerate().map(|(i, a)| async move {
+            if i < max && a.is_firing() {
+                self.enrich(&a.labels).await
+            } else {
+                None
+            }
+        }))
+        .await
     }
 
     /// Enriches an alert with these labels (needs `namespace` and `pod`, or `namespace` and
@@ -334,12 +352,13 @@ mod tests {
         assert_eq!(e.errors, ["events: events is forbidden (403)"]);
     }
 
+    /// The lookups end because their 200 ms timeout fires (each error says so); no wall-clock
+    /// bound is asserted, so a loaded machine cannot fail it.
     #[tokio::test]
     async fn a_silent_api_server_is_bounded_by_the_timeout() {
         let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
         // Keep the handle alive but never answer.
         let enricher = Enricher::new(Some(kube::Client::new(svc, "default")), settings(200));
-        let started = std::time::Instant::now();
         let e = enricher
             .enrich(&labels(&[
                 ("alertname", "X"),
@@ -348,11 +367,6 @@ mod tests {
             ]))
             .await
             .unwrap();
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
         assert_eq!(e.errors.len(), 3, "{:?}", e.errors);
         assert!(
             e.errors.iter().all(|m| m.contains("timed out")),

@@ -6,46 +6,54 @@
 //! resolved). With two replicas both may check: the outbox key
 //! `e|{fingerprint}|{start}|{tier}|{channel}` makes one row, so one message.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use alertmanager::{Alert, LabelSet, Matcher, WebhookMessage};
+use alertmanager::{Alert, AlertmanagerClient, LabelSet, Matcher, WebhookMessage};
+use service_kit::CancellationToken;
+use tokio::sync::Notify;
 
-use crate::AppState;
-use crate::delivery::{Payload, now_ms};
-use crate::store::{AlertRecord, Enqueued, NewRow};
-use crate::view::EscalationView;
+use crate::channels::Channels;
+use crate::clock::now_ms;
+use crate::delivery::Payload;
+use crate::metrics::Metrics;
+use crate::settings::EscalationSettings;
+use crate::store::{AlertRecord, Enqueued, NewRow, Store};
+use crate::template_data::EscalationView;
 
-/// Runs until cancelled, checking every `escalation.check_interval`.
-pub(crate) async fn run(state: AppState) {
-    let Some(settings) = state.inner.settings.escalation.clone() else {
-        return;
-    };
-    loop {
-        if let Err(e) = check(&state).await {
-            tracing::warn!(error = %e, "escalation check failed");
-        }
-        tokio::select! {
-            () = state.inner.cancel.cancelled() => break,
-            () = tokio::time::sleep(settings.check_interval) => {}
-        }
-    }
+/// What the escalation task uses.
+pub(crate) struct EscalationWorker {
+    pub(crate) settings: EscalationSettings,
+    /// Alert records and the outbox.
+    pub(crate) store: Store,
+    /// To skip tier channels that are not configured.
+    pub(crate) channels: Arc<Channels>,
+    /// Silences muting an alert count as an acknowledgement.
+    pub(crate) alertmanager: Option<AlertmanagerClient>,
+    pub(crate) metrics: Metrics,
+    /// Wakes the delivery worker when rows are written.
+    pub(crate) wake: Arc<Notify>,
 }
 
-enum AmView {
+enum AlertmanagerState {
     Silenced,
     Gone,
     Active,
 }
 
-async fn alertmanager_view(state: &AppState, labels: &LabelSet, fp: &str) -> Option<AmView> {
-    let am = state.inner.alertmanager.as_ref()?;
+async fn alertmanager_state(
+    alertmanager: Option<&AlertmanagerClient>,
+    labels: &LabelSet,
+    fp: &str,
+) -> Option<AlertmanagerState> {
+    let am = alertmanager?;
     let filter: Vec<Matcher> = labels.iter().map(|(k, v)| Matcher::equal(k, v)).collect();
     match am.alerts(&filter).await {
         Ok(alerts) => Some(
             match alerts.iter().find(|a| a.fingerprint.to_string() == fp) {
-                None => AmView::Gone,
-                Some(a) if !a.status.silenced_by.is_empty() => AmView::Silenced,
-                Some(_) => AmView::Active,
+                None => AlertmanagerState::Gone,
+                Some(a) if !a.status.silenced_by.is_empty() => AlertmanagerState::Silenced,
+                Some(_) => AlertmanagerState::Active,
             },
         ),
         Err(e) => {
@@ -68,57 +76,88 @@ fn message_of(rec: &AlertRecord, labels: LabelSet) -> WebhookMessage {
     msg
 }
 
-/// One pass: queues the escalations that are due; returns how many rows were queued.
-pub async fn check(state: &AppState) -> Result<usize, crate::store::StoreError> {
-    let Some(settings) = state.inner.settings.escalation.as_ref() else {
-        return Ok(0);
-    };
-    let Some(first) = settings.tiers.first() else {
-        return Ok(0);
-    };
-    let now = now_ms();
-    let severities = settings.min_severity.at_or_above();
-    let store = &state.inner.store;
-    let candidates = store
-        .escalation_candidates(
-            &severities,
-            now - first.after.as_millis() as i64,
-            settings.tiers.len() as i64,
-        )
-        .await?;
-    let mut queued = 0;
-    for rec in candidates {
-        let age = Duration::from_millis((now - rec.first_seen).max(0) as u64);
-        let Some(tier_idx) = settings.tiers.iter().rposition(|t| age >= t.after) else {
-            continue;
+impl EscalationWorker {
+    /// Runs until `cancel` fires, checking every `escalation.check_interval`.
+    pub(crate) async fn run(self, cancel: CancellationToken) {
+        loop {
+            if let Err(e) = self.check().await {
+                tracing::warn!(error = %e, "escalation check failed");
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = tokio::time::sleep(self.settings.check_interval) => {}
+            }
+        }
+    }
+
+    /// One pass: queues the escalations that are due; returns how many rows were queued.
+    pub(crate) async fn check(&self) -> Result<usize, crate::store::StoreError> {
+        let settings = &self.settings;
+        let Some(first) = settings.tiers.first() else {
+            return Ok(0);
         };
+        let now = now_ms();
+        let severities = settings.min_severity.at_or_above();
+        let store = &self.store;
+        let candidates = store
+            .escalation_candidates(
+                &severities,
+                now - first.after.as_millis() as i64,
+                settings.tiers.len() as i64,
+            )
+            .await?;
+        let mut queued = 0;
+        for rec in candidates {
+            let age = Duration::from_millis((now - rec.first_seen).max(0) as u64);
+            let Some(tier_idx) = settings.tiers.iter().rposition(|t| age >= t.after) else {
+                continue;
+            };
+            let level = tier_idx as i64 + 1;
+            if rec.escalation_level >= level {
+                continue;
+            }
+            let labels: LabelSet = serde_json::from_str(&rec.labels).unwrap_or_default();
+            match alertmanager_state(self.alertmanager.as_ref(), &labels, &rec.fingerprint).await {
+                Some(AlertmanagerState::Silenced) => {
+                    store
+                        .record_ack(
+                            &rec.fingerprint,
+                            now,
+                            "alertmanager",
+                            "silenced in Alertmanager",
+                            None,
+                        )
+                        .await?;
+                    continue;
+                }
+                Some(AlertmanagerState::Gone) => {
+                    store
+                        .mark_resolved(&rec.fingerprint, rec.starts_at, now)
+                        .await?;
+                    continue;
+                }
+                Some(AlertmanagerState::Active) | None => {}
+            }
+            queued += self.queue_tier(&rec, labels, tier_idx, now).await?;
+        }
+        if queued > 0 {
+            self.wake.notify_one();
+        }
+        Ok(queued)
+    }
+
+    /// Queues tier `tier_idx` of `rec` on the tier's channels (or the alert's own) and records
+    /// the level; returns how many rows were new.
+    async fn queue_tier(
+        &self,
+        rec: &AlertRecord,
+        labels: LabelSet,
+        tier_idx: usize,
+        now: i64,
+    ) -> Result<usize, crate::store::StoreError> {
+        let store = &self.store;
         let level = tier_idx as i64 + 1;
-        if rec.escalation_level >= level {
-            continue;
-        }
-        let labels: LabelSet = serde_json::from_str(&rec.labels).unwrap_or_default();
-        match alertmanager_view(state, &labels, &rec.fingerprint).await {
-            Some(AmView::Silenced) => {
-                store
-                    .record_ack(
-                        &rec.fingerprint,
-                        now,
-                        "alertmanager",
-                        "silenced in Alertmanager",
-                        None,
-                    )
-                    .await?;
-                continue;
-            }
-            Some(AmView::Gone) => {
-                store
-                    .mark_resolved(&rec.fingerprint, rec.starts_at, now)
-                    .await?;
-                continue;
-            }
-            Some(AmView::Active) | None => {}
-        }
-        let tier = &settings.tiers[tier_idx];
+        let tier = &self.settings.tiers[tier_idx];
         let channels: Vec<String> = if tier.channels.is_empty() {
             serde_json::from_str(&rec.channels).unwrap_or_default()
         } else {
@@ -129,13 +168,13 @@ pub async fn check(state: &AppState) -> Result<usize, crate::store::StoreError> 
             after: crate::duration::display(tier.after),
         };
         let payload = serde_json::to_string(&Payload::Escalation {
-            message: message_of(&rec, labels),
+            message: message_of(rec, labels),
             escalation,
         })
         .unwrap_or_default();
         let rows: Vec<NewRow> = channels
             .iter()
-            .filter(|c| state.inner.channels.kind(c).is_some())
+            .filter(|c| self.channels.kind(c).is_some())
             .map(|c| NewRow {
                 idem_key: format!("e|{}|{}|{}|{c}", rec.fingerprint, rec.starts_at, level),
                 kind: "escalation",
@@ -155,18 +194,12 @@ pub async fn check(state: &AppState) -> Result<usize, crate::store::StoreError> 
             .filter(|r| !matches!(r, Enqueued::Duplicate))
             .count();
         if new > 0 {
-            state
-                .inner
-                .metrics
+            self.metrics
                 .escalations
                 .with_label_values(&[&level.to_string()])
                 .inc();
             tracing::info!(fingerprint = %rec.fingerprint, tier = level, channels = ?channels, "alert escalated");
         }
-        queued += new;
+        Ok(new)
     }
-    if queued > 0 {
-        state.inner.wake.notify_one();
-    }
-    Ok(queued)
 }

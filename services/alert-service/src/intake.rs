@@ -2,6 +2,8 @@
 //! status and channel) and answer 202; delivery happens in the background.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use alertmanager::{Status, WebhookMessage};
 use axum::body::Bytes;
@@ -9,12 +11,44 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode};
+use secrecy::SecretString;
 use serde_json::json;
 use service_kit::ApiError;
+use tokio::sync::Notify;
 
-use crate::AppState;
-use crate::delivery::{Payload, now_ms};
-use crate::store::{AlertUpsert, Enqueued, NewRow};
+use crate::clock::now_ms;
+use crate::delivery::Payload;
+use crate::http_errors::database_unavailable;
+use crate::metrics::Metrics;
+use crate::routing::Routes;
+use crate::store::{AlertUpsert, Enqueued, NewRow, Store};
+
+/// What the webhook handler uses: the token it checks, the routes, the outbox and the delivery
+/// worker's wake-up.
+pub struct Intake {
+    /// `ALERT_SERVICE_TOKEN`: closed (403) when unset.
+    pub(crate) token: Option<SecretString>,
+    /// Where each alert goes.
+    pub(crate) routes: Arc<Routes>,
+    /// `delivery.dedup_window`: an identical notification within it is a duplicate.
+    pub(crate) dedup_window: Duration,
+    /// The outbox and the alert records.
+    pub(crate) store: Store,
+    /// Webhook and notification counters.
+    pub(crate) metrics: Metrics,
+    /// Wakes the delivery worker when rows are written.
+    pub(crate) wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Intake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Intake")
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("routes", &self.routes)
+            .field("dedup_window", &self.dedup_window)
+            .finish_non_exhaustive()
+    }
+}
 
 /// FNV-1a 64: a stable hash for idempotency keys (the same on every replica and version).
 pub fn fnv64(parts: &[&[u8]]) -> u64 {
@@ -59,17 +93,16 @@ pub fn notification_key(channel: &str, msg: &WebhookMessage) -> String {
     )
 }
 
-fn ms(t: time::OffsetDateTime) -> i64 {
+fn unix_ms(t: time::OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// Splits a message by channel (each alert goes where the routes send it): one message per
 /// channel holding that channel's alerts, with its own status.
 pub fn route(
-    state: &AppState,
+    routes: &Routes,
     msg: &WebhookMessage,
 ) -> (BTreeMap<String, WebhookMessage>, Vec<Vec<String>>) {
-    let routes = &state.inner.settings.routes;
     let per_alert: Vec<Vec<String>> = msg
         .alerts
         .iter()
@@ -99,16 +132,14 @@ pub fn route(
 
 /// The webhook handler.
 pub async fn webhook(
-    State(state): State<AppState>,
+    State(intake): State<Arc<Intake>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let m = &state.inner.metrics;
-    if let Err(e) = service_kit::auth::webhook_guard(
-        &headers,
-        state.inner.config.token.as_ref(),
-        "ALERT_SERVICE_TOKEN",
-    ) {
+    let m = &intake.metrics;
+    if let Err(e) =
+        service_kit::auth::webhook_guard(&headers, intake.token.as_ref(), "ALERT_SERVICE_TOKEN")
+    {
         m.webhook_messages
             .with_label_values(&["unauthorized"])
             .inc();
@@ -145,11 +176,11 @@ pub async fn webhook(
         m.webhook_messages.with_label_values(&["rejected"]).inc();
         return e.into_response();
     }
-    match accept(&state, &msg).await {
+    match intake.accept(&msg).await {
         Ok(notifications) => {
             m.webhook_messages.with_label_values(&["accepted"]).inc();
             m.webhook_alerts.inc_by(msg.alerts.len() as u64);
-            state.inner.wake.notify_one();
+            intake.wake.notify_one();
             (
                 StatusCode::ACCEPTED,
                 axum::Json(json!({
@@ -163,8 +194,8 @@ pub async fn webhook(
         }
         Err(e) => {
             m.webhook_messages.with_label_values(&["unavailable"]).inc();
-            tracing::error!(error = %e, group_key = %msg.group_key, "cannot write the webhook to the outbox");
-            ApiError::unavailable("the outbox is unavailable; retry later", Some(5)).into_response()
+            tracing::info!(group_key = %msg.group_key, "the webhook was not written to the outbox");
+            database_unavailable(e).into_response()
         }
     }
 }
@@ -208,89 +239,80 @@ pub fn check_labels(msg: &WebhookMessage) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Records the alerts and writes one outbox row per channel, in one transaction.
-pub async fn accept(
-    state: &AppState,
-    msg: &WebhookMessage,
-) -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
-    let now = now_ms();
-    let (by_channel, per_alert) = route(state, msg);
-    let mut seen = BTreeSet::new();
-    let mut alerts = Vec::with_capacity(msg.alerts.len());
-    for (a, chans) in msg.alerts.iter().zip(&per_alert) {
-        // The identity is recomputed from the labels, never taken from the payload.
-        let fp = alertmanager::Fingerprint::of_labels(&a.labels).to_string();
-        let starts = ms(a.starts_at);
-        if !seen.insert((fp.clone(), starts)) {
-            continue;
+impl Intake {
+    /// Records the alerts and writes one outbox row per channel, in one transaction.
+    pub async fn accept(
+        &self,
+        msg: &WebhookMessage,
+    ) -> Result<Vec<serde_json::Value>, crate::store::StoreError> {
+        let now = now_ms();
+        let (by_channel, per_alert) = route(&self.routes, msg);
+        let mut seen = BTreeSet::new();
+        let mut alerts = Vec::with_capacity(msg.alerts.len());
+        for (a, chans) in msg.alerts.iter().zip(&per_alert) {
+            // The identity is recomputed from the labels, never taken from the payload.
+            let fp = alertmanager::Fingerprint::of_labels(&a.labels).to_string();
+            let starts = unix_ms(a.starts_at);
+            if !seen.insert((fp.clone(), starts)) {
+                continue;
+            }
+            alerts.push(AlertUpsert {
+                fingerprint: fp,
+                starts_at: starts,
+                alertname: a.alertname().unwrap_or_default().to_owned(),
+                severity: a.labels.get("severity").cloned().unwrap_or_default(),
+                labels: serde_json::to_string(&a.labels).unwrap_or_default(),
+                annotations: serde_json::to_string(&a.annotations).unwrap_or_default(),
+                group_key: msg.group_key.clone(),
+                channels: serde_json::to_string(chans).unwrap_or_default(),
+                status: a.status.as_str().to_owned(),
+                resolved_at: if a.is_firing() {
+                    None
+                } else {
+                    a.ends_at.map(unix_ms)
+                },
+            });
         }
-        alerts.push(AlertUpsert {
-            fingerprint: fp,
-            starts_at: starts,
-            alertname: a.alertname().unwrap_or_default().to_owned(),
-            severity: a.labels.get("severity").cloned().unwrap_or_default(),
-            labels: serde_json::to_string(&a.labels).unwrap_or_default(),
-            annotations: serde_json::to_string(&a.annotations).unwrap_or_default(),
-            group_key: msg.group_key.clone(),
-            channels: serde_json::to_string(chans).unwrap_or_default(),
-            status: a.status.as_str().to_owned(),
-            resolved_at: if a.is_firing() {
-                None
-            } else {
-                a.ends_at.map(ms)
-            },
-        });
+        let window = self.dedup_window.as_millis() as i64;
+        let rows: Vec<NewRow> = by_channel
+            .iter()
+            .map(|(channel, m)| NewRow {
+                idem_key: notification_key(channel, m),
+                kind: "notification",
+                channel: channel.clone(),
+                group_key: m.group_key.clone(),
+                status: m.status.as_str().to_owned(),
+                payload: serde_json::to_string(&Payload::Notification { message: m.clone() })
+                    .unwrap_or_default(),
+                renotify_before: now - window,
+            })
+            .collect();
+        let results = self.store.ingest(now, &alerts, &rows).await?;
+        Ok(rows
+            .iter()
+            .zip(results)
+            .map(|(row, r)| {
+                let (result, id) = match r {
+                    Enqueued::New(id) => ("queued", Some(id)),
+                    Enqueued::Again(id) => ("queued_again", Some(id)),
+                    Enqueued::Duplicate => {
+                        self.metrics
+                            .notifications
+                            .with_label_values(&[&row.channel, "duplicate"])
+                            .inc();
+                        ("duplicate", None)
+                    }
+                };
+                json!({"channel": row.channel, "status": row.status, "result": result, "id": id})
+            })
+            .collect())
     }
-    let window = state.inner.settings.delivery.dedup_window.as_millis() as i64;
-    let rows: Vec<NewRow> = by_channel
-        .iter()
-        .map(|(channel, m)| NewRow {
-            idem_key: notification_key(channel, m),
-            kind: "notification",
-            channel: channel.clone(),
-            group_key: m.group_key.clone(),
-            status: m.status.as_str().to_owned(),
-            payload: serde_json::to_string(&Payload::Notification { message: m.clone() })
-                .unwrap_or_default(),
-            renotify_before: now - window,
-        })
-        .collect();
-    let results = state.inner.store.ingest(now, &alerts, &rows).await?;
-    Ok(rows
-        .iter()
-        .zip(results)
-        .map(|(row, r)| {
-            let (result, id) = match r {
-                Enqueued::New(id) => ("queued", Some(id)),
-                Enqueued::Again(id) => ("queued_again", Some(id)),
-                Enqueued::Duplicate => {
-                    state
-                        .inner
-                        .metrics
-                        .notifications
-                        .with_label_values(&[&row.channel, "duplicate"])
-                        .inc();
-                    ("duplicate", None)
-                }
-            };
-            json!({"channel": row.channel, "status": row.status, "result": result, "id": id})
-        })
-        .collect())
 }
 
 /// `GET /api/v1/outbox`: counts by state and the 50 latest rows.
-pub async fn outbox(
-    State(state): State<AppState>,
-) -> Result<axum::Json<serde_json::Value>, ApiError> {
-    let store = &state.inner.store;
-    let counts = store
-        .outbox_counts()
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string(), Some(5)))?;
-    let rows = store
-        .recent_rows(50)
-        .await
-        .map_err(|e| ApiError::unavailable(e.to_string(), Some(5)))?;
+pub async fn outbox(State(store): State<Store>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let counts = store.outbox_counts().await.map_err(database_unavailable)?;
+    let rows = store.recent_rows(50).await.map_err(database_unavailable)?;
     Ok(axum::Json(json!({"counts": counts, "rows": rows})))
 }
 

@@ -16,24 +16,30 @@
 pub mod ack;
 pub mod ack_link;
 pub mod channels;
+pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod digest;
 pub mod duration;
 pub mod enrich;
 pub mod escalation;
+mod http_errors;
 pub mod intake;
 pub mod metrics;
 pub mod routing;
+pub mod settings;
+pub mod slack;
 pub mod store;
+pub mod teams;
+pub mod template_data;
 pub mod templates;
-pub mod view;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use alertmanager::{AlertmanagerClient, WebhookMessage};
+use alertmanager::AlertmanagerClient;
 use axum::Router;
+use axum::extract::FromRef;
 use axum::routing::{get, post};
 use service_kit::{CancellationToken, Context};
 use tokio::sync::{Mutex, Notify};
@@ -41,12 +47,16 @@ use tokio::task::JoinHandle;
 
 pub use config::Config;
 
+use crate::ack::Acks;
 use crate::channels::Channels;
-use crate::config::Settings;
-use crate::enrich::{Enricher, Enrichment};
+use crate::delivery::DeliveryWorker;
+use crate::digest::{DigestWorker, HealerSource, Reports};
+use crate::enrich::Enricher;
+use crate::escalation::EscalationWorker;
+use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::store::Store;
-use crate::view::Links;
+use crate::template_data::Links;
 
 /// The service's name: crate, binary, chart key and `service.name`.
 pub const SERVICE: &str = "alert-service";
@@ -70,32 +80,103 @@ pub enum StartError {
     Alertmanager(#[from] alertmanager::Error),
 }
 
-pub(crate) struct Inner {
-    pub(crate) config: Config,
-    pub(crate) settings: Arc<Settings>,
-    pub(crate) store: Store,
-    pub(crate) channels: Channels,
-    pub(crate) metrics: Metrics,
-    pub(crate) links: Links,
-    pub(crate) enricher: Enricher,
-    pub(crate) alertmanager: Option<AlertmanagerClient>,
-    pub(crate) http: reqwest::Client,
-    pub(crate) wake: Notify,
-    pub(crate) cancel: CancellationToken,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+/// The collaborators the handlers and tasks are given their handles to.
+struct Collaborators {
+    store: Store,
+    channels: Arc<Channels>,
+    alertmanager: Option<AlertmanagerClient>,
+    metrics: Metrics,
+    enricher: Enricher,
+    /// Intake, escalation and digest wake the delivery worker through it.
+    wake: Arc<Notify>,
 }
 
-/// Shared state of the handlers and background tasks (delivery worker, escalation, digest).
+impl Collaborators {
+    /// Opens the outbox, builds the channels and the Alertmanager client, registers metrics.
+    async fn open(
+        ctx: &Context,
+        config: &Config,
+        kube: Option<kube::Client>,
+    ) -> Result<Self, StartError> {
+        let settings = &config.settings;
+        let store = {
+            use secrecy::ExposeSecret as _;
+            Store::connect(config.database_url.expose_secret()).await?
+        };
+        // Channels and Alertmanager keep a plain client: the traced one records `url.full`,
+        // and a Slack or Teams webhook URL carries its token in the path; the Alertmanager
+        // client (libs/alertmanager, shared with auto-healer) takes a `reqwest::Client`.
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(settings.delivery.send_timeout)
+            .build()
+            .map_err(|e| StartError::Channel(e.to_string()))?;
+        let channels =
+            Arc::new(Channels::new(&settings.channels, http.clone()).map_err(StartError::Channel)?);
+        let alertmanager = match &config.alertmanager_url {
+            Some(url) => Some(
+                AlertmanagerClient::new(url, http.clone())?.with_timeout(Duration::from_secs(5)),
+            ),
+            None => None,
+        };
+        Ok(Self {
+            store,
+            channels,
+            alertmanager,
+            metrics: Metrics::new(&ctx.registry)?,
+            enricher: Enricher::new(kube, settings.enrichment.clone()),
+            wake: Arc::new(Notify::new()),
+        })
+    }
+}
+
+/// The background tasks (delivery worker, escalation, digest) and what stops them.
+struct Background {
+    cancel: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    store: Store,
+}
+
+/// Shared state of the handlers: each handler extracts only its part (axum `FromRef`), and each
+/// background task was given its own handles when it started.
 #[derive(Clone)]
 pub struct AppState {
-    pub(crate) inner: Arc<Inner>,
+    intake: Arc<Intake>,
+    acks: Arc<Acks>,
+    reports: Arc<Reports>,
+    outbox: Store,
+    background: Arc<Background>,
+}
+
+impl FromRef<AppState> for Arc<Intake> {
+    fn from_ref(state: &AppState) -> Self {
+        state.intake.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Acks> {
+    fn from_ref(state: &AppState) -> Self {
+        state.acks.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Reports> {
+    fn from_ref(state: &AppState) -> Self {
+        state.reports.clone()
+    }
+}
+
+impl FromRef<AppState> for Store {
+    fn from_ref(state: &AppState) -> Self {
+        state.outbox.clone()
+    }
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
-            .field("config", &self.inner.config)
-            .field("enricher", &self.inner.enricher)
+            .field("intake", &self.intake)
+            .field("acks", &self.acks)
             .finish_non_exhaustive()
     }
 }
@@ -127,97 +208,122 @@ impl AppState {
         kube: Option<kube::Client>,
     ) -> Result<Self, StartError> {
         install_crypto_provider();
-        let settings = config.settings.clone();
-        let store = {
-            use secrecy::ExposeSecret as _;
-            Store::connect(config.database_url.expose_secret()).await?
-        };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(settings.delivery.send_timeout)
-            .build()
-            .map_err(|e| StartError::Channel(e.to_string()))?;
-        let channels =
-            Channels::new(&settings.channels, http.clone()).map_err(StartError::Channel)?;
-        let alertmanager = match &config.alertmanager_url {
-            Some(url) => Some(
-                AlertmanagerClient::new(url, http.clone())?.with_timeout(Duration::from_secs(5)),
-            ),
-            None => None,
-        };
-        let metrics = Metrics::new(&ctx.registry)?;
-        let links = Links {
-            public_url: config.public_url.clone(),
-            grafana: config.grafana.clone(),
-            signer: config.ack_signer.clone(),
-        };
-        let enricher = Enricher::new(kube, settings.enrichment.clone());
-        let state = Self {
-            inner: Arc::new(Inner {
-                config,
-                settings,
-                store,
-                channels,
-                metrics,
-                links,
-                enricher,
-                alertmanager,
-                http,
-                wake: Notify::new(),
-                cancel: ctx.shutdown.child_token(),
-                tasks: Mutex::new(Vec::new()),
-            }),
-        };
-        let probe = state.inner.store.clone();
+        let parts = Collaborators::open(ctx, &config, kube).await?;
+        let probe = parts.store.clone();
         ctx.readiness.add("outbox-database", move || {
             let probe = probe.clone();
             Box::pin(async move { probe.ping().await.map_err(|e| e.to_string()) })
         });
-        let mut tasks = state.inner.tasks.lock().await;
-        tasks.push(tokio::spawn(delivery::run(state.clone())));
-        if state.inner.settings.escalation.is_some() {
-            tasks.push(tokio::spawn(escalation::run(state.clone())));
+        let background = Arc::new(Background {
+            cancel: ctx.shutdown.child_token(),
+            tasks: Mutex::new(Vec::new()),
+            store: parts.store.clone(),
+        });
+        let state = Self::handlers(ctx, &config, &parts, background);
+        state.start_tasks(&config, parts).await;
+        Ok(state)
+    }
+
+    /// The handlers' parts.
+    fn handlers(
+        ctx: &Context,
+        config: &Config,
+        parts: &Collaborators,
+        background: Arc<Background>,
+    ) -> Self {
+        let settings = &config.settings;
+        Self {
+            intake: Arc::new(Intake {
+                token: config.token.clone(),
+                routes: settings.routes.clone(),
+                dedup_window: settings.delivery.dedup_window,
+                store: parts.store.clone(),
+                metrics: parts.metrics.clone(),
+                wake: parts.wake.clone(),
+            }),
+            acks: Arc::new(Acks {
+                signer: config.ack_signer.clone(),
+                settings: settings.ack.clone(),
+                store: parts.store.clone(),
+                alertmanager: parts.alertmanager.clone(),
+                metrics: parts.metrics.clone(),
+            }),
+            reports: Arc::new(Reports {
+                store: parts.store.clone(),
+                healer: config.auto_healer_url.clone().map(|url| HealerSource {
+                    url,
+                    http: ctx
+                        .http_client_with_timeouts(Duration::from_secs(3), Duration::from_secs(3)),
+                }),
+                default_window: settings
+                    .digest
+                    .as_ref()
+                    .map_or(Duration::from_secs(86400), |d| d.interval),
+            }),
+            outbox: parts.store.clone(),
+            background,
         }
-        if state.inner.settings.digest.is_some() {
-            tasks.push(tokio::spawn(digest::run(state.clone())));
+    }
+
+    /// Starts the delivery worker, and escalation and digest when configured, each with the
+    /// handles it uses.
+    async fn start_tasks(&self, config: &Config, parts: Collaborators) {
+        let settings = &config.settings;
+        let cancel = &self.background.cancel;
+        let mut tasks = self.background.tasks.lock().await;
+        if let Some(escalation) = &settings.escalation {
+            let worker = EscalationWorker {
+                settings: escalation.clone(),
+                store: parts.store.clone(),
+                channels: parts.channels.clone(),
+                alertmanager: parts.alertmanager.clone(),
+                metrics: parts.metrics.clone(),
+                wake: parts.wake.clone(),
+            };
+            tasks.push(tokio::spawn(worker.run(cancel.clone())));
         }
-        drop(tasks);
+        if let Some(digest) = &settings.digest {
+            let worker = DigestWorker {
+                settings: digest.clone(),
+                reports: self.reports.clone(),
+                wake: parts.wake.clone(),
+            };
+            tasks.push(tokio::spawn(worker.run(cancel.clone())));
+        }
         tracing::info!(
-            channels = ?state.inner.settings.channels.keys().collect::<Vec<_>>(),
-            kubernetes = state.inner.enricher.is_enabled(),
-            alertmanager = state.inner.alertmanager.is_some(),
+            channels = ?settings.channels.keys().collect::<Vec<_>>(),
+            kubernetes = parts.enricher.is_enabled(),
+            alertmanager = parts.alertmanager.is_some(),
             "alert-service ready"
         );
-        Ok(state)
+        let delivery = DeliveryWorker {
+            store: parts.store,
+            channels: parts.channels,
+            templates: settings.templates.clone(),
+            settings: settings.delivery.clone(),
+            enricher: parts.enricher,
+            links: Links {
+                public_url: config.public_url.clone(),
+                grafana: config.grafana.clone(),
+                signer: config.ack_signer.clone(),
+            },
+            metrics: parts.metrics,
+            instance: config.instance.clone(),
+            wake: parts.wake,
+        };
+        tasks.push(tokio::spawn(delivery.run(cancel.clone())));
     }
 
     /// Stops the background tasks (in-flight sends finish, bounded by the send timeout) and
     /// closes the database. What is in the outbox stays there for the next start.
     pub async fn shutdown(&self) {
-        self.inner.cancel.cancel();
-        let tasks: Vec<JoinHandle<()>> = self.inner.tasks.lock().await.drain(..).collect();
+        let background = &self.background;
+        background.cancel.cancel();
+        let tasks: Vec<JoinHandle<()>> = background.tasks.lock().await.drain(..).collect();
         for t in tasks {
             let _ = t.await;
         }
-        self.inner.store.close().await;
-    }
-
-    /// Enrichment of the first firing alerts of `message` (Kubernetes mode), index-aligned with
-    /// `message.alerts`; every lookup is bounded, failures are noted, never fatal.
-    pub(crate) async fn enrich(&self, message: &WebhookMessage) -> Vec<Option<Enrichment>> {
-        let e = &self.inner.enricher;
-        if !e.is_enabled() {
-            return Vec::new();
-        }
-        let max = self.inner.settings.enrichment.max_alerts;
-        futures::future::join_all(message.alerts.iter().enumerate().map(|(i, a)| async move {
-            if i < max && a.is_firing() {
-                e.enrich(&a.labels).await
-            } else {
-                None
-            }
-        }))
-        .await
+        background.store.close().await;
     }
 }
 

@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use minijinja::{AutoEscape, Environment, Value};
 use serde::Serialize;
 
-use crate::config::ChannelKind;
-use crate::view::{MessageView, Report, sample};
+use crate::settings::ChannelKind;
+use crate::template_data::{MessageView, Report, sample};
 
 /// Which templates a channel kind has: (name, shipped source, whether the output is JSON).
 pub fn template_names(kind: ChannelKind) -> &'static [(&'static str, &'static str, bool)] {
@@ -252,10 +252,8 @@ impl Templates {
                 ))
             })?;
             match kind {
-                ChannelKind::Slack => crate::channels::slack::check(&v).map_err(RenderError)?,
-                ChannelKind::Teams => {
-                    crate::channels::teams::check_card(&v).map_err(RenderError)?
-                }
+                ChannelKind::Slack => crate::slack::check(&v).map_err(RenderError)?,
+                ChannelKind::Teams => crate::teams::check_card(&v).map_err(RenderError)?,
                 _ => {}
             }
         }

@@ -15,15 +15,24 @@ fn webhook_config(sink: &HttpSink) -> (String, Vec<(&'static str, String)>) {
     (yaml, vec![("HOOK_URL", format!("{}/hook", sink.url()))])
 }
 
-#[tokio::test]
-async fn bad_input_gets_clear_errors_and_the_service_keeps_serving() {
+/// A webhook app over an HTTP sink, with its database directory.
+async fn webhook_app() -> (HttpSink, tempfile::TempDir, TestApp) {
     let sink = HttpSink::start().await;
     let dir = db_dir();
     let (yaml, env) = webhook_config(&sink);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = TestApp::spawn(&yaml, &env, dir.path()).await;
+    (sink, dir, app)
+}
 
-    // Malformed JSON: 400 naming line and column.
+/// The Alertmanager 0.25 fixture as JSON, to damage.
+fn captured_webhook() -> Value {
+    serde_json::from_str(fixtures::ALERTMANAGER_0_25_WEBHOOK).unwrap()
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_400_naming_line_and_column() {
+    let (_sink, _dir, app) = webhook_app().await;
     let r = app.post_webhook("{\"version\": \"4\",\n oops}").await;
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
@@ -35,9 +44,13 @@ async fn bad_input_gets_clear_errors_and_the_service_keeps_serving() {
             .contains("line 2 column"),
         "{body}"
     );
+    app.stop().await;
+}
 
-    // A missing field: 400 naming it.
-    let mut v: Value = serde_json::from_str(fixtures::ALERTMANAGER_0_25_WEBHOOK).unwrap();
+#[tokio::test]
+async fn a_missing_field_is_a_400_naming_it() {
+    let (_sink, _dir, app) = webhook_app().await;
+    let mut v = captured_webhook();
     v["alerts"][0]
         .as_object_mut()
         .unwrap()
@@ -46,30 +59,47 @@ async fn bad_input_gets_clear_errors_and_the_service_keeps_serving() {
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["field"], "alerts[0].fingerprint", "{body}");
+    app.stop().await;
+}
 
-    // Wrong version, empty alerts.
-    let mut v: Value = serde_json::from_str(fixtures::ALERTMANAGER_0_25_WEBHOOK).unwrap();
+#[tokio::test]
+async fn a_wrong_version_is_a_400_naming_the_version() {
+    let (_sink, _dir, app) = webhook_app().await;
+    let mut v = captured_webhook();
     v["version"] = "3".into();
-    let body: Value = app
-        .post_webhook(serde_json::to_vec(&v).unwrap())
-        .await
-        .json()
-        .await
-        .unwrap();
+    let r = app.post_webhook(serde_json::to_vec(&v).unwrap()).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["field"], "version", "{body}");
-    v["version"] = "4".into();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_alert_list_is_a_400() {
+    let (_sink, _dir, app) = webhook_app().await;
+    let mut v = captured_webhook();
     v["alerts"] = Value::Array(vec![]);
     let r = app.post_webhook(serde_json::to_vec(&v).unwrap()).await;
     assert_eq!(r.status(), 400);
+    app.stop().await;
+}
 
-    // A huge body: 413 with a JSON reason.
+#[tokio::test]
+async fn a_huge_body_is_a_413_with_a_json_reason() {
+    let (_sink, _dir, app) = webhook_app().await;
     let huge = vec![b' '; 2 * 1024 * 1024];
     let r = app.post_webhook(huge).await;
     assert_eq!(r.status(), 413);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    app.stop().await;
+}
 
-    // Still serving, nothing was queued or sent.
+#[tokio::test]
+async fn after_bad_input_the_service_keeps_serving_and_sent_nothing_for_it() {
+    let (sink, _dir, app) = webhook_app().await;
+    let r = app.post_webhook("{\"version\": \"4\",\n oops}").await;
+    assert_eq!(r.status(), 400);
     let r = app
         .post_message(&fixtures::pod_crash_looping("alert-service"))
         .await;
@@ -358,5 +388,36 @@ async fn acks_are_closed_without_a_signing_key() {
     let fp = msg.alerts[0].fingerprint.to_string();
     let r = app.client.post(app.ack_url(&fp)).send().await.unwrap();
     assert_eq!(r.status(), 403);
+    app.stop().await;
+}
+
+/// A database failure answers 503 with a body naming the dependency and none of its error text
+/// (the cause goes to the log and the trace).
+#[tokio::test]
+async fn a_database_failure_answers_503_without_the_database_error() {
+    let dir = db_dir();
+    let app = TestApp::spawn(&format!("routes: []\n{FAST_DELIVERY}"), &[], dir.path()).await;
+    // Closes the database pool; the listener keeps serving.
+    app.state.shutdown().await;
+
+    let msg = fixtures::pod_crash_looping("alert-service");
+    let r = app.post_webhook(serde_json::to_vec(&msg).unwrap()).await;
+    assert_eq!(r.status(), 503);
+    let webhook: Value = r.json().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{}/api/v1/outbox", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let outbox: Value = r.json().await.unwrap();
+    for body in [webhook, outbox] {
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        assert_eq!(
+            body["error"]["message"], "the alert database is unavailable; retry later",
+            "{body}"
+        );
+    }
     app.stop().await;
 }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::config::GrafanaLinks;
 use crate::enrich::Enrichment;
+use crate::settings::GrafanaLinks;
 
 /// Alerts shown in full per message; the rest are counted.
 pub const MAX_ALERTS_SHOWN: usize = 10;
@@ -162,7 +162,7 @@ impl Links {
         match &self.signer {
             Some(signer) => format!(
                 "{base}?{}",
-                signer.sign(fingerprint, crate::delivery::now_ms() / 1000)
+                signer.sign(fingerprint, crate::clock::now_ms() / 1000)
             ),
             None => base,
         }
@@ -694,7 +694,7 @@ mod tests {
             .iter()
             .filter_map(|d| d["uid"].as_str())
             .collect();
-        let grafana = crate::config::GrafanaLinks {
+        let grafana = crate::settings::GrafanaLinks {
             url: "http://localhost:3000".into(),
             loki_uid: "loki".into(),
             tempo_uid: "tempo".into(),
@@ -704,7 +704,7 @@ mod tests {
 
         let kinds = std::collections::BTreeMap::from([(
             "slack".to_owned(),
-            crate::config::ChannelKind::Slack,
+            crate::settings::ChannelKind::Slack,
         )]);
         let templates =
             crate::templates::Templates::compile(&kinds, &std::collections::BTreeMap::new())
