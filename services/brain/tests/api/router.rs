@@ -112,35 +112,55 @@ async fn metrics_pass_promtool() {
     assert!(report.is_empty(), "promtool check metrics: {report}");
 }
 
-#[test]
-fn configuration_is_read_and_checked() {
-    use std::collections::HashMap;
-    let env: HashMap<&str, &str> = [
-        ("HEART_URL", "http://heart:8081/"),
-        ("BRAIN_THINK_MS", "25"),
-        ("BRAIN_THINK_JITTER_MS", "5"),
-    ]
-    .into_iter()
-    .collect();
+fn read_config(pairs: &[(&str, &str)]) -> (Config, Result<(), service_kit::ConfigError>) {
+    let env: std::collections::HashMap<&str, &str> = pairs.iter().copied().collect();
     let mut reader = service_kit::EnvReader::new(&env);
-    let c = Config::read(&mut reader);
-    reader.finish().unwrap();
+    let config = Config::read(&mut reader);
+    (config, reader.finish())
+}
+
+#[test]
+fn configuration_is_read() {
+    let (c, result) = read_config(&[
+        ("HEART_URL", "http://heart:8081/"),
+        ("BRAIN_THINK", "25ms"),
+        ("BRAIN_THINK_JITTER", "5ms"),
+        ("BRAIN_QUEUE_WAIT", "1s"),
+    ]);
+    result.unwrap();
     assert_eq!(c.heart_url, "http://heart:8081");
     assert_eq!(c.think, Duration::from_millis(25));
     assert_eq!(c.jitter, Duration::from_millis(5));
+    assert_eq!(c.queue_wait, Duration::from_secs(1));
+}
 
-    let env: HashMap<&str, &str> = [
+#[test]
+fn every_bad_variable_is_named() {
+    let (_, result) = read_config(&[
         ("HEART_URL", "heart"),
-        ("BRAIN_THINK_MS", "ten"),
-        ("BRAIN_THINK_JITTER_MS", "99999"),
-    ]
-    .into_iter()
-    .collect();
-    let mut reader = service_kit::EnvReader::new(&env);
-    Config::read(&mut reader);
-    let err = reader.finish().unwrap_err().to_string();
-    for var in ["HEART_URL", "BRAIN_THINK_MS", "BRAIN_THINK_JITTER_MS"] {
+        ("BRAIN_THINK", "ten"),
+        ("BRAIN_THINK_JITTER", "99s"),
+    ]);
+    let err = result.unwrap_err().to_string();
+    for var in ["HEART_URL:", "BRAIN_THINK:", "BRAIN_THINK_JITTER:"] {
         assert!(err.contains(var), "{var} not named in {err}");
+    }
+}
+
+#[test]
+fn the_retired_millisecond_variables_are_refused_naming_their_replacements() {
+    let (_, result) = read_config(&[
+        ("BRAIN_THINK_MS", "25"),
+        ("BRAIN_THINK_JITTER_MS", "5"),
+        ("BRAIN_QUEUE_WAIT_MS", "500"),
+    ]);
+    let err = result.unwrap_err().to_string();
+    for expected in [
+        "BRAIN_THINK_MS: no longer read; set BRAIN_THINK=25ms",
+        "BRAIN_THINK_JITTER_MS: no longer read; set BRAIN_THINK_JITTER=5ms",
+        "BRAIN_QUEUE_WAIT_MS: no longer read; set BRAIN_QUEUE_WAIT=500ms",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in {err}");
     }
 }
 
