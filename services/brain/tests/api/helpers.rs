@@ -11,6 +11,7 @@ use brain::{Config, PulseConfig};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use service_kit::Context;
+use service_kit::backoff::ExponentialBackoff;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
@@ -103,7 +104,7 @@ pub fn quick_breaker() -> PulseConfig {
         connect_timeout: Duration::from_millis(200),
         attempt_timeout: Duration::from_millis(300),
         retries: 1,
-        retry_backoff: Duration::from_millis(10),
+        retry_backoff: ExponentialBackoff::new(Duration::from_millis(10), Duration::from_secs(1)),
         failure_threshold: 3,
         cool_down: Duration::from_secs(1),
     }
