@@ -72,17 +72,18 @@ impl TestApp {
         }
     }
 
+    /// Sends `req` through testbed's [`testbed::TestRouter`]: the status and the JSON body
+    /// (`Null` when empty, the text as a JSON string when not JSON).
     async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
-        let response = self.router.clone().oneshot(req).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        let reply = testbed::TestRouter::new(self.router.clone())
+            .send(req)
+            .await;
+        let value = match (reply.text.is_empty(), reply.body.is_null()) {
+            (true, _) => Value::Null,
+            (false, true) => Value::String(reply.text),
+            (false, false) => reply.body,
         };
-        (status, value)
+        (reply.status, value)
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {

@@ -6,15 +6,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use brain::{Config, PulseConfig};
-use http_body_util::BodyExt;
 use serde_json::Value;
 use service_kit::Context;
 use service_kit::backoff::ExponentialBackoff;
+use testbed::TestRouter;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tower::ServiceExt;
 
 /// A service served by `service_kit::serve` on a real socket.
 pub struct Spawned {
@@ -110,49 +108,25 @@ pub fn quick_breaker() -> PulseConfig {
     }
 }
 
-/// brain's assembled router, for calls without a socket.
-pub fn brain_router(mut config: Config) -> (Context, brain::AppState, Router) {
+/// brain's assembled router, for calls without a socket (each carrying [`CHAOS_TOKEN`]).
+pub fn brain_router(mut config: Config) -> (Context, brain::AppState, TestRouter) {
     if config.chaos_token.is_none() {
         config.chaos_token = Some(CHAOS_TOKEN.into());
     }
     let ctx = Context::for_tests(brain::SERVICE);
     let state = brain::AppState::new(&ctx, config).unwrap();
     let router = service_kit::assemble(&ctx, brain::app(state.clone()));
-    (ctx, state, router)
+    (ctx, state, TestRouter::new(router).with_bearer(CHAOS_TOKEN))
 }
 
-/// A response: status, `Retry-After` if any, JSON body (or the text as a JSON string).
+/// An answer over a real socket: status, `Retry-After` if any, JSON body (or the text as a JSON
+/// string).
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub retry_after: Option<String>,
     pub body: Value,
     pub text: String,
-}
-
-pub async fn oneshot(router: &Router, method: &str, uri: &str, body: &str) -> Answer {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {CHAOS_TOKEN}"))
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    let response = router.clone().oneshot(req).await.unwrap();
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-    Answer {
-        status,
-        retry_after,
-        body,
-        text,
-    }
 }
 
 pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
@@ -174,14 +148,9 @@ pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
 
 /// The value of an unlabelled sample in a /metrics text.
 pub fn sample(metrics: &str, name: &str) -> f64 {
-    let prefix = format!("{name} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
+    testbed::Metrics::new(metrics)
+        .value(name, &[])
         .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 pub fn client() -> reqwest::Client {
