@@ -33,12 +33,26 @@ async fn until_open(client: &reqwest::Client, brain: &str, max: usize) {
     panic!("the breaker did not open after {max} calls");
 }
 
-/// Ten pulses while open: each a 503 `circuit_open` with `Retry-After`, within 50 ms.
+/// Calls brain made to heart so far (its traced client's request count).
+async fn calls_to_heart(client: &reqwest::Client, brain: &str) -> f64 {
+    let text = client
+        .get(format!("{brain}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    testbed::Metrics::new(text).sum("http_client_request_duration_seconds_count", &[])
+}
+
+/// Ten pulses while open: each a 503 `circuit_open` with `Retry-After`, answered without a
+/// call to heart (counted by brain's client metrics, not timed: the machine's load would decide
+/// a time bound).
 async fn assert_fails_fast(client: &reqwest::Client, brain: &str) {
+    let calls_before = calls_to_heart(client, brain).await;
     for _ in 0..10 {
-        let start = Instant::now();
         let a = get(client, &format!("{brain}/think?pulse=true")).await;
-        let took = start.elapsed();
         assert_eq!(a.status, 503, "{}", a.text);
         assert_eq!(a.body["error"]["code"], "circuit_open", "{}", a.text);
         let retry_after: u64 = a
@@ -48,11 +62,12 @@ async fn assert_fails_fast(client: &reqwest::Client, brain: &str) {
             .parse()
             .unwrap();
         assert!((1..=1).contains(&retry_after), "Retry-After {retry_after}");
-        assert!(
-            took < Duration::from_millis(50),
-            "an open breaker answered in {took:?}"
-        );
     }
+    assert_eq!(
+        calls_to_heart(client, brain).await,
+        calls_before,
+        "an open breaker called heart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
