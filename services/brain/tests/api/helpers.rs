@@ -10,53 +10,34 @@ use brain::{Config, PulseConfig};
 use serde_json::Value;
 use service_kit::Context;
 use service_kit::backoff::ExponentialBackoff;
-use testbed::TestRouter;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use testbed::{Served, TestRouter};
 
-/// A service served by `service_kit::serve` on a real socket.
+/// A service behind the skeleton, served on a real socket by testbed's [`Served`] (which stops
+/// serving when dropped).
 pub struct Spawned {
-    pub addr: SocketAddr,
     pub ctx: Context,
-    task: Option<JoinHandle<std::io::Result<bool>>>,
+    served: Served,
 }
 
 impl Spawned {
-    async fn serve(listener: TcpListener, ctx: Context, routes: Router) -> Self {
-        let addr = listener.local_addr().unwrap();
+    async fn serve(addr: SocketAddr, ctx: Context, routes: Router) -> Self {
         let app = service_kit::assemble(&ctx, routes);
-        let task = tokio::spawn(service_kit::serve(
-            listener,
-            app,
-            ctx.shutdown.clone(),
-            Duration::from_secs(2),
-        ));
-        Self {
-            addr,
-            ctx,
-            task: Some(task),
-        }
+        let served = Served::start_on(addr, app).await;
+        Self { ctx, served }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.served.addr()
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.served.url()
     }
 
     /// Shuts the server down and waits until it has stopped listening.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
         self.ctx.shutdown.cancel();
-        let task = self.task.take().expect("stopped once");
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("the server stops within its drain time")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        self.ctx.shutdown.cancel();
+        self.served.stop().await;
     }
 }
 
@@ -65,14 +46,13 @@ pub const CHAOS_TOKEN: &str = "test-chaos";
 
 /// heart on `addr` (port 0 for a free one).
 pub async fn spawn_heart_on(addr: SocketAddr) -> Spawned {
-    let listener = TcpListener::bind(addr).await.unwrap();
     let ctx = Context::for_tests(heart::SERVICE);
     let config = heart::Config {
         chaos_token: Some(CHAOS_TOKEN.into()),
         ..heart::Config::default()
     };
     let state = heart::AppState::new(&ctx, config).unwrap();
-    Spawned::serve(listener, ctx, heart::app(state)).await
+    Spawned::serve(addr, ctx, heart::app(state)).await
 }
 
 pub async fn spawn_heart() -> Spawned {
@@ -81,10 +61,14 @@ pub async fn spawn_heart() -> Spawned {
 
 /// brain calling heart at `heart_url`, thinking 1 ms, with `pulse` settings.
 pub async fn spawn_brain(heart_url: &str, pulse: PulseConfig) -> Spawned {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ctx = Context::for_tests(brain::SERVICE);
     let state = brain::AppState::new(&ctx, config(heart_url, pulse)).unwrap();
-    Spawned::serve(listener, ctx, brain::app(state)).await
+    Spawned::serve(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ctx,
+        brain::app(state),
+    )
+    .await
 }
 
 pub fn config(heart_url: &str, pulse: PulseConfig) -> Config {
@@ -144,13 +128,6 @@ pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
         body,
         text,
     }
-}
-
-/// The value of an unlabelled sample in a /metrics text.
-pub fn sample(metrics: &str, name: &str) -> f64 {
-    testbed::Metrics::new(metrics)
-        .value(name, &[])
-        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
 }
 
 pub fn client() -> reqwest::Client {

@@ -6,19 +6,20 @@ use std::time::{Duration, Instant};
 use brain::BreakerState;
 
 use crate::helpers::{
-    CHAOS_TOKEN, client, get, quick_breaker, sample, spawn_brain, spawn_heart, spawn_heart_on,
+    CHAOS_TOKEN, client, get, quick_breaker, spawn_brain, spawn_heart, spawn_heart_on,
 };
 
+/// brain's `/metrics`, over its socket.
+async fn metrics(client: &reqwest::Client, brain: &str) -> testbed::Metrics {
+    let response = client.get(format!("{brain}/metrics")).send().await;
+    testbed::Metrics::new(response.unwrap().text().await.unwrap())
+}
+
 async fn breaker_gauge(client: &reqwest::Client, brain: &str) -> f64 {
-    let text = client
-        .get(format!("{brain}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    sample(&text, "brain_circuit_breaker_state")
+    let metrics = metrics(client, brain).await;
+    metrics
+        .value("brain_circuit_breaker_state", &[])
+        .unwrap_or_else(|| panic!("no brain_circuit_breaker_state in\n{}", metrics.text()))
 }
 
 /// Calls `/think?pulse=true` until the breaker rejects; panics after `max` calls.
@@ -35,15 +36,9 @@ async fn until_open(client: &reqwest::Client, brain: &str, max: usize) {
 
 /// Calls brain made to heart so far (its traced client's request count).
 async fn calls_to_heart(client: &reqwest::Client, brain: &str) -> f64 {
-    let text = client
-        .get(format!("{brain}/metrics"))
-        .send()
+    metrics(client, brain)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    testbed::Metrics::new(text).sum("http_client_request_duration_seconds_count", &[])
+        .sum("http_client_request_duration_seconds_count", &[])
 }
 
 /// Ten pulses while open: each a 503 `circuit_open` with `Retry-After`, answered without a
@@ -74,7 +69,7 @@ async fn assert_fails_fast(client: &reqwest::Client, brain: &str) {
 async fn the_breaker_opens_when_heart_stops_and_closes_when_it_returns() {
     let client = client();
     let heart = spawn_heart().await;
-    let heart_addr = heart.addr;
+    let heart_addr = heart.addr();
     let brain = spawn_brain(&heart.url(), quick_breaker()).await;
     let b = brain.url();
 
