@@ -223,7 +223,7 @@ pub fn service_env(
     let mut env: Vec<(&str, String)> = vec![
         ("LISTEN_ADDR", format!("127.0.0.1:{port}")),
         ("OTEL_SERVICE_NAME", name.to_owned()),
-        ("SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
+        ("SHUTDOWN_TIMEOUT", "5s".to_owned()),
     ];
     env.extend(tokens().env_for(name));
     let am = alertmanager.then(|| url(ALERTMANAGER_PORT));

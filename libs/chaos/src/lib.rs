@@ -244,7 +244,7 @@ type ExitFn = Arc<dyn Fn() + Send + Sync>;
 /// Fault injection for one service; cheap to clone (all clones share the faults).
 #[derive(Clone)]
 pub struct Chaos {
-    inner: Arc<Inner>,
+    inner: Arc<Switchboard>,
 }
 
 impl std::fmt::Debug for Chaos {
@@ -256,7 +256,9 @@ impl std::fmt::Debug for Chaos {
     }
 }
 
-struct Inner {
+/// The faults of one service and what they act on, shared by every clone of [`Chaos`] and by
+/// its layer.
+struct Switchboard {
     token: Option<SecretString>,
     /// The authoritative state; changed under this lock, then published to the atomics below.
     faults: Mutex<Faults>,
@@ -274,7 +276,7 @@ struct Inner {
     exit: ExitFn,
 }
 
-impl Inner {
+impl Switchboard {
     fn lock(&self) -> MutexGuard<'_, Faults> {
         self.faults
             .lock()
@@ -311,7 +313,7 @@ impl Chaos {
             .readiness
             .flag("chaos", "the chaos fault fail_readiness is active");
         Ok(Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(Switchboard {
                 token,
                 faults: Mutex::new(Faults::default()),
                 request_faults: AtomicBool::new(false),
@@ -496,7 +498,7 @@ async fn delete_chaos(
 }
 
 #[derive(Clone)]
-struct ChaosLayer(Arc<Inner>);
+struct ChaosLayer(Arc<Switchboard>);
 
 impl<S> Layer<S> for ChaosLayer {
     type Service = ChaosService<S>;
@@ -512,7 +514,7 @@ impl<S> Layer<S> for ChaosLayer {
 #[derive(Clone)]
 struct ChaosService<S> {
     inner: S,
-    chaos: Arc<Inner>,
+    chaos: Arc<Switchboard>,
 }
 
 impl<S> Service<Request> for ChaosService<S>

@@ -19,13 +19,15 @@ pub struct ApiError {
     retry_after: Option<u64>,
 }
 
+/// The JSON body of every error: `{"error": {...}}`.
 #[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+struct ErrorEnvelope<'a> {
+    error: ErrorDetail<'a>,
 }
 
+/// What went wrong: `code`, `message`, and the offending `field` when there is one.
 #[derive(Serialize)]
-struct Inner<'a> {
+struct ErrorDetail<'a> {
     code: &'a str,
     message: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,8 +149,8 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Body {
-            error: Inner {
+        let body = ErrorEnvelope {
+            error: ErrorDetail {
                 code: self.code,
                 message: &self.message,
                 field: self.field.as_deref(),

@@ -5,9 +5,12 @@
 //! from `app(...)`, the standard endpoints (`/healthz`, `/readyz`, `/metrics`,
 //! `/admin/log-filter`), a request body limit, a request timeout, request ids, and a graceful
 //! shutdown on SIGTERM/SIGINT with a bounded drain, telemetry flushed last.
+//!
+//! It is also the home of the workspace's one retry delay policy, [`backoff::ExponentialBackoff`].
 
 mod allocator;
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod error;
 pub mod extract;

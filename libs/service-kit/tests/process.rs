@@ -31,7 +31,7 @@ impl Service {
         cmd.env_clear()
             .env("OTEL_SERVICE_NAME", name)
             .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("SHUTDOWN_TIMEOUT_SECS", "5")
+            .env("SHUTDOWN_TIMEOUT", "5s")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -413,7 +413,7 @@ async fn raw(addr: &str, bytes: &[u8], wait: Duration) -> (String, bool) {
 async fn connections_and_bodies_are_bounded() {
     let mut svc = Service::start(
         "bounds",
-        &[("HEADER_READ_TIMEOUT_SECS", "1"), ("MAX_CONNECTIONS", "4")],
+        &[("HEADER_READ_TIMEOUT", "1s"), ("MAX_CONNECTIONS", "4")],
     )
     .await;
     let addr = svc.url("").trim_start_matches("http://").to_owned();
@@ -470,7 +470,7 @@ async fn connections_and_bodies_are_bounded() {
 async fn connections_over_the_limit_get_a_503_json() {
     let mut svc = Service::start(
         "bounds",
-        &[("HEADER_READ_TIMEOUT_SECS", "60"), ("MAX_CONNECTIONS", "4")],
+        &[("HEADER_READ_TIMEOUT", "60s"), ("MAX_CONNECTIONS", "4")],
     )
     .await;
     let addr = svc.url("").trim_start_matches("http://").to_owned();

@@ -1,14 +1,14 @@
-//! The assembled router, driven without a socket.
+//! The assembled router, driven without a socket through testbed's [`TestRouter`].
 
 use axum::Router;
 use axum::body::Body;
 use axum::routing::{get, post};
-use http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use http::{Method, Request, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use service_kit::extract::{Json, Path};
 use service_kit::{Context, assemble};
+use testbed::TestRouter;
 use tower::ServiceExt;
 
 #[derive(Deserialize)]
@@ -21,6 +21,12 @@ struct NewUser {
 
 async fn panics() -> &'static str {
     panic!("boom")
+}
+
+/// The test routes behind the skeleton, over a fresh test context.
+fn test_app() -> TestRouter {
+    let ctx = Context::for_tests("router-test");
+    TestRouter::new(app(&ctx))
 }
 
 fn app(ctx: &Context) -> Router {
@@ -41,17 +47,6 @@ fn app(ctx: &Context) -> Router {
     assemble(ctx, routes)
 }
 
-async fn call(app: &Router, req: Request<Body>) -> (StatusCode, String) {
-    let response = app.clone().oneshot(req).await.unwrap();
-    let status = response.status();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-fn json(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
 fn post_json(path: &str, body: impl Into<Body>) -> Request<Body> {
     Request::post(path)
         .header("content-type", "application/json")
@@ -61,28 +56,29 @@ fn post_json(path: &str, body: impl Into<Body>) -> Request<Body> {
 
 #[tokio::test]
 async fn metrics_use_route_templates_and_pass_promtool() {
-    let ctx = Context::for_tests("router-test");
-    let app = app(&ctx);
+    let app = test_app();
     for id in [42, 43] {
-        let (s, _) = call(
-            &app,
-            Request::get(format!("/users/{id}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(s, 200);
+        assert_eq!(
+            app.get(&format!("/users/{id}")).await.status,
+            StatusCode::OK
+        );
     }
-    let (s, text) = call(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
-    assert_eq!(s, 200);
+    let metrics = app.metrics().await;
+    let text = metrics.text();
     assert!(text.contains(r#"http_route="/users/{id}""#), "{text}");
     assert!(!text.contains("/users/42"), "raw path leaked into labels");
-    assert!(text.contains("process_resident_memory_bytes"));
-    assert!(text.contains("process_open_fds"));
-    assert!(text.contains("process_start_time_seconds"));
-    assert!(text.contains("process_cpu_seconds_total"));
-
-    let report = testbed::promtool_check_metrics(&text);
+    for name in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(
+            metrics.value(name, &[]).is_some(),
+            "{name} missing:\n{text}"
+        );
+    }
+    let report = testbed::promtool_check_metrics(text);
     assert!(report.is_empty(), "promtool check metrics: {report}");
 }
 
@@ -91,92 +87,108 @@ async fn readiness_names_the_failing_check() {
     let ctx = Context::for_tests("router-test");
     let db = ctx.readiness.flag("database", "connection refused");
     ctx.readiness.add("cache", || Box::pin(async { Ok(()) }));
-    let app = app(&ctx);
-    let (s, body) = call(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
-    assert_eq!(s, 200, "{body}");
+    let app = TestRouter::new(app(&ctx));
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
     db.set_down();
-    let (s, body) = call(&app, Request::get("/readyz").body(Body::empty()).unwrap()).await;
-    assert_eq!(s, 503);
-    let v = json(&body);
-    assert_eq!(v["failing"][0]["check"], "database");
-    assert_eq!(v["failing"][0]["reason"], "connection refused");
-    assert_eq!(v["checks"]["cache"], "ok");
-    let (s, _) = call(&app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
-    assert_eq!(s, 200, "liveness does not follow readiness");
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.body["failing"][0]["check"], "database");
+    assert_eq!(ready.body["failing"][0]["reason"], "connection refused");
+    assert_eq!(ready.body["checks"]["cache"], "ok");
 }
 
 #[tokio::test]
-async fn bad_input_gets_a_4xx_json_error_naming_what_is_wrong() {
+async fn liveness_does_not_follow_readiness() {
     let ctx = Context::for_tests("router-test");
-    let app = app(&ctx);
+    ctx.readiness
+        .flag("database", "connection refused")
+        .set_down();
+    let app = TestRouter::new(app(&ctx));
+    assert_eq!(
+        app.get("/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
+}
 
-    let (s, body) = call(
-        &app,
-        Request::get("/users/abc").body(Body::empty()).unwrap(),
-    )
-    .await;
-    assert_eq!(s, 400);
-    assert_eq!(json(&body)["error"]["field"], "id", "{body}");
+#[tokio::test]
+async fn a_bad_path_parameter_is_400_naming_it() {
+    let reply = test_app().get("/users/abc").await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.body["error"]["field"], "id", "{}", reply.text);
+}
 
-    let (s, body) = call(&app, post_json("/users", "{not json")).await;
-    assert_eq!(s, 400);
-    assert_eq!(json(&body)["error"]["code"], "malformed_json");
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let reply = test_app().send(post_json("/users", "{not json")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.error_code(), Some("malformed_json"));
+}
 
-    let (s, body) = call(&app, post_json("/users", r#"{"name":"Ada"}"#)).await;
-    assert_eq!(s, 422);
-    assert_eq!(json(&body)["error"]["field"], "age", "{body}");
+#[tokio::test]
+async fn a_missing_unknown_or_mistyped_field_is_422_naming_it() {
+    let app = test_app();
+    for (body, field) in [
+        (r#"{"name":"Ada"}"#, "age"),
+        (r#"{"name":"Ada","age":36,"role":"x"}"#, "role"),
+        (r#"{"name":"Ada","age":"old"}"#, "age"),
+    ] {
+        let reply = app.send(post_json("/users", body)).await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(reply.body["error"]["field"], field, "{}", reply.text);
+    }
+}
 
-    let (s, body) = call(
-        &app,
-        post_json("/users", r#"{"name":"Ada","age":36,"role":"x"}"#),
-    )
-    .await;
-    assert_eq!(s, 422);
-    assert_eq!(json(&body)["error"]["field"], "role", "{body}");
-
-    let (s, body) = call(&app, post_json("/users", r#"{"name":"Ada","age":"old"}"#)).await;
-    assert_eq!(s, 422);
-    assert_eq!(json(&body)["error"]["field"], "age", "{body}");
-
+#[tokio::test]
+async fn a_body_over_the_limit_is_413() {
     let huge = format!(r#"{{"name":"{}","age":1}}"#, "a".repeat(2 * 1024 * 1024));
-    let (s, body) = call(&app, post_json("/users", huge)).await;
-    assert_eq!(s, 413);
-    assert_eq!(json(&body)["error"]["code"], "payload_too_large");
+    let reply = test_app().send(post_json("/users", huge)).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.error_code(), Some("payload_too_large"));
+}
 
-    let (s, body) = call(
-        &app,
-        Request::post("/users").body(Body::from("{}")).unwrap(),
-    )
-    .await;
-    assert_eq!(s, 415, "{body}");
+#[tokio::test]
+async fn a_body_without_a_content_type_is_415() {
+    let req = Request::post("/users").body(Body::from("{}")).unwrap();
+    let reply = test_app().send(req).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "{}",
+        reply.text
+    );
+}
 
-    let (s, body) = call(&app, Request::get("/nowhere").body(Body::empty()).unwrap()).await;
-    assert_eq!(s, 404);
-    assert_eq!(json(&body)["error"]["code"], "not_found");
+#[tokio::test]
+async fn an_unknown_path_is_404_json() {
+    let reply = test_app().get("/nowhere").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(reply.error_code(), Some("not_found"));
+}
 
-    let (s, body) = call(
-        &app,
-        Request::delete("/users/1").body(Body::empty()).unwrap(),
-    )
-    .await;
-    assert_eq!(s, 405);
-    assert_eq!(json(&body)["error"]["code"], "method_not_allowed");
+#[tokio::test]
+async fn an_unknown_method_is_405_json() {
+    let reply = test_app().call(Method::DELETE, "/users/1", None).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.error_code(), Some("method_not_allowed"));
 }
 
 #[tokio::test]
 async fn a_panicking_handler_is_a_500_with_a_generic_body() {
-    let ctx = Context::for_tests("router-test");
-    let app = app(&ctx);
-    let (s, body) = call(&app, Request::get("/panic").body(Body::empty()).unwrap()).await;
-    assert_eq!(s, 500);
-    let v = json(&body);
-    assert_eq!(v["error"]["code"], "internal");
+    let app = test_app();
+    let reply = app.get("/panic").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.error_code(), Some("internal"));
     assert!(
-        !body.contains("boom"),
+        !reply.text.contains("boom"),
         "internal details must not reach the client"
     );
-    let (s, _) = call(&app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
-    assert_eq!(s, 200, "the service keeps serving");
+    assert_eq!(
+        app.get("/healthz").await.status,
+        StatusCode::OK,
+        "the service keeps serving"
+    );
 }
 
 #[tokio::test]
@@ -223,53 +235,63 @@ async fn a_request_over_the_time_limit_is_a_503_json_timeout_recorded_as_such() 
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(response.status(), 503);
     assert_eq!(response.headers()["x-request-id"].len(), 36);
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let v = json(&String::from_utf8_lossy(&body));
-    assert_eq!(v["error"]["code"], "timeout", "{v}");
-    let (_, text) = call(&app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
-    assert!(
-        text.contains(r#"http_server_request_duration_seconds_count{http_request_method="GET",http_response_status_code="503",http_route="/slow"} 1"#),
-        "{text}"
+    let reply = testbed::Reply::read(response).await;
+    assert_eq!(reply.error_code(), Some("timeout"), "{}", reply.text);
+    let metrics = TestRouter::new(app).metrics().await;
+    assert_eq!(
+        metrics.value(
+            "http_server_request_duration_seconds_count",
+            &[
+                ("http_response_status_code", "503"),
+                ("http_route", "/slow")
+            ]
+        ),
+        Some(1.0),
+        "{}",
+        metrics.text()
     );
 }
 
 #[tokio::test]
-async fn plain_text_rejections_become_json_errors() {
-    let ctx = Context::for_tests("router-test");
-    let app = app(&ctx);
+async fn a_plain_text_415_becomes_a_json_error() {
     // axum's own `Json` rejects a text body with a plain-text 415.
-    let req = Request::post("/plain")
-        .header("content-type", "text/plain")
-        .body(Body::from("{}"))
-        .unwrap();
-    let (status, body) = call(&app, req).await;
-    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let v = json(&body);
-    assert_eq!(v["error"]["code"], "unsupported_media_type", "{v}");
+    let reply = test_app()
+        .raw(Method::POST, "/plain", "text/plain", "{}")
+        .await;
+    assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        reply.error_code(),
+        Some("unsupported_media_type"),
+        "{}",
+        reply.text
+    );
     assert!(
-        v["error"]["message"]
+        reply.body["error"]["message"]
             .as_str()
             .unwrap()
             .contains("Content-Type"),
-        "{v}"
+        "{}",
+        reply.text
     );
-    let (status, body) = call(&app, post_json("/plain", "{oops")).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(json(&body)["error"]["code"], "bad_request");
+}
+
+#[tokio::test]
+async fn a_plain_text_json_rejection_becomes_a_json_400() {
+    let reply = test_app().send(post_json("/plain", "{oops")).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.error_code(), Some("bad_request"));
 }
 
 #[tokio::test]
 async fn an_oversize_content_length_is_refused_before_the_body() {
-    let ctx = Context::for_tests("router-test");
-    let app = app(&ctx);
     let req = Request::post("/users")
         .header("content-type", "application/json")
         .header("content-length", "100000000000")
         .body(Body::from("{"))
         .unwrap();
-    let (status, body) = call(&app, req).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(json(&body)["error"]["code"], "payload_too_large");
+    let reply = test_app().send(req).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.error_code(), Some("payload_too_large"));
 }
 
 #[tokio::test]

@@ -1,56 +1,13 @@
 //! Telemetry settings read from the standard `OTEL_*` variables (and `RUST_LOG`).
 //!
-//! Reading goes through [`Env`] so tests pass a map instead of mutating the process
-//! environment. Every invalid variable is reported, not only the first.
+//! Reading goes through the workspace's one reader, [`env_config::EnvReader`], so tests pass a
+//! map instead of mutating the process environment, every invalid variable is reported (not only
+//! the first), and a service reports its telemetry variables together with its own.
 
-use std::collections::HashMap;
-use std::fmt;
 use std::time::Duration;
 
-/// A source of environment variables.
-pub trait Env {
-    /// The value of `key`, if set (an empty value counts as unset, as the OTel spec asks).
-    fn var(&self, key: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
-
-impl Env for ProcessEnv {
-    fn var(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok().filter(|v| !v.trim().is_empty())
-    }
-}
-
-impl<S: std::hash::BuildHasher> Env for HashMap<String, String, S> {
-    fn var(&self, key: &str) -> Option<String> {
-        self.get(key).cloned().filter(|v| !v.trim().is_empty())
-    }
-}
-
-impl<S: std::hash::BuildHasher> Env for HashMap<&str, &str, S> {
-    fn var(&self, key: &str) -> Option<String> {
-        self.get(key)
-            .map(|v| (*v).to_owned())
-            .filter(|v| !v.trim().is_empty())
-    }
-}
-
-/// One invalid variable: its name and what is wrong with its value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VarError {
-    /// The variable's name, e.g. `OTEL_EXPORTER_OTLP_PROTOCOL`.
-    pub var: String,
-    /// What is wrong, naming the accepted values.
-    pub reason: String,
-}
-
-impl fmt::Display for VarError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.var, self.reason)
-    }
-}
+use env_config::EnvReader;
+pub use env_config::{Env, ProcessEnv, VarError};
 
 /// OTLP wire protocol (`OTEL_EXPORTER_OTLP_PROTOCOL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,187 +142,41 @@ impl TelemetryConfig {
         default_service_name: &str,
         version: &str,
     ) -> Result<Self, Vec<VarError>> {
-        let mut errors = Vec::new();
-        let mut err = |var: &str, reason: String| {
-            errors.push(VarError {
-                var: var.to_owned(),
-                reason,
-            })
-        };
+        let mut reader = EnvReader::new(env);
+        let config = Self::read(&mut reader, default_service_name, version);
+        reader.finish().map_err(|e| e.0)?;
+        Ok(config.expect("a configuration with no problem recorded is complete"))
+    }
 
-        let sdk_disabled = match env.var("OTEL_SDK_DISABLED").as_deref().map(str::trim) {
-            None => false,
-            Some(v) if v.eq_ignore_ascii_case("true") => true,
-            Some(v) if v.eq_ignore_ascii_case("false") => false,
-            Some(v) => {
-                err(
-                    "OTEL_SDK_DISABLED",
-                    format!("expected true or false, got {v:?}"),
-                );
-                false
-            }
-        };
-
-        let protocol = match env
-            .var("OTEL_EXPORTER_OTLP_PROTOCOL")
-            .as_deref()
-            .map(str::trim)
-        {
-            None | Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some("grpc") => Protocol::Grpc,
-            Some(v) => {
-                err(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL",
-                    format!("expected grpc or http/protobuf, got {v:?}"),
-                );
-                Protocol::HttpProtobuf
-            }
-        };
-
-        let timeout = match env.var("OTEL_EXPORTER_OTLP_TIMEOUT") {
-            None => DEFAULT_TIMEOUT,
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(ms) if ms > 0 => Duration::from_millis(ms),
-                _ => {
-                    err(
-                        "OTEL_EXPORTER_OTLP_TIMEOUT",
-                        format!("expected a positive number of milliseconds, got {v:?}"),
-                    );
-                    DEFAULT_TIMEOUT
-                }
-            },
-        };
-
-        let max_queue_size = match env.var("OTEL_BSP_MAX_QUEUE_SIZE") {
-            None => DEFAULT_QUEUE,
-            Some(v) => match v.trim().parse::<usize>() {
-                Ok(n) if n > 0 => n,
-                _ => {
-                    err(
-                        "OTEL_BSP_MAX_QUEUE_SIZE",
-                        format!("expected a positive integer, got {v:?}"),
-                    );
-                    DEFAULT_QUEUE
-                }
-            },
-        };
-
-        let base = env.var("OTEL_EXPORTER_OTLP_ENDPOINT");
-        let mut endpoint = |signal_var: &str, path: &str| -> Option<String> {
-            let (var, url, append) = match env.var(signal_var) {
-                Some(url) => (signal_var.to_owned(), url, false),
-                None => (
-                    "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
-                    base.clone()?,
-                    true,
-                ),
-            };
-            let url = url.trim().to_owned();
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                err(
-                    &var,
-                    format!("expected an http:// or https:// URL, got {url:?}"),
-                );
-                return None;
-            }
-            Some(if append && protocol == Protocol::HttpProtobuf {
-                format!("{}/{}", url.trim_end_matches('/'), path)
-            } else {
-                url
-            })
-        };
-        let traces_endpoint = endpoint("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "v1/traces");
-        let logs_endpoint = endpoint("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "v1/logs");
-
-        let mut traces_headers: Vec<(String, String)> = Vec::new();
-        for var in [
-            "OTEL_EXPORTER_OTLP_HEADERS",
-            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-        ] {
-            match env.var(var).as_deref().map(parse_resource_attributes) {
-                None => {}
-                Some(Ok(headers)) => {
-                    for (k, v) in headers {
-                        traces_headers.retain(|(old, _)| !old.eq_ignore_ascii_case(&k));
-                        traces_headers.push((k, v));
-                    }
-                }
-                // The reason would quote the variable, which may hold a credential.
-                Some(Err(_)) => err(
-                    var,
-                    "expected key=value pairs separated by commas, values percent-encoded \
-                     (the value is not repeated here: it may hold a credential)"
-                        .to_owned(),
-                ),
-            }
-        }
-
-        let mut compression = None;
-        for var in [
-            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
-            "OTEL_EXPORTER_OTLP_COMPRESSION",
-        ] {
-            if let Some(v) = env.var(var) {
-                match v.trim() {
-                    "gzip" => compression = Some(Compression::Gzip),
-                    "none" => {}
-                    other => err(var, format!("expected gzip or none, got {other:?}")),
-                }
-                break;
-            }
-        }
-
-        let sampler = parse_sampler(env, &mut err);
-
-        let mut resource_attributes = Vec::new();
-        if let Some(raw) = env.var("OTEL_RESOURCE_ATTRIBUTES") {
-            match parse_resource_attributes(&raw) {
-                Ok(attrs) => resource_attributes = attrs,
-                Err(reason) => err("OTEL_RESOURCE_ATTRIBUTES", reason),
-            }
-        }
-        for (vars, key) in K8S_ATTRIBUTES {
-            if resource_attributes.iter().any(|(k, _)| k == key) {
-                continue;
-            }
-            if let Some(v) = vars.iter().find_map(|var| env.var(var)) {
-                resource_attributes.push(((*key).to_owned(), v));
-            }
-        }
-
-        let service_name = env
-            .var("OTEL_SERVICE_NAME")
+    /// Reads the configuration through `reader`, recording problems there (so a service reports
+    /// them with its own); `None` when any telemetry variable is invalid.
+    pub fn read(
+        reader: &mut EnvReader<'_>,
+        default_service_name: &str,
+        version: &str,
+    ) -> Option<Self> {
+        let problems_before = reader.problem_count();
+        let sdk_disabled = read_sdk_disabled(reader);
+        let exporter = read_exporter(reader);
+        let sampler = read_sampler(reader);
+        let resource_attributes = read_resource_attributes(reader);
+        let service_name = reader
+            .optional("OTEL_SERVICE_NAME")
             .or_else(|| attr(&resource_attributes, "service.name"))
             .unwrap_or_else(|| default_service_name.to_owned());
         let service_version =
             attr(&resource_attributes, "service.version").unwrap_or_else(|| version.to_owned());
-
-        let log_filter = env.var("RUST_LOG").unwrap_or_else(|| "info".to_owned());
-        if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&log_filter) {
-            err("RUST_LOG", format!("invalid filter directives: {e}"));
+        let log_filter = read_log_filter(reader);
+        let access_log = read_access_log(reader);
+        if reader.problem_count() > problems_before {
+            return None;
         }
-
-        let access_log = parse_access_log(env, &mut err);
-
-        errors.dedup_by(|a, b| a.var == b.var);
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let otlp = (!sdk_disabled && (traces_endpoint.is_some() || logs_endpoint.is_some()))
-            .then_some(OtlpConfig {
-                protocol,
-                traces_endpoint,
-                logs_endpoint,
-                timeout,
-                max_queue_size,
-                traces_headers,
-                compression,
-            });
-        Ok(Self {
+        let exports = exporter.traces_endpoint.is_some() || exporter.logs_endpoint.is_some();
+        Some(Self {
             service_name,
             service_version,
             resource_attributes,
-            otlp,
+            otlp: (!sdk_disabled && exports).then_some(exporter),
             sampler,
             log_filter,
             sdk_disabled,
@@ -374,83 +185,233 @@ impl TelemetryConfig {
     }
 }
 
-fn parse_access_log(env: &dyn Env, err: &mut impl FnMut(&str, String)) -> AccessLogConfig {
-    let mut c = AccessLogConfig::default();
-    if let Some(v) = env.var("ACCESS_LOG_LEVEL") {
-        let v = v.trim().to_ascii_lowercase();
-        c.level = match v.as_str() {
-            "off" => None,
-            "trace" => Some(tracing::Level::TRACE),
-            "debug" => Some(tracing::Level::DEBUG),
-            "info" => Some(tracing::Level::INFO),
-            "warn" => Some(tracing::Level::WARN),
-            "error" => Some(tracing::Level::ERROR),
-            _ => {
-                err(
-                    "ACCESS_LOG_LEVEL",
-                    format!("expected one of off, trace, debug, info, warn, error; got {v:?}"),
-                );
-                c.level
+/// `true` or `false`, case-insensitive: the specification's booleans (no `1`/`yes`).
+fn otel_bool(raw: &str) -> Result<bool, String> {
+    if raw.eq_ignore_ascii_case("true") {
+        Ok(true)
+    } else if raw.eq_ignore_ascii_case("false") {
+        Ok(false)
+    } else {
+        Err("expected true or false".to_owned())
+    }
+}
+
+/// `OTEL_SDK_DISABLED`.
+fn read_sdk_disabled(reader: &mut EnvReader<'_>) -> bool {
+    reader.parse_with("OTEL_SDK_DISABLED", false, otel_bool)
+}
+
+/// Where and how to export: protocol, timeout, queue, endpoints, headers, compression. The
+/// endpoints are `None` when no endpoint variable is set.
+fn read_exporter(reader: &mut EnvReader<'_>) -> OtlpConfig {
+    let protocol = reader.parse_with(
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        Protocol::HttpProtobuf,
+        |raw| match raw {
+            "http/protobuf" => Ok(Protocol::HttpProtobuf),
+            "grpc" => Ok(Protocol::Grpc),
+            _ => Err("expected grpc or http/protobuf".to_owned()),
+        },
+    );
+    // Milliseconds, as the specification defines this variable (not the workspace's humantime).
+    let timeout = reader.parse_with(
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        DEFAULT_TIMEOUT,
+        |raw| match raw.parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err("expected a positive number of milliseconds".to_owned()),
+        },
+    );
+    let max_queue_size = reader.parse_with(
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        DEFAULT_QUEUE,
+        |raw| match raw.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err("expected a positive integer".to_owned()),
+        },
+    );
+    let traces_endpoint = read_endpoint(
+        reader,
+        protocol,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "v1/traces",
+    );
+    let logs_endpoint = read_endpoint(
+        reader,
+        protocol,
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        "v1/logs",
+    );
+    let traces_headers = read_traces_headers(reader);
+    let compression = read_compression(reader);
+    OtlpConfig {
+        protocol,
+        traces_endpoint,
+        logs_endpoint,
+        timeout,
+        max_queue_size,
+        traces_headers,
+        compression,
+    }
+}
+
+/// One signal's endpoint: its own variable as given, else `OTEL_EXPORTER_OTLP_ENDPOINT` with
+/// the signal's `path` appended for http/protobuf.
+fn read_endpoint(
+    reader: &mut EnvReader<'_>,
+    protocol: Protocol,
+    signal_var: &str,
+    path: &str,
+) -> Option<String> {
+    const BASE: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    let (var, url, append) = match reader.optional(signal_var) {
+        Some(url) => (signal_var, url, false),
+        None => (BASE, reader.optional(BASE)?, true),
+    };
+    let url = url.trim().to_owned();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        reader.error(
+            var,
+            format!("expected an http:// or https:// URL, got {url:?}"),
+        );
+        return None;
+    }
+    Some(if append && protocol == Protocol::HttpProtobuf {
+        format!("{}/{}", url.trim_end_matches('/'), path)
+    } else {
+        url
+    })
+}
+
+/// `OTEL_EXPORTER_OTLP_HEADERS`, overridden key by key by `OTEL_EXPORTER_OTLP_TRACES_HEADERS`.
+fn read_traces_headers(reader: &mut EnvReader<'_>) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for var in [
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    ] {
+        match reader
+            .optional(var)
+            .as_deref()
+            .map(parse_resource_attributes)
+        {
+            None => {}
+            Some(Ok(pairs)) => {
+                for (k, v) in pairs {
+                    headers.retain(|(old, _)| !old.eq_ignore_ascii_case(&k));
+                    headers.push((k, v));
+                }
             }
-        };
-    }
-    if let Some(v) = env.var("ACCESS_LOG_SAMPLE_RATIO") {
-        match v.trim().parse::<f64>() {
-            Ok(r) if (0.0..=1.0).contains(&r) => c.sample_ratio = r,
-            _ => err(
-                "ACCESS_LOG_SAMPLE_RATIO",
-                format!("expected a ratio between 0 and 1, got {v:?}"),
+            // Not `parse_with`: the reason would quote the variable, which may hold a credential.
+            Some(Err(_)) => reader.error(
+                var,
+                "expected key=value pairs separated by commas, values percent-encoded \
+                 (the value is not repeated here: it may hold a credential)",
             ),
         }
     }
-    if let Some(v) = env.var("ACCESS_LOG_PROBES") {
-        match v.trim() {
-            t if t.eq_ignore_ascii_case("true") => c.probes = true,
-            f if f.eq_ignore_ascii_case("false") => c.probes = false,
-            other => err(
-                "ACCESS_LOG_PROBES",
-                format!("expected true or false, got {other:?}"),
-            ),
+    headers
+}
+
+/// `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, else `OTEL_EXPORTER_OTLP_COMPRESSION`.
+fn read_compression(reader: &mut EnvReader<'_>) -> Option<Compression> {
+    let var = [
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+    ]
+    .into_iter()
+    .find(|var| reader.optional(var).is_some())?;
+    reader.parse_with(var, None, |raw| match raw {
+        "gzip" => Ok(Some(Compression::Gzip)),
+        "none" => Ok(None),
+        _ => Err("expected gzip or none".to_owned()),
+    })
+}
+
+/// `OTEL_RESOURCE_ATTRIBUTES` plus the downward-API attributes it does not set.
+fn read_resource_attributes(reader: &mut EnvReader<'_>) -> Vec<(String, String)> {
+    let mut attributes = reader.parse_with(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        Vec::new(),
+        parse_resource_attributes,
+    );
+    for (vars, key) in K8S_ATTRIBUTES {
+        if attributes.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        if let Some(v) = vars.iter().find_map(|var| reader.optional(var)) {
+            attributes.push(((*key).to_owned(), v));
         }
     }
-    c
+    attributes
+}
+
+/// `RUST_LOG` (default `info`), checked as filter directives.
+fn read_log_filter(reader: &mut EnvReader<'_>) -> String {
+    let log_filter = reader.string("RUST_LOG", "info");
+    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&log_filter) {
+        reader.error("RUST_LOG", format!("invalid filter directives: {e}"));
+    }
+    log_filter
+}
+
+/// `ACCESS_LOG_LEVEL`, `ACCESS_LOG_SAMPLE_RATIO`, `ACCESS_LOG_PROBES`.
+fn read_access_log(reader: &mut EnvReader<'_>) -> AccessLogConfig {
+    let default = AccessLogConfig::default();
+    AccessLogConfig {
+        level: reader.parse_with("ACCESS_LOG_LEVEL", default.level, |raw| {
+            match raw.to_ascii_lowercase().as_str() {
+                "off" => Ok(None),
+                "trace" => Ok(Some(tracing::Level::TRACE)),
+                "debug" => Ok(Some(tracing::Level::DEBUG)),
+                "info" => Ok(Some(tracing::Level::INFO)),
+                "warn" => Ok(Some(tracing::Level::WARN)),
+                "error" => Ok(Some(tracing::Level::ERROR)),
+                _ => Err("expected one of off, trace, debug, info, warn, error".to_owned()),
+            }
+        }),
+        sample_ratio: reader.parse_with("ACCESS_LOG_SAMPLE_RATIO", default.sample_ratio, ratio),
+        probes: reader.parse_with("ACCESS_LOG_PROBES", default.probes, otel_bool),
+    }
+}
+
+/// A ratio between 0 and 1.
+fn ratio(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err("expected a ratio between 0 and 1".to_owned()),
+    }
 }
 
 fn attr(attrs: &[(String, String)], key: &str) -> Option<String> {
     attrs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
 }
 
-fn parse_sampler(env: &dyn Env, err: &mut impl FnMut(&str, String)) -> SamplerConfig {
-    let ratio = |err: &mut dyn FnMut(&str, String)| match env.var("OTEL_TRACES_SAMPLER_ARG") {
-        None => 1.0,
-        Some(v) => match v.trim().parse::<f64>() {
-            Ok(r) if (0.0..=1.0).contains(&r) => r,
-            _ => {
-                err(
-                    "OTEL_TRACES_SAMPLER_ARG",
-                    format!("expected a ratio between 0 and 1, got {v:?}"),
-                );
-                1.0
-            }
+/// `OTEL_TRACES_SAMPLER` and, for the ratio samplers, `OTEL_TRACES_SAMPLER_ARG`.
+fn read_sampler(reader: &mut EnvReader<'_>) -> SamplerConfig {
+    let sampler = reader.parse_with(
+        "OTEL_TRACES_SAMPLER",
+        SamplerConfig::ParentBasedAlwaysOn,
+        |raw| match raw {
+            "parentbased_always_on" => Ok(SamplerConfig::ParentBasedAlwaysOn),
+            "always_on" => Ok(SamplerConfig::AlwaysOn),
+            "always_off" => Ok(SamplerConfig::AlwaysOff),
+            "parentbased_always_off" => Ok(SamplerConfig::ParentBasedAlwaysOff),
+            "traceidratio" => Ok(SamplerConfig::TraceIdRatio(1.0)),
+            "parentbased_traceidratio" => Ok(SamplerConfig::ParentBasedTraceIdRatio(1.0)),
+            _ => Err("expected one of always_on, always_off, traceidratio, \
+                      parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+                .to_owned()),
         },
-    };
-    match env.var("OTEL_TRACES_SAMPLER").as_deref().map(str::trim) {
-        None | Some("parentbased_always_on") => SamplerConfig::ParentBasedAlwaysOn,
-        Some("always_on") => SamplerConfig::AlwaysOn,
-        Some("always_off") => SamplerConfig::AlwaysOff,
-        Some("parentbased_always_off") => SamplerConfig::ParentBasedAlwaysOff,
-        Some("traceidratio") => SamplerConfig::TraceIdRatio(ratio(err)),
-        Some("parentbased_traceidratio") => SamplerConfig::ParentBasedTraceIdRatio(ratio(err)),
-        Some(v) => {
-            err(
-                "OTEL_TRACES_SAMPLER",
-                format!(
-                    "expected one of always_on, always_off, traceidratio, parentbased_always_on, \
-                     parentbased_always_off, parentbased_traceidratio; got {v:?}"
-                ),
-            );
-            SamplerConfig::ParentBasedAlwaysOn
+    );
+    match sampler {
+        SamplerConfig::TraceIdRatio(_) => {
+            SamplerConfig::TraceIdRatio(reader.parse_with("OTEL_TRACES_SAMPLER_ARG", 1.0, ratio))
         }
+        SamplerConfig::ParentBasedTraceIdRatio(_) => SamplerConfig::ParentBasedTraceIdRatio(
+            reader.parse_with("OTEL_TRACES_SAMPLER_ARG", 1.0, ratio),
+        ),
+        other => other,
     }
 }
 
@@ -495,6 +456,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn read(pairs: &[(&str, &str)]) -> Result<TelemetryConfig, Vec<VarError>> {
         let env: HashMap<&str, &str> = pairs.iter().copied().collect();

@@ -31,7 +31,7 @@ impl Alertmanager {
             .expect("create a temp dir");
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, config_yaml).expect("write alertmanager.yml");
-        let client = reqwest::Client::new();
+        let client = process::http_client();
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -10,6 +10,9 @@
 //! - [`promtool_check_metrics`]: `promtool check metrics` on a `/metrics` body.
 //! - [`HttpSink`], a local axum server recording every request and answering a chosen status:
 //!   the far end of webhook, Slack and Teams deliveries.
+//! - [`TestRouter`] calls a service's router without a socket (a [`Reply`] with status, headers,
+//!   text and JSON), [`Served`] serves one on 127.0.0.1:0, and [`Metrics`] reads a `/metrics`
+//!   body sample by sample: the one test-support surface of the organs' and libs' tests.
 //! - [`LOKI_DEFAULT_INDEX_ATTRIBUTES`]: what Loki's OTLP ingestion indexes, for tests that check
 //!   log links and Explore queries against the labels Loki really has.
 //!
@@ -23,10 +26,12 @@
 
 mod alertmanager;
 mod http_sink;
+pub mod metrics;
 mod postgres;
 mod process;
 mod prometheus;
 mod promtool;
+pub mod router;
 mod smtp;
 
 /// Resource attributes Loki 3 turns into index labels by default (`distributor.otlp_config`
@@ -60,9 +65,11 @@ use std::time::{Duration, Instant};
 
 pub use crate::alertmanager::{Alertmanager, AlertmanagerConfig, WebhookReceiver};
 pub use crate::http_sink::{HttpSink, RecordedRequest};
+pub use crate::metrics::{MetricSample, Metrics};
 pub use crate::postgres::Postgres;
 pub use crate::prometheus::{Prometheus, PrometheusOptions, QueryError, RuleFile, Sample};
 pub use crate::promtool::promtool_check_metrics;
+pub use crate::router::{Reply, Served, TestRouter};
 pub use crate::smtp::{Email, SmtpSink};
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it). Servers that lose the

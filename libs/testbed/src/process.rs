@@ -318,6 +318,17 @@ where
 }
 
 /// GET `url` and report whether it answered 2xx within a second.
+/// The client testbed talks to its servers with: bounded, so a wedged server fails the test
+/// with a message instead of hanging it (not `telemetry::client`: these calls are test
+/// plumbing, not a service's traced outbound traffic).
+pub(crate) fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("a reqwest client with timeouts")
+}
+
 pub(crate) async fn http_ok(client: &reqwest::Client, url: &str) -> bool {
     client
         .get(url)

@@ -111,7 +111,7 @@ impl Prometheus {
             .tempdir()
             .expect("create a temp dir");
         let config_path = dir.path().join("prometheus.yml");
-        let client = reqwest::Client::new();
+        let client = process::http_client();
         let mut attempt = 0;
         loop {
             attempt += 1;

@@ -9,7 +9,7 @@
 //! | `USER_SERVICE_MAX_CONCURRENCY` | 256 | calls in flight to user-service before shedding (503 `upstream_busy`) |
 //! | `HEART_MAX_CONCURRENCY` | 256 | calls in flight to heart before shedding |
 //! | `BRAIN_MAX_CONCURRENCY` | 16 | calls in flight to brain (slow, CPU-bound) before shedding |
-//! | `UPSTREAM_TIMEOUT_MS` | 2000 | longest an upstream call may take (connect: at most 1 s) before a 504 |
+//! | `UPSTREAM_TIMEOUT` | `2s` | longest an upstream call may take (connect: at most 1 s) before a 504 |
 //! | `CHAOS_TOKEN` | unset | bearer token for `POST`/`DELETE /chaos` (closed, 403, when unset) |
 
 use std::time::Duration;
@@ -31,7 +31,7 @@ pub struct Config {
     /// `USER_SERVICE_MAX_CONCURRENCY`, `HEART_MAX_CONCURRENCY`, `BRAIN_MAX_CONCURRENCY`: each
     /// upstream's own limit, so that a slow one cannot starve the others.
     pub upstream_concurrency: UpstreamConcurrency,
-    /// `UPSTREAM_TIMEOUT_MS`.
+    /// `UPSTREAM_TIMEOUT` (a duration such as `2s`; at least `1ms`).
     pub upstream_timeout: Duration,
     /// `CHAOS_TOKEN`.
     pub chaos_token: Option<SecretString>,
@@ -83,13 +83,10 @@ impl Config {
             Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
             _ => Err("expected a whole number from 1 to 1000000".to_owned()),
         });
-        let upstream_timeout = reader.parse_with(
-            "UPSTREAM_TIMEOUT_MS",
+        let upstream_timeout = reader.duration(
+            "UPSTREAM_TIMEOUT",
             Duration::from_millis(2000),
-            |raw| match raw.parse::<u64>() {
-                Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-                _ => Err("expected a positive whole number of milliseconds".to_owned()),
-            },
+            Duration::from_millis(1)..,
         );
         let chaos_token = chaos::Chaos::read_token(reader);
         Self {
@@ -143,7 +140,7 @@ mod tests {
             ("USER_SERVICE_URL", "users:8083"),
             ("HEART_URL", "ftp://heart"),
             ("GATEWAY_MAX_CONCURRENCY", "0"),
-            ("UPSTREAM_TIMEOUT_MS", "fast"),
+            ("UPSTREAM_TIMEOUT", "fast"),
         ]
         .into_iter()
         .collect();
@@ -154,10 +151,22 @@ mod tests {
             "USER_SERVICE_URL",
             "HEART_URL",
             "GATEWAY_MAX_CONCURRENCY",
-            "UPSTREAM_TIMEOUT_MS",
+            "UPSTREAM_TIMEOUT",
         ] {
             assert!(text.contains(var), "{var} not named in {text}");
         }
+    }
+
+    #[test]
+    fn the_retired_millisecond_timeout_is_refused_naming_its_replacement() {
+        let env: HashMap<&str, &str> = [("UPSTREAM_TIMEOUT_MS", "2500")].into_iter().collect();
+        let mut reader = EnvReader::new(&env);
+        let _ = Config::read(&mut reader);
+        let text = reader.finish().unwrap_err().to_string();
+        assert!(
+            text.contains("UPSTREAM_TIMEOUT_MS: no longer read; set UPSTREAM_TIMEOUT=2s 500ms"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //!
 //! - Upstream answers (status, JSON body, `Location`, `Retry-After`) pass through unchanged: a
 //!   404 stays a 404 and is traced as an answer, not an error.
-//! - Each upstream has its own traced client with `UPSTREAM_TIMEOUT_MS`; an upstream that is down
+//! - Each upstream has its own traced client with `UPSTREAM_TIMEOUT`; an upstream that is down
 //!   answers a fast 502 (`upstream_unreachable`), one that is too slow a 504
 //!   (`upstream_timeout`), each a JSON error naming the upstream.
 //! - At most `GATEWAY_MAX_CONCURRENCY` proxied requests are in flight; beyond that requests are

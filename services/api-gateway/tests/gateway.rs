@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 use api_gateway::Config;
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt as _;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
+use testbed::TestRouter;
 
 struct Reply {
     status: StatusCode,
@@ -20,45 +19,30 @@ struct Reply {
     took: Duration,
 }
 
+/// One call through testbed's [`TestRouter`] (with the chaos token), timed; a body, when there
+/// is one, must be JSON.
 async fn call(router: &Router, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> Reply {
-    let mut req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {}", common::CHAOS_TOKEN));
-    let body = match body {
-        Some((content_type, bytes)) => {
-            req = req.header("content-type", content_type);
-            Body::from(bytes)
-        }
-        None => Body::empty(),
-    };
+    let app = TestRouter::new(router.clone()).with_bearer(common::CHAOS_TOKEN);
+    let method: Method = method.parse().unwrap();
     let start = Instant::now();
-    let resp = router
-        .clone()
-        .oneshot(req.body(body).unwrap())
-        .await
-        .unwrap();
-    let took = start.elapsed();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        let ct = headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        assert!(
-            ct.starts_with("application/json"),
-            "{method} {path}: {status} {ct:?} {bytes:?}"
-        );
-        serde_json::from_slice(&bytes).unwrap()
+    let reply = match body {
+        Some((content_type, bytes)) => app.raw(method.clone(), path, content_type, bytes).await,
+        None => app.call(method.clone(), path, None).await,
     };
+    let took = start.elapsed();
+    if !reply.text.is_empty() {
+        assert!(
+            reply.is_json() && !reply.body.is_null(),
+            "{method} {path}: {} {:?} {:?}",
+            reply.status,
+            reply.header("content-type"),
+            reply.text
+        );
+    }
     Reply {
-        status,
-        headers,
-        body,
+        status: reply.status,
+        headers: reply.headers,
+        body: reply.body,
         took,
     }
 }
@@ -282,9 +266,9 @@ async fn beat_reaches_heart_and_think_goes_to_brain_with_its_query_and_request_i
         .header("x-request-id", "req-42")
         .body(Body::empty())
         .unwrap();
-    let resp = gw.clone().oneshot(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(resp.headers()["x-request-id"], "req-42");
+    let resp = TestRouter::new(gw.clone()).send(req).await;
+    assert_eq!(resp.status, StatusCode::OK);
+    assert_eq!(resp.header("x-request-id"), Some("req-42"));
     let got = brain.wait_for_requests(1, Duration::from_secs(5)).await;
     assert_eq!(got[0].path, "/think");
     assert_eq!(got[0].query.as_deref(), Some("difficulty=3&topic=a%20b"));
@@ -292,12 +276,8 @@ async fn beat_reaches_heart_and_think_goes_to_brain_with_its_query_and_request_i
 
     // Without one, the skeleton's generated id is the one forwarded and echoed.
     brain.clear();
-    let resp = gw
-        .clone()
-        .oneshot(Request::get("/think").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let echoed = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let resp = TestRouter::new(gw.clone()).get("/think").await;
+    let echoed = resp.header("x-request-id").unwrap().to_owned();
     let got = brain.wait_for_requests(1, Duration::from_secs(5)).await;
     assert_eq!(got[0].header("x-request-id"), Some(echoed.as_str()));
     assert_eq!(got[0].query, None);
@@ -461,20 +441,8 @@ async fn gateway_chaos_and_metrics() {
         StatusCode::OK
     );
     drop(ctx);
-    let req = Request::get("/metrics").body(Body::empty()).unwrap();
-    let text = String::from_utf8(
-        gw.clone()
-            .oneshot(req)
-            .await
-            .unwrap()
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
+    let metrics = TestRouter::new(gw.clone()).metrics().await;
+    let text = metrics.text();
     assert!(text.contains(r#"http_route="/user/{id}""#), "{text}");
     assert!(
         text.contains("http_client_request_duration_seconds_count"),
@@ -497,9 +465,8 @@ async fn slow_think_calls_cannot_starve_user_lookups() {
             axum::Json(json!({"thought_ms": 1500}))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let brain = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, slow).await });
+    let slow_brain = testbed::Served::start(slow).await;
+    let brain = slow_brain.url();
     let organs = organs().await;
     let mut config = Config::with_upstreams(&organs.users.url(), &organs.heart.url(), &brain);
     config.upstream_concurrency.brain = 3;

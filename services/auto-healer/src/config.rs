@@ -12,7 +12,7 @@
 //! | `AUTO_HEALER_STATE_DIR` | `organism-state/auto-healer` | local guard state and audit file |
 //! | `AUTO_HEALER_NAMESPACE` | `POD_NAMESPACE`/`K8S_NAMESPACE_NAME`, else `organism` | where the Lease and state ConfigMap live |
 //! | `AUTO_HEALER_LEASE_NAME` | `auto-healer` | the leader-election Lease |
-//! | `AUTO_HEALER_LEASE_SECS` | 15 | lease duration |
+//! | `AUTO_HEALER_LEASE` | `15s` | lease duration (at least `3s`) |
 //! | `AUTO_HEALER_QUEUE_CAPACITY` | 256 | alerts waiting; a full queue answers 503 |
 //! | `AUTO_HEALER_MAX_BODY_BYTES` | 1048576 | largest webhook body (413 beyond) |
 
@@ -143,10 +143,11 @@ impl Config {
             .or_else(|| reader.optional("K8S_POD_NAME"))
             .or_else(|| reader.optional("HOSTNAME"))
             .unwrap_or_else(|| format!("auto-healer-{}", std::process::id()));
-        let lease_duration = reader.seconds("AUTO_HEALER_LEASE_SECS", d.lease_duration);
-        if lease_duration < Duration::from_secs(3) {
-            reader.error("AUTO_HEALER_LEASE_SECS", "must be at least 3");
-        }
+        let lease_duration = reader.duration(
+            "AUTO_HEALER_LEASE",
+            d.lease_duration,
+            Duration::from_secs(3)..,
+        );
         let queue_capacity = reader.parse("AUTO_HEALER_QUEUE_CAPACITY", d.queue_capacity);
         if queue_capacity == 0 {
             reader.error("AUTO_HEALER_QUEUE_CAPACITY", "must be at least 1");

@@ -1,8 +1,8 @@
 //! brain — cognition: CPU-bound thinking with measurable latency; calls heart through a circuit
 //! breaker.
 //!
-//! - `GET /think` thinks for `BRAIN_THINK_MS` (default 10) milliseconds, `± BRAIN_THINK_JITTER_MS`
-//!   (default 0), or `?ms=N` (at most [`MAX_THINK_MS`]): iterated SipHash, real CPU work, on
+//! - `GET /think` thinks for `BRAIN_THINK` (default `10ms`), `± BRAIN_THINK_JITTER` (default
+//!   `0s`), or `?ms=N` milliseconds (at most [`MAX_THINK_MS`]): iterated SipHash, real CPU work, on
 //!   the blocking pool with at most one thinker per core, so the async workers stay free for
 //!   probes, metrics and fast failures. Each think is timed in `brain_think_duration_seconds`.
 //! - `GET /think?pulse=true` (or `GET /think/pulse`) then calls heart's `/beat` (`HEART_URL`)
@@ -12,7 +12,8 @@
 //!   `brain_circuit_breaker_state` (0 closed, 1 half-open, 2 open) and the attribute
 //!   `brain.circuit_breaker.state` on the request span; the call to heart is traced.
 //! - Load is shed early, never held: at most `BRAIN_MAX_WAITING` (default 4 per core) requests
-//!   wait for a core, each at most `BRAIN_QUEUE_WAIT_MS` (default 500, so that a wait and the longest think fit in the gateway's 2 s upstream timeout); beyond either, 503
+//!   wait for a core, each at most `BRAIN_QUEUE_WAIT` (default `500ms`, so that a wait and the longest think fit
+//!   in the gateway's 2 s upstream timeout); beyond either, 503
 //!   `{"error":{"code":"overloaded"}}` with `Retry-After: 1` at once.
 //! - `/chaos` (see the `chaos` crate) injects faults into `/think`; closed without `CHAOS_TOKEN`.
 //!
@@ -38,7 +39,7 @@ pub use pulse::{BreakerState, Heart, PulseConfig};
 pub const SERVICE: &str = "brain";
 /// The service's default port.
 pub const PORT: u16 = 8082;
-/// The longest think one request may ask for (`?ms=`), and the largest `BRAIN_THINK_MS`.
+/// The longest think one request may ask for (`?ms=`), and the largest `BRAIN_THINK`.
 pub const MAX_THINK_MS: u64 = 1_000;
 
 /// The service's own configuration.
@@ -46,9 +47,11 @@ pub const MAX_THINK_MS: u64 = 1_000;
 pub struct Config {
     /// `HEART_URL` (default `http://127.0.0.1:8081`).
     pub heart_url: String,
-    /// `BRAIN_THINK_MS`: how long a think takes when the request does not say.
+    /// `BRAIN_THINK`: how long a think takes when the request does not say (default `10ms`, at
+    /// most [`MAX_THINK_MS`]).
     pub think: Duration,
-    /// `BRAIN_THINK_JITTER_MS`: each think is `think ± uniform(0..=jitter)` (default 0).
+    /// `BRAIN_THINK_JITTER`: each think is `think ± uniform(0..=jitter)` (default `0s`, at most
+    /// [`MAX_THINK_MS`]).
     pub jitter: Duration,
     /// Timeouts, retries and breaker of the call to heart.
     pub pulse: PulseConfig,
@@ -57,7 +60,8 @@ pub struct Config {
     /// `BRAIN_MAX_WAITING`: requests that may wait for a free core (default 4 per core); one
     /// more is shed at once with a 503.
     pub max_waiting: Option<usize>,
-    /// `BRAIN_QUEUE_WAIT_MS`: the longest a request waits for a core before a 503 (default 500).
+    /// `BRAIN_QUEUE_WAIT`: the longest a request waits for a core before a 503 (default `500ms`,
+    /// at most `1m`).
     pub queue_wait: Duration,
 }
 
@@ -75,23 +79,15 @@ impl Default for Config {
     }
 }
 
-fn bounded_millis(raw: &str) -> Result<Duration, String> {
-    match raw.parse::<u64>() {
-        Ok(ms) if ms <= MAX_THINK_MS => Ok(Duration::from_millis(ms)),
-        _ => Err(format!(
-            "expected a whole number of milliseconds from 0 to {MAX_THINK_MS}"
-        )),
-    }
-}
-
 impl Config {
     /// Reads the service's own variables; problems are recorded on `reader`.
     pub fn read(reader: &mut EnvReader<'_>) -> Self {
         let defaults = Self::default();
+        let longest_think = Duration::from_millis(MAX_THINK_MS);
         Self {
             heart_url: reader.url("HEART_URL", &defaults.heart_url),
-            think: reader.parse_with("BRAIN_THINK_MS", defaults.think, bounded_millis),
-            jitter: reader.parse_with("BRAIN_THINK_JITTER_MS", defaults.jitter, bounded_millis),
+            think: reader.duration("BRAIN_THINK", defaults.think, ..=longest_think),
+            jitter: reader.duration("BRAIN_THINK_JITTER", defaults.jitter, ..=longest_think),
             pulse: defaults.pulse,
             chaos_token: Chaos::read_token(reader),
             max_waiting: reader.parse_with("BRAIN_MAX_WAITING", None, |raw| {
@@ -100,12 +96,11 @@ impl Config {
                     _ => Err("expected a whole number from 0 to 100000".to_owned()),
                 }
             }),
-            queue_wait: reader.parse_with("BRAIN_QUEUE_WAIT_MS", defaults.queue_wait, |raw| {
-                match raw.parse::<u64>() {
-                    Ok(ms) if ms <= 60_000 => Ok(Duration::from_millis(ms)),
-                    _ => Err("expected a whole number of milliseconds from 0 to 60000".to_owned()),
-                }
-            }),
+            queue_wait: reader.duration(
+                "BRAIN_QUEUE_WAIT",
+                defaults.queue_wait,
+                ..=Duration::from_secs(60),
+            ),
         }
     }
 }

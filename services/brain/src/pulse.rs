@@ -16,6 +16,7 @@ use failsafe::futures::CircuitBreaker as _;
 use failsafe::{StateMachine, backoff, failure_policy};
 use http::StatusCode;
 use prometheus::IntGauge;
+use service_kit::backoff::ExponentialBackoff;
 use service_kit::{ApiError, Context};
 use telemetry::client::HttpClient;
 
@@ -29,8 +30,9 @@ pub struct PulseConfig {
     /// Extra attempts after a failed one (connection refused, 502/503/504); a timed-out attempt
     /// is not retried, so a slow heart is not sent more load.
     pub retries: u32,
-    /// Pause before the first retry, doubled for each further one.
-    pub retry_backoff: Duration,
+    /// Pauses between attempts: the workspace's one backoff policy (the first pause, doubled for
+    /// each further retry, capped).
+    pub retry_backoff: ExponentialBackoff,
     /// Consecutive failed attempts that open the breaker.
     pub failure_threshold: u32,
     /// How long the breaker stays open before a half-open probe.
@@ -43,7 +45,10 @@ impl Default for PulseConfig {
             connect_timeout: Duration::from_millis(200),
             attempt_timeout: Duration::from_millis(500),
             retries: 2,
-            retry_backoff: Duration::from_millis(20),
+            retry_backoff: ExponentialBackoff::new(
+                Duration::from_millis(20),
+                Duration::from_millis(500),
+            ),
             failure_threshold: 5,
             cool_down: Duration::from_secs(5),
         }
@@ -281,7 +286,7 @@ impl Heart {
                     if attempt >= self.config.retries || !e.retryable() {
                         return Err(e);
                     }
-                    tokio::time::sleep(self.config.retry_backoff * 2u32.pow(attempt)).await;
+                    tokio::time::sleep(self.config.retry_backoff.delay(attempt)).await;
                     attempt += 1;
                 }
             }

@@ -55,8 +55,9 @@ pub(crate) struct ThinkParams {
     pulse: Option<bool>,
 }
 
+/// The body of a successful `/think`: what was asked, what was done, and heart's beat.
 #[derive(Serialize)]
-struct Answer {
+struct ThinkReport {
     target_ms: f64,
     thought_ms: f64,
     iterations: u64,
@@ -156,7 +157,7 @@ async fn run(state: AppState, ms: Option<u64>, pulse: bool) -> Response {
     } else {
         None
     };
-    axum::Json(Answer {
+    axum::Json(ThinkReport {
         target_ms: target.as_secs_f64() * 1000.0,
         thought_ms: took.as_secs_f64() * 1000.0,
         iterations: thought.iterations,

@@ -70,9 +70,9 @@ pub struct Config {
     pub prometheus_url: Option<String>,
     /// `WEBHOOK_URLS`: comma-separated receivers for direct delivery.
     pub webhook_urls: Vec<String>,
-    /// `HEALTH_MONITOR_CONFIG_POLL_MS`: how often the file's mtime is checked (default 2000).
+    /// `HEALTH_MONITOR_CONFIG_POLL`: how often the file's mtime is checked (default `2s`).
     pub config_poll: Duration,
-    /// `HEALTH_MONITOR_TICK_MS`: how often the publisher syncs (default 250).
+    /// `HEALTH_MONITOR_TICK`: how often the publisher syncs (default `250ms`).
     pub publish_tick: Duration,
 }
 
@@ -142,8 +142,8 @@ impl Config {
                 })
                 .collect()
         });
-        let config_poll = reader.millis("HEALTH_MONITOR_CONFIG_POLL_MS", Duration::from_secs(2));
-        let publish_tick = reader.millis("HEALTH_MONITOR_TICK_MS", Duration::from_millis(250));
+        let config_poll = reader.duration("HEALTH_MONITOR_CONFIG_POLL", Duration::from_secs(2), ..);
+        let publish_tick = reader.duration("HEALTH_MONITOR_TICK", Duration::from_millis(250), ..);
         Self {
             mode,
             config_path,

@@ -321,7 +321,7 @@ async fn the_config_file_reloads_and_a_bad_edit_keeps_the_last_good_one() {
     let env: HashMap<&str, String> = HashMap::from([
         ("HEALTH_MONITOR_CONFIG", path.display().to_string()),
         ("HEALTH_MONITOR_MODE", "local".to_owned()),
-        ("HEALTH_MONITOR_CONFIG_POLL_MS", "100".to_owned()),
+        ("HEALTH_MONITOR_CONFIG_POLL", "100ms".to_owned()),
     ]);
     let env: HashMap<&str, &str> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut reader = EnvReader::new(&env);

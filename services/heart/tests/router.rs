@@ -1,53 +1,32 @@
-//! heart's router behind the real skeleton, driven without a socket.
+//! heart's router behind the real skeleton, driven without a socket through testbed's
+//! [`TestRouter`].
 
 use std::collections::HashMap;
 
-use axum::Router;
-use axum::body::Body;
 use heart::{AppState, Config, MAX_WORK_ITERATIONS};
-use http_body_util::BodyExt;
-use serde_json::Value;
+use http::{Method, StatusCode};
+use serde_json::json;
 use service_kit::{Context, EnvReader};
-use tower::ServiceExt;
+use testbed::TestRouter;
 
 /// The `CHAOS_TOKEN` of the test apps (`/chaos` is closed without one).
 const CHAOS_TOKEN: &str = "test-chaos";
 
-fn app_with(mut config: Config) -> Router {
+/// heart as `launch` assembles it, every request carrying [`CHAOS_TOKEN`].
+fn app_with(mut config: Config) -> TestRouter {
     if config.chaos_token.is_none() {
         config.chaos_token = Some(CHAOS_TOKEN.into());
     }
     let ctx = Context::for_tests(heart::SERVICE);
     let state = AppState::new(&ctx, config).unwrap();
-    service_kit::assemble(&ctx, heart::app(state))
+    TestRouter::new(service_kit::assemble(&ctx, heart::app(state))).with_bearer(CHAOS_TOKEN)
 }
 
-async fn call(app: &Router, method: &str, uri: &str, body: &str) -> (u16, Value, String) {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {CHAOS_TOKEN}"))
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    let response = app.clone().oneshot(req).await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-        text,
-    )
-}
-
-async fn beats_total(app: &Router) -> u64 {
-    let (_, _, text) = call(app, "GET", "/metrics", "").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("heart_beats_total "))
-        .unwrap_or_else(|| panic!("no heart_beats_total in\n{text}"))
-        .parse()
-        .unwrap()
+async fn beats_total(app: &TestRouter) -> f64 {
+    app.metrics()
+        .await
+        .value("heart_beats_total", &[])
+        .expect("heart_beats_total is exposed")
 }
 
 #[tokio::test]
@@ -56,35 +35,40 @@ async fn beat_counts_works_and_names_the_instance() {
         instance: Some("heart-7f9c".into()),
         ..Config::default()
     });
-    let (s, first, _) = call(&app, "GET", "/beat", "").await;
-    assert_eq!(s, 200, "{first}");
-    assert_eq!(first["beat"], 1);
-    assert_eq!(first["instance"], "heart-7f9c");
-    assert_eq!(first["work_iterations"], heart::DEFAULT_WORK_ITERATIONS);
-    assert!(first["digest"].is_u64());
-    let (_, second, _) = call(&app, "GET", "/beat", "").await;
-    assert_eq!(second["beat"], 2);
-    assert_eq!(beats_total(&app).await, 2);
+    let first = app.get("/beat").await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text);
+    assert_eq!(first.body["beat"], 1);
+    assert_eq!(first.body["instance"], "heart-7f9c");
+    assert_eq!(
+        first.body["work_iterations"],
+        heart::DEFAULT_WORK_ITERATIONS
+    );
+    assert!(first.body["digest"].is_u64());
+    assert_eq!(app.get("/beat").await.body["beat"], 2);
+    assert_eq!(beats_total(&app).await, 2.0);
+}
 
-    let (s, v, _) = call(&app, "GET", "/beat?work=100", "").await;
-    assert_eq!(s, 200);
-    assert_eq!(v["work_iterations"], 100);
-    let (s, v, _) = call(&app, "GET", "/beat?work=0", "").await;
-    assert_eq!(s, 200);
-    assert_eq!(v["work_iterations"], 0);
-    assert_eq!(beats_total(&app).await, 4);
+#[tokio::test]
+async fn the_work_of_a_beat_can_be_chosen_per_request() {
+    let app = app_with(Config::default());
+    for work in [100, 0] {
+        let reply = app.get(&format!("/beat?work={work}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+        assert_eq!(reply.body["work_iterations"], work);
+    }
+    assert_eq!(beats_total(&app).await, 2.0);
 }
 
 #[tokio::test]
 async fn the_instance_falls_back_to_the_host_name() {
     let app = app_with(Config::default());
-    let (_, v, _) = call(&app, "GET", "/beat", "").await;
-    let instance = v["instance"].as_str().unwrap();
+    let reply = app.get("/beat").await;
+    let instance = reply.body["instance"].as_str().unwrap();
     assert!(!instance.is_empty());
 }
 
 #[tokio::test]
-async fn bad_work_values_are_400_naming_work() {
+async fn bad_work_values_are_400_naming_work_and_not_counted() {
     let app = app_with(Config::default());
     let too_much = format!("/beat?work={}", MAX_WORK_ITERATIONS + 1);
     for uri in [
@@ -94,39 +78,82 @@ async fn bad_work_values_are_400_naming_work() {
         "/beat?work=",
         too_much.as_str(),
     ] {
-        let (s, v, text) = call(&app, "GET", uri, "").await;
-        assert_eq!(s, 400, "{uri}: {text}");
-        assert_eq!(v["error"]["field"], "work", "{uri}: {text}");
+        let reply = app.get(uri).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{uri}: {}",
+            reply.text
+        );
+        assert_eq!(
+            reply.body["error"]["field"], "work",
+            "{uri}: {}",
+            reply.text
+        );
     }
-    assert_eq!(beats_total(&app).await, 0, "rejected beats are not counted");
-    let (s, v, _) = call(&app, "POST", "/beat", "{}").await;
-    assert_eq!(s, 405, "{v}");
+    assert_eq!(
+        beats_total(&app).await,
+        0.0,
+        "rejected beats are not counted"
+    );
 }
 
 #[tokio::test]
-async fn chaos_is_wired_on_beat_only() {
+async fn beat_answers_only_get() {
     let app = app_with(Config::default());
-    let (s, v, _) = call(
-        &app,
-        "POST",
-        "/chaos",
-        r#"{"error_rate": 1.0, "fail_readiness": true}"#,
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v, _) = call(&app, "GET", "/beat", "").await;
-    assert_eq!(s, 500);
-    assert_eq!(v["error"]["code"], "chaos");
-    let (s, v, _) = call(&app, "GET", "/readyz", "").await;
-    assert_eq!(s, 503);
-    assert_eq!(v["failing"][0]["check"], "chaos");
-    assert_eq!(call(&app, "GET", "/healthz", "").await.0, 200);
-    let (s, v, _) = call(&app, "POST", "/chaos", r#"{"latency_ms": "slow"}"#).await;
-    assert_eq!(s, 422);
-    assert_eq!(v["error"]["field"], "latency_ms");
-    assert_eq!(call(&app, "DELETE", "/chaos", "").await.0, 200);
-    assert_eq!(call(&app, "GET", "/beat", "").await.0, 200);
-    assert_eq!(call(&app, "GET", "/readyz", "").await.0, 200);
+    let reply = app.call(Method::POST, "/beat", Some(json!({}))).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "{}",
+        reply.text
+    );
+}
+
+#[tokio::test]
+async fn chaos_fails_beats_and_readiness_but_not_liveness() {
+    let app = app_with(Config::default());
+    let set = app
+        .call(
+            Method::POST,
+            "/chaos",
+            Some(json!({"error_rate": 1.0, "fail_readiness": true})),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::OK, "{}", set.text);
+    let beat = app.get("/beat").await;
+    assert_eq!(beat.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(beat.error_code(), Some("chaos"));
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.body["failing"][0]["check"], "chaos");
+    assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn clearing_chaos_restores_beats_and_readiness() {
+    let app = app_with(Config::default());
+    let faults = json!({"error_rate": 1.0, "fail_readiness": true});
+    app.call(Method::POST, "/chaos", Some(faults)).await;
+    let cleared = app.call(Method::DELETE, "/chaos", None).await;
+    assert_eq!(cleared.status, StatusCode::OK, "{}", cleared.text);
+    assert_eq!(app.get("/beat").await.status, StatusCode::OK);
+    assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_bad_chaos_field_is_422_naming_it() {
+    let app = app_with(Config::default());
+    let reply = app
+        .call(Method::POST, "/chaos", Some(json!({"latency_ms": "slow"})))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.body["error"]["field"], "latency_ms");
 }
 
 #[tokio::test]
@@ -135,47 +162,60 @@ async fn a_chaos_token_is_required_when_configured() {
         chaos_token: Some("pump".into()),
         ..Config::default()
     });
-    let (s, v, _) = call(&app, "POST", "/chaos", r#"{"error_rate": 1.0}"#).await;
-    assert_eq!(s, 401);
-    assert_eq!(v["error"]["code"], "unauthorized");
-    assert_eq!(call(&app, "GET", "/beat", "").await.0, 200);
+    let reply = app
+        .call(Method::POST, "/chaos", Some(json!({"error_rate": 1.0})))
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(reply.error_code(), Some("unauthorized"));
+    assert_eq!(app.get("/beat").await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn metrics_pass_promtool() {
     let app = app_with(Config::default());
-    call(&app, "GET", "/beat", "").await;
-    let (_, _, text) = call(&app, "GET", "/metrics", "").await;
-    assert!(
-        text.contains(r#"chaos_fault_active{fault="leak"} 0"#),
-        "{text}"
+    app.get("/beat").await;
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.value("chaos_fault_active", &[("fault", "leak")]),
+        Some(0.0)
     );
-    assert!(text.contains(r#"http_route="/beat""#), "{text}");
-    let report = testbed::promtool_check_metrics(&text);
+    assert!(
+        metrics.samples().any(|s| s
+            .labels
+            .iter()
+            .any(|(k, v)| k == "http_route" && v == "/beat")),
+        "{}",
+        metrics.text()
+    );
+    let report = testbed::promtool_check_metrics(metrics.text());
     assert!(report.is_empty(), "promtool check metrics: {report}");
 }
 
+fn read_config(pairs: &[(&str, &str)]) -> (Config, Result<(), service_kit::ConfigError>) {
+    let env: HashMap<&str, &str> = pairs.iter().copied().collect();
+    let mut reader = EnvReader::new(&env);
+    let config = Config::read(&mut reader);
+    (config, reader.finish())
+}
+
 #[test]
-fn configuration_is_read_and_checked() {
-    let env: HashMap<&str, &str> = [
+fn configuration_is_read() {
+    let (config, result) = read_config(&[
         ("HEART_WORK_ITERATIONS", "500"),
         ("POD_NAME", "heart-0"),
         ("CHAOS_TOKEN", "t"),
-    ]
-    .into_iter()
-    .collect();
-    let mut reader = EnvReader::new(&env);
-    let config = Config::read(&mut reader);
-    reader.finish().unwrap();
+    ]);
+    result.unwrap();
     assert_eq!(config.work_iterations, 500);
     assert_eq!(config.instance.as_deref(), Some("heart-0"));
     assert!(config.chaos_token.is_some());
+}
 
+#[test]
+fn a_bad_work_iterations_value_is_named() {
     for bad in ["lots", "-1", "99999999999"] {
-        let env: HashMap<&str, &str> = [("HEART_WORK_ITERATIONS", bad)].into_iter().collect();
-        let mut reader = EnvReader::new(&env);
-        Config::read(&mut reader);
-        let err = reader.finish().unwrap_err().to_string();
+        let (_, result) = read_config(&[("HEART_WORK_ITERATIONS", bad)]);
+        let err = result.unwrap_err().to_string();
         assert!(err.contains("HEART_WORK_ITERATIONS"), "{err}");
     }
 }

@@ -4,8 +4,8 @@
 //! |---|---|---|
 //! | `DATABASE_URL` | `sqlite://organism-users.db` | `postgres://…` (or `postgresql://…`) or `sqlite://…`; a SQLite file is created if missing and runs in WAL mode |
 //! | `DB_MAX_CONNECTIONS` | 10 | pool size |
-//! | `DB_ACQUIRE_TIMEOUT_MS` | 500 | longest wait for a pooled connection (including connecting) before a 503 |
-//! | `DB_QUERY_TIMEOUT_MS` | 1500 | longest one database operation may take, acquire included, before a 503 |
+//! | `DB_ACQUIRE_TIMEOUT` | `500ms` | longest wait for a pooled connection (including connecting) before a 503 |
+//! | `DB_QUERY_TIMEOUT` | `1500ms` | longest one database operation may take, acquire included, before a 503 |
 //! | `CHAOS_TOKEN` | unset | bearer token for `POST`/`DELETE /chaos` (open when unset) |
 
 use std::fmt;
@@ -122,9 +122,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// `DB_MAX_CONNECTIONS`.
     pub max_connections: u32,
-    /// `DB_ACQUIRE_TIMEOUT_MS`.
+    /// `DB_ACQUIRE_TIMEOUT` (a duration such as `500ms`; at least `1ms`).
     pub acquire_timeout: Duration,
-    /// `DB_QUERY_TIMEOUT_MS`.
+    /// `DB_QUERY_TIMEOUT` (a duration such as `1500ms`; at least `1ms`).
     pub query_timeout: Duration,
     /// `CHAOS_TOKEN`.
     pub chaos_token: Option<SecretString>,
@@ -148,8 +148,14 @@ impl Config {
                 Ok(n) if (1..=1000).contains(&n) => Ok(n),
                 _ => Err("expected a whole number from 1 to 1000".to_owned()),
             });
-        let acquire_timeout = positive(reader, "DB_ACQUIRE_TIMEOUT_MS", Duration::from_millis(500));
-        let query_timeout = positive(reader, "DB_QUERY_TIMEOUT_MS", Duration::from_millis(1500));
+        let positive = Duration::from_millis(1)..;
+        let acquire_timeout = reader.duration(
+            "DB_ACQUIRE_TIMEOUT",
+            Duration::from_millis(500),
+            positive.clone(),
+        );
+        let query_timeout =
+            reader.duration("DB_QUERY_TIMEOUT", Duration::from_millis(1500), positive);
         let chaos_token = chaos::Chaos::read_token(reader);
         Self {
             database,
@@ -168,13 +174,6 @@ impl Config {
         reader.finish().map_err(|e| e.to_string())?;
         Ok(config)
     }
-}
-
-fn positive(reader: &mut EnvReader<'_>, var: &str, default: Duration) -> Duration {
-    reader.parse_with(var, default, |raw| match raw.parse::<u64>() {
-        Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-        _ => Err("expected a positive whole number of milliseconds".to_owned()),
-    })
 }
 
 #[cfg(test)]
@@ -209,8 +208,8 @@ mod tests {
         let env: HashMap<&str, &str> = [
             ("DATABASE_URL", "mysql://root@localhost/users"),
             ("DB_MAX_CONNECTIONS", "0"),
-            ("DB_ACQUIRE_TIMEOUT_MS", "soon"),
-            ("DB_QUERY_TIMEOUT_MS", "0"),
+            ("DB_ACQUIRE_TIMEOUT", "soon"),
+            ("DB_QUERY_TIMEOUT", "0s"),
         ]
         .into_iter()
         .collect();
@@ -221,11 +220,30 @@ mod tests {
         for var in [
             "DATABASE_URL",
             "DB_MAX_CONNECTIONS",
-            "DB_ACQUIRE_TIMEOUT_MS",
-            "DB_QUERY_TIMEOUT_MS",
+            "DB_ACQUIRE_TIMEOUT:",
+            "DB_QUERY_TIMEOUT:",
         ] {
             assert!(text.contains(var), "{var} not named in {text}");
         }
         assert!(text.contains("postgres://"), "{text}");
+    }
+
+    #[test]
+    fn the_retired_millisecond_timeouts_are_refused_naming_their_replacements() {
+        let env: HashMap<&str, &str> = [
+            ("DB_ACQUIRE_TIMEOUT_MS", "500"),
+            ("DB_QUERY_TIMEOUT_MS", "1500"),
+        ]
+        .into_iter()
+        .collect();
+        let mut reader = EnvReader::new(&env);
+        let _ = Config::read(&mut reader);
+        let text = reader.finish().unwrap_err().to_string();
+        for expected in [
+            "DB_ACQUIRE_TIMEOUT_MS: no longer read; set DB_ACQUIRE_TIMEOUT=500ms",
+            "DB_QUERY_TIMEOUT_MS: no longer read; set DB_QUERY_TIMEOUT=1s 500ms",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in {text}");
+        }
     }
 }

@@ -8,20 +8,24 @@ use std::time::Duration;
 
 use axum::Router;
 use service_kit::{Context, EnvReader};
-use tokio::net::TcpListener;
+use testbed::Served;
 
 /// The `CHAOS_TOKEN` every test service is configured with (`/chaos` is closed without one).
 pub const CHAOS_TOKEN: &str = "test-chaos";
 
-/// A service serving on a socket until dropped.
+/// A service serving on a socket (testbed's [`Served`]) until dropped.
 pub struct Running {
     pub ctx: Context,
-    pub addr: SocketAddr,
+    served: Served,
 }
 
 impl Running {
+    pub fn addr(&self) -> SocketAddr {
+        self.served.addr()
+    }
+
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.served.url()
     }
 
     /// Sets this service's chaos faults through its own `POST /chaos`.
@@ -52,16 +56,8 @@ pub async fn serve(ctx: Context, routes: Router) -> Running {
 
 /// Serves an already assembled `app` on 127.0.0.1:0.
 pub async fn serve_assembled(ctx: Context, app: Router) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = ctx.shutdown.clone();
-    tokio::spawn(service_kit::serve(
-        listener,
-        app,
-        shutdown,
-        Duration::from_secs(2),
-    ));
-    Running { ctx, addr }
+    let served = Served::start(app).await;
+    Running { ctx, served }
 }
 
 /// heart with its default configuration.

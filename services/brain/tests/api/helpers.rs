@@ -6,58 +6,38 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use brain::{Config, PulseConfig};
-use http_body_util::BodyExt;
 use serde_json::Value;
 use service_kit::Context;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tower::ServiceExt;
+use service_kit::backoff::ExponentialBackoff;
+use testbed::{Served, TestRouter};
 
-/// A service served by `service_kit::serve` on a real socket.
+/// A service behind the skeleton, served on a real socket by testbed's [`Served`] (which stops
+/// serving when dropped).
 pub struct Spawned {
-    pub addr: SocketAddr,
     pub ctx: Context,
-    task: Option<JoinHandle<std::io::Result<bool>>>,
+    served: Served,
 }
 
 impl Spawned {
-    async fn serve(listener: TcpListener, ctx: Context, routes: Router) -> Self {
-        let addr = listener.local_addr().unwrap();
+    async fn serve(addr: SocketAddr, ctx: Context, routes: Router) -> Self {
         let app = service_kit::assemble(&ctx, routes);
-        let task = tokio::spawn(service_kit::serve(
-            listener,
-            app,
-            ctx.shutdown.clone(),
-            Duration::from_secs(2),
-        ));
-        Self {
-            addr,
-            ctx,
-            task: Some(task),
-        }
+        let served = Served::start_on(addr, app).await;
+        Self { ctx, served }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.served.addr()
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.served.url()
     }
 
     /// Shuts the server down and waits until it has stopped listening.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
         self.ctx.shutdown.cancel();
-        let task = self.task.take().expect("stopped once");
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("the server stops within its drain time")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        self.ctx.shutdown.cancel();
+        self.served.stop().await;
     }
 }
 
@@ -66,14 +46,13 @@ pub const CHAOS_TOKEN: &str = "test-chaos";
 
 /// heart on `addr` (port 0 for a free one).
 pub async fn spawn_heart_on(addr: SocketAddr) -> Spawned {
-    let listener = TcpListener::bind(addr).await.unwrap();
     let ctx = Context::for_tests(heart::SERVICE);
     let config = heart::Config {
         chaos_token: Some(CHAOS_TOKEN.into()),
         ..heart::Config::default()
     };
     let state = heart::AppState::new(&ctx, config).unwrap();
-    Spawned::serve(listener, ctx, heart::app(state)).await
+    Spawned::serve(addr, ctx, heart::app(state)).await
 }
 
 pub async fn spawn_heart() -> Spawned {
@@ -82,10 +61,14 @@ pub async fn spawn_heart() -> Spawned {
 
 /// brain calling heart at `heart_url`, thinking 1 ms, with `pulse` settings.
 pub async fn spawn_brain(heart_url: &str, pulse: PulseConfig) -> Spawned {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ctx = Context::for_tests(brain::SERVICE);
     let state = brain::AppState::new(&ctx, config(heart_url, pulse)).unwrap();
-    Spawned::serve(listener, ctx, brain::app(state)).await
+    Spawned::serve(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        ctx,
+        brain::app(state),
+    )
+    .await
 }
 
 pub fn config(heart_url: &str, pulse: PulseConfig) -> Config {
@@ -103,55 +86,31 @@ pub fn quick_breaker() -> PulseConfig {
         connect_timeout: Duration::from_millis(200),
         attempt_timeout: Duration::from_millis(300),
         retries: 1,
-        retry_backoff: Duration::from_millis(10),
+        retry_backoff: ExponentialBackoff::new(Duration::from_millis(10), Duration::from_secs(1)),
         failure_threshold: 3,
         cool_down: Duration::from_secs(1),
     }
 }
 
-/// brain's assembled router, for calls without a socket.
-pub fn brain_router(mut config: Config) -> (Context, brain::AppState, Router) {
+/// brain's assembled router, for calls without a socket (each carrying [`CHAOS_TOKEN`]).
+pub fn brain_router(mut config: Config) -> (Context, brain::AppState, TestRouter) {
     if config.chaos_token.is_none() {
         config.chaos_token = Some(CHAOS_TOKEN.into());
     }
     let ctx = Context::for_tests(brain::SERVICE);
     let state = brain::AppState::new(&ctx, config).unwrap();
     let router = service_kit::assemble(&ctx, brain::app(state.clone()));
-    (ctx, state, router)
+    (ctx, state, TestRouter::new(router).with_bearer(CHAOS_TOKEN))
 }
 
-/// A response: status, `Retry-After` if any, JSON body (or the text as a JSON string).
+/// An answer over a real socket: status, `Retry-After` if any, JSON body (or the text as a JSON
+/// string).
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub retry_after: Option<String>,
     pub body: Value,
     pub text: String,
-}
-
-pub async fn oneshot(router: &Router, method: &str, uri: &str, body: &str) -> Answer {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {CHAOS_TOKEN}"))
-        .body(Body::from(body.to_owned()))
-        .unwrap();
-    let response = router.clone().oneshot(req).await.unwrap();
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-    Answer {
-        status,
-        retry_after,
-        body,
-        text,
-    }
 }
 
 pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
@@ -169,18 +128,6 @@ pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
         body,
         text,
     }
-}
-
-/// The value of an unlabelled sample in a /metrics text.
-pub fn sample(metrics: &str, name: &str) -> f64 {
-    let prefix = format!("{name} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap()
 }
 
 pub fn client() -> reqwest::Client {

@@ -4,13 +4,15 @@ use std::time::{Duration, Instant};
 
 use brain::{BreakerState, Config, MAX_THINK_MS};
 
-use crate::helpers::{brain_router, config, oneshot, quick_breaker, sample};
+use http::Method;
+
+use crate::helpers::{brain_router, config, quick_breaker};
 
 #[tokio::test]
 async fn think_does_cpu_work_for_the_asked_time_and_is_timed() {
     let (_ctx, _state, app) = brain_router(Config::default());
     let start = Instant::now();
-    let a = oneshot(&app, "GET", "/think", "").await;
+    let a = app.get("/think").await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert!(start.elapsed() >= Duration::from_millis(10));
     assert_eq!(a.body["target_ms"], 10.0);
@@ -19,18 +21,31 @@ async fn think_does_cpu_work_for_the_asked_time_and_is_timed() {
     assert!(a.body.get("pulse").is_none(), "no pulse unless asked");
 
     let start = Instant::now();
-    let a = oneshot(&app, "GET", "/think?ms=40", "").await;
+    let a = app.get("/think?ms=40").await;
     assert_eq!(a.status, 200);
     assert!(start.elapsed() >= Duration::from_millis(40));
     assert_eq!(a.body["target_ms"], 40.0);
 
-    let a = oneshot(&app, "GET", "/think?ms=0&pulse=false", "").await;
+    let a = app.get("/think?ms=0&pulse=false").await;
     assert_eq!(a.status, 200, "{}", a.text);
 
-    let metrics = oneshot(&app, "GET", "/metrics", "").await.text;
-    assert_eq!(sample(&metrics, "brain_think_duration_seconds_count"), 3.0);
-    assert!(sample(&metrics, "brain_think_duration_seconds_sum") >= 0.05);
-    assert_eq!(sample(&metrics, "brain_circuit_breaker_state"), 0.0);
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics
+            .value("brain_think_duration_seconds_count", &[])
+            .unwrap(),
+        3.0
+    );
+    assert!(
+        metrics
+            .value("brain_think_duration_seconds_sum", &[])
+            .unwrap()
+            >= 0.05
+    );
+    assert_eq!(
+        metrics.value("brain_circuit_breaker_state", &[]).unwrap(),
+        0.0
+    );
 }
 
 #[tokio::test]
@@ -46,101 +61,140 @@ async fn bad_query_values_are_400_naming_the_field() {
         ("/think?pulse=1", "pulse"),
         ("/think/pulse?pulse=false", "pulse"),
     ] {
-        let a = oneshot(&app, "GET", uri, "").await;
+        let a = app.get(uri).await;
         assert_eq!(a.status, 400, "{uri}: {}", a.text);
         assert_eq!(a.body["error"]["field"], field, "{uri}: {}", a.text);
     }
-    let metrics = oneshot(&app, "GET", "/metrics", "").await.text;
+    let metrics = app.metrics().await;
     assert_eq!(
-        sample(&metrics, "brain_think_duration_seconds_count"),
+        metrics
+            .value("brain_think_duration_seconds_count", &[])
+            .unwrap(),
         0.0,
         "nothing was thought"
     );
-    assert_eq!(oneshot(&app, "POST", "/think", "{}").await.status, 405);
+    assert_eq!(
+        app.raw(Method::POST, "/think", "application/json", "{}")
+            .await
+            .status,
+        405
+    );
 }
 
 #[tokio::test]
 async fn pulse_to_an_unreachable_heart_is_a_503_not_a_500() {
     // Nothing listens on port 9 of 127.0.0.1 (discard; never served here): connection refused.
     let (_ctx, state, app) = brain_router(config("http://127.0.0.1:9", quick_breaker()));
-    let a = oneshot(&app, "GET", "/think?pulse=true", "").await;
+    let a = app.get("/think?pulse=true").await;
     assert_eq!(a.status, 503, "{}", a.text);
     assert_eq!(a.body["error"]["code"], "unavailable");
-    assert_eq!(a.retry_after.as_deref(), Some("1"));
+    assert_eq!(a.header("retry-after"), Some("1"));
     // Two attempts (one retry) of the three failures that open the breaker.
     assert_eq!(state.heart().state(), BreakerState::Closed);
-    let a = oneshot(&app, "GET", "/think/pulse", "").await;
+    let a = app.get("/think/pulse").await;
     assert_eq!(a.status, 503);
     assert_eq!(state.heart().state(), BreakerState::Open);
-    let a = oneshot(&app, "GET", "/think/pulse", "").await;
+    let a = app.get("/think/pulse").await;
     assert_eq!(a.body["error"]["code"], "circuit_open", "{}", a.text);
-    let metrics = oneshot(&app, "GET", "/metrics", "").await.text;
-    assert_eq!(sample(&metrics, "brain_circuit_breaker_state"), 2.0);
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metrics.value("brain_circuit_breaker_state", &[]).unwrap(),
+        2.0
+    );
 }
 
 #[tokio::test]
 async fn chaos_is_wired_on_think() {
     let (_ctx, _state, app) = brain_router(Config::default());
-    let a = oneshot(
-        &app,
-        "POST",
-        "/chaos",
-        r#"{"error_rate": 1, "latency_ms": 30}"#,
-    )
-    .await;
+    let a = app
+        .raw(
+            Method::POST,
+            "/chaos",
+            "application/json",
+            r#"{"error_rate": 1, "latency_ms": 30}"#,
+        )
+        .await;
     assert_eq!(a.status, 200, "{}", a.text);
     let start = Instant::now();
-    let a = oneshot(&app, "GET", "/think", "").await;
+    let a = app.get("/think").await;
     assert_eq!(a.status, 500);
     assert_eq!(a.body["error"]["code"], "chaos");
     assert!(start.elapsed() >= Duration::from_millis(30));
-    assert_eq!(oneshot(&app, "GET", "/healthz", "").await.status, 200);
-    let a = oneshot(&app, "POST", "/chaos", r#"{"error_rate": 2}"#).await;
+    assert_eq!(app.get("/healthz").await.status, 200);
+    let a = app
+        .raw(
+            Method::POST,
+            "/chaos",
+            "application/json",
+            r#"{"error_rate": 2}"#,
+        )
+        .await;
     assert_eq!(a.status, 422);
     assert_eq!(a.body["error"]["field"], "error_rate");
-    assert_eq!(oneshot(&app, "DELETE", "/chaos", "").await.status, 200);
-    assert_eq!(oneshot(&app, "GET", "/think", "").await.status, 200);
+    assert_eq!(app.call(Method::DELETE, "/chaos", None).await.status, 200);
+    assert_eq!(app.get("/think").await.status, 200);
 }
 
 #[tokio::test]
 async fn metrics_pass_promtool() {
     let (_ctx, _state, app) = brain_router(Config::default());
-    oneshot(&app, "GET", "/think?ms=1", "").await;
-    let text = oneshot(&app, "GET", "/metrics", "").await.text;
+    app.get("/think?ms=1").await;
+    let metrics = app.metrics().await;
+    let text = metrics.text();
     assert!(text.contains(r#"http_route="/think""#), "{text}");
-    let report = testbed::promtool_check_metrics(&text);
+    let report = testbed::promtool_check_metrics(text);
     assert!(report.is_empty(), "promtool check metrics: {report}");
 }
 
-#[test]
-fn configuration_is_read_and_checked() {
-    use std::collections::HashMap;
-    let env: HashMap<&str, &str> = [
-        ("HEART_URL", "http://heart:8081/"),
-        ("BRAIN_THINK_MS", "25"),
-        ("BRAIN_THINK_JITTER_MS", "5"),
-    ]
-    .into_iter()
-    .collect();
+fn read_config(pairs: &[(&str, &str)]) -> (Config, Result<(), service_kit::ConfigError>) {
+    let env: std::collections::HashMap<&str, &str> = pairs.iter().copied().collect();
     let mut reader = service_kit::EnvReader::new(&env);
-    let c = Config::read(&mut reader);
-    reader.finish().unwrap();
+    let config = Config::read(&mut reader);
+    (config, reader.finish())
+}
+
+#[test]
+fn configuration_is_read() {
+    let (c, result) = read_config(&[
+        ("HEART_URL", "http://heart:8081/"),
+        ("BRAIN_THINK", "25ms"),
+        ("BRAIN_THINK_JITTER", "5ms"),
+        ("BRAIN_QUEUE_WAIT", "1s"),
+    ]);
+    result.unwrap();
     assert_eq!(c.heart_url, "http://heart:8081");
     assert_eq!(c.think, Duration::from_millis(25));
     assert_eq!(c.jitter, Duration::from_millis(5));
+    assert_eq!(c.queue_wait, Duration::from_secs(1));
+}
 
-    let env: HashMap<&str, &str> = [
+#[test]
+fn every_bad_variable_is_named() {
+    let (_, result) = read_config(&[
         ("HEART_URL", "heart"),
-        ("BRAIN_THINK_MS", "ten"),
-        ("BRAIN_THINK_JITTER_MS", "99999"),
-    ]
-    .into_iter()
-    .collect();
-    let mut reader = service_kit::EnvReader::new(&env);
-    Config::read(&mut reader);
-    let err = reader.finish().unwrap_err().to_string();
-    for var in ["HEART_URL", "BRAIN_THINK_MS", "BRAIN_THINK_JITTER_MS"] {
+        ("BRAIN_THINK", "ten"),
+        ("BRAIN_THINK_JITTER", "99s"),
+    ]);
+    let err = result.unwrap_err().to_string();
+    for var in ["HEART_URL:", "BRAIN_THINK:", "BRAIN_THINK_JITTER:"] {
         assert!(err.contains(var), "{var} not named in {err}");
+    }
+}
+
+#[test]
+fn the_retired_millisecond_variables_are_refused_naming_their_replacements() {
+    let (_, result) = read_config(&[
+        ("BRAIN_THINK_MS", "25"),
+        ("BRAIN_THINK_JITTER_MS", "5"),
+        ("BRAIN_QUEUE_WAIT_MS", "500"),
+    ]);
+    let err = result.unwrap_err().to_string();
+    for expected in [
+        "BRAIN_THINK_MS: no longer read; set BRAIN_THINK=25ms",
+        "BRAIN_THINK_JITTER_MS: no longer read; set BRAIN_THINK_JITTER=5ms",
+        "BRAIN_QUEUE_WAIT_MS: no longer read; set BRAIN_QUEUE_WAIT=500ms",
+    ] {
+        assert!(err.contains(expected), "{expected:?} not in {err}");
     }
 }
 
@@ -159,7 +213,7 @@ async fn load_beyond_the_cores_is_shed_early_not_held() {
             let app = app.clone();
             tokio::spawn(async move {
                 let start = Instant::now();
-                let a = oneshot(&app, "GET", "/think?ms=800", "").await;
+                let a = app.get("/think?ms=800").await;
                 (a, start.elapsed())
             })
         })
@@ -168,11 +222,11 @@ async fn load_beyond_the_cores_is_shed_early_not_held() {
     let mut shed = 0;
     for c in calls {
         let (a, took) = c.await.unwrap();
-        match a.status {
+        match a.status.as_u16() {
             200 => ok += 1,
             503 => {
                 assert_eq!(a.body["error"]["code"], "overloaded", "{}", a.text);
-                assert_eq!(a.retry_after.as_deref(), Some("1"));
+                assert_eq!(a.header("retry-after"), Some("1"));
                 assert!(took < Duration::from_millis(700), "held {took:?}");
                 shed += 1;
             }

@@ -1,20 +1,17 @@
 //! Shared by the SQLite and PostgreSQL test binaries: the app behind the real skeleton, driven
-//! without a socket, and the behaviour both backends must show.
+//! without a socket through testbed's [`TestRouter`], and the behaviour both backends must show.
 
 #![allow(dead_code)]
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt as _;
+use axum::http::{HeaderMap, Method, StatusCode};
 use serde_json::{Value, json};
 use service_kit::Context;
-use tower::ServiceExt as _;
+use testbed::TestRouter;
 
 /// The user-service router as `launch` builds it, over one database.
 pub struct TestApp {
     pub ctx: Context,
-    pub router: Router,
+    pub router: TestRouter,
     pub state: user_service::AppState,
     _dir: Option<tempfile::TempDir>,
 }
@@ -34,7 +31,10 @@ impl TestApp {
         let ctx = Context::for_tests(user_service::SERVICE);
         let config = user_service::Config::with_database_url(database_url).unwrap();
         let state = user_service::AppState::new(&ctx, config).await.unwrap();
-        let router = service_kit::assemble(&ctx, user_service::app(state.clone()));
+        let router = TestRouter::new(service_kit::assemble(
+            &ctx,
+            user_service::app(state.clone()),
+        ));
         Self {
             ctx,
             router,
@@ -60,25 +60,10 @@ impl TestApp {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, HeaderMap, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let resp = self
-            .router
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = json_body(status, &headers, &bytes);
-        (status, headers, body)
+        let method: Method = method.parse().expect("an HTTP method");
+        let reply = self.router.call(method, path, body).await;
+        let body = json_body(reply.status, &reply.headers, reply.text.as_bytes());
+        (reply.status, reply.headers, body)
     }
 
     /// Sends raw bytes with a content type; answers status and JSON body.
@@ -89,24 +74,14 @@ impl TestApp {
         content_type: &str,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("content-type", content_type)
-            .body(Body::from(body))
-            .unwrap();
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, json_body(status, &headers, &bytes))
+        let method: Method = method.parse().expect("an HTTP method");
+        let reply = self.router.raw(method, path, content_type, body).await;
+        let body = json_body(reply.status, &reply.headers, reply.text.as_bytes());
+        (reply.status, body)
     }
 
     pub async fn metrics(&self) -> String {
-        let req = Request::get("/metrics").body(Body::empty()).unwrap();
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8(bytes.to_vec()).unwrap()
+        self.router.metrics().await.text().to_owned()
     }
 }
 
