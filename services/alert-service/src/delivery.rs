@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use alertmanager::WebhookMessage;
 use futures::StreamExt as _;
-use rand::Rng as _;
 use serde::{Deserialize, Serialize};
 use service_kit::CancellationToken;
+use service_kit::backoff::{ExponentialBackoff, Jitter};
 use tokio::sync::Notify;
 
 use crate::channels::{self, Channels, SendError};
@@ -44,19 +44,13 @@ pub enum Payload {
     },
 }
 
-/// The delay before attempt `attempts + 1`: `initial * 2^(attempts-1)`, capped, with jitter
-/// (uniform in the upper half).
+/// The delay before attempt `attempts + 1`: the workspace's one backoff
+/// ([`ExponentialBackoff`]), `initial * 2^(attempts-1)`, capped, jittered in the upper half.
 pub fn backoff(settings: &DeliverySettings, attempts: i64) -> Duration {
-    let exp = attempts.saturating_sub(1).clamp(0, 30) as u32;
-    let base = settings
-        .initial_backoff
-        .saturating_mul(1u32 << exp.min(20))
-        .min(settings.max_backoff);
-    let ms = base.as_millis() as u64;
-    if ms < 2 {
-        return base;
-    }
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+    let retry = u32::try_from(attempts.saturating_sub(1).max(0)).unwrap_or(u32::MAX);
+    ExponentialBackoff::new(settings.initial_backoff, settings.max_backoff)
+        .with_jitter(Jitter::UpperHalf)
+        .delay(retry)
 }
 
 /// What the delivery worker uses.
