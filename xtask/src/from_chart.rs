@@ -1,9 +1,9 @@
 //! `cargo xtask from-chart`: the chart's own configuration, executed on this machine.
 //!
 //! ```text
-//! cargo xtask from-chart up        [--debug] [--no-build]   run what `helmfile sync` would deploy
-//! cargo xtask from-chart scenario  [NAME..] [--debug] [--no-build]
-//! cargo xtask from-chart self-test [--debug] [--no-build]   each injected wiring fault fails a scenario
+//! cargo xtask from-chart up        [--release] [--no-build]   run what `helmfile sync` would deploy
+//! cargo xtask from-chart scenario  [NAME..] [--release] [--no-build]
+//! cargo xtask from-chart self-test [--release] [--no-build]   each injected wiring fault fails a scenario
 //! ```
 //!
 //! 1. **Render.** `helm template organism k8s/charts/organism -n organism -f
@@ -46,6 +46,7 @@ use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::cargo::Profile;
 use crate::launcher::{self, Launcher, Spec};
 use crate::root;
 use crate::up::{self, CONTROL_ADDR, Options};
@@ -67,25 +68,25 @@ pub enum Local {
 /// The one table from cluster Service (name, namespace, port) to loopback. Services of both
 /// releases that our configuration addresses; anything else is "no such Service".
 pub const LOOPBACK: &[(&str, &str, u16, Local)] = &[
-    ("api-gateway", "organism", 8080, Local::Port(8080)),
-    ("heart", "organism", 8081, Local::Port(8081)),
-    ("brain", "organism", 8082, Local::Port(8082)),
-    ("user-service", "organism", 8083, Local::Port(8083)),
-    ("health-monitor", "organism", 8084, Local::Port(8084)),
-    ("auto-healer", "organism", 8085, Local::Port(8085)),
-    ("alert-service", "organism", 8086, Local::Port(8086)),
+    same_port(topology::API_GATEWAY, "organism"),
+    same_port(topology::HEART, "organism"),
+    same_port(topology::BRAIN, "organism"),
+    same_port(topology::USER_SERVICE, "organism"),
+    same_port(topology::HEALTH_MONITOR, "organism"),
+    same_port(topology::AUTO_HEALER, "organism"),
+    same_port(topology::ALERT_SERVICE, "organism"),
     ("postgres", "organism", 5432, Local::Postgres),
     (
         "kube-prometheus-stack-prometheus",
         "monitoring",
-        9090,
-        Local::Port(9090),
+        topology::PROMETHEUS.port,
+        Local::Port(topology::PROMETHEUS.port),
     ),
     (
         "kube-prometheus-stack-alertmanager",
         "monitoring",
-        9093,
-        Local::Port(9093),
+        topology::ALERTMANAGER.port,
+        Local::Port(topology::ALERTMANAGER.port),
     ),
     ("mailpit", "monitoring", 1025, Local::Smtp),
     // Nothing listens there locally: telemetry export degrades (the services keep running).
@@ -102,6 +103,19 @@ pub const LOOPBACK: &[(&str, &str, u16, Local)] = &[
         Local::Port(4318),
     ),
 ];
+
+/// A [`LOOPBACK`] row: `service` in `namespace`, on the same port on loopback.
+const fn same_port(
+    service: topology::Service,
+    namespace: &'static str,
+) -> (&'static str, &'static str, u16, Local) {
+    (
+        service.name,
+        namespace,
+        service.port,
+        Local::Port(service.port),
+    )
+}
 
 /// What each service does instead of calling the Kubernetes API (its local platform mode),
 /// added to the rendered environment.
@@ -629,7 +643,7 @@ pub fn plan_services(
 ) -> anyhow::Result<Vec<ServicePlan>> {
     let secrets = secrets(render);
     let mut plans = Vec::new();
-    for (name, port) in launcher::SERVICES {
+    for topology::Service { name, port } in &topology::SERVICES {
         let d = render
             .named("Deployment", name)
             .ok_or_else(|| anyhow!("the render has no Deployment {name}"))?;
@@ -805,7 +819,7 @@ pub fn prometheus_config(render: &Render, rules: &Path) -> anyhow::Result<String
         else {
             continue;
         };
-        let Some(&(_, port)) = launcher::SERVICES.iter().find(|(n, _)| *n == app) else {
+        let Some(port) = topology::port(app) else {
             continue;
         };
         jobs.push_str(&format!(
@@ -1451,7 +1465,7 @@ async fn run_scenarios(
 
 fn options(args: &[&str], dir: &str) -> Options {
     Options {
-        debug: args.contains(&"--debug"),
+        profile: Profile::from_args(args),
         no_build: args.contains(&"--no-build"),
         echo: std::env::var_os("SCENARIO_LOGS").is_some(),
         state_dir: root().join("target/from-chart").join(dir),

@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::cargo::Profile;
 use crate::launcher::wait_http_ok;
 use crate::root;
 use crate::up::{self, Options, System, tokens};
@@ -713,13 +714,13 @@ fn alert_service_config(sink: &str, state: &Path) -> String {
 
 /// Runs the probe suite.
 pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
-    let debug = args.contains(&"--debug");
+    let profile = Profile::from_args(args);
     let skip_load = args.contains(&"--skip-load");
     let state_dir = root().join("target/probe/state");
     let _ = std::fs::remove_dir_all(&state_dir);
     std::fs::create_dir_all(&state_dir)?;
     let mut opts = Options {
-        debug,
+        profile,
         no_build: args.contains(&"--no-build"),
         echo: std::env::var_os("PROBE_LOGS").is_some(),
         state_dir: state_dir.clone(),

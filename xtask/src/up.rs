@@ -1,5 +1,7 @@
-//! `cargo xtask up`: all seven services on 127.0.0.1, plus Prometheus (9090) and Alertmanager
-//! (9093) with the chart's rules when they are installed. Ctrl-C stops everything.
+//! `cargo xtask up`: all seven services on 127.0.0.1 (built with the `dev` profile, quick to
+//! compile from cold; `--release` for optimised binaries), plus Prometheus (9090) with the
+//! chart's rules and Alertmanager (9093), installed first when missing (`--no-install` skips that
+//! and runs without whichever is absent). Ctrl-C stops everything.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,14 +11,16 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 use std::sync::OnceLock;
+use topology::{SERVICES, Service};
 
-use crate::launcher::{self, Launcher, SERVICES, Spec};
+use crate::cargo::{self, Profile};
+use crate::launcher::{self, Launcher, Spec};
 use crate::root;
 
-/// Where the launcher's control API listens.
+/// Where the launcher's control API listens ([`topology::LAUNCHER`]).
 pub const CONTROL_ADDR: &str = "127.0.0.1:8090";
-const PROMETHEUS_PORT: u16 = 9090;
-const ALERTMANAGER_PORT: u16 = 9093;
+const PROMETHEUS_PORT: u16 = topology::PROMETHEUS.port;
+const ALERTMANAGER_PORT: u16 = topology::ALERTMANAGER.port;
 
 /// The credentials of a local run: generated fresh for every run (never committed), written to
 /// `.organism/tokens.env` (mode 0600) for people and tools, and handed to each service.
@@ -128,8 +132,8 @@ pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Options of a local run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Use debug binaries (faster to build, slower to run).
-    pub debug: bool,
+    /// The profile to build and run (`dev` unless `--release`).
+    pub profile: Profile,
     /// Skip `cargo build`.
     pub no_build: bool,
     /// Echo service logs.
@@ -150,13 +154,16 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         return crate::from_chart::run(&[&["up"][..], &rest].concat());
     }
     let opts = Options {
-        debug: args.contains(&"--debug"),
+        profile: Profile::from_args(args),
         no_build: args.contains(&"--no-build"),
         echo: !args.contains(&"--quiet"),
         state_dir: root().join(".organism"),
         overrides: Vec::new(),
     };
     let smoke = args.contains(&"--smoke");
+    if !args.contains(&"--no-install") {
+        install_alerting()?;
+    }
     build(&opts)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -174,38 +181,19 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Builds the seven binaries (release unless `debug`).
+/// Builds the seven binaries with the options' profile.
 pub fn build(opts: &Options) -> anyhow::Result<()> {
     if opts.no_build {
         return Ok(());
     }
-    let mut cmd = Command::new("cargo");
-    cmd.arg("build").current_dir(root());
-    if !opts.debug {
-        cmd.arg("--release");
-    }
-    for (name, _) in SERVICES {
-        cmd.args(["-p", name]);
-    }
-    println!(
-        "building services ({})…",
-        if opts.debug { "debug" } else { "release" }
-    );
-    let status = cmd.status().context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build failed");
-    }
-    Ok(())
+    println!("building services ({} profile)…", opts.profile.name());
+    let packages: Vec<&str> = SERVICES.iter().flat_map(|s| ["-p", s.name]).collect();
+    cargo::build(opts.profile, &packages)
 }
 
 /// The binary of `name` for these options.
 pub fn binary(opts: &Options, name: &str) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-        .join(if opts.debug { "debug" } else { "release" })
-        .join(name)
+    cargo::binary(opts.profile, name)
 }
 
 fn url(port: u16) -> String {
@@ -306,7 +294,7 @@ pub fn local_rules() -> anyhow::Result<String> {
 
 fn prometheus_config(rules: &Path, alertmanager: bool) -> String {
     let mut jobs = String::new();
-    for (name, port) in SERVICES {
+    for Service { name, port } in &SERVICES {
         jobs.push_str(&format!(
             "  - job_name: {name}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
         ));
@@ -360,6 +348,29 @@ pub fn alertmanager_config() -> String {
         url(8085),
         tokens().auto_healer,
     )
+}
+
+/// Installs Prometheus and Alertmanager when either is missing, with the installer
+/// `cargo xtask test` uses (`ci/install-test-deps.sh --up`: Debian's packages, through sudo when
+/// not root), so that a fresh machine runs the whole loop.
+fn install_alerting() -> anyhow::Result<()> {
+    if which("prometheus") && which("prometheus-alertmanager") {
+        return Ok(());
+    }
+    println!("installing Prometheus and Alertmanager (ci/install-test-deps.sh --up)…");
+    let status = Command::new("bash")
+        .args(["ci/install-test-deps.sh", "--up"])
+        .current_dir(root())
+        .status()
+        .context("running ci/install-test-deps.sh")?;
+    if !status.success() {
+        bail!(
+            "installing Prometheus and Alertmanager failed ({status}); \
+             install the Debian packages prometheus and prometheus-alertmanager, \
+             or run without alerting: cargo xtask up --no-install"
+        );
+    }
+    Ok(())
 }
 
 fn which(program: &str) -> bool {
@@ -451,7 +462,7 @@ impl System {
                 .await?;
         }
 
-        for (name, port) in SERVICES {
+        for Service { name, port } in &SERVICES {
             let program = binary(opts, name);
             if !program.exists() {
                 bail!(
@@ -485,7 +496,7 @@ impl System {
             prometheus,
             alertmanager,
         };
-        for (name, port) in SERVICES {
+        for Service { name, port } in &SERVICES {
             launcher::wait_http_ok(*port, "/readyz", Duration::from_secs(30))
                 .await
                 .with_context(|| format!("{name} did not become ready"))?;
@@ -514,7 +525,7 @@ impl System {
 
 fn print_welcome(system: &System) {
     let mut lines = vec![String::new(), "organism is up:".to_owned()];
-    for (name, port) in SERVICES {
+    for Service { name, port } in &SERVICES {
         lines.push(format!("  {name:<15} http://127.0.0.1:{port}"));
     }
     if system.prometheus {
@@ -612,6 +623,11 @@ async fn smoke_test() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_control_api_listens_on_the_launchers_port() {
+        assert_eq!(CONTROL_ADDR, topology::LAUNCHER.local_addr());
+    }
 
     #[test]
     fn local_rules_keep_every_alert_and_shorten_durations() {
