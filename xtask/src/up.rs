@@ -397,116 +397,23 @@ impl System {
         let state = &opts.state_dir;
         std::fs::create_dir_all(state)?;
         let launcher = Launcher::default();
-
-        let tokens = tokens();
-        write_private(&state.join("tokens.env"), &tokens.env_file())?;
-        write_private(&state.join("health-monitor.yaml"), &health_monitor_config())?;
-        let control: SocketAddr = CONTROL_ADDR.parse()?;
-        let token = SecretString::from(tokens.launcher.clone());
-        let probe = tokio::net::TcpListener::bind(control).await;
-        drop(probe.with_context(|| {
-            format!("{CONTROL_ADDR} is busy: is another `cargo xtask up` running?")
-        })?);
-        let control_launcher = launcher.clone();
-        tokio::spawn(async move {
-            if let Err(e) = launcher::serve_control(control_launcher, control, token).await {
-                eprintln!("launcher control API stopped: {e:#}");
-            }
-        });
-
+        start_control_api(&launcher, state).await?;
         let alertmanager = which("prometheus-alertmanager");
         if alertmanager {
-            let dir = state.join("alertmanager");
-            std::fs::create_dir_all(&dir)?;
-            let config = dir.join("alertmanager.yml");
-            write_private(&config, &alertmanager_config())?;
-            launcher
-                .add(Spec {
-                    name: "alertmanager".into(),
-                    program: "prometheus-alertmanager".into(),
-                    args: vec![
-                        format!("--config.file={}", config.display()),
-                        format!("--storage.path={}", dir.join("data").display()),
-                        format!("--web.listen-address=127.0.0.1:{ALERTMANAGER_PORT}"),
-                        "--cluster.listen-address=".into(),
-                    ],
-                    env: vec![],
-                    port: Some(ALERTMANAGER_PORT),
-                    echo: false,
-                })
-                .await?;
+            start_alertmanager(&launcher, state).await?;
         }
         let prometheus = which("prometheus");
         if prometheus {
-            let dir = state.join("prometheus");
-            std::fs::create_dir_all(&dir)?;
-            let rules = dir.join("rules.yaml");
-            std::fs::write(&rules, local_rules()?)?;
-            let config = dir.join("prometheus.yml");
-            std::fs::write(&config, prometheus_config(&rules, alertmanager))?;
-            launcher
-                .add(Spec {
-                    name: "prometheus".into(),
-                    program: "prometheus".into(),
-                    args: vec![
-                        format!("--config.file={}", config.display()),
-                        format!("--storage.tsdb.path={}", dir.join("data").display()),
-                        format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"),
-                        "--rules.alert.resend-delay=1s".into(),
-                        "--web.enable-lifecycle".into(),
-                    ],
-                    env: vec![],
-                    port: Some(PROMETHEUS_PORT),
-                    echo: false,
-                })
-                .await?;
+            start_prometheus(&launcher, state, alertmanager).await?;
         }
-
-        for Service { name, port } in &SERVICES {
-            let program = binary(opts, name);
-            if !program.exists() {
-                bail!(
-                    "{} is missing: build it first (drop --no-build)",
-                    program.display()
-                );
-            }
-            launcher
-                .add(Spec {
-                    name: (*name).to_owned(),
-                    program,
-                    args: vec![],
-                    env: {
-                        let mut env = service_env(name, *port, state, prometheus, alertmanager);
-                        for (service, key, value) in &opts.overrides {
-                            if service == name {
-                                env.retain(|(k, _)| k != key);
-                                env.push((key.clone(), value.clone()));
-                            }
-                        }
-                        env
-                    },
-                    port: Some(*port),
-                    echo: opts.echo,
-                })
-                .await?;
-        }
+        start_services(&launcher, opts, prometheus, alertmanager).await?;
         let system = Self {
             launcher,
             tokens_file: state.join("tokens.env"),
             prometheus,
             alertmanager,
         };
-        for Service { name, port } in &SERVICES {
-            launcher::wait_http_ok(*port, "/readyz", Duration::from_secs(30))
-                .await
-                .with_context(|| format!("{name} did not become ready"))?;
-        }
-        if prometheus {
-            launcher::wait_http_ok(PROMETHEUS_PORT, "/-/ready", Duration::from_secs(30)).await?;
-        }
-        if alertmanager {
-            launcher::wait_http_ok(ALERTMANAGER_PORT, "/-/ready", Duration::from_secs(30)).await?;
-        }
+        system.wait_ready().await?;
         let reaper = system.launcher.clone();
         tokio::spawn(async move {
             loop {
@@ -517,10 +424,141 @@ impl System {
         Ok(system)
     }
 
+    /// Waits until every service, Prometheus and Alertmanager answer their readiness probes.
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        for Service { name, port } in &SERVICES {
+            launcher::wait_http_ok(*port, "/readyz", Duration::from_secs(30))
+                .await
+                .with_context(|| format!("{name} did not become ready"))?;
+        }
+        if self.prometheus {
+            launcher::wait_http_ok(PROMETHEUS_PORT, "/-/ready", Duration::from_secs(30)).await?;
+        }
+        if self.alertmanager {
+            launcher::wait_http_ok(ALERTMANAGER_PORT, "/-/ready", Duration::from_secs(30)).await?;
+        }
+        Ok(())
+    }
+
     /// Stops every process.
     pub async fn stop(self) {
         self.launcher.stop_all().await;
     }
+}
+
+/// Writes this run's private files and starts the launcher's control API on [`CONTROL_ADDR`].
+async fn start_control_api(launcher: &Launcher, state: &Path) -> anyhow::Result<()> {
+    let tokens = tokens();
+    write_private(&state.join("tokens.env"), &tokens.env_file())?;
+    write_private(&state.join("health-monitor.yaml"), &health_monitor_config())?;
+    let control: SocketAddr = CONTROL_ADDR.parse()?;
+    let token = SecretString::from(tokens.launcher.clone());
+    let probe = tokio::net::TcpListener::bind(control).await;
+    drop(probe.with_context(|| {
+        format!("{CONTROL_ADDR} is busy: is another `cargo xtask up` running?")
+    })?);
+    let control_launcher = launcher.clone();
+    tokio::spawn(async move {
+        if let Err(e) = launcher::serve_control(control_launcher, control, token).await {
+            eprintln!("launcher control API stopped: {e:#}");
+        }
+    });
+    Ok(())
+}
+
+/// Alertmanager with the local routes ([`alertmanager_config`]).
+async fn start_alertmanager(launcher: &Launcher, state: &Path) -> anyhow::Result<()> {
+    let dir = state.join("alertmanager");
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("alertmanager.yml");
+    write_private(&config, &alertmanager_config())?;
+    launcher
+        .add(Spec {
+            name: "alertmanager".into(),
+            program: "prometheus-alertmanager".into(),
+            args: vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{ALERTMANAGER_PORT}"),
+                "--cluster.listen-address=".into(),
+            ],
+            env: vec![],
+            port: Some(ALERTMANAGER_PORT),
+            echo: false,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Prometheus with the chart's rules shortened ([`local_rules`]), scraping every service and
+/// alerting through Alertmanager when there is one.
+async fn start_prometheus(
+    launcher: &Launcher,
+    state: &Path,
+    alertmanager: bool,
+) -> anyhow::Result<()> {
+    let dir = state.join("prometheus");
+    std::fs::create_dir_all(&dir)?;
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, local_rules()?)?;
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, prometheus_config(&rules, alertmanager))?;
+    launcher
+        .add(Spec {
+            name: "prometheus".into(),
+            program: "prometheus".into(),
+            args: vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"),
+                "--rules.alert.resend-delay=1s".into(),
+                "--web.enable-lifecycle".into(),
+            ],
+            env: vec![],
+            port: Some(PROMETHEUS_PORT),
+            echo: false,
+        })
+        .await?;
+    Ok(())
+}
+
+/// The seven services, each with its local environment and the options' overrides.
+async fn start_services(
+    launcher: &Launcher,
+    opts: &Options,
+    prometheus: bool,
+    alertmanager: bool,
+) -> anyhow::Result<()> {
+    let state = &opts.state_dir;
+    for Service { name, port } in &SERVICES {
+        let program = binary(opts, name);
+        if !program.exists() {
+            bail!(
+                "{} is missing: build it first (drop --no-build)",
+                program.display()
+            );
+        }
+        launcher
+            .add(Spec {
+                name: (*name).to_owned(),
+                program,
+                args: vec![],
+                env: {
+                    let mut env = service_env(name, *port, state, prometheus, alertmanager);
+                    for (service, key, value) in &opts.overrides {
+                        if service == name {
+                            env.retain(|(k, _)| k != key);
+                            env.push((key.clone(), value.clone()));
+                        }
+                    }
+                    env
+                },
+                port: Some(*port),
+                echo: opts.echo,
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 fn print_welcome(system: &System) {

@@ -19,36 +19,8 @@ pub(super) async fn run(w: &World, policy: &StormLimits) -> Outcome {
             .as_secs(),
     );
     let t_fault = Instant::now();
-    for (port, body) in [
-        (HEART, json!({"crash_after_s": 1})),
-        (BRAIN, json!({"crash_after_s": 1})),
-        (USERS, json!({"fail_readiness": true})),
-        (GATEWAY, json!({"crash_after_s": 2})),
-    ] {
-        if let Err(e) = w.chaos(port, body).await {
-            o.expect(false, format!("{e:#}"));
-        }
-    }
-    // Watch the healer's decisions for 25 s; the first one marks detection.
-    let mut first_decision = None;
-    let watch_until = Instant::now() + Duration::from_secs(25);
-    while Instant::now() < watch_until {
-        if first_decision.is_none()
-            && w.actions()
-                .await
-                .iter()
-                .any(|a| a["at"].as_str().is_some_and(|at| at >= since.as_str()))
-        {
-            first_decision = Some(Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let decisions: Vec<Value> = w
-        .actions()
-        .await
-        .into_iter()
-        .filter(|a| a["at"].as_str().is_some_and(|at| at >= since.as_str()))
-        .collect();
+    inject(&mut o, w).await;
+    let (first_decision, decisions) = watch(w, &since).await;
     // One action leaves an "acted" record, then "healed" or "failed": count the actions.
     let acted: Vec<&Value> = decisions
         .iter()
@@ -99,7 +71,59 @@ pub(super) async fn run(w: &World, policy: &StormLimits) -> Outcome {
             .join(", ")
     );
     w.clear_chaos().await;
-    // Repair what the guards left broken so the run ends healthy.
+    if let Some(t) = repair_leftovers(w).await {
+        o.mttr = Some(t.duration_since(t_fault));
+    }
+    o.notifications = format!("{} email(s) in total so far", w.smtp.messages().len());
+    o
+}
+
+/// The healer's limits the storm scenario checks against (from the scenario policy).
+pub(super) struct StormLimits {
+    pub(super) rate_limit: usize,
+}
+
+/// Faults on every organ at once.
+async fn inject(o: &mut Outcome, w: &World) {
+    for (port, body) in [
+        (HEART, json!({"crash_after_s": 1})),
+        (BRAIN, json!({"crash_after_s": 1})),
+        (USERS, json!({"fail_readiness": true})),
+        (GATEWAY, json!({"crash_after_s": 2})),
+    ] {
+        if let Err(e) = w.chaos(port, body).await {
+            o.expect(false, format!("{e:#}"));
+        }
+    }
+}
+
+/// Watches the healer's decisions for 25 s: when the first came, and every decision since
+/// `since`.
+async fn watch(w: &World, since: &str) -> (Option<Instant>, Vec<Value>) {
+    let mut first_decision = None;
+    let watch_until = Instant::now() + Duration::from_secs(25);
+    while Instant::now() < watch_until {
+        if first_decision.is_none()
+            && w.actions()
+                .await
+                .iter()
+                .any(|a| a["at"].as_str().is_some_and(|at| at >= since))
+        {
+            first_decision = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let decisions: Vec<Value> = w
+        .actions()
+        .await
+        .into_iter()
+        .filter(|a| a["at"].as_str().is_some_and(|at| at >= since))
+        .collect();
+    (first_decision, decisions)
+}
+
+/// Repairs what the guards left broken so the run ends healthy: when every organ was ready.
+async fn repair_leftovers(w: &World) -> Option<Instant> {
     if let Some(system) = &w.system {
         for name in ["heart", "brain"] {
             if !w
@@ -122,14 +146,5 @@ pub(super) async fn run(w: &World, policy: &StormLimits) -> Outcome {
         },
     )
     .await;
-    if let Some((_, t)) = healthy {
-        o.mttr = Some(t.duration_since(t_fault));
-    }
-    o.notifications = format!("{} email(s) in total so far", w.smtp.messages().len());
-    o
-}
-
-/// The healer's limits the storm scenario checks against (from the scenario policy).
-pub(super) struct StormLimits {
-    pub(super) rate_limit: usize,
+    healthy.map(|(_, t)| t)
 }

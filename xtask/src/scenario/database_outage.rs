@@ -14,7 +14,36 @@ pub(super) async fn run(w: &mut World) -> Outcome {
         .system
         .as_ref()
         .and_then(|s| s.launcher.pid("user-service"));
-    // A user accepted before the outage must survive it.
+    let location = create_survivor(&mut o, w).await;
+    let t_fault = Instant::now();
+    w.postgres.stop().await;
+    check_finding(&mut o, w, t_fault).await;
+    check_gateway_degrades(&mut o, w).await;
+    let named = until(
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || async {
+            w.smtp.messages().into_iter().find(|m| {
+                m.text.contains("user-service")
+                    && m.text.contains("database")
+                    && m.text.contains("== FIRING:")
+            })
+        },
+    )
+    .await;
+    o.expect(named.is_some(), "no notification names the database");
+    check_not_restarted(&mut o, w, pid_before, &since).await;
+    recover(&mut o, w, t_fault, location).await;
+    o.notifications = if named.is_some() {
+        "email names the database".into()
+    } else {
+        "none".into()
+    };
+    o
+}
+
+/// A user accepted before the outage (it must survive it): its id.
+async fn create_survivor(o: &mut Outcome, w: &World) -> Option<i64> {
     let created = w
         .http
         .post(format!("http://127.0.0.1:{GATEWAY}/users"))
@@ -31,8 +60,12 @@ pub(super) async fn run(w: &mut World) -> Outcome {
         location.is_some(),
         "could not create a user before the outage",
     );
-    let t_fault = Instant::now();
-    w.postgres.stop().await;
+    location
+}
+
+/// The health-monitor reports user-service not ready because of its database, without asking
+/// for a restart.
+async fn check_finding(o: &mut Outcome, w: &World, t_fault: Instant) {
     let detected = until(
         Duration::from_secs(15),
         Duration::from_millis(100),
@@ -63,6 +96,10 @@ pub(super) async fn run(w: &mut World) -> Outcome {
         detected.is_some(),
         "no not-ready finding for user-service within 15 s",
     );
+}
+
+/// The gateway answers 503 for users meanwhile.
+async fn check_gateway_degrades(o: &mut Outcome, w: &World) {
     let gateway_status = w
         .http
         .get(format!("http://127.0.0.1:{GATEWAY}/user/123"))
@@ -76,19 +113,10 @@ pub(super) async fn run(w: &mut World) -> Outcome {
         gateway_status == 503,
         format!("gateway answered {gateway_status} during the outage, expected 503"),
     );
-    let named = until(
-        Duration::from_secs(20),
-        Duration::from_millis(250),
-        || async {
-            w.smtp.messages().into_iter().find(|m| {
-                m.text.contains("user-service")
-                    && m.text.contains("database")
-                    && m.text.contains("== FIRING:")
-            })
-        },
-    )
-    .await;
-    o.expect(named.is_some(), "no notification names the database");
+}
+
+/// Nobody restarts user-service for its database's outage: what the healer decided instead.
+async fn check_not_restarted(o: &mut Outcome, w: &World, pid_before: Option<u32>, since: &str) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pid_during = w
         .system
@@ -98,7 +126,7 @@ pub(super) async fn run(w: &mut World) -> Outcome {
         pid_during == pid_before,
         "user-service was restarted during a database outage",
     );
-    let decisions = w.actions_about("user-service", &since).await;
+    let decisions = w.actions_about("user-service", since).await;
     o.action = if pid_during == pid_before {
         match decisions.iter().find(|a| a["result"] == "skipped") {
             Some(a) => format!(
@@ -110,6 +138,10 @@ pub(super) async fn run(w: &mut World) -> Outcome {
     } else {
         "restarted user-service (wrong)".into()
     };
+}
+
+/// With the database back, user-service is ready again (MTTR) and the survivor is still there.
+async fn recover(o: &mut Outcome, w: &mut World, t_fault: Instant, location: Option<i64>) {
     w.postgres.start_again().await;
     let recovered = until(
         Duration::from_secs(30),
@@ -128,10 +160,4 @@ pub(super) async fn run(w: &mut World) -> Outcome {
         let still_there = w.ok(GATEWAY, &format!("/user/{id}")).await;
         o.expect(still_there, "the user created before the outage is gone");
     }
-    o.notifications = if named.is_some() {
-        "email names the database".into()
-    } else {
-        "none".into()
-    };
-    o
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::harness::{ALERTS, GATEWAY, Outcome, World, load, until};
 
@@ -23,7 +23,32 @@ pub(super) async fn run(w: &World) -> Outcome {
     let firing = o
         .wait_firing(w, "GatewayErrorRatioHigh", t_fault, Duration::from_secs(30))
         .await;
-    // Not acknowledged: the pager (tier 2) hears about it after the escalation delay.
+    let escalated = wait_escalation(&mut o, w, firing.as_ref()).await;
+    // Acknowledge: a silence in Alertmanager, and no more notifications.
+    acknowledge(&mut o, w, firing.as_ref(), escalated.as_ref()).await;
+    let new_mail = check_quiet_after_ack(&mut o, w).await;
+    busy.abort();
+    w.clear_chaos().await;
+    o.action = "none (errors are not fixed by restarting); escalated, then acknowledged".into();
+    o.notifications = format!(
+        "{} email(s), {} pager call(s), silence after ack",
+        new_mail,
+        w.pager
+            .requests()
+            .iter()
+            .filter(|r| r.body_text().contains("GatewayErrorRatioHigh"))
+            .count()
+    );
+    o
+}
+
+/// Not acknowledged: the pager (tier 2) hears about it after the escalation delay. Returns the
+/// pager's request.
+async fn wait_escalation(
+    o: &mut Outcome,
+    w: &World,
+    firing: Option<&(Value, Instant)>,
+) -> Option<(testbed::RecordedRequest, Instant)> {
     let escalated = until(
         Duration::from_secs(30),
         Duration::from_millis(200),
@@ -35,7 +60,7 @@ pub(super) async fn run(w: &World) -> Outcome {
         },
     )
     .await;
-    if let (Some((_, t)), Some((_, t_alert))) = (&escalated, &firing) {
+    if let (Some((_, t)), Some((_, t_alert))) = (&escalated, firing) {
         o.figures.insert(
             "escalated_after_s".into(),
             json!(t.duration_since(*t_alert).as_secs_f64()),
@@ -45,15 +70,22 @@ pub(super) async fn run(w: &World) -> Outcome {
         escalated.is_some(),
         "no escalation to the pager tier within 30 s",
     );
-    // Acknowledge: a silence in Alertmanager, and no more notifications.
+    escalated
+}
+
+/// Acknowledge through the pager message's link: a silence in Alertmanager.
+async fn acknowledge(
+    o: &mut Outcome,
+    w: &World,
+    firing: Option<&(Value, Instant)>,
+    escalated: Option<&(testbed::RecordedRequest, Instant)>,
+) {
     let fingerprint = firing
-        .as_ref()
         .and_then(|(a, _)| a["fingerprint"].as_str())
         .unwrap_or_default()
         .to_owned();
     // The signed, single-use link the pager message carries (acks are capabilities).
     let ack_url = escalated
-        .as_ref()
         .and_then(|(r, _)| r.json()["alerts"][0]["ack_url"].as_str().map(str::to_owned))
         .unwrap_or_else(|| format!("http://127.0.0.1:{ALERTS}/api/v1/alerts/{fingerprint}/ack"));
     let ack = w
@@ -85,6 +117,10 @@ pub(super) async fn run(w: &World) -> Outcome {
         silenced.is_some(),
         "the acknowledged alert is not silenced in Alertmanager",
     );
+}
+
+/// After the ack, the pager is not called again; returns the emails about the alert so far.
+async fn check_quiet_after_ack(o: &mut Outcome, w: &World) -> usize {
     let before = (w.smtp.messages().len(), w.pager.requests().len());
     tokio::time::sleep(Duration::from_secs(8)).await;
     let after = (w.smtp.messages().len(), w.pager.requests().len());
@@ -97,17 +133,5 @@ pub(super) async fn run(w: &World) -> Outcome {
         ),
     );
     o.figures.insert("emails_about_it".into(), json!(new_mail));
-    busy.abort();
-    w.clear_chaos().await;
-    o.action = "none (errors are not fixed by restarting); escalated, then acknowledged".into();
-    o.notifications = format!(
-        "{} email(s), {} pager call(s), silence after ack",
-        new_mail,
-        w.pager
-            .requests()
-            .iter()
-            .filter(|r| r.body_text().contains("GatewayErrorRatioHigh"))
-            .count()
-    );
-    o
+    new_mail
 }

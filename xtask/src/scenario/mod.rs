@@ -100,7 +100,8 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn run_all(mut opts: Options, names: Vec<&'static str>) -> anyhow::Result<Vec<Outcome>> {
+/// Starts the SMTP and pager sinks, PostgreSQL and the system with the scenario configuration.
+async fn start_world(mut opts: Options) -> anyhow::Result<World> {
     let smtp = testbed::SmtpSink::start().await;
     let pager = testbed::HttpSink::start().await;
     let postgres = testbed::Postgres::start().await;
@@ -112,7 +113,6 @@ async fn run_all(mut opts: Options, names: Vec<&'static str>) -> anyhow::Result<
     )?;
     let policy = state.join("auto-healer-policy.yaml");
     std::fs::write(&policy, scenario_policy())?;
-    let storm = StormLimits { rate_limit: 5 };
     opts.overrides = vec![
         ("user-service".into(), "DATABASE_URL".into(), postgres.url()),
         (
@@ -134,7 +134,7 @@ async fn run_all(mut opts: Options, names: Vec<&'static str>) -> anyhow::Result<
     let system = System::start(&opts)
         .await
         .context("starting the local system")?;
-    let mut world = World {
+    Ok(World {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
             .build()?,
@@ -143,7 +143,12 @@ async fn run_all(mut opts: Options, names: Vec<&'static str>) -> anyhow::Result<
         postgres,
         system: Some(system),
         healer_state: state.join("auto-healer"),
-    };
+    })
+}
+
+async fn run_all(opts: Options, names: Vec<&'static str>) -> anyhow::Result<Vec<Outcome>> {
+    let mut world = start_world(opts).await?;
+    let storm = StormLimits { rate_limit: 5 };
     // Let Prometheus fill a whole rate window (10 s) before the first fault.
     tokio::time::sleep(Duration::from_secs(12)).await;
     let mut results = Vec::new();
@@ -156,38 +161,48 @@ async fn run_all(mut opts: Options, names: Vec<&'static str>) -> anyhow::Result<
                 left.join(", ")
             );
         }
-        let started = Instant::now();
-        let outcome = match name {
-            "heart-crash" => heart_crash::run(&world).await,
-            "brain-latency" => brain_latency::run(&world).await,
-            "gateway-errors" => gateway_errors::run(&world).await,
-            "memory-leak" => memory_leak::run(&world).await,
-            "readiness-flap" => readiness_flap::run(&world).await,
-            "database-outage" => database_outage::run(&mut world).await,
-            _ => alert_storm::run(&world, &storm).await,
-        };
-        let mut outcome = outcome;
-        if !left.is_empty() {
-            outcome
-                .figures
-                .insert("still_firing_at_start".into(), json!(left));
-        }
-        println!(
-            "--- {name}: {} in {:.0} s{}",
-            if outcome.passed() { "passed" } else { "FAILED" },
-            started.elapsed().as_secs_f64(),
-            if outcome.passed() {
-                String::new()
-            } else {
-                format!(": {}", outcome.failures.join("; "))
-            }
-        );
-        results.push(outcome);
+        results.push(run_one(&mut world, name, &storm, left).await);
     }
     if let Some(system) = world.system.take() {
         system.stop().await;
     }
     Ok(results)
+}
+
+/// Runs the scenario `name`, noting what was still firing when it started (`left`).
+async fn run_one(
+    world: &mut World,
+    name: &'static str,
+    storm: &StormLimits,
+    left: Vec<String>,
+) -> Outcome {
+    let started = Instant::now();
+    let outcome = match name {
+        "heart-crash" => heart_crash::run(world).await,
+        "brain-latency" => brain_latency::run(world).await,
+        "gateway-errors" => gateway_errors::run(world).await,
+        "memory-leak" => memory_leak::run(world).await,
+        "readiness-flap" => readiness_flap::run(world).await,
+        "database-outage" => database_outage::run(world).await,
+        _ => alert_storm::run(world, storm).await,
+    };
+    let mut outcome = outcome;
+    if !left.is_empty() {
+        outcome
+            .figures
+            .insert("still_firing_at_start".into(), json!(left));
+    }
+    println!(
+        "--- {name}: {} in {:.0} s{}",
+        if outcome.passed() { "passed" } else { "FAILED" },
+        started.elapsed().as_secs_f64(),
+        if outcome.passed() {
+            String::new()
+        } else {
+            format!(": {}", outcome.failures.join("; "))
+        }
+    );
+    outcome
 }
 
 fn print_table(results: &[Outcome]) {
