@@ -1,13 +1,18 @@
 //! Project automation for organism.
 //!
 //! ```text
-//! cargo xtask up [--release] [--no-build]  all seven services on 127.0.0.1 (+ Prometheus, Alertmanager)
-//! cargo xtask test                         install test peers, fmt, clippy, every test, chart/stack checks
-//! cargo xtask bench [--out FILE]           CPU per request, throughput, latency vs bare and by-the-book axum
+//! cargo xtask up [--release] [--no-build] [--no-install]   all seven services on 127.0.0.1, with Prometheus and Alertmanager
+//! cargo xtask test [--skip-k8s]            install test peers, fmt, clippy, every test, chart/stack checks, local runs
+//! cargo xtask bench [--out FILE]           CPU per request, throughput, latency vs bare and by-the-book axum (release)
 //! cargo xtask explore                      Grafana Explore offline: log lines ↔ spans, labels, links
-//! cargo xtask probe [--release]            attack and load cases (issue 17) against a local system
+//! cargo xtask scenario [NAME|all]          the closed loop: fault → alert → repair or refusal → notification
+//! cargo xtask probe [--skip-load]          attack and load cases (issue 17) against a local system
+//! cargo xtask from-chart up|scenario|self-test   the rendered chart's configuration, run here
 //! cargo xtask kind-up | kind-e2e           the cluster path (needs Docker, kind, helm, helmfile)
 //! ```
+//!
+//! `up`, `scenario`, `probe` and `from-chart` build and run the `dev` profile; `--release` picks
+//! the optimised one.
 
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
