@@ -29,7 +29,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::cargo::Profile;
 use crate::launcher::wait_http_ok;
 use crate::root;
 use crate::up::{self, Options, System, tokens};
@@ -761,11 +760,8 @@ fn alert_service_config(sink: &str, state: &Path) -> String {
 }
 
 /// Starts the system with alert-service delivering to an HTTP sink, and runs every case.
-async fn run_cases(
-    mut opts: Options,
-    state_dir: std::path::PathBuf,
-    skip_load: bool,
-) -> anyhow::Result<Vec<Case>> {
+async fn run_cases(mut opts: Options, skip_load: bool) -> anyhow::Result<Vec<Case>> {
+    let state_dir = opts.state_dir.clone();
     let sink = testbed::HttpSink::start().await;
     let config = state_dir.join("alert-service.yaml");
     std::fs::write(&config, alert_service_config(&sink.url(), &state_dir))?;
@@ -803,23 +799,13 @@ async fn run_cases(
 
 /// Runs the probe suite.
 pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
-    let profile = Profile::from_args(args);
     let skip_load = args.contains(&"--skip-load");
-    let state_dir = root().join("target/probe/state");
-    let _ = std::fs::remove_dir_all(&state_dir);
-    std::fs::create_dir_all(&state_dir)?;
-    let opts = Options {
-        profile,
-        no_build: args.contains(&"--no-build"),
-        echo: std::env::var_os("PROBE_LOGS").is_some(),
-        state_dir: state_dir.clone(),
-        overrides: Vec::new(),
-    };
+    let opts = Options::for_tool(args, "probe", "PROBE_LOGS")?;
     up::build(&opts)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let cases = rt.block_on(run_cases(opts, state_dir, skip_load))?;
+    let cases = rt.block_on(run_cases(opts, skip_load))?;
     report(&cases)
 }
 

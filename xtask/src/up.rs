@@ -144,6 +144,24 @@ pub struct Options {
     pub overrides: Vec<(String, String, String)>,
 }
 
+impl Options {
+    /// The options of a tool that runs the system for itself (scenarios, the probe suite): the
+    /// profile and `--no-build` from `args`, a fresh state directory `target/<tool>/state`,
+    /// service logs echoed when the variable `echo_var` is set.
+    pub fn for_tool(args: &[&str], tool: &str, echo_var: &str) -> anyhow::Result<Self> {
+        let state_dir = root().join("target").join(tool).join("state");
+        let _ = std::fs::remove_dir_all(&state_dir);
+        std::fs::create_dir_all(&state_dir)?;
+        Ok(Self {
+            profile: Profile::from_args(args),
+            no_build: args.contains(&"--no-build"),
+            echo: std::env::var_os(echo_var).is_some(),
+            state_dir,
+            overrides: Vec::new(),
+        })
+    }
+}
+
 pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
     if args.contains(&"--from-chart") {
         let rest: Vec<&str> = args

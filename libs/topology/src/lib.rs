@@ -17,6 +17,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// `name` listening on `port`.
+    pub const fn new(name: &'static str, port: u16) -> Self {
+        Self { name, port }
+    }
+
     /// `http://127.0.0.1:<port>`: where a local run serves it.
     pub fn local_url(self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -29,40 +34,19 @@ impl Service {
 }
 
 /// The organs' front door: routes `/user`, `/beat`, `/think` to the others.
-pub const API_GATEWAY: Service = Service {
-    name: "api-gateway",
-    port: 8080,
-};
+pub const API_GATEWAY: Service = Service::new("api-gateway", 8080);
 /// The heartbeat organ.
-pub const HEART: Service = Service {
-    name: "heart",
-    port: 8081,
-};
+pub const HEART: Service = Service::new("heart", 8081);
 /// The thinking organ (calls the heart).
-pub const BRAIN: Service = Service {
-    name: "brain",
-    port: 8082,
-};
+pub const BRAIN: Service = Service::new("brain", 8082);
 /// Users, backed by SQLite or PostgreSQL.
-pub const USER_SERVICE: Service = Service {
-    name: "user-service",
-    port: 8083,
-};
+pub const USER_SERVICE: Service = Service::new("user-service", 8083);
 /// Probes the others and raises findings.
-pub const HEALTH_MONITOR: Service = Service {
-    name: "health-monitor",
-    port: 8084,
-};
+pub const HEALTH_MONITOR: Service = Service::new("health-monitor", 8084);
 /// Repairs what the alerts name.
-pub const AUTO_HEALER: Service = Service {
-    name: "auto-healer",
-    port: 8085,
-};
+pub const AUTO_HEALER: Service = Service::new("auto-healer", 8085);
 /// Tells people, once.
-pub const ALERT_SERVICE: Service = Service {
-    name: "alert-service",
-    port: 8086,
-};
+pub const ALERT_SERVICE: Service = Service::new("alert-service", 8086);
 
 /// The seven services, in start order (each after what it calls).
 pub const SERVICES: [Service; 7] = [
@@ -80,20 +64,11 @@ pub const ORGANS: [Service; 4] = [HEART, BRAIN, USER_SERVICE, API_GATEWAY];
 
 /// The process manager of a local run (`cargo xtask up`): its control API, which the
 /// auto-healer's local mode calls to restart a service.
-pub const LAUNCHER: Service = Service {
-    name: "launcher",
-    port: 8090,
-};
+pub const LAUNCHER: Service = Service::new("launcher", 8090);
 /// Prometheus, as a local run starts it and as kube-prometheus-stack serves it.
-pub const PROMETHEUS: Service = Service {
-    name: "prometheus",
-    port: 9090,
-};
+pub const PROMETHEUS: Service = Service::new("prometheus", 9090);
 /// Alertmanager, as a local run starts it and as kube-prometheus-stack serves it.
-pub const ALERTMANAGER: Service = Service {
-    name: "alertmanager",
-    port: 9093,
-};
+pub const ALERTMANAGER: Service = Service::new("alertmanager", 9093);
 
 /// The service called `name` (one of [`SERVICES`]).
 pub fn service(name: &str) -> Option<Service> {

@@ -143,13 +143,10 @@ async fn check_not_restarted(o: &mut Outcome, w: &World, pid_before: Option<u32>
 /// With the database back, user-service is ready again (MTTR) and the survivor is still there.
 async fn recover(o: &mut Outcome, w: &mut World, t_fault: Instant, location: Option<i64>) {
     w.postgres.start_again().await;
-    let recovered = until(
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || async { w.ok(USERS, "/readyz").await.then_some(()) },
-    )
-    .await;
-    if let Some((_, t)) = &recovered {
+    let recovered = w
+        .ready_again(USERS, Duration::from_secs(30), Duration::from_millis(100))
+        .await;
+    if let Some(t) = recovered {
         o.mttr = Some(t.duration_since(t_fault));
     }
     o.expect(

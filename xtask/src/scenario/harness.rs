@@ -169,6 +169,21 @@ impl World {
             .is_ok_and(|r| r.status().is_success())
     }
 
+    /// Polls `port`'s `/readyz` every `every` until it answers 2xx: when it did, or `None`
+    /// after `timeout`.
+    pub(super) async fn ready_again(
+        &self,
+        port: u16,
+        timeout: Duration,
+        every: Duration,
+    ) -> Option<Instant> {
+        until(timeout, every, || async {
+            self.ok(port, "/readyz").await.then_some(())
+        })
+        .await
+        .map(|(_, t)| t)
+    }
+
     pub(super) async fn chaos(&self, port: u16, body: Value) -> anyhow::Result<()> {
         let r = self
             .http

@@ -43,13 +43,10 @@ pub(super) async fn run(w: &World) -> Outcome {
         detected.is_some(),
         "no service-down finding for heart within 10 s",
     );
-    let healthy = until(
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async { w.ok(HEART, "/readyz").await.then_some(()) },
-    )
-    .await;
-    if let Some((_, t)) = &healthy {
+    let healthy = w
+        .ready_again(HEART, Duration::from_secs(20), Duration::from_millis(50))
+        .await;
+    if let Some(t) = healthy {
         o.mttr = Some(t.duration_since(t_fault));
     }
     o.expect(healthy.is_some(), "heart not healthy again within 20 s");

@@ -54,13 +54,10 @@ pub(super) async fn run(w: &World) -> Outcome {
     )
     .await;
     o.expect(restarted.is_some(), "heart was not restarted");
-    let healthy = until(
-        Duration::from_secs(20),
-        Duration::from_millis(50),
-        || async { w.ok(HEART, "/readyz").await.then_some(()) },
-    )
-    .await;
-    if let Some((_, t)) = &healthy {
+    let healthy = w
+        .ready_again(HEART, Duration::from_secs(20), Duration::from_millis(50))
+        .await;
+    if let Some(t) = healthy {
         o.mttr = Some(t.duration_since(t_fault));
     }
     if let Some((Some(pid), _)) = restarted {

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::json;
 
-use crate::cargo::Profile;
 use crate::root;
 use crate::up::{self, Options, System};
 
@@ -44,8 +43,6 @@ pub const SCENARIOS: &[&str] = &[
 ];
 
 pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
-    let profile = Profile::from_args(args);
-    let no_build = args.contains(&"--no-build");
     let selected: Vec<&str> = args
         .iter()
         .copied()
@@ -63,16 +60,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         }
         names
     };
-    let state_dir = root().join("target/scenario/state");
-    let _ = std::fs::remove_dir_all(&state_dir);
-    std::fs::create_dir_all(&state_dir)?;
-    let opts = Options {
-        profile,
-        no_build,
-        echo: std::env::var_os("SCENARIO_LOGS").is_some(),
-        state_dir: state_dir.clone(),
-        overrides: Vec::new(),
-    };
+    let opts = Options::for_tool(args, "scenario", "SCENARIO_LOGS")?;
     up::build(&opts)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

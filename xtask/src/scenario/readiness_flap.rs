@@ -149,12 +149,9 @@ async fn check_recovery(
     mails_before: usize,
 ) -> bool {
     w.clear_chaos().await;
-    let healthy = until(
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        || async { w.ok(BRAIN, "/readyz").await.then_some(()) },
-    )
-    .await;
+    let healthy = w
+        .ready_again(BRAIN, Duration::from_secs(20), Duration::from_millis(100))
+        .await;
     o.expect(
         healthy.is_some(),
         "brain not ready after the fault was removed",
