@@ -313,9 +313,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         "-p",
         "user-service",
     ];
-    let baselines = ["-p", "xtask", "--bin", "bare-hello", "--bin", "book-hello"];
+    let baselines = ["-p", "bench-baselines"];
     for targets in [&services[..], &baselines[..]] {
-        cargo::build(Profile::Release, targets)?;
+        cargo::build_targets(Profile::Release, targets)?;
     }
     let rt = tokio::runtime::Runtime::new()?;
     let report = rt.block_on(measure(secs, rounds))?;

@@ -12,8 +12,9 @@ use crate::root;
 /// The cargo profile a local run builds and starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
-    /// `dev` (the default of `up`, `scenario`, `probe`, `from-chart`): quick to compile from
-    /// cold, and the same artifacts `cargo build` and `cargo xtask test` make.
+    /// `dev` (the default of `up`, `scenario`, `probe`, `from-chart`, and what `explore`
+    /// uses): quick to compile from cold, and its dependencies are the ones `cargo xtask` itself
+    /// was built with (see [`build`]).
     Dev,
     /// `release` (thin LTO): slow to compile, what `cargo xtask bench` measures.
     Release,
@@ -47,6 +48,42 @@ impl Profile {
     }
 }
 
+/// `cargo`, without the variables `cargo run` set for this process (`CARGO`,
+/// `CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …). Inherited, they reach the build scripts' fingerprints
+/// (ring's declares `rerun-if-env-changed` on them), so every nested build would recompile from
+/// ring upwards, and the next plain `cargo build` again.
+pub fn command() -> Command {
+    let mut cmd = Command::new("cargo");
+    strip_run_env(&mut cmd);
+    cmd
+}
+
+/// Removes from `cmd`'s environment what `cargo run` set for this process (see [`command`]);
+/// for commands that run cargo themselves (scripts, `env`).
+pub fn strip_run_env(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if set_by_cargo_run(key) {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Whether `cargo run` sets `key` for the program it runs.
+fn set_by_cargo_run(key: &str) -> bool {
+    matches!(
+        key,
+        "CARGO"
+            | "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_RUSTC_CURRENT_DIR"
+    ) || key.starts_with("CARGO_PKG_")
+}
+
 /// The target directory cargo builds into, as `cargo metadata` reports it: it honours
 /// `CARGO_TARGET_DIR` (relative or absolute) and `build.target-dir` in cargo's configuration.
 pub fn target_dir() -> PathBuf {
@@ -64,7 +101,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 fn metadata_target_dir() -> anyhow::Result<PathBuf> {
-    let out = Command::new("cargo")
+    let out = command()
         .args([
             "metadata",
             "--format-version",
@@ -90,9 +127,27 @@ pub fn binary(profile: Profile, name: &str) -> PathBuf {
     target_dir().join(profile.dir()).join(name)
 }
 
-/// `cargo build --profile <profile>` of `targets` (`-p NAME`, `--bin NAME`, …) in the workspace.
-pub fn build(profile: Profile, targets: &[&str]) -> anyhow::Result<()> {
-    let status = Command::new("cargo")
+/// `cargo build --profile <profile>` of the binaries `bins` (of the seven services and xtask).
+///
+/// Always with the same packages selected (xtask and every service), whatever `bins` asks for:
+/// cargo unifies features over the selected packages, so this build and `cargo xtask` itself
+/// (which depends on the services for that reason) share every dependency's artifacts, and
+/// every caller shares this build's.
+pub fn build(profile: Profile, bins: &[&str]) -> anyhow::Result<()> {
+    let mut targets = vec!["-p", "xtask"];
+    for service in topology::SERVICES {
+        targets.extend(["-p", service.name]);
+    }
+    for bin in bins {
+        targets.extend(["--bin", bin]);
+    }
+    build_targets(profile, &targets)
+}
+
+/// `cargo build --profile <profile>` of exactly `targets` (`-p NAME`, `--bin NAME`, …): for the
+/// bench, whose release builds keep the package sets its published figures were measured with.
+pub fn build_targets(profile: Profile, targets: &[&str]) -> anyhow::Result<()> {
+    let status = command()
         .args(["build", "--profile", profile.name()])
         .args(targets)
         .current_dir(root())
@@ -111,6 +166,26 @@ pub fn build(profile: Profile, targets: &[&str]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_cargo_does_not_inherit_what_cargo_run_set() {
+        for key in [
+            "CARGO",
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+        ] {
+            assert!(set_by_cargo_run(key), "{key}");
+        }
+        for key in [
+            "CARGO_TARGET_DIR",
+            "CARGO_HOME",
+            "CARGO_NET_OFFLINE",
+            "CARGO_BUILD_JOBS",
+        ] {
+            assert!(!set_by_cargo_run(key), "{key}");
+        }
+    }
 
     #[test]
     fn release_only_when_asked() {

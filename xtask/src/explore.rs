@@ -45,16 +45,7 @@ const ATTRIBUTE_NEUTRAL_PROCESSORS: &[&str] = &["memory_limiter", "batch"];
 pub fn run(_args: &[&str]) -> anyhow::Result<ExitCode> {
     cargo::build(
         Profile::Dev,
-        &[
-            "-p",
-            "heart",
-            "-p",
-            "brain",
-            "-p",
-            "api-gateway",
-            "-p",
-            "user-service",
-        ],
+        &["heart", "brain", "api-gateway", "user-service"],
     )?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(explore())?;

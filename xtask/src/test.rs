@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::root;
+use crate::{cargo, root};
 
 struct Step {
     name: &'static str,
@@ -32,7 +32,7 @@ fn xtask_step(name: &'static str, args: &[&str]) -> Step {
 }
 
 fn have_nextest() -> bool {
-    Command::new("cargo")
+    cargo::command()
         .args(["nextest", "--version"])
         .output()
         .is_ok_and(|o| o.status.success())
@@ -160,7 +160,7 @@ fn run_steps(steps: &[Step]) -> anyhow::Result<Vec<(&'static str, bool, std::tim
     for s in steps {
         println!("\n==> {}", s.name);
         let start = Instant::now();
-        let status = Command::new(&s.command[0])
+        let status = cargo::strip_run_env(&mut Command::new(&s.command[0]))
             .args(&s.command[1..])
             .current_dir(root())
             .status()

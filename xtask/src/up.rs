@@ -205,8 +205,8 @@ pub fn build(opts: &Options) -> anyhow::Result<()> {
         return Ok(());
     }
     println!("building services ({} profile)…", opts.profile.name());
-    let packages: Vec<&str> = SERVICES.iter().flat_map(|s| ["-p", s.name]).collect();
-    cargo::build(opts.profile, &packages)
+    let bins: Vec<&str> = SERVICES.iter().map(|s| s.name).collect();
+    cargo::build(opts.profile, &bins)
 }
 
 /// The binary of `name` for these options.
