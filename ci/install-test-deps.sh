@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the real servers and tools the test suite uses, when missing. Idempotent and quiet.
 # Called by `cargo xtask test`; safe to run by hand.
+#   --up   only what `cargo xtask up` runs beside the services: Prometheus and Alertmanager.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib/tools.sh"
 
 ensure_promtool                                   # prometheus + promtool
 ensure_amtool                                     # prometheus-alertmanager + amtool
+[ "${1:-}" = "--up" ] && exit 0
 ensure_apt hey hey                                # load generator (users' scenarios, smoke)
 ensure_apt wrk wrk                                # load generator of `cargo xtask bench` (not the bottleneck)
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+use crate::cargo::{self, Profile};
 use crate::launcher;
-use crate::root;
 
 /// Ports of the benchmark run (away from `cargo xtask up`'s).
 const BARE: u16 = 18099;
@@ -242,14 +242,8 @@ fn clock_ticks_per_sec() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-}
-
 fn release(name: &str) -> PathBuf {
-    target_dir().join("release").join(name)
+    cargo::binary(Profile::Release, name)
 }
 
 /// A server process of the bench; killed when dropped.
@@ -306,7 +300,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         .position(|a| *a == "--out")
         .and_then(|i| args.get(i + 1))
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("bench/results.json"));
+        .unwrap_or_else(|| cargo::target_dir().join("bench/results.json"));
 
     println!("building release binaries…");
     let services = [
@@ -319,16 +313,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         "-p",
         "user-service",
     ];
-    let baselines = ["-p", "xtask", "--bin", "bare-hello", "--bin", "book-hello"];
+    let baselines = ["-p", "bench-baselines"];
     for targets in [&services[..], &baselines[..]] {
-        let status = Command::new("cargo")
-            .args(["build", "--release"])
-            .args(targets)
-            .current_dir(root())
-            .status()?;
-        if !status.success() {
-            bail!("cargo build --release {} failed", targets.join(" "));
-        }
+        cargo::build_targets(Profile::Release, targets)?;
     }
     let rt = tokio::runtime::Runtime::new()?;
     let report = rt.block_on(measure(secs, rounds))?;
@@ -340,21 +327,22 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn measure(secs: u64, rounds: usize) -> anyhow::Result<Value> {
-    let sink = otlp_sink::OtlpSink::start_counting().await?;
-    let endpoint = sink.endpoint();
-    let state = tempdir()?;
-    let tick = clock_ticks_per_sec();
-    let otlp = |name: &str| -> Vec<(String, String)> {
+type Env = Vec<(String, String)>;
+
+/// The servers of the bench: (name, binary, port, environment).
+fn server_specs(
+    endpoint: &str,
+    state: &std::path::Path,
+) -> Vec<(&'static str, &'static str, u16, Env)> {
+    let otlp = |name: &str| -> Env {
         vec![
             ("OTEL_SERVICE_NAME".into(), name.into()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.clone()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint.to_owned()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL".into(), "grpc".into()),
             ("OTEL_TRACES_SAMPLER".into(), "always_on".into()),
         ]
     };
-    type Env = Vec<(String, String)>;
-    let specs: Vec<(&'static str, &str, u16, Env)> = vec![
+    vec![
         ("bare", "bare-hello", BARE, vec![]),
         ("book", "book-hello", BOOK, {
             let mut e = otlp("book-hello");
@@ -398,40 +386,79 @@ async fn measure(secs: u64, rounds: usize) -> anyhow::Result<Value> {
             e.push(("BRAIN_URL".into(), format!("http://127.0.0.1:{BRAIN}")));
             e
         }),
-    ];
-    let mut servers = Vec::new();
-    let mut startup = serde_json::Map::new();
-    for (name, program, port, env) in specs {
-        let (server, ms) = spawn(name, program, port, env).await?;
-        startup.insert(name.into(), json!(ms));
-        servers.push(server);
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut idle_rss = serde_json::Map::new();
-    for s in &servers {
-        idle_rss.insert(
-            s.name.into(),
-            json!(rss_kib(s.pid).unwrap_or(0) as f64 / 1024.0),
-        );
-    }
-    let pid = |name: &str| servers.iter().find(|s| s.name == name).map(|s| s.pid);
+    ]
+}
 
-    // One load: wrk against `url`, the server's CPU read around it. The reading after waits for
-    // the batch processors' next export (500 ms schedule), so the export of this load's spans
-    // is counted in it.
-    let load = |label: &str, url: &str, server: &str, c: u32| -> anyhow::Result<Load> {
+/// The running servers, with how long each took to become ready and its idle memory.
+struct Fleet {
+    servers: Vec<Server>,
+    /// Start → ready, ms, by server name.
+    startup: serde_json::Map<String, Value>,
+    /// Resident memory 1 s after every server is ready, MiB, by server name.
+    idle_rss: serde_json::Map<String, Value>,
+}
+
+impl Fleet {
+    async fn start(endpoint: &str, state: &std::path::Path) -> anyhow::Result<Self> {
+        let mut servers = Vec::new();
+        let mut startup = serde_json::Map::new();
+        for (name, program, port, env) in server_specs(endpoint, state) {
+            let (server, ms) = spawn(name, program, port, env).await?;
+            startup.insert(name.into(), json!(ms));
+            servers.push(server);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut idle_rss = serde_json::Map::new();
+        for s in &servers {
+            idle_rss.insert(
+                s.name.into(),
+                json!(rss_kib(s.pid).unwrap_or(0) as f64 / 1024.0),
+            );
+        }
+        Ok(Self {
+            servers,
+            startup,
+            idle_rss,
+        })
+    }
+
+    fn pid(&self, name: &str) -> Option<u32> {
+        self.servers.iter().find(|s| s.name == name).map(|s| s.pid)
+    }
+}
+
+/// Runs loads against the fleet and reads the server's CPU around each.
+struct Meter<'a> {
+    fleet: &'a Fleet,
+    secs: u64,
+    /// Clock ticks per second (`getconf CLK_TCK`).
+    tick: f64,
+}
+
+impl Meter<'_> {
+    /// One load: wrk against `url`, the server's CPU read around it. The reading after waits for
+    /// the batch processors' next export (500 ms schedule), so the export of this load's spans
+    /// is counted in it.
+    fn load(&self, label: &str, url: &str, server: &str, c: u32) -> anyhow::Result<Load> {
+        let secs = self.secs;
         println!("wrk {label}: {url} for {secs} s, {c} connections");
-        let pid = pid(server).with_context(|| format!("no server {server}"))?;
+        let pid = self
+            .fleet
+            .pid(server)
+            .with_context(|| format!("no server {server}"))?;
         // Let the previous run's exporters drain their queues first: their CPU is not this run's.
         std::thread::sleep(Duration::from_secs(2));
         let before = cpu_ticks(pid)?;
         let mut l = wrk(url, secs, c)?;
         std::thread::sleep(Duration::from_millis(1500));
         let after = cpu_ticks(pid)?;
-        l.cpu_us = (after - before) as f64 / tick * 1e6 / (l.total.max(1) as f64);
+        l.cpu_us = (after - before) as f64 / self.tick * 1e6 / (l.total.max(1) as f64);
         Ok(l)
-    };
-    // Warm up every path once.
+    }
+}
+
+/// Warms up every path once.
+fn warm_up() {
     for url in [
         format!("http://127.0.0.1:{BARE}/"),
         format!("http://127.0.0.1:{BOOK}/"),
@@ -440,66 +467,212 @@ async fn measure(secs: u64, rounds: usize) -> anyhow::Result<Value> {
     ] {
         let _ = wrk(&url, 1, 8);
     }
-    // The machine's speed drifts: measure in interleaved rounds (bare, book, then each heart
-    // variant), so each ratio compares neighbours in time, and report the median of the rounds.
-    let throughput = [
-        ("bare axum hello-world", BARE, "bare", "/"),
-        ("by-the-book axum hello-world", BOOK, "book", "/"),
-        (
-            "heart /beat?work=0: every request traced, logged, exported (gRPC)",
-            HEART,
-            "heart",
-            "/beat?work=0",
-        ),
-        (
-            "heart /beat?work=0: 10% of traces sampled, every request logged",
-            HEART_SAMPLED,
-            "heart-sampled",
-            "/beat?work=0",
-        ),
-        (
-            "heart /beat?work=0: no collector (spans made, log lines on stdout)",
-            HEART_NO_COLLECTOR,
-            "heart-no-collector",
-            "/beat?work=0",
-        ),
-    ];
-    let mut measured: Vec<Vec<Load>> = Vec::new();
-    for round in 1..=rounds {
-        println!("round {round} of {rounds}");
-        let mut loads = Vec::new();
-        for (label, port, server, path) in &throughput {
-            loads.push(load(
-                label,
-                &format!("http://127.0.0.1:{port}{path}"),
-                server,
-                CONNECTIONS,
-            )?);
+}
+
+/// The throughput loads, in the order of a round: (label, port, server, path). The first two
+/// are the baselines the ratios divide by; the third is the target's subject.
+const THROUGHPUT: [(&str, u16, &str, &str); 5] = [
+    ("bare axum hello-world", BARE, "bare", "/"),
+    ("by-the-book axum hello-world", BOOK, "book", "/"),
+    (
+        "heart /beat?work=0: every request traced, logged, exported (gRPC)",
+        HEART,
+        "heart",
+        "/beat?work=0",
+    ),
+    (
+        "heart /beat?work=0: 10% of traces sampled, every request logged",
+        HEART_SAMPLED,
+        "heart-sampled",
+        "/beat?work=0",
+    ),
+    (
+        "heart /beat?work=0: no collector (spans made, log lines on stdout)",
+        HEART_NO_COLLECTOR,
+        "heart-no-collector",
+        "/beat?work=0",
+    ),
+];
+/// Indexes into [`THROUGHPUT`].
+const BARE_LOAD: usize = 0;
+const BOOK_LOAD: usize = 1;
+const HEART_LOAD: usize = 2;
+
+/// The throughput loads of every round: `rounds[round][load]`, loads as in [`THROUGHPUT`].
+struct Rounds(Vec<Vec<Load>>);
+
+impl Rounds {
+    /// The machine's speed drifts: measure in interleaved rounds (bare, book, then each heart
+    /// variant), so each ratio compares neighbours in time.
+    fn measure(meter: &Meter<'_>, rounds: usize) -> anyhow::Result<Self> {
+        let mut measured: Vec<Vec<Load>> = Vec::new();
+        for round in 1..=rounds {
+            println!("round {round} of {rounds}");
+            let mut loads = Vec::new();
+            for (label, port, server, path) in &THROUGHPUT {
+                loads.push(meter.load(
+                    label,
+                    &format!("http://127.0.0.1:{port}{path}"),
+                    server,
+                    CONNECTIONS,
+                )?);
+            }
+            let r = &loads;
+            println!(
+                "  CPU/request µs: bare {:.1}, book {:.1}, heart {:.1} → heart/bare {:.2}, heart/book {:.2}",
+                r[BARE_LOAD].cpu_us,
+                r[BOOK_LOAD].cpu_us,
+                r[HEART_LOAD].cpu_us,
+                r[HEART_LOAD].cpu_us / r[BARE_LOAD].cpu_us,
+                r[HEART_LOAD].cpu_us / r[BOOK_LOAD].cpu_us
+            );
+            measured.push(loads);
         }
-        let r = &loads;
-        println!(
-            "  CPU/request µs: bare {:.1}, book {:.1}, heart {:.1} → heart/bare {:.2}, heart/book {:.2}",
-            r[0].cpu_us,
-            r[1].cpu_us,
-            r[2].cpu_us,
-            r[2].cpu_us / r[0].cpu_us,
-            r[2].cpu_us / r[1].cpu_us
-        );
-        measured.push(loads);
+        Ok(Self(measured))
     }
-    let per_round = |i: usize, base: usize| -> Vec<f64> {
-        measured
+
+    /// CPU per request of load `i` over that of load `base`, per round.
+    fn cpu_ratio(&self, i: usize, base: usize) -> Vec<f64> {
+        self.0
             .iter()
             .map(|r| r[i].cpu_us / r[base].cpu_us.max(f64::MIN_POSITIVE))
             .collect()
-    };
-    let rps_per_round = |i: usize| -> Vec<f64> {
-        measured
+    }
+
+    /// Requests per second of load `i` over bare's, per round.
+    fn rps_vs_bare(&self, i: usize) -> Vec<f64> {
+        self.0
             .iter()
-            .map(|r| r[i].rps / r[0].rps.max(1.0))
+            .map(|r| r[i].rps / r[BARE_LOAD].rps.max(1.0))
             .collect()
+    }
+
+    /// One report row per throughput load: means over the rounds, medians of the ratios.
+    fn rows(&self) -> Vec<Value> {
+        let mut rows = Vec::new();
+        for (i, (label, ..)) in THROUGHPUT.iter().enumerate() {
+            let mean = average(&self.0.iter().map(|r| r[i].clone()).collect::<Vec<_>>());
+            let vs_bare = self.cpu_ratio(i, BARE_LOAD);
+            let vs_book = self.cpu_ratio(i, BOOK_LOAD);
+            let rps_vs_bare = self.rps_vs_bare(i);
+            rows.push(json!({
+                "name": label, "rps": mean.rps, "p50_ms": mean.p50_ms, "p99_ms": mean.p99_ms,
+                "errors": mean.errors, "requests": mean.total, "cpu_us_per_request": mean.cpu_us,
+                "cpu_vs_bare": median(vs_bare.clone()), "cpu_vs_bare_per_round": vs_bare,
+                "cpu_vs_book": median(vs_book.clone()), "cpu_vs_book_per_round": vs_book,
+                "rps_vs_bare": median(rps_vs_bare.clone()), "rps_vs_bare_per_round": rps_vs_bare,
+            }));
+        }
+        rows
+    }
+}
+
+/// A report row of a single load.
+fn single_row(label: &str, l: &Load) -> Value {
+    json!({
+        "name": label, "rps": l.rps, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms,
+        "errors": l.errors, "requests": l.total,
+        "cpu_us_per_request": if l.cpu_us > 0.0 { json!(l.cpu_us) } else { Value::Null },
+    })
+}
+
+/// The loads table.
+fn print_loads(rows: &[Value]) {
+    println!(
+        "\n{:<68} {:>9} {:>7} {:>7} {:>8} {:>7} {:>7} {:>6}",
+        "load", "req/s", "p50 ms", "p99 ms", "CPU µs/r", "vs bare", "vs book", "errors"
+    );
+    for r in rows {
+        let f = |k: &str| r[k].as_f64().map_or("-".to_owned(), |v| format!("{v:.2}"));
+        println!(
+            "{:<68} {:>9.0} {:>7.2} {:>7.2} {:>8} {:>7} {:>7} {:>6}",
+            r["name"].as_str().unwrap_or_default(),
+            r["rps"].as_f64().unwrap_or_default(),
+            r["p50_ms"].as_f64().unwrap_or_default(),
+            r["p99_ms"].as_f64().unwrap_or_default(),
+            f("cpu_us_per_request"),
+            f("cpu_vs_bare"),
+            f("cpu_vs_book"),
+            r["errors"],
+        );
+    }
+}
+
+/// Start → ready and idle memory of each server.
+fn print_startup(
+    startup: &serde_json::Map<String, Value>,
+    idle_rss: &serde_json::Map<String, Value>,
+) {
+    println!(
+        "\n{:<20} {:>14} {:>14}",
+        "server", "start→ready ms", "idle RSS MiB"
+    );
+    for (name, ms) in startup {
+        let rss = idle_rss
+            .get(name)
+            .and_then(Value::as_f64)
+            .map(|r| format!("{r:.1}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<20} {:>14.1} {:>14}",
+            name,
+            ms.as_f64().unwrap_or_default(),
+            rss
+        );
+    }
+}
+
+/// Heart's CPU per request against the targets: the per-round ratios and their medians.
+struct Targets {
+    vs_bare: Vec<f64>,
+    vs_book: Vec<f64>,
+    m_bare: f64,
+    m_book: f64,
+}
+
+impl Targets {
+    fn of(rounds: &Rounds) -> Self {
+        let vs_bare = rounds.cpu_ratio(HEART_LOAD, BARE_LOAD);
+        let vs_book = rounds.cpu_ratio(HEART_LOAD, BOOK_LOAD);
+        let (m_bare, m_book) = (median(vs_bare.clone()), median(vs_book.clone()));
+        Self {
+            vs_bare,
+            vs_book,
+            m_bare,
+            m_book,
+        }
+    }
+
+    fn print(&self, rounds: usize, gateway: &Load) {
+        let (bare_lo, bare_hi) = spread(&self.vs_bare);
+        let (book_lo, book_hi) = spread(&self.vs_book);
+        let (m_bare, m_book) = (self.m_bare, self.m_book);
+        let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+        println!(
+            "targets (heart /beat?work=0, every request traced, logged and exported over gRPC; CPU per \
+             request, median of {rounds} rounds):\n  ≤ {TARGET_VS_BARE:.1}× bare: {m_bare:.2}× \
+             (rounds {bare_lo:.2}–{bare_hi:.2}) {}\n  ≤ {TARGET_VS_BOOK:.1}× by-the-book: {m_book:.2}× \
+             (rounds {book_lo:.2}–{book_hi:.2}) {}\n  gateway p99 at 500 req/s: {:.2} ms",
+            verdict(m_bare <= TARGET_VS_BARE),
+            verdict(m_book <= TARGET_VS_BOOK),
+            gateway.p99_ms
+        );
+    }
+}
+
+/// Starts every server, runs the loads, prints the tables and returns the report.
+async fn measure(secs: u64, rounds: usize) -> anyhow::Result<Value> {
+    let sink = otlp_sink::OtlpSink::start_counting().await?;
+    let state = tempdir()?;
+    let fleet = Fleet::start(&sink.endpoint(), &state).await?;
+    let meter = Meter {
+        fleet: &fleet,
+        secs,
+        tick: clock_ticks_per_sec(),
     };
-    let brain = load(
+    warm_up();
+    let measured = Rounds::measure(&meter, rounds)?;
+    let brain = meter.load(
         "brain /think",
         &format!("http://127.0.0.1:{BRAIN}/think"),
         "brain",
@@ -515,93 +688,34 @@ async fn measure(secs: u64, rounds: usize) -> anyhow::Result<Value> {
     )?;
     let received = sink.span_count();
     let received_logs = sink.log_count();
+    let Fleet {
+        servers,
+        startup,
+        idle_rss,
+    } = fleet;
     drop(servers);
     let _ = std::fs::remove_dir_all(&state);
 
-    let mut rows = Vec::new();
-    for (i, (label, ..)) in throughput.iter().enumerate() {
-        let mean = average(&measured.iter().map(|r| r[i].clone()).collect::<Vec<_>>());
-        let vs_bare = per_round(i, 0);
-        let vs_book = per_round(i, 1);
-        let rps_vs_bare = rps_per_round(i);
-        rows.push(json!({
-            "name": label, "rps": mean.rps, "p50_ms": mean.p50_ms, "p99_ms": mean.p99_ms,
-            "errors": mean.errors, "requests": mean.total, "cpu_us_per_request": mean.cpu_us,
-            "cpu_vs_bare": median(vs_bare.clone()), "cpu_vs_bare_per_round": vs_bare,
-            "cpu_vs_book": median(vs_book.clone()), "cpu_vs_book_per_round": vs_book,
-            "rps_vs_bare": median(rps_vs_bare.clone()), "rps_vs_bare_per_round": rps_vs_bare,
-        }));
-    }
-    for (label, l) in [
-        ("brain /think (calls heart)", &brain),
-        ("api-gateway /user/123 @500 req/s (hey)", &gateway),
-    ] {
-        rows.push(json!({
-            "name": label, "rps": l.rps, "p50_ms": l.p50_ms, "p99_ms": l.p99_ms,
-            "errors": l.errors, "requests": l.total,
-            "cpu_us_per_request": if l.cpu_us > 0.0 { json!(l.cpu_us) } else { Value::Null },
-        }));
-    }
-    println!(
-        "\n{:<68} {:>9} {:>7} {:>7} {:>8} {:>7} {:>7} {:>6}",
-        "load", "req/s", "p50 ms", "p99 ms", "CPU µs/r", "vs bare", "vs book", "errors"
-    );
-    for r in &rows {
-        let f = |k: &str| r[k].as_f64().map_or("-".to_owned(), |v| format!("{v:.2}"));
-        println!(
-            "{:<68} {:>9.0} {:>7.2} {:>7.2} {:>8} {:>7} {:>7} {:>6}",
-            r["name"].as_str().unwrap_or_default(),
-            r["rps"].as_f64().unwrap_or_default(),
-            r["p50_ms"].as_f64().unwrap_or_default(),
-            r["p99_ms"].as_f64().unwrap_or_default(),
-            f("cpu_us_per_request"),
-            f("cpu_vs_bare"),
-            f("cpu_vs_book"),
-            r["errors"],
-        );
-    }
-    println!(
-        "\n{:<20} {:>14} {:>14}",
-        "server", "start→ready ms", "idle RSS MiB"
-    );
-    for (name, ms) in &startup {
-        let rss = idle_rss
-            .get(name)
-            .and_then(Value::as_f64)
-            .map(|r| format!("{r:.1}"))
-            .unwrap_or_else(|| "-".into());
-        println!(
-            "{:<20} {:>14.1} {:>14}",
-            name,
-            ms.as_f64().unwrap_or_default(),
-            rss
-        );
-    }
+    let mut rows = measured.rows();
+    rows.push(single_row("brain /think (calls heart)", &brain));
+    rows.push(single_row(
+        "api-gateway /user/123 @500 req/s (hey)",
+        &gateway,
+    ));
+    print_loads(&rows);
+    print_startup(&startup, &idle_rss);
     println!(
         "\nreceived by the local OTLP sink during the run: {received} spans, {received_logs} log records"
     );
-    let vs_bare = per_round(2, 0);
-    let vs_book = per_round(2, 1);
-    let (bare_lo, bare_hi) = spread(&vs_bare);
-    let (book_lo, book_hi) = spread(&vs_book);
-    let (m_bare, m_book) = (median(vs_bare.clone()), median(vs_book.clone()));
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    println!(
-        "targets (heart /beat?work=0, every request traced, logged and exported over gRPC; CPU per \
-         request, median of {rounds} rounds):\n  ≤ {TARGET_VS_BARE:.1}× bare: {m_bare:.2}× \
-         (rounds {bare_lo:.2}–{bare_hi:.2}) {}\n  ≤ {TARGET_VS_BOOK:.1}× by-the-book: {m_book:.2}× \
-         (rounds {book_lo:.2}–{book_hi:.2}) {}\n  gateway p99 at 500 req/s: {:.2} ms",
-        verdict(m_bare <= TARGET_VS_BARE),
-        verdict(m_book <= TARGET_VS_BOOK),
-        gateway.p99_ms
-    );
+    let targets = Targets::of(&measured);
+    targets.print(rounds, &gateway);
     Ok(json!({
         "seconds_per_load": secs,
         "rounds": rounds,
         "load_generator": format!("wrk -t1 -c{CONNECTIONS} --latency"),
         "targets": {
-            "heart_cpu_vs_bare": { "target": TARGET_VS_BARE, "median": m_bare, "per_round": vs_bare },
-            "heart_cpu_vs_book": { "target": TARGET_VS_BOOK, "median": m_book, "per_round": vs_book },
+            "heart_cpu_vs_bare": { "target": TARGET_VS_BARE, "median": targets.m_bare, "per_round": targets.vs_bare },
+            "heart_cpu_vs_book": { "target": TARGET_VS_BOOK, "median": targets.m_book, "per_round": targets.vs_book },
         },
         "loads": rows,
         "start_to_ready_ms": startup,

@@ -21,13 +21,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use otlp_sink::{OtlpSink, ReceivedLog, ReceivedSpan};
 use serde_yaml_ng::Value as Yaml;
 
+use crate::cargo::{self, Profile};
 use crate::{launcher, root};
 
 const GATEWAY: u16 = 18180;
@@ -41,28 +42,11 @@ const NAMESPACE: &str = "organism";
 /// Collector processors that leave resource and log attributes as they are.
 const ATTRIBUTE_NEUTRAL_PROCESSORS: &[&str] = &["memory_limiter", "batch"];
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-}
-
 pub fn run(_args: &[&str]) -> anyhow::Result<ExitCode> {
-    let status = Command::new("cargo")
-        .args([
-            "build",
-            "-p",
-            "heart",
-            "-p",
-            "brain",
-            "-p",
-            "api-gateway",
-            "-p",
-            "user-service",
-        ])
-        .current_dir(root())
-        .status()?;
-    ensure!(status.success(), "building the services failed");
+    cargo::build(
+        Profile::Dev,
+        &["heart", "brain", "api-gateway", "user-service"],
+    )?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(explore())?;
     println!("explore: log lines, spans, labels and Grafana links agree");
@@ -97,7 +81,7 @@ async fn start(
     env: Vec<(String, String)>,
 ) -> anyhow::Result<Proc> {
     let stdout = dir.join(format!("{name}.log"));
-    let child = tokio::process::Command::new(target_dir().join("debug").join(name))
+    let child = tokio::process::Command::new(cargo::binary(Profile::Dev, name))
         .envs(env)
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("OTEL_SERVICE_NAME", name)
@@ -325,13 +309,26 @@ fn check_hop(
     stdout: &[serde_json::Value],
     links: &Links,
 ) -> anyhow::Result<()> {
+    let record = check_log_record(hop, logs)?;
+    let line = check_stdout_line(hop, record, stdout)?;
+    check_derived_fields(hop, record, line, links)?;
+    let Some(span) = check_server_span(hop, record, spans)? else {
+        return Ok(());
+    };
+    check_same_service(hop.service, record, span)?;
+    check_traces_to_logs(hop, record, span, logs, links)
+}
+
+/// The hop's one OTLP `request` log record, with the request's route, method, status, duration
+/// and request id.
+fn check_log_record<'l>(hop: &Hop<'_>, logs: &'l [ReceivedLog]) -> anyhow::Result<&'l ReceivedLog> {
     let &Hop {
         service,
         route,
         status,
         request_id,
         trace_id,
-        sampled,
+        ..
     } = hop;
     let records: Vec<&ReceivedLog> = logs
         .iter()
@@ -369,6 +366,21 @@ fn check_hop(
     } else {
         ensure!(!attr("request_id").is_empty(), "{service}: no request_id");
     }
+    Ok(record)
+}
+
+/// The hop's one stdout `request` line: the same span, route and request id as its OTLP record.
+fn check_stdout_line<'s>(
+    hop: &Hop<'_>,
+    record: &ReceivedLog,
+    stdout: &'s [serde_json::Value],
+) -> anyhow::Result<&'s serde_json::Value> {
+    let &Hop {
+        service,
+        route,
+        trace_id,
+        ..
+    } = hop;
     let lines: Vec<&serde_json::Value> = stdout
         .iter()
         .filter(|l| l["trace_id"] == trace_id && l["message"] == "request")
@@ -388,12 +400,22 @@ fn check_hop(
         "{service}: stdout route"
     );
     ensure!(
-        line["fields"]["request_id"] == attr("request_id").as_str(),
+        line["fields"]["request_id"] == record.attr("request_id").unwrap_or_default().as_str(),
         "{service}: stdout request_id"
     );
-    let raw = serde_json::to_string(line)?;
+    Ok(line)
+}
 
-    // Loki → Tempo: each derived field finds the trace id.
+/// Loki → Tempo: each derived field finds the trace id in the stdout line (regex) or the OTLP
+/// record (label).
+fn check_derived_fields(
+    hop: &Hop<'_>,
+    record: &ReceivedLog,
+    line: &serde_json::Value,
+    links: &Links,
+) -> anyhow::Result<()> {
+    let (service, trace_id) = (hop.service, hop.trace_id);
+    let raw = serde_json::to_string(line)?;
     for (kind, matcher) in &links.derived {
         let found = match kind.as_str() {
             "regex" => regex::Regex::new(matcher)?
@@ -412,7 +434,23 @@ fn check_hop(
             "{service}: derived field {kind} {matcher:?} gives {found:?}, not {trace_id}"
         );
     }
+    Ok(())
+}
 
+/// The hop's one server span, named for its route and holding the log record (`None`, and no
+/// span exported, when the trace is not sampled).
+fn check_server_span<'s>(
+    hop: &Hop<'_>,
+    record: &ReceivedLog,
+    spans: &'s [ReceivedSpan],
+) -> anyhow::Result<Option<&'s ReceivedSpan>> {
+    let &Hop {
+        service,
+        route,
+        trace_id,
+        sampled,
+        ..
+    } = hop;
     let server_spans: Vec<&ReceivedSpan> = spans
         .iter()
         .filter(|s| s.service == service && s.trace_id() == trace_id && s.span.kind == SERVER)
@@ -422,7 +460,7 @@ fn check_hop(
             server_spans.is_empty(),
             "{service}: unsampled trace exported"
         );
-        return Ok(());
+        return Ok(None);
     }
     ensure!(
         server_spans.len() == 1,
@@ -441,8 +479,15 @@ fn check_hop(
         "{service}: span name {}",
         span.span.name
     );
+    Ok(Some(span))
+}
 
-    // Same service in Tempo and in Loki.
+/// Same service in Tempo and in Loki, with the namespace and pod labels.
+fn check_same_service(
+    service: &str,
+    record: &ReceivedLog,
+    span: &ReceivedSpan,
+) -> anyhow::Result<()> {
     let labels = loki_labels(&record.resource);
     ensure!(
         labels.get("service_name").map(String::as_str) == Some(service) && span.service == service,
@@ -464,8 +509,18 @@ fn check_hop(
         labels.contains_key("k8s_pod_name"),
         "{service}: no k8s_pod_name label"
     );
+    Ok(())
+}
 
-    // Tempo → Loki: the query filled for this span selects this line, and only lines of its trace.
+/// Tempo → Loki: the query filled for this span selects this line, and only lines of its trace.
+fn check_traces_to_logs(
+    hop: &Hop<'_>,
+    record: &ReceivedLog,
+    span: &ReceivedSpan,
+    logs: &[ReceivedLog],
+    links: &Links,
+) -> anyhow::Result<()> {
+    let (service, trace_id) = (hop.service, hop.trace_id);
     let query = fill_traces_to_logs(&links.traces_to_logs, span)?;
     ensure!(
         logql_selects(&query, record)?,
@@ -481,76 +536,106 @@ fn check_hop(
     Ok(())
 }
 
-async fn explore() -> anyhow::Result<()> {
-    check_collector()?;
-    let links = links()?;
-    let sink = OtlpSink::start().await?;
-    let dir = std::env::temp_dir().join(format!("organism-explore-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let http = |extra: Vec<(String, String)>| {
-        let mut e = vec![(
-            "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
-            sink.http_endpoint(),
-        )];
-        e.extend(extra);
-        e
-    };
-    let grpc = |extra: Vec<(String, String)>| {
-        let mut e = vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), sink.endpoint()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(), "grpc".to_owned()),
-        ];
-        e.extend(extra);
-        e
-    };
-    let heart = start(&dir, "heart", HEART, grpc(vec![])).await?;
-    let brain = start(
-        &dir,
-        "brain",
-        BRAIN,
-        grpc(vec![(
-            "HEART_URL".into(),
-            format!("http://127.0.0.1:{HEART}"),
-        )]),
-    )
-    .await?;
-    let users = start(
-        &dir,
-        "user-service",
-        USERS,
-        http(vec![(
-            "DATABASE_URL".into(),
-            format!("sqlite://{}/users.db", dir.display()),
-        )]),
-    )
-    .await?;
-    let gateway = start(
-        &dir,
-        "api-gateway",
-        GATEWAY,
-        http(vec![
-            (
-                "USER_SERVICE_URL".into(),
-                format!("http://127.0.0.1:{USERS}"),
-            ),
-            ("HEART_URL".into(), format!("http://127.0.0.1:{HEART}")),
-            ("BRAIN_URL".into(), format!("http://127.0.0.1:{BRAIN}")),
-        ]),
-    )
-    .await?;
+/// The four organs, started with their stdout in files and their telemetry going to the sink
+/// (heart and brain over gRPC, user-service and the gateway over HTTP).
+struct Organs {
+    // Stopped (dropped) in this order: callers first.
+    gateway: Proc,
+    users: Proc,
+    brain: Proc,
+    heart: Proc,
+}
 
+impl Organs {
+    async fn start(dir: &Path, sink: &OtlpSink) -> anyhow::Result<Self> {
+        let http = |extra: Vec<(String, String)>| {
+            let mut e = vec![(
+                "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                sink.http_endpoint(),
+            )];
+            e.extend(extra);
+            e
+        };
+        let grpc = |extra: Vec<(String, String)>| {
+            let mut e = vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), sink.endpoint()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(), "grpc".to_owned()),
+            ];
+            e.extend(extra);
+            e
+        };
+        let heart = start(dir, "heart", HEART, grpc(vec![])).await?;
+        let brain = start(
+            dir,
+            "brain",
+            BRAIN,
+            grpc(vec![(
+                "HEART_URL".into(),
+                format!("http://127.0.0.1:{HEART}"),
+            )]),
+        )
+        .await?;
+        let users = start(
+            dir,
+            "user-service",
+            USERS,
+            http(vec![(
+                "DATABASE_URL".into(),
+                format!("sqlite://{}/users.db", dir.display()),
+            )]),
+        )
+        .await?;
+        let gateway = start(
+            dir,
+            "api-gateway",
+            GATEWAY,
+            http(vec![
+                (
+                    "USER_SERVICE_URL".into(),
+                    format!("http://127.0.0.1:{USERS}"),
+                ),
+                ("HEART_URL".into(), format!("http://127.0.0.1:{HEART}")),
+                ("BRAIN_URL".into(), format!("http://127.0.0.1:{BRAIN}")),
+            ]),
+        )
+        .await?;
+        Ok(Self {
+            gateway,
+            users,
+            brain,
+            heart,
+        })
+    }
+}
+
+/// A trace the caller left unsampled (`traceparent` flags 00).
+const UNSAMPLED_TRACE: &str = "5b8efff798038103d269b633813fc60c";
+
+/// The requests made, by trace.
+struct Requests {
+    /// gateway → user-service, with a request id of ours.
+    user_trace: String,
+    /// Its status (the user may or may not exist).
+    user_status: u16,
+    /// brain → heart.
+    think_trace: String,
+}
+
+/// The trace id of a response's `traceresponse` header.
+fn trace_of(r: &reqwest::Response) -> anyhow::Result<String> {
+    let tr = r
+        .headers()
+        .get("traceresponse")
+        .context("no traceresponse header")?
+        .to_str()?;
+    Ok(tr.split('-').nth(1).context("traceresponse")?.to_owned())
+}
+
+/// gateway → user-service, brain → heart sampled and unsampled, and a probe.
+async fn send_requests() -> anyhow::Result<Requests> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let trace_of = |r: &reqwest::Response| -> anyhow::Result<String> {
-        let tr = r
-            .headers()
-            .get("traceresponse")
-            .context("no traceresponse header")?
-            .to_str()?;
-        Ok(tr.split('-').nth(1).context("traceresponse")?.to_owned())
-    };
-    // gateway → user-service, with a request id of ours.
     let user = client
         .get(format!("http://127.0.0.1:{GATEWAY}/user/123"))
         .header("x-request-id", "explore-user-123")
@@ -558,7 +643,6 @@ async fn explore() -> anyhow::Result<()> {
         .await?;
     let user_status = user.status().as_u16();
     let user_trace = trace_of(&user)?;
-    // brain → heart.
     let think = client
         .get(format!("http://127.0.0.1:{BRAIN}/think?pulse=true"))
         .send()
@@ -570,12 +654,11 @@ async fn explore() -> anyhow::Result<()> {
     );
     let think_trace = trace_of(&think)?;
     // brain → heart again, the caller saying "not sampled": log lines still, no spans.
-    let unsampled_trace = "5b8efff798038103d269b633813fc60c";
     let quiet = client
         .get(format!("http://127.0.0.1:{BRAIN}/think?pulse=true"))
         .header(
             "traceparent",
-            format!("00-{unsampled_trace}-eee19b7ec3c1b174-00"),
+            format!("00-{UNSAMPLED_TRACE}-eee19b7ec3c1b174-00"),
         )
         .send()
         .await?;
@@ -589,7 +672,19 @@ async fn explore() -> anyhow::Result<()> {
         .get(format!("http://127.0.0.1:{GATEWAY}/healthz"))
         .send()
         .await?;
+    Ok(Requests {
+        user_trace,
+        user_status,
+        think_trace,
+    })
+}
 
+/// Waits until every expected line and server span arrived (then a little more, so a
+/// duplicate would be seen) and returns what the sink holds.
+async fn received(
+    sink: &OtlpSink,
+    req: &Requests,
+) -> anyhow::Result<(Vec<ReceivedSpan>, Vec<ReceivedLog>)> {
     let arrived = sink
         .wait_for(Duration::from_secs(20), |spans, logs| {
             let lines = |t: &str| {
@@ -603,11 +698,11 @@ async fn explore() -> anyhow::Result<()> {
                     .filter(|s| s.trace_id() == t && s.span.kind == SERVER)
                     .count()
             };
-            lines(&user_trace) >= 2
-                && lines(&think_trace) >= 2
-                && lines(unsampled_trace) >= 2
-                && server(&user_trace) >= 2
-                && server(&think_trace) >= 2
+            lines(&req.user_trace) >= 2
+                && lines(&req.think_trace) >= 2
+                && lines(UNSAMPLED_TRACE) >= 2
+                && server(&req.user_trace) >= 2
+                && server(&req.think_trace) >= 2
         })
         .await;
     // Let stragglers (a duplicate would be one) arrive before judging.
@@ -622,7 +717,11 @@ async fn explore() -> anyhow::Result<()> {
             .map(|l| (l.service.clone(), l.body(), l.trace_id()))
             .collect::<Vec<_>>()
     );
+    Ok((spans, logs))
+}
 
+/// Every hop of the three requests, with the process whose stdout holds its line.
+fn hops<'a>(organs: &'a Organs, req: &'a Requests) -> [(&'a Proc, Hop<'a>); 6] {
     let hop = |service, route, status, request_id, trace_id, sampled| Hop {
         service,
         route,
@@ -632,52 +731,52 @@ async fn explore() -> anyhow::Result<()> {
         sampled,
     };
     let rid = Some("explore-user-123");
-    let hops = [
+    let (user, think) = (req.user_trace.as_str(), req.think_trace.as_str());
+    [
         (
-            &gateway,
+            &organs.gateway,
             hop(
                 "api-gateway",
                 "/user/{id}",
-                user_status,
+                req.user_status,
                 rid,
-                &user_trace,
+                user,
                 true,
             ),
         ),
         (
-            &users,
+            &organs.users,
             hop(
                 "user-service",
                 "/users/{id}",
-                user_status,
+                req.user_status,
                 rid,
-                &user_trace,
+                user,
                 true,
             ),
         ),
         (
-            &brain,
-            hop("brain", "/think", 200, None, &think_trace, true),
+            &organs.brain,
+            hop("brain", "/think", 200, None, think, true),
         ),
-        (&heart, hop("heart", "/beat", 200, None, &think_trace, true)),
+        (&organs.heart, hop("heart", "/beat", 200, None, think, true)),
         (
-            &brain,
-            hop("brain", "/think", 200, None, unsampled_trace, false),
+            &organs.brain,
+            hop("brain", "/think", 200, None, UNSAMPLED_TRACE, false),
         ),
         (
-            &heart,
-            hop("heart", "/beat", 200, None, unsampled_trace, false),
+            &organs.heart,
+            hop("heart", "/beat", 200, None, UNSAMPLED_TRACE, false),
         ),
-    ];
-    for (proc, hop) in &hops {
-        check_hop(hop, &spans, &logs, &proc.lines(), &links)
-            .with_context(|| format!("stdout of {}:\n{}", hop.service, proc.raw()))?;
-    }
-    // Parents: user-service's server span is a grandchild of the gateway's (through its client
-    // span), heart's of brain's: one trace in Tempo.
+    ]
+}
+
+/// Parents: user-service's server span is a grandchild of the gateway's (through its client
+/// span), heart's of brain's: one trace in Tempo.
+fn check_parents(req: &Requests, spans: &[ReceivedSpan]) -> anyhow::Result<()> {
     for (trace, upper, lower) in [
-        (&user_trace, "api-gateway", "user-service"),
-        (&think_trace, "brain", "heart"),
+        (&req.user_trace, "api-gateway", "user-service"),
+        (&req.think_trace, "brain", "heart"),
     ] {
         let server = |svc: &str| {
             spans
@@ -697,13 +796,30 @@ async fn explore() -> anyhow::Result<()> {
             "{lower}'s server span does not descend from {upper}'s"
         );
     }
+    Ok(())
+}
+
+async fn explore() -> anyhow::Result<()> {
+    check_collector()?;
+    let links = links()?;
+    let sink = OtlpSink::start().await?;
+    let dir = std::env::temp_dir().join(format!("organism-explore-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let organs = Organs::start(&dir, &sink).await?;
+    let req = send_requests().await?;
+    let (spans, logs) = received(&sink, &req).await?;
+    for (proc, hop) in &hops(&organs, &req) {
+        check_hop(hop, &spans, &logs, &proc.lines(), &links)
+            .with_context(|| format!("stdout of {}:\n{}", hop.service, proc.raw()))?;
+    }
+    check_parents(&req, &spans)?;
     ensure!(
         !logs
             .iter()
             .any(|l| l.attr("http.route").as_deref() == Some("/healthz")),
         "a /healthz probe was logged"
     );
-    drop((gateway, users, brain, heart));
+    drop(organs);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! `cargo xtask from-chart`: the chart's own configuration, executed on this machine.
 //!
 //! ```text
-//! cargo xtask from-chart up        [--debug] [--no-build]   run what `helmfile sync` would deploy
-//! cargo xtask from-chart scenario  [NAME..] [--debug] [--no-build]
-//! cargo xtask from-chart self-test [--debug] [--no-build]   each injected wiring fault fails a scenario
+//! cargo xtask from-chart up        [--release] [--no-build]   run what `helmfile sync` would deploy
+//! cargo xtask from-chart scenario  [NAME..] [--release] [--no-build]
+//! cargo xtask from-chart self-test [--release] [--no-build]   each injected wiring fault fails a scenario
 //! ```
 //!
 //! 1. **Render.** `helm template organism k8s/charts/organism -n organism -f
@@ -46,6 +46,7 @@ use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use crate::cargo::Profile;
 use crate::launcher::{self, Launcher, Spec};
 use crate::root;
 use crate::up::{self, CONTROL_ADDR, Options};
@@ -67,25 +68,25 @@ pub enum Local {
 /// The one table from cluster Service (name, namespace, port) to loopback. Services of both
 /// releases that our configuration addresses; anything else is "no such Service".
 pub const LOOPBACK: &[(&str, &str, u16, Local)] = &[
-    ("api-gateway", "organism", 8080, Local::Port(8080)),
-    ("heart", "organism", 8081, Local::Port(8081)),
-    ("brain", "organism", 8082, Local::Port(8082)),
-    ("user-service", "organism", 8083, Local::Port(8083)),
-    ("health-monitor", "organism", 8084, Local::Port(8084)),
-    ("auto-healer", "organism", 8085, Local::Port(8085)),
-    ("alert-service", "organism", 8086, Local::Port(8086)),
+    same_port(topology::API_GATEWAY, "organism"),
+    same_port(topology::HEART, "organism"),
+    same_port(topology::BRAIN, "organism"),
+    same_port(topology::USER_SERVICE, "organism"),
+    same_port(topology::HEALTH_MONITOR, "organism"),
+    same_port(topology::AUTO_HEALER, "organism"),
+    same_port(topology::ALERT_SERVICE, "organism"),
     ("postgres", "organism", 5432, Local::Postgres),
     (
         "kube-prometheus-stack-prometheus",
         "monitoring",
-        9090,
-        Local::Port(9090),
+        topology::PROMETHEUS.port,
+        Local::Port(topology::PROMETHEUS.port),
     ),
     (
         "kube-prometheus-stack-alertmanager",
         "monitoring",
-        9093,
-        Local::Port(9093),
+        topology::ALERTMANAGER.port,
+        Local::Port(topology::ALERTMANAGER.port),
     ),
     ("mailpit", "monitoring", 1025, Local::Smtp),
     // Nothing listens there locally: telemetry export degrades (the services keep running).
@@ -102,6 +103,19 @@ pub const LOOPBACK: &[(&str, &str, u16, Local)] = &[
         Local::Port(4318),
     ),
 ];
+
+/// A [`LOOPBACK`] row: `service` in `namespace`, on the same port on loopback.
+const fn same_port(
+    service: topology::Service,
+    namespace: &'static str,
+) -> (&'static str, &'static str, u16, Local) {
+    (
+        service.name,
+        namespace,
+        service.port,
+        Local::Port(service.port),
+    )
+}
 
 /// What each service does instead of calling the Kubernetes API (its local platform mode),
 /// added to the rendered environment.
@@ -629,7 +643,7 @@ pub fn plan_services(
 ) -> anyhow::Result<Vec<ServicePlan>> {
     let secrets = secrets(render);
     let mut plans = Vec::new();
-    for (name, port) in launcher::SERVICES {
+    for topology::Service { name, port } in &topology::SERVICES {
         let d = render
             .named("Deployment", name)
             .ok_or_else(|| anyhow!("the render has no Deployment {name}"))?;
@@ -644,102 +658,9 @@ pub fn plan_services(
         if command.first().map(String::as_str) != Some(&format!("/usr/local/bin/{name}")) {
             bail!("{name}: command {command:?} is not /usr/local/bin/{name}");
         }
-        // ConfigMap volumes → files.
-        let mut mounts: Vec<(String, PathBuf)> = Vec::new();
-        for m in c["volumeMounts"].as_array().into_iter().flatten() {
-            let vol_name = m["name"].as_str().unwrap_or_default();
-            let mount = m["mountPath"].as_str().unwrap_or_default();
-            let Some(vol) = pod["volumes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|v| v["name"] == vol_name)
-            else {
-                bail!("{name}: volumeMount {vol_name} has no volume");
-            };
-            let dir = state.join("mounts").join(name).join(vol_name);
-            std::fs::create_dir_all(&dir)?;
-            if let Some(cm) = vol["configMap"]["name"].as_str() {
-                let cm_doc = render
-                    .named("ConfigMap", cm)
-                    .ok_or_else(|| anyhow!("{name}: ConfigMap {cm} is not rendered"))?;
-                for (key, text) in cm_doc["data"].as_object().into_iter().flatten() {
-                    let text = text.as_str().unwrap_or_default();
-                    let mut v: Value = serde_yaml_ng::from_str(text)
-                        .with_context(|| format!("{name}: ConfigMap {cm} key {key}"))?;
-                    resolver
-                        .value(&mut v)
-                        .with_context(|| format!("{name}: ConfigMap {cm} key {key}"))?;
-                    scale_config(&mut v);
-                    std::fs::write(dir.join(key), serde_yaml_ng::to_string(&v)?)?;
-                }
-            }
-            mounts.push((mount.to_owned(), dir));
-        }
-        let mut env: Vec<(String, String)> = Vec::new();
-        for e in c["env"].as_array().into_iter().flatten() {
-            let key = e["name"].as_str().unwrap_or_default().to_owned();
-            let value = if let Some(v) = e["value"].as_str() {
-                expand(v, &env)
-            } else if let Some(f) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                match f {
-                    "metadata.name" => format!("{name}-local"),
-                    "metadata.namespace" => "organism".to_owned(),
-                    "spec.nodeName" => "localhost".to_owned(),
-                    "metadata.uid" => format!("00000000-0000-4000-8000-{:012}", port),
-                    other => bail!("{name}: env {key} from fieldRef {other} has no local value"),
-                }
-            } else if e["valueFrom"]["secretKeyRef"].is_object() {
-                let r = &e["valueFrom"]["secretKeyRef"];
-                let (s, k) = (
-                    r["name"].as_str().unwrap_or_default(),
-                    r["key"].as_str().unwrap_or_default(),
-                );
-                match secrets.get(s).and_then(|d| d.get(k)) {
-                    Some(v) => v.clone(),
-                    None if r["optional"] == true => continue,
-                    None => bail!(
-                        "{name}: env {key} needs Secret {s} key {k}, which does not exist (CreateContainerConfigError)"
-                    ),
-                }
-            } else {
-                bail!("{name}: env {key} has a source this mode does not know: {e}");
-            };
-            let mut value = value;
-            if key == "LISTEN_ADDR"
-                && let Some(p) = value.strip_prefix("0.0.0.0:")
-            {
-                value = format!("127.0.0.1:{p}");
-            }
-            for (mount, dir) in &mounts {
-                if let Some(rest) = value.strip_prefix(mount.as_str()) {
-                    value = format!("{}{rest}", dir.display());
-                }
-            }
-            if value.contains("://") {
-                value = resolver
-                    .url(&value)
-                    .with_context(|| format!("{name}: env {key}"))?;
-            }
-            env.push((key, value));
-        }
-        for (svc, key, value, _) in LOCAL_PLATFORM {
-            if svc == name {
-                env.push(((*key).to_owned(), (*value).to_owned()));
-            }
-        }
-        if *name == "auto-healer" {
-            env.push(("LAUNCHER_URL".into(), format!("http://{CONTROL_ADDR}")));
-            // The launcher stands in for the API server; its credential is this run's own.
-            env.push((
-                "LAUNCHER_TOKEN".into(),
-                crate::up::tokens().launcher.clone(),
-            ));
-            env.push((
-                "AUTO_HEALER_STATE_DIR".into(),
-                state.join("auto-healer").display().to_string(),
-            ));
-        }
+        let mounts = mount_config_maps(render, resolver, state, name, pod)?;
+        let mut env = translate_env(c, name, *port, &secrets, &mounts, resolver)?;
+        add_local_platform(&mut env, name, state);
         let args = c["args"]
             .as_array()
             .into_iter()
@@ -754,6 +675,133 @@ pub fn plan_services(
         });
     }
     Ok(plans)
+}
+
+/// The container's ConfigMap volumes as files under `state/mounts/<service>/<volume>/` (URLs
+/// resolved to loopback, durations scaled): (mount path, directory).
+fn mount_config_maps(
+    render: &Render,
+    resolver: &Resolver,
+    state: &Path,
+    name: &str,
+    pod: &Value,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let c = &pod["containers"][0];
+    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    for m in c["volumeMounts"].as_array().into_iter().flatten() {
+        let vol_name = m["name"].as_str().unwrap_or_default();
+        let mount = m["mountPath"].as_str().unwrap_or_default();
+        let Some(vol) = pod["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["name"] == vol_name)
+        else {
+            bail!("{name}: volumeMount {vol_name} has no volume");
+        };
+        let dir = state.join("mounts").join(name).join(vol_name);
+        std::fs::create_dir_all(&dir)?;
+        if let Some(cm) = vol["configMap"]["name"].as_str() {
+            let cm_doc = render
+                .named("ConfigMap", cm)
+                .ok_or_else(|| anyhow!("{name}: ConfigMap {cm} is not rendered"))?;
+            for (key, text) in cm_doc["data"].as_object().into_iter().flatten() {
+                let text = text.as_str().unwrap_or_default();
+                let mut v: Value = serde_yaml_ng::from_str(text)
+                    .with_context(|| format!("{name}: ConfigMap {cm} key {key}"))?;
+                resolver
+                    .value(&mut v)
+                    .with_context(|| format!("{name}: ConfigMap {cm} key {key}"))?;
+                scale_config(&mut v);
+                std::fs::write(dir.join(key), serde_yaml_ng::to_string(&v)?)?;
+            }
+        }
+        mounts.push((mount.to_owned(), dir));
+    }
+    Ok(mounts)
+}
+
+/// The container's environment, translated: field references to local values, Secret keys to
+/// the rendered Secrets' data, listen addresses to loopback, mount paths to the files of
+/// [`mount_config_maps`], cluster URLs to loopback.
+fn translate_env(
+    c: &Value,
+    name: &str,
+    port: u16,
+    secrets: &BTreeMap<String, BTreeMap<String, String>>,
+    mounts: &[(String, PathBuf)],
+    resolver: &Resolver,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for e in c["env"].as_array().into_iter().flatten() {
+        let key = e["name"].as_str().unwrap_or_default().to_owned();
+        let value = if let Some(v) = e["value"].as_str() {
+            expand(v, &env)
+        } else if let Some(f) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            match f {
+                "metadata.name" => format!("{name}-local"),
+                "metadata.namespace" => "organism".to_owned(),
+                "spec.nodeName" => "localhost".to_owned(),
+                "metadata.uid" => format!("00000000-0000-4000-8000-{:012}", port),
+                other => bail!("{name}: env {key} from fieldRef {other} has no local value"),
+            }
+        } else if e["valueFrom"]["secretKeyRef"].is_object() {
+            let r = &e["valueFrom"]["secretKeyRef"];
+            let (s, k) = (
+                r["name"].as_str().unwrap_or_default(),
+                r["key"].as_str().unwrap_or_default(),
+            );
+            match secrets.get(s).and_then(|d| d.get(k)) {
+                Some(v) => v.clone(),
+                None if r["optional"] == true => continue,
+                None => bail!(
+                    "{name}: env {key} needs Secret {s} key {k}, which does not exist (CreateContainerConfigError)"
+                ),
+            }
+        } else {
+            bail!("{name}: env {key} has a source this mode does not know: {e}");
+        };
+        let mut value = value;
+        if key == "LISTEN_ADDR"
+            && let Some(p) = value.strip_prefix("0.0.0.0:")
+        {
+            value = format!("127.0.0.1:{p}");
+        }
+        for (mount, dir) in mounts {
+            if let Some(rest) = value.strip_prefix(mount.as_str()) {
+                value = format!("{}{rest}", dir.display());
+            }
+        }
+        if value.contains("://") {
+            value = resolver
+                .url(&value)
+                .with_context(|| format!("{name}: env {key}"))?;
+        }
+        env.push((key, value));
+    }
+    Ok(env)
+}
+
+/// What `name` does instead of calling the Kubernetes API ([`LOCAL_PLATFORM`]; the auto-healer
+/// restarts through the launcher).
+fn add_local_platform(env: &mut Vec<(String, String)>, name: &str, state: &Path) {
+    for (svc, key, value, _) in LOCAL_PLATFORM {
+        if *svc == name {
+            env.push(((*key).to_owned(), (*value).to_owned()));
+        }
+    }
+    if name == "auto-healer" {
+        env.push(("LAUNCHER_URL".into(), format!("http://{CONTROL_ADDR}")));
+        // The launcher stands in for the API server; its credential is this run's own.
+        env.push((
+            "LAUNCHER_TOKEN".into(),
+            crate::up::tokens().launcher.clone(),
+        ));
+        env.push((
+            "AUTO_HEALER_STATE_DIR".into(),
+            state.join("auto-healer").display().to_string(),
+        ));
+    }
 }
 
 /// The Alertmanager configuration as run here: receivers through the loopback table, bearer
@@ -805,7 +853,7 @@ pub fn prometheus_config(render: &Render, rules: &Path) -> anyhow::Result<String
         else {
             continue;
         };
-        let Some(&(_, port)) = launcher::SERVICES.iter().find(|(n, _)| *n == app) else {
+        let Some(port) = topology::port(app) else {
             continue;
         };
         jobs.push_str(&format!(
@@ -817,9 +865,10 @@ pub fn prometheus_config(render: &Render, rules: &Path) -> anyhow::Result<String
     }
     Ok(format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n  scrape_timeout: 800ms\n\
-         rule_files:\n  - {}\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:9093']\n\
+         rule_files:\n  - {}\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{}']\n\
          scrape_configs:\n{jobs}",
-        rules.display()
+        rules.display(),
+        topology::ALERTMANAGER.local_addr()
     ))
 }
 
@@ -912,110 +961,13 @@ pub async fn start(opts: &Options, breakage: Option<Breakage>) -> anyhow::Result
         postgres: postgres.port(),
     };
     let plans = plan_services(&render, &resolver, state)?;
-    let am_dir = state.join("alertmanager");
-    std::fs::create_dir_all(&am_dir)?;
-    let am_config = am_dir.join("alertmanager.yml");
-    std::fs::write(
-        &am_config,
-        alertmanager_config(&render, &resolver, &am_dir)?,
-    )?;
-    let prom_dir = state.join("prometheus");
-    std::fs::create_dir_all(&prom_dir)?;
-    let rules = prom_dir.join("rules.yaml");
-    std::fs::write(
-        &rules,
-        serde_yaml_ng::to_string(&scaled_rule_groups(&render)?)?,
-    )?;
-    let prom_config = prom_dir.join("prometheus.yml");
-    std::fs::write(&prom_config, prometheus_config(&render, &rules)?)?;
+    let peers = PeerFiles::write(&render, &resolver, state)?;
 
     let launcher = Launcher::default();
-    let control: std::net::SocketAddr = CONTROL_ADDR.parse()?;
-    let control_launcher = launcher.clone();
-    drop(
-        tokio::net::TcpListener::bind(control)
-            .await
-            .with_context(|| format!("{CONTROL_ADDR} is busy"))?,
-    );
-    let control_task = tokio::spawn(async move {
-        if let Err(e) = launcher::serve_control(
-            control_launcher,
-            control,
-            secrecy::SecretString::from(crate::up::tokens().launcher.clone()),
-        )
-        .await
-        {
-            eprintln!("launcher control API stopped: {e:#}");
-        }
-    });
+    let control_task = spawn_control_api(&launcher).await?;
     let started: anyhow::Result<()> = async {
-        launcher
-            .add(Spec {
-                name: "alertmanager".into(),
-                program: "prometheus-alertmanager".into(),
-                args: vec![
-                    format!("--config.file={}", am_config.display()),
-                    format!("--storage.path={}", am_dir.join("data").display()),
-                    "--web.listen-address=127.0.0.1:9093".into(),
-                    "--cluster.listen-address=".into(),
-                ],
-                env: vec![],
-                port: Some(9093),
-                echo: opts.echo,
-            })
-            .await?;
-        launcher
-            .add(Spec {
-                name: "prometheus".into(),
-                program: "prometheus".into(),
-                args: vec![
-                    format!("--config.file={}", prom_config.display()),
-                    format!("--storage.tsdb.path={}", prom_dir.join("data").display()),
-                    "--web.listen-address=127.0.0.1:9090".into(),
-                    "--rules.alert.resend-delay=1s".into(),
-                ],
-                env: vec![],
-                port: Some(9090),
-                echo: opts.echo,
-            })
-            .await?;
-        for p in &plans {
-            let program = up::binary(opts, &p.name);
-            if !program.exists() {
-                bail!("{} is missing: build it first", program.display());
-            }
-            launcher
-                .add(Spec {
-                    name: p.name.clone(),
-                    program,
-                    args: p.args.clone(),
-                    env: p.env.clone(),
-                    port: Some(p.port),
-                    echo: opts.echo,
-                })
-                .await?;
-        }
-        launcher::wait_http_ok(9093, "/-/ready", Duration::from_secs(30))
-            .await
-            .context("Alertmanager did not start with the rendered configuration")?;
-        launcher::wait_http_ok(9090, "/-/ready", Duration::from_secs(30))
-            .await
-            .context("Prometheus did not start with the rendered rules")?;
-        for p in &plans {
-            if let Err(e) = launcher::wait_http_ok(p.port, "/readyz", Duration::from_secs(30)).await
-            {
-                launcher.reap();
-                let state = launcher.status()["services"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|s| s["name"] == p.name.as_str())
-                    .and_then(|s| s["state"].as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "unknown".into());
-                return Err(e.context(format!("{} did not become ready ({state})", p.name)));
-            }
-        }
-        Ok(())
+        start_processes(&launcher, opts, &peers, &plans).await?;
+        wait_ready(&launcher, &plans).await
     }
     .await;
     if let Err(e) = started {
@@ -1039,6 +991,156 @@ pub async fn start(opts: &Options, breakage: Option<Breakage>) -> anyhow::Result
         _smtp: smtp,
         postgres,
     })
+}
+
+/// Alertmanager's and Prometheus's files, written from the render.
+struct PeerFiles {
+    am_dir: PathBuf,
+    am_config: PathBuf,
+    prom_dir: PathBuf,
+    prom_config: PathBuf,
+}
+
+impl PeerFiles {
+    /// The rendered Alertmanager configuration and the rendered, time-scaled rules with a
+    /// scrape job per rendered ServiceMonitor, under `state`.
+    fn write(render: &Render, resolver: &Resolver, state: &Path) -> anyhow::Result<Self> {
+        let am_dir = state.join("alertmanager");
+        std::fs::create_dir_all(&am_dir)?;
+        let am_config = am_dir.join("alertmanager.yml");
+        std::fs::write(&am_config, alertmanager_config(render, resolver, &am_dir)?)?;
+        let prom_dir = state.join("prometheus");
+        std::fs::create_dir_all(&prom_dir)?;
+        let rules = prom_dir.join("rules.yaml");
+        std::fs::write(
+            &rules,
+            serde_yaml_ng::to_string(&scaled_rule_groups(render)?)?,
+        )?;
+        let prom_config = prom_dir.join("prometheus.yml");
+        std::fs::write(&prom_config, prometheus_config(render, &rules)?)?;
+        Ok(Self {
+            am_dir,
+            am_config,
+            prom_dir,
+            prom_config,
+        })
+    }
+}
+
+/// The launcher's control API on [`CONTROL_ADDR`] (the auto-healer restarts through it).
+async fn spawn_control_api(launcher: &Launcher) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let control: std::net::SocketAddr = CONTROL_ADDR.parse()?;
+    let control_launcher = launcher.clone();
+    drop(
+        tokio::net::TcpListener::bind(control)
+            .await
+            .with_context(|| format!("{CONTROL_ADDR} is busy"))?,
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = launcher::serve_control(
+            control_launcher,
+            control,
+            secrecy::SecretString::from(crate::up::tokens().launcher.clone()),
+        )
+        .await
+        {
+            eprintln!("launcher control API stopped: {e:#}");
+        }
+    }))
+}
+
+/// Alertmanager, Prometheus and every planned service.
+async fn start_processes(
+    launcher: &Launcher,
+    opts: &Options,
+    peers: &PeerFiles,
+    plans: &[ServicePlan],
+) -> anyhow::Result<()> {
+    let am_port = topology::ALERTMANAGER.port;
+    let prom_port = topology::PROMETHEUS.port;
+    launcher
+        .add(Spec {
+            name: "alertmanager".into(),
+            program: "prometheus-alertmanager".into(),
+            args: vec![
+                format!("--config.file={}", peers.am_config.display()),
+                format!("--storage.path={}", peers.am_dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{am_port}"),
+                "--cluster.listen-address=".into(),
+            ],
+            env: vec![],
+            port: Some(am_port),
+            echo: opts.echo,
+        })
+        .await?;
+    launcher
+        .add(Spec {
+            name: "prometheus".into(),
+            program: "prometheus".into(),
+            args: vec![
+                format!("--config.file={}", peers.prom_config.display()),
+                format!(
+                    "--storage.tsdb.path={}",
+                    peers.prom_dir.join("data").display()
+                ),
+                format!("--web.listen-address=127.0.0.1:{prom_port}"),
+                "--rules.alert.resend-delay=1s".into(),
+            ],
+            env: vec![],
+            port: Some(prom_port),
+            echo: opts.echo,
+        })
+        .await?;
+    for p in plans {
+        let program = up::binary(opts, &p.name);
+        if !program.exists() {
+            bail!("{} is missing: build it first", program.display());
+        }
+        launcher
+            .add(Spec {
+                name: p.name.clone(),
+                program,
+                args: p.args.clone(),
+                env: p.env.clone(),
+                port: Some(p.port),
+                echo: opts.echo,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Alertmanager, Prometheus and every planned service ready; a service that is not names its
+/// launcher state.
+async fn wait_ready(launcher: &Launcher, plans: &[ServicePlan]) -> anyhow::Result<()> {
+    launcher::wait_http_ok(
+        topology::ALERTMANAGER.port,
+        "/-/ready",
+        Duration::from_secs(30),
+    )
+    .await
+    .context("Alertmanager did not start with the rendered configuration")?;
+    launcher::wait_http_ok(
+        topology::PROMETHEUS.port,
+        "/-/ready",
+        Duration::from_secs(30),
+    )
+    .await
+    .context("Prometheus did not start with the rendered rules")?;
+    for p in plans {
+        if let Err(e) = launcher::wait_http_ok(p.port, "/readyz", Duration::from_secs(30)).await {
+            launcher.reap();
+            let state = launcher.status()["services"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["name"] == p.name.as_str())
+                .and_then(|s| s["state"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| "unknown".into());
+            return Err(e.context(format!("{} did not become ready ({state})", p.name)));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1077,7 +1179,10 @@ async fn ready(http: &reqwest::Client, port: u16) -> bool {
 
 async fn healer_actions_about(http: &reqwest::Client, service: &str) -> usize {
     let Ok(r) = http
-        .get("http://127.0.0.1:8085/api/v1/actions?limit=200")
+        .get(format!(
+            "{}/api/v1/actions?limit=200",
+            topology::AUTO_HEALER.local_url()
+        ))
         .send()
         .await
     else {
@@ -1099,7 +1204,10 @@ async fn heart_crash(run: &Running, http: &reqwest::Client) -> Result<String, St
     // The rendered wiring authenticates the healer's webhook: a caller without the token is
     // refused (it is Alertmanager's bearer file, from the same Secret, that gets through).
     let anonymous = http
-        .post("http://127.0.0.1:8085/webhook/alertmanager")
+        .post(format!(
+            "{}/webhook/alertmanager",
+            topology::AUTO_HEALER.local_url()
+        ))
         .json(&json!({}))
         .send()
         .await
@@ -1117,7 +1225,7 @@ async fn heart_crash(run: &Running, http: &reqwest::Client) -> Result<String, St
     let before = run.launcher.pid("heart");
     let t0 = Instant::now();
     let r = http
-        .post("http://127.0.0.1:8081/chaos")
+        .post(format!("{}/chaos", topology::HEART.local_url()))
         .bearer_auth(&token)
         .json(&json!({"crash_after_s": 1}))
         .send()
@@ -1128,7 +1236,7 @@ async fn heart_crash(run: &Running, http: &reqwest::Client) -> Result<String, St
     }
     let healed = until(Duration::from_secs(60), || async {
         let pid = run.launcher.pid("heart");
-        pid.is_some() && pid != before && ready(http, 8081).await
+        pid.is_some() && pid != before && ready(http, topology::HEART.port).await
     })
     .await
     .ok_or("heart was not restarted and ready within 60 s")?;
@@ -1145,7 +1253,10 @@ async fn heart_crash(run: &Running, http: &reqwest::Client) -> Result<String, St
 
 async fn firing(http: &reqwest::Client, alertname: &str) -> bool {
     let Ok(r) = http
-        .get("http://127.0.0.1:9093/api/v2/alerts")
+        .get(format!(
+            "{}/api/v2/alerts",
+            topology::ALERTMANAGER.local_url()
+        ))
         .query(&[("filter", format!("alertname=\"{alertname}\""))])
         .send()
         .await
@@ -1158,7 +1269,10 @@ async fn firing(http: &reqwest::Client, alertname: &str) -> bool {
 
 async fn healer_text(http: &reqwest::Client) -> String {
     match http
-        .get("http://127.0.0.1:8085/api/v1/actions?limit=200")
+        .get(format!(
+            "{}/api/v1/actions?limit=200",
+            topology::AUTO_HEALER.local_url()
+        ))
         .send()
         .await
     {
@@ -1178,7 +1292,7 @@ async fn memory_leak(run: &Running, http: &reqwest::Client) -> Result<String, St
         .ok_or("heart has no CHAOS_TOKEN")?
         .to_owned();
     let leak = |token: String| async move {
-        http.post("http://127.0.0.1:8081/chaos")
+        http.post(format!("{}/chaos", topology::HEART.local_url()))
             .bearer_auth(token)
             .json(&json!({"leak_mb_per_s": 16}))
             .send()
@@ -1195,7 +1309,7 @@ async fn memory_leak(run: &Running, http: &reqwest::Client) -> Result<String, St
     leak(token.clone()).await?;
     let restarted = until(Duration::from_secs(90), || async {
         let pid = run.launcher.pid("heart");
-        pid.is_some() && pid != before && ready(http, 8081).await
+        pid.is_some() && pid != before && ready(http, topology::HEART.port).await
     })
     .await
     .ok_or("ServiceMemoryLeak did not get heart restarted within 90 s")?;
@@ -1211,7 +1325,7 @@ async fn memory_leak(run: &Running, http: &reqwest::Client) -> Result<String, St
     .await;
     // Heal: the leak off, the leaked memory freed.
     let _ = http
-        .delete("http://127.0.0.1:8081/chaos")
+        .delete(format!("{}/chaos", topology::HEART.local_url()))
         .bearer_auth(&token)
         .send()
         .await;
@@ -1228,13 +1342,12 @@ async fn memory_leak(run: &Running, http: &reqwest::Client) -> Result<String, St
 /// SMTP settings, escalates it after the rendered `escalation_after_secs` (scaled) and takes the
 /// acknowledgement from the link in its own mail (an Alertmanager silence).
 async fn gateway_errors(run: &Running, http: &reqwest::Client) -> Result<String, String> {
-    const ALERT: &str = "GatewayErrorRatioHigh";
     let token = run
         .env("api-gateway", "CHAOS_TOKEN")
         .ok_or("api-gateway has no CHAOS_TOKEN")?
         .to_owned();
     let r = http
-        .post("http://127.0.0.1:8080/chaos")
+        .post(format!("{}/chaos", topology::API_GATEWAY.local_url()))
         .bearer_auth(&token)
         .json(&json!({"error_rate": 0.5}))
         .send()
@@ -1246,10 +1359,30 @@ async fn gateway_errors(run: &Running, http: &reqwest::Client) -> Result<String,
     let load_http = http.clone();
     let load = tokio::spawn(async move {
         loop {
-            let _ = load_http.get("http://127.0.0.1:8080/beat").send().await;
+            let _ = load_http
+                .get(format!("{}/beat", topology::API_GATEWAY.local_url()))
+                .send()
+                .await;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
+    let outcome = mailed_escalated_acknowledged(run, http).await;
+    load.abort();
+    let _ = http
+        .delete(format!("{}/chaos", topology::API_GATEWAY.local_url()))
+        .bearer_auth(&token)
+        .send()
+        .await;
+    outcome
+}
+
+/// The alert is mailed, escalated, and acknowledged through the mailed link (a silence in
+/// Alertmanager): what took how long.
+async fn mailed_escalated_acknowledged(
+    run: &Running,
+    http: &reqwest::Client,
+) -> Result<String, String> {
+    const ALERT: &str = "GatewayErrorRatioHigh";
     let mails = |pred: fn(&str) -> bool| {
         run._smtp
             .messages()
@@ -1261,65 +1394,71 @@ async fn gateway_errors(run: &Running, http: &reqwest::Client) -> Result<String,
             })
             .collect::<Vec<_>>()
     };
-    let outcome = async {
-        let first = until(Duration::from_secs(90), || async {
-            !mails(|s| !s.contains("ESCALATED")).is_empty()
-        })
+    let first = until(Duration::from_secs(90), || async {
+        !mails(|s| !s.contains("ESCALATED")).is_empty()
+    })
+    .await
+    .ok_or("no email for GatewayErrorRatioHigh within 90 s")?;
+    let escalated = until(Duration::from_secs(150), || async {
+        !mails(|s| s.contains("ESCALATED")).is_empty()
+    })
+    .await
+    .ok_or("GatewayErrorRatioHigh was not escalated within 150 s of its email")?;
+    let text = mails(|_| true)
+        .into_iter()
+        .map(|m| m.text)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let link = ack_link(&text)?;
+    let r = http
+        .post(&link)
+        .json(&json!({"by": "from-chart scenario"}))
+        .send()
         .await
-        .ok_or("no email for GatewayErrorRatioHigh within 90 s")?;
-        let escalated = until(Duration::from_secs(150), || async {
-            !mails(|s| s.contains("ESCALATED")).is_empty()
-        })
-        .await
-        .ok_or("GatewayErrorRatioHigh was not escalated within 150 s of its email")?;
-        let text = mails(|_| true)
-            .into_iter()
-            .map(|m| m.text)
-            .collect::<Vec<_>>()
-            .join("\n");
-        let at = text
-            .find("/api/v1/alerts/")
-            .ok_or("the email carries no acknowledge link")?;
-        let start = text[..at].rfind("http").ok_or("no ack URL")?;
-        let end = text[start..]
-            .find(|c: char| c.is_whitespace() || c == '>' || c == ')' || c == '"')
-            .map_or(text.len(), |e| start + e);
-        let link = &text[start..end];
-        let r = http
-            .post(link)
-            .json(&json!({"by": "from-chart scenario"}))
+        .map_err(|e| format!("POST {link}: {e}"))?;
+    if !r.status().is_success() {
+        return Err(format!(
+            "the acknowledge link {link} answered {}",
+            r.status()
+        ));
+    }
+    let silenced = until(Duration::from_secs(20), || async {
+        let Ok(r) = http
+            .get(format!(
+                "{}/api/v2/silences",
+                topology::ALERTMANAGER.local_url()
+            ))
             .send()
             .await
-            .map_err(|e| format!("POST {link}: {e}"))?;
-        if !r.status().is_success() {
-            return Err(format!("the acknowledge link {link} answered {}", r.status()));
-        }
-        let silenced = until(Duration::from_secs(20), || async {
-            let Ok(r) = http.get("http://127.0.0.1:9093/api/v2/silences").send().await else {
-                return false;
-            };
-            let v: Value = r.json().await.unwrap_or_default();
-            v.as_array().into_iter().flatten().any(|s| {
-                s["status"]["state"] == "active" && s.to_string().contains(ALERT)
-            })
-        })
-        .await
-        .ok_or("the acknowledgement made no active silence in Alertmanager")?;
-        Ok::<_, String>(format!(
-            "email after {:.1} s, escalated {:.1} s later, acknowledged through the mailed link (silence in {:.1} s)",
-            first.as_secs_f64(),
-            escalated.as_secs_f64(),
-            silenced.as_secs_f64()
-        ))
-    }
-    .await;
-    load.abort();
-    let _ = http
-        .delete("http://127.0.0.1:8080/chaos")
-        .bearer_auth(&token)
-        .send()
-        .await;
-    outcome
+        else {
+            return false;
+        };
+        let v: Value = r.json().await.unwrap_or_default();
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["status"]["state"] == "active" && s.to_string().contains(ALERT))
+    })
+    .await
+    .ok_or("the acknowledgement made no active silence in Alertmanager")?;
+    Ok::<_, String>(format!(
+        "email after {:.1} s, escalated {:.1} s later, acknowledged through the mailed link (silence in {:.1} s)",
+        first.as_secs_f64(),
+        escalated.as_secs_f64(),
+        silenced.as_secs_f64()
+    ))
+}
+
+/// The acknowledge link in a mail's text.
+fn ack_link(text: &str) -> Result<String, String> {
+    let at = text
+        .find("/api/v1/alerts/")
+        .ok_or("the email carries no acknowledge link")?;
+    let start = text[..at].rfind("http").ok_or("no ack URL")?;
+    let end = text[start..]
+        .find(|c: char| c.is_whitespace() || c == '>' || c == ')' || c == '"')
+        .map_or(text.len(), |e| start + e);
+    Ok(text[start..end].to_owned())
 }
 
 /// The digest arrives on the chart's schedule (`digest.interval`, scaled; sent at each interval
@@ -1364,12 +1503,15 @@ async fn database_outage(run: &mut Running, http: &reqwest::Client) -> Result<St
     let before = run.launcher.pid("user-service");
     run.postgres.stop().await;
     let down = until(Duration::from_secs(30), || async {
-        !ready(http, 8083).await
+        !ready(http, topology::USER_SERVICE.port).await
     })
     .await;
     let named = until(Duration::from_secs(45), || async {
         let Ok(r) = http
-            .get("http://127.0.0.1:8084/api/v1/findings")
+            .get(format!(
+                "{}/api/v1/findings",
+                topology::HEALTH_MONITOR.local_url()
+            ))
             .send()
             .await
         else {
@@ -1388,7 +1530,7 @@ async fn database_outage(run: &mut Running, http: &reqwest::Client) -> Result<St
     let same = run.launcher.pid("user-service") == before;
     run.postgres.start_again().await;
     let back = until(Duration::from_secs(60), || async {
-        ready(http, 8083).await
+        ready(http, topology::USER_SERVICE.port).await
     })
     .await;
     match (down, named, same, back) {
@@ -1451,7 +1593,7 @@ async fn run_scenarios(
 
 fn options(args: &[&str], dir: &str) -> Options {
     Options {
-        debug: args.contains(&"--debug"),
+        profile: Profile::from_args(args),
         no_build: args.contains(&"--no-build"),
         echo: std::env::var_os("SCENARIO_LOGS").is_some(),
         state_dir: root().join("target/from-chart").join(dir),
@@ -1466,95 +1608,106 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     match sub {
-        "up" => {
-            let mut opts = options(rest, "up");
-            opts.echo = !rest.contains(&"--quiet");
-            up::build(&opts)?;
-            rt.block_on(async {
-                let run = start(&opts, None).await?;
-                println!("\nthe rendered organism is up (Ctrl-C stops):");
-                for (svc, key, value, what) in LOCAL_PLATFORM {
-                    println!("  {svc}: {key}={value}  ({what})");
-                }
-                for p in &run.plans {
-                    println!("  {:<15} http://127.0.0.1:{}", p.name, p.port);
-                }
-                println!(
-                    "  prometheus      http://127.0.0.1:9090  (rules: durations / {TIME_SCALE})"
-                );
-                println!(
-                    "  alertmanager    http://127.0.0.1:9093  (the rendered routes and receivers)"
-                );
-                let _ = tokio::signal::ctrl_c().await;
-                run.stop().await;
-                Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
-            })
-        }
-        "scenario" => {
-            let opts = options(rest, "scenario");
-            let picked: Vec<&str> = rest
-                .iter()
-                .copied()
-                .filter(|a| !a.starts_with("--"))
-                .collect();
-            let names: Vec<&str> = if picked.is_empty() {
-                SCENARIOS.to_vec()
-            } else {
-                picked
-            };
-            up::build(&opts)?;
-            let results = rt.block_on(run_scenarios(&opts, &names, None))?;
-            let failed = results.iter().filter(|(_, r)| r.is_err()).count();
-            println!(
-                "from-chart scenarios: {} passed, {failed} failed",
-                results.len() - failed
-            );
-            Ok(if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
-        }
-        "self-test" => {
-            let opts = options(rest, "self-test");
-            up::build(&opts)?;
-            let mut missed = Vec::new();
-            for b in Breakage::ALL {
-                let only = std::env::var("FROM_CHART_BREAKAGE").ok();
-                if only.as_deref().is_some_and(|o| o != format!("{b:?}")) {
-                    continue;
-                }
-                let results = rt.block_on(run_scenarios(&opts, &["heart-crash"], Some(b)))?;
-                let caught = results
-                    .iter()
-                    .any(|(_, r)| r.as_ref().is_err_and(|e| e.contains(b.expected_failure())));
-                println!(
-                    "self-test {b:?}: {}",
-                    if caught {
-                        format!("caught: heart-crash failed with {:?}", b.expected_failure())
-                    } else {
-                        format!(
-                            "NOT caught (expected heart-crash to fail with {:?})",
-                            b.expected_failure()
-                        )
-                    }
-                );
-                if !caught {
-                    missed.push(b);
-                }
-            }
-            if missed.is_empty() {
-                println!(
-                    "from-chart self-test: all {} breakages caught",
-                    Breakage::ALL.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            } else {
-                println!("from-chart self-test: not caught: {missed:?}");
-                Ok(ExitCode::FAILURE)
-            }
-        }
+        "up" => run_up(&rt, rest),
+        "scenario" => run_scenario(&rt, rest),
+        "self-test" => run_self_test(&rt, rest),
         other => bail!("unknown from-chart command {other:?} (up, scenario, self-test)"),
+    }
+}
+
+/// `from-chart up`: the rendered organism until Ctrl-C.
+fn run_up(rt: &tokio::runtime::Runtime, rest: &[&str]) -> anyhow::Result<ExitCode> {
+    let mut opts = options(rest, "up");
+    opts.echo = !rest.contains(&"--quiet");
+    up::build(&opts)?;
+    rt.block_on(async {
+        let run = start(&opts, None).await?;
+        println!("\nthe rendered organism is up (Ctrl-C stops):");
+        for (svc, key, value, what) in LOCAL_PLATFORM {
+            println!("  {svc}: {key}={value}  ({what})");
+        }
+        for p in &run.plans {
+            println!("  {:<15} http://127.0.0.1:{}", p.name, p.port);
+        }
+        println!(
+            "  prometheus      {}  (rules: durations / {TIME_SCALE})",
+            topology::PROMETHEUS.local_url()
+        );
+        println!(
+            "  alertmanager    {}  (the rendered routes and receivers)",
+            topology::ALERTMANAGER.local_url()
+        );
+        let _ = tokio::signal::ctrl_c().await;
+        run.stop().await;
+        Ok::<_, anyhow::Error>(ExitCode::SUCCESS)
+    })
+}
+
+/// `from-chart scenario [NAME..]`: the named scenarios (all by default) on the rendered system.
+fn run_scenario(rt: &tokio::runtime::Runtime, rest: &[&str]) -> anyhow::Result<ExitCode> {
+    let opts = options(rest, "scenario");
+    let picked: Vec<&str> = rest
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let names: Vec<&str> = if picked.is_empty() {
+        SCENARIOS.to_vec()
+    } else {
+        picked
+    };
+    up::build(&opts)?;
+    let results = rt.block_on(run_scenarios(&opts, &names, None))?;
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    println!(
+        "from-chart scenarios: {} passed, {failed} failed",
+        results.len() - failed
+    );
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `from-chart self-test`: each injected wiring fault must make heart-crash fail as expected.
+fn run_self_test(rt: &tokio::runtime::Runtime, rest: &[&str]) -> anyhow::Result<ExitCode> {
+    let opts = options(rest, "self-test");
+    up::build(&opts)?;
+    let mut missed = Vec::new();
+    for b in Breakage::ALL {
+        let only = std::env::var("FROM_CHART_BREAKAGE").ok();
+        if only.as_deref().is_some_and(|o| o != format!("{b:?}")) {
+            continue;
+        }
+        let results = rt.block_on(run_scenarios(&opts, &["heart-crash"], Some(b)))?;
+        let caught = results
+            .iter()
+            .any(|(_, r)| r.as_ref().is_err_and(|e| e.contains(b.expected_failure())));
+        println!(
+            "self-test {b:?}: {}",
+            if caught {
+                format!("caught: heart-crash failed with {:?}", b.expected_failure())
+            } else {
+                format!(
+                    "NOT caught (expected heart-crash to fail with {:?})",
+                    b.expected_failure()
+                )
+            }
+        );
+        if !caught {
+            missed.push(b);
+        }
+    }
+    if missed.is_empty() {
+        println!(
+            "from-chart self-test: all {} breakages caught",
+            Breakage::ALL.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("from-chart self-test: not caught: {missed:?}");
+        Ok(ExitCode::FAILURE)
     }
 }
 

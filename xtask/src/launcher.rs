@@ -26,17 +26,6 @@ use subtle::ConstantTimeEq;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The seven services with their ports, in start order (dependencies first).
-pub const SERVICES: &[(&str, u16)] = &[
-    ("heart", 8081),
-    ("brain", 8082),
-    ("user-service", 8083),
-    ("api-gateway", 8080),
-    ("alert-service", 8086),
-    ("auto-healer", 8085),
-    ("health-monitor", 8084),
-];
-
 /// How to start one process.
 #[derive(Clone, Debug)]
 pub struct Spec {
@@ -71,9 +60,9 @@ pub struct Launcher {
 }
 
 fn prefix_width() -> usize {
-    SERVICES
+    topology::SERVICES
         .iter()
-        .map(|(n, _)| n.len())
+        .map(|s| s.name.len())
         .max()
         .unwrap_or(8)
         .max(10)

@@ -1,17 +1,23 @@
 //! Project automation for organism.
 //!
 //! ```text
-//! cargo xtask up [--debug] [--no-build]   all seven services on 127.0.0.1 (+ Prometheus, Alertmanager)
-//! cargo xtask test                         install test peers, fmt, clippy, every test, chart/stack checks
-//! cargo xtask bench [--out FILE]           CPU per request, throughput, latency vs bare and by-the-book axum
+//! cargo xtask up [--release] [--no-build] [--no-install]   all seven services on 127.0.0.1, with Prometheus and Alertmanager
+//! cargo xtask test [--skip-k8s]            install test peers, fmt, clippy, every test, chart/stack checks, local runs
+//! cargo xtask bench [--out FILE]           CPU per request, throughput, latency vs bare and by-the-book axum (release)
 //! cargo xtask explore                      Grafana Explore offline: log lines ↔ spans, labels, links
-//! cargo xtask probe [--debug]              attack and load cases (issue 17) against a local system
+//! cargo xtask scenario [NAME|all]          the closed loop: fault → alert → repair or refusal → notification
+//! cargo xtask probe [--skip-load]          attack and load cases (issue 17) against a local system
+//! cargo xtask from-chart up|scenario|self-test   the rendered chart's configuration, run here
 //! cargo xtask kind-up | kind-e2e           the cluster path (needs Docker, kind, helm, helmfile)
 //! ```
+//!
+//! `up`, `scenario`, `probe` and `from-chart` build and run the `dev` profile; `--release` picks
+//! the optimised one.
 
 #![allow(clippy::print_stderr, clippy::print_stdout)]
 
 mod bench;
+mod cargo;
 mod explore;
 mod from_chart;
 mod launcher;
@@ -26,12 +32,12 @@ use std::process::ExitCode;
 fn usage() -> ExitCode {
     let text = "usage: cargo xtask <command>\n\n\
         commands:\n  \
-        up [--debug] [--no-build] [--smoke]   run all services locally (Ctrl-C stops)\n  \
+        up [--release] [--no-build] [--no-install] [--smoke]\n                                               run all services locally (Ctrl-C stops)\n  \
         test [--skip-k8s]                      the whole test suite, as CI runs it\n  \
         bench [--out FILE] [--secs N] [--rounds N]  CPU per request, req/s, latency vs bare and by-the-book axum\n  \
         explore                                Grafana Explore offline: log lines, spans, labels, links\n  \
-        scenario [NAME|all] [--debug]          fault scenarios, symptom to repair to notification\n  \
-        probe [--debug] [--skip-load]          attack and load cases: forged webhooks and acks, cross-site, slowloris, load\n  \
+        scenario [NAME|all] [--release]        fault scenarios, symptom to repair to notification\n  \
+        probe [--release] [--skip-load]        attack and load cases: forged webhooks and acks, cross-site, slowloris, load\n  \
         from-chart [up|scenario|self-test]     run the rendered chart's configuration locally\n  \
         kind-up                                create a kind cluster and deploy everything\n  \
         kind-e2e                               end-to-end checks against that cluster\n";

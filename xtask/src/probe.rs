@@ -33,13 +33,13 @@ use crate::launcher::wait_http_ok;
 use crate::root;
 use crate::up::{self, Options, System, tokens};
 
-const GATEWAY: u16 = 8080;
-const HEART: u16 = 8081;
-const USERS: u16 = 8083;
-const HEALTH: u16 = 8084;
-const HEALER: u16 = 8085;
-const ALERTS: u16 = 8086;
-const LAUNCHER: u16 = 8090;
+const GATEWAY: u16 = topology::API_GATEWAY.port;
+const HEART: u16 = topology::HEART.port;
+const USERS: u16 = topology::USER_SERVICE.port;
+const HEALTH: u16 = topology::HEALTH_MONITOR.port;
+const HEALER: u16 = topology::AUTO_HEALER.port;
+const ALERTS: u16 = topology::ALERT_SERVICE.port;
+const LAUNCHER: u16 = topology::LAUNCHER.port;
 
 /// The load of the load-restart case, as documented in issue 17.
 const LOAD_SECS: u64 = 15;
@@ -232,29 +232,7 @@ async fn forged_acks(p: &Probe) -> Case {
     let mut c = Case::new("forged-ack");
     // A real alert, through the real webhook with its token; its notification carries the link.
     let real = forged_alert("ProbeAckTarget");
-    let (status, body) = p
-        .send(
-            p.http
-                .post(url(ALERTS, "/webhook/alertmanager"))
-                .bearer_auth(&tokens().alert_service)
-                .json(&real),
-        )
-        .await;
-    c.expect(status == 202, format!("the real webhook: {status} {body}"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut link = None;
-    while link.is_none() && Instant::now() < deadline {
-        link = p.sink.requests().iter().find_map(|r| {
-            r.json()["alerts"]
-                .as_array()?
-                .iter()
-                .find(|a| a["labels"]["alertname"] == "ProbeAckTarget")?["ack_url"]
-                .as_str()
-                .map(str::to_owned)
-        });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let Some(link) = link else {
+    let Some(link) = real_ack_link(p, &mut c, &real).await else {
         c.expect(false, "no notification with an ack link reached the sink");
         return c;
     };
@@ -272,6 +250,52 @@ async fn forged_acks(p: &Probe) -> Case {
         fp != "0123456789abcdef",
         "the payload's fingerprint was trusted",
     );
+    for (what, req, want) in forgeries(p, &link, base, query) {
+        let (status, body) = p.send(req).await;
+        c.expect(
+            status == want && body["error"]["code"].is_string(),
+            format!("ack {what}: {status} {body} (want {want} JSON)"),
+        );
+    }
+    check_real_link_works_once(p, &mut c, &link, &real).await;
+    c
+}
+
+/// Sends `real` through alert-service's webhook with its token; returns the ack link its
+/// notification carries to the sink (waiting up to 20 s).
+async fn real_ack_link(p: &Probe, c: &mut Case, real: &Value) -> Option<String> {
+    let (status, body) = p
+        .send(
+            p.http
+                .post(url(ALERTS, "/webhook/alertmanager"))
+                .bearer_auth(&tokens().alert_service)
+                .json(real),
+        )
+        .await;
+    c.expect(status == 202, format!("the real webhook: {status} {body}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut link = None;
+    while link.is_none() && Instant::now() < deadline {
+        link = p.sink.requests().iter().find_map(|r| {
+            r.json()["alerts"]
+                .as_array()?
+                .iter()
+                .find(|a| a["labels"]["alertname"] == "ProbeAckTarget")?["ack_url"]
+                .as_str()
+                .map(str::to_owned)
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    link
+}
+
+/// Forged uses of the signed ack link `link` (`base?query`), with the status each must get.
+fn forgeries(
+    p: &Probe,
+    link: &str,
+    base: &str,
+    query: &str,
+) -> Vec<(&'static str, reqwest::RequestBuilder, u16)> {
     let tampered_sig = link.replace("&sig=", "&sig=0");
     let later_exp = {
         let exp: i64 = query
@@ -289,7 +313,7 @@ async fn forged_acks(p: &Probe) -> Case {
         url(ALERTS, "")
     );
     let ack = json!({"by": "mallory", "comment": "forged", "duration_minutes": 10080});
-    let cases: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
+    vec![
         ("unsigned", p.http.post(base).json(&ack), 401),
         (
             "tampered signature",
@@ -305,7 +329,7 @@ async fn forged_acks(p: &Probe) -> Case {
         (
             "cross-site",
             p.http
-                .post(&link)
+                .post(link)
                 .header("origin", "http://evil.example")
                 .json(&ack),
             403,
@@ -313,28 +337,25 @@ async fn forged_acks(p: &Probe) -> Case {
         (
             "form body without Origin",
             p.http
-                .post(&link)
+                .post(link)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body("by=mallory&duration_minutes=10080"),
             403,
         ),
         (
             "longer silence than allowed",
-            p.http.post(&link).json(&ack),
+            p.http.post(link).json(&ack),
             422,
         ),
-    ];
-    for (what, req, want) in cases {
-        let (status, body) = p.send(req).await;
-        c.expect(
-            status == want && body["error"]["code"].is_string(),
-            format!("ack {what}: {status} {body} (want {want} JSON)"),
-        );
-    }
+    ]
+}
+
+/// The real link silences the alert's full label set once; its replay is refused.
+async fn check_real_link_works_once(p: &Probe, c: &mut Case, link: &str, real: &Value) {
     let (status, body) = p
         .send(
             p.http
-                .post(&link)
+                .post(link)
                 .json(&json!({"by": "probe", "duration_minutes": 5})),
         )
         .await;
@@ -350,13 +371,12 @@ async fn forged_acks(p: &Probe) -> Case {
         );
     }
     let (status, body) = p
-        .send(p.http.post(&link).json(&json!({"by": "replay"})))
+        .send(p.http.post(link).json(&json!({"by": "replay"})))
         .await;
     c.expect(
         status == 409,
         format!("the replayed link: {status} {body} (want 409)"),
     );
-    c
 }
 
 async fn closed_by_default(p: &Probe) -> Case {
@@ -619,73 +639,101 @@ async fn drive_load(target: &str) -> anyhow::Result<Value> {
     Ok(json!({"tool": "reqwest", "requests": total}))
 }
 
+/// `/user/123` and the health-monitor's findings, sampled every 200 ms during a load.
+#[derive(Default)]
+struct Samples {
+    /// Seconds per `/user/123` request, in the order made.
+    latencies: Vec<f64>,
+    /// How many answered 200.
+    ok: usize,
+    statuses: std::collections::BTreeMap<u16, usize>,
+    /// "finding object" of every finding seen, once each.
+    findings: Vec<String>,
+}
+
+impl Samples {
+    /// Samples for the load's duration and 10 s more.
+    async fn during_load(p: &Probe) -> Self {
+        let mut samples = Self::default();
+        let start = Instant::now();
+        let sampler = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| p.http.clone());
+        while start.elapsed() < Duration::from_secs(LOAD_SECS + 10) {
+            let t = Instant::now();
+            let status = sampler
+                .get(url(GATEWAY, "/user/123"))
+                .send()
+                .await
+                .map_or(0, |r| r.status().as_u16());
+            samples.latencies.push(t.elapsed().as_secs_f64());
+            *samples.statuses.entry(status).or_default() += 1;
+            if status == 200 {
+                samples.ok += 1;
+            }
+            for f in p.findings().await {
+                let key = format!(
+                    "{} {}",
+                    f["finding"].as_str().unwrap_or("?"),
+                    f["object"]["name"].as_str().unwrap_or("?")
+                );
+                if !samples.findings.contains(&key) {
+                    samples.findings.push(key);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        samples
+    }
+
+    /// `/user/123` within its SLO (99% answered 200, p95 ≤ 1 s) and no finding.
+    fn check(mut self, c: &mut Case) {
+        let Self {
+            latencies,
+            ok,
+            statuses,
+            findings,
+        } = &mut self;
+        latencies.sort_by(f64::total_cmp);
+        let p95 = latencies
+            .get((latencies.len() * 95 / 100).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::MAX);
+        let share = *ok as f64 / latencies.len().max(1) as f64;
+        c.figure("user_123_samples", json!(latencies.len()));
+        c.figure("user_123_ok_share", json!(share));
+        c.figure("user_123_p95_s", json!(p95));
+        c.figure("user_123_statuses", json!(statuses));
+        c.figure("findings", json!(findings));
+        c.expect(
+            share >= 0.99,
+            format!(
+                "/user/123 answered 200 for only {:.1}% of samples: {statuses:?}",
+                share * 100.0
+            ),
+        );
+        c.expect(p95 <= 1.0, format!("/user/123 p95 {p95:.3} s > 1 s"));
+        c.expect(
+            findings.is_empty(),
+            format!("load produced findings: {findings:?}"),
+        );
+    }
+}
+
 async fn load_restart(p: &Probe) -> Case {
     let mut c = Case::new("load-restart");
     let before = p.restarts().await;
     let actions_before = p.healer_actions().await;
     let target = url(GATEWAY, "/think?ms=1000");
     let load = tokio::spawn(async move { drive_load(&target).await });
-    let start = Instant::now();
-    let mut latencies = Vec::new();
-    let mut ok = 0usize;
-    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    let mut findings_seen = Vec::new();
-    let sampler = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap_or_else(|_| p.http.clone());
-    while start.elapsed() < Duration::from_secs(LOAD_SECS + 10) {
-        let t = Instant::now();
-        let status = sampler
-            .get(url(GATEWAY, "/user/123"))
-            .send()
-            .await
-            .map_or(0, |r| r.status().as_u16());
-        latencies.push(t.elapsed().as_secs_f64());
-        *statuses.entry(status).or_default() += 1;
-        if status == 200 {
-            ok += 1;
-        }
-        for f in p.findings().await {
-            let key = format!(
-                "{} {}",
-                f["finding"].as_str().unwrap_or("?"),
-                f["object"]["name"].as_str().unwrap_or("?")
-            );
-            if !findings_seen.contains(&key) {
-                findings_seen.push(key);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let samples = Samples::during_load(p).await;
     match load.await {
         Ok(Ok(summary)) => c.figure("load", summary),
         Ok(Err(e)) => c.expect(false, format!("the load did not run: {e:#}")),
         Err(e) => c.expect(false, format!("the load task failed: {e}")),
     }
-    latencies.sort_by(f64::total_cmp);
-    let p95 = latencies
-        .get((latencies.len() * 95 / 100).min(latencies.len().saturating_sub(1)))
-        .copied()
-        .unwrap_or(f64::MAX);
-    let share = ok as f64 / latencies.len().max(1) as f64;
-    c.figure("user_123_samples", json!(latencies.len()));
-    c.figure("user_123_ok_share", json!(share));
-    c.figure("user_123_p95_s", json!(p95));
-    c.figure("user_123_statuses", json!(statuses));
-    c.figure("findings", json!(findings_seen));
-    c.expect(
-        share >= 0.99,
-        format!(
-            "/user/123 answered 200 for only {:.1}% of samples: {statuses:?}",
-            share * 100.0
-        ),
-    );
-    c.expect(p95 <= 1.0, format!("/user/123 p95 {p95:.3} s > 1 s"));
-    c.expect(
-        findings_seen.is_empty(),
-        format!("load produced findings: {findings_seen:?}"),
-    );
+    samples.check(&mut c);
     // Let any alert that load caused reach the healer before looking.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = p.restarts().await;
@@ -711,59 +759,58 @@ fn alert_service_config(sink: &str, state: &Path) -> String {
     )
 }
 
+/// Starts the system with alert-service delivering to an HTTP sink, and runs every case.
+async fn run_cases(mut opts: Options, skip_load: bool) -> anyhow::Result<Vec<Case>> {
+    let state_dir = opts.state_dir.clone();
+    let sink = testbed::HttpSink::start().await;
+    let config = state_dir.join("alert-service.yaml");
+    std::fs::write(&config, alert_service_config(&sink.url(), &state_dir))?;
+    opts.overrides = vec![(
+        "alert-service".into(),
+        "ALERT_SERVICE_CONFIG".into(),
+        config.display().to_string(),
+    )];
+    let system = System::start(&opts)
+        .await
+        .context("starting the local system")?;
+    let probe = Probe {
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?,
+        sink,
+    };
+    let mut cases = vec![
+        forged_webhooks(&probe).await,
+        forged_acks(&probe).await,
+        closed_by_default(&probe).await,
+        launcher_cross_site(&probe).await,
+        oversize(&probe).await,
+        slowloris(&probe).await,
+    ];
+    if !skip_load {
+        for port in [GATEWAY, USERS] {
+            let _ = wait_http_ok(port, "/readyz", Duration::from_secs(30)).await;
+        }
+        cases.push(load_restart(&probe).await);
+    }
+    system.stop().await;
+    Ok(cases)
+}
+
 /// Runs the probe suite.
 pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
-    let debug = args.contains(&"--debug");
     let skip_load = args.contains(&"--skip-load");
-    let state_dir = root().join("target/probe/state");
-    let _ = std::fs::remove_dir_all(&state_dir);
-    std::fs::create_dir_all(&state_dir)?;
-    let mut opts = Options {
-        debug,
-        no_build: args.contains(&"--no-build"),
-        echo: std::env::var_os("PROBE_LOGS").is_some(),
-        state_dir: state_dir.clone(),
-        overrides: Vec::new(),
-    };
+    let opts = Options::for_tool(args, "probe", "PROBE_LOGS")?;
     up::build(&opts)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let cases = rt.block_on(async move {
-        let sink = testbed::HttpSink::start().await;
-        let config = state_dir.join("alert-service.yaml");
-        std::fs::write(&config, alert_service_config(&sink.url(), &state_dir))?;
-        opts.overrides = vec![(
-            "alert-service".into(),
-            "ALERT_SERVICE_CONFIG".into(),
-            config.display().to_string(),
-        )];
-        let system = System::start(&opts)
-            .await
-            .context("starting the local system")?;
-        let probe = Probe {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()?,
-            sink,
-        };
-        let mut cases = vec![
-            forged_webhooks(&probe).await,
-            forged_acks(&probe).await,
-            closed_by_default(&probe).await,
-            launcher_cross_site(&probe).await,
-            oversize(&probe).await,
-            slowloris(&probe).await,
-        ];
-        if !skip_load {
-            for port in [GATEWAY, USERS] {
-                let _ = wait_http_ok(port, "/readyz", Duration::from_secs(30)).await;
-            }
-            cases.push(load_restart(&probe).await);
-        }
-        system.stop().await;
-        anyhow::Ok(cases)
-    })?;
+    let cases = rt.block_on(run_cases(opts, skip_load))?;
+    report(&cases)
+}
+
+/// Writes `target/probe/results.json` and prints each case; success when every case held.
+fn report(cases: &[Case]) -> anyhow::Result<ExitCode> {
     let out = root().join("target/probe/results.json");
     std::fs::write(
         &out,
@@ -772,7 +819,7 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         })).collect::<Vec<_>>()}))?,
     )?;
     println!("\nprobe results:");
-    for c in &cases {
+    for c in cases {
         println!(
             "  {:<22} {}",
             c.name,

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::root;
+use crate::{cargo, root};
 
 struct Step {
     name: &'static str,
@@ -32,7 +32,7 @@ fn xtask_step(name: &'static str, args: &[&str]) -> Step {
 }
 
 fn have_nextest() -> bool {
-    Command::new("cargo")
+    cargo::command()
         .args(["nextest", "--version"])
         .output()
         .is_ok_and(|o| o.status.success())
@@ -41,6 +41,17 @@ fn have_nextest() -> bool {
 /// Runs the suite; `--skip-k8s` leaves out the chart and stack validation.
 pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
     let skip_k8s = args.contains(&"--skip-k8s");
+    let mut steps = cargo_steps();
+    if !skip_k8s {
+        steps.extend(k8s_steps());
+    }
+    steps.extend(local_system_steps(skip_k8s));
+    let results = run_steps(&steps)?;
+    Ok(summary(&results))
+}
+
+/// Installing the test peers, then formatting, clippy, every test, doc tests and rustdoc's lints.
+fn cargo_steps() -> Vec<Step> {
     let mut steps = vec![
         step("install test peers", &["bash", "ci/install-test-deps.sh"]),
         step(
@@ -96,55 +107,60 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
             "--locked",
         ],
     ));
-    if !skip_k8s {
+    steps
+}
+
+/// The offline chart and stack validation, each with its self-test.
+fn k8s_steps() -> Vec<Step> {
+    vec![
         // Runs its checks, then its self-test (injected faults must be caught).
-        steps.push(step("chart validation", &["bash", "ci/k8s/validate.sh"]));
-        steps.push(step("stack validation", &["bash", "ci/stack/validate.sh"]));
-        steps.push(step(
+        step("chart validation", &["bash", "ci/k8s/validate.sh"]),
+        step("stack validation", &["bash", "ci/stack/validate.sh"]),
+        step(
             "stack validation self-test",
             &["bash", "ci/stack/validate.sh", "--self-test"],
-        ));
+        ),
         // Every helmfile.yaml release rendered from ../shared/charts (once; the self-test
         // reuses the render) and checked across releases, then the injected breakages.
-        steps.push(step(
-            "stack render + verify",
-            &["bash", "ci/stack/verify.sh"],
-        ));
-        steps.push(step(
+        step("stack render + verify", &["bash", "ci/stack/verify.sh"]),
+        step(
             "stack render + verify self-test",
             &["bash", "ci/stack/verify.sh", "--self-test"],
-        ));
-    }
-    steps.push(xtask_step("Grafana Explore (offline)", &["explore"]));
-    steps.push(xtask_step(
-        "closed-loop scenarios",
-        &["scenario", "all", "--debug"],
-    ));
-    // Attack and load cases: nobody without a credential steers the system, load never
-    // triggers a repair.
-    steps.push(xtask_step(
-        "probe (attack and load cases)",
-        &["probe", "--debug"],
-    ));
+        ),
+    ]
+}
+
+/// The steps that run the local system: Explore offline, the scenarios, the probe suite, the
+/// rendered chart's configuration (unless `skip_k8s`) and the `up` smoke run.
+fn local_system_steps(skip_k8s: bool) -> Vec<Step> {
+    let mut steps = vec![
+        xtask_step("Grafana Explore (offline)", &["explore"]),
+        xtask_step("closed-loop scenarios", &["scenario", "all"]),
+        // Attack and load cases: nobody without a credential steers the system, load never
+        // triggers a repair.
+        xtask_step("probe (attack and load cases)", &["probe"]),
+    ];
     if !skip_k8s {
         // The rendered chart's own configuration, run locally (xtask/src/from_chart.rs).
         for (name, sub) in [
             ("from-chart scenarios", "scenario"),
             ("from-chart self-test", "self-test"),
         ] {
-            steps.push(xtask_step(name, &["from-chart", sub, "--debug"]));
+            steps.push(xtask_step(name, &["from-chart", sub]));
         }
     }
-    steps.push(xtask_step(
-        "cargo xtask up smoke",
-        &["up", "--debug", "--smoke"],
-    ));
+    steps.push(xtask_step("cargo xtask up smoke", &["up", "--smoke"]));
+    steps
+}
 
+/// Runs every step in order (stopping early only when installing the peers fails): (name,
+/// passed, how long).
+fn run_steps(steps: &[Step]) -> anyhow::Result<Vec<(&'static str, bool, std::time::Duration)>> {
     let mut results = Vec::new();
-    for s in &steps {
+    for s in steps {
         println!("\n==> {}", s.name);
         let start = Instant::now();
-        let status = Command::new(&s.command[0])
+        let status = cargo::strip_run_env(&mut Command::new(&s.command[0]))
             .args(&s.command[1..])
             .current_dir(root())
             .status()
@@ -161,9 +177,13 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
             break;
         }
     }
+    Ok(results)
+}
 
+/// Prints the summary table; success when every step passed.
+fn summary(results: &[(&'static str, bool, std::time::Duration)]) -> ExitCode {
     println!("\nsummary:");
-    for (name, ok, took) in &results {
+    for (name, ok, took) in results {
         println!(
             "  {:<32} {:<6} {:>6.1} s",
             name,
@@ -174,9 +194,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
     let failed = results.iter().filter(|(_, ok, _)| !ok).count();
     let passed = results.len() - failed;
     println!("steps: {passed} passed, {failed} failed");
-    Ok(if failed == 0 {
+    if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }

@@ -1,5 +1,7 @@
-//! `cargo xtask up`: all seven services on 127.0.0.1, plus Prometheus (9090) and Alertmanager
-//! (9093) with the chart's rules when they are installed. Ctrl-C stops everything.
+//! `cargo xtask up`: all seven services on 127.0.0.1 (built with the `dev` profile, quick to
+//! compile from cold; `--release` for optimised binaries), plus Prometheus (9090) with the
+//! chart's rules and Alertmanager (9093), installed first when missing (`--no-install` skips that
+//! and runs without whichever is absent). Ctrl-C stops everything.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,14 +11,16 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use secrecy::SecretString;
 use std::sync::OnceLock;
+use topology::{SERVICES, Service};
 
-use crate::launcher::{self, Launcher, SERVICES, Spec};
+use crate::cargo::{self, Profile};
+use crate::launcher::{self, Launcher, Spec};
 use crate::root;
 
-/// Where the launcher's control API listens.
+/// Where the launcher's control API listens ([`topology::LAUNCHER`]).
 pub const CONTROL_ADDR: &str = "127.0.0.1:8090";
-const PROMETHEUS_PORT: u16 = 9090;
-const ALERTMANAGER_PORT: u16 = 9093;
+const PROMETHEUS_PORT: u16 = topology::PROMETHEUS.port;
+const ALERTMANAGER_PORT: u16 = topology::ALERTMANAGER.port;
 
 /// The credentials of a local run: generated fresh for every run (never committed), written to
 /// `.organism/tokens.env` (mode 0600) for people and tools, and handed to each service.
@@ -128,8 +132,8 @@ pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 /// Options of a local run.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Use debug binaries (faster to build, slower to run).
-    pub debug: bool,
+    /// The profile to build and run (`dev` unless `--release`).
+    pub profile: Profile,
     /// Skip `cargo build`.
     pub no_build: bool,
     /// Echo service logs.
@@ -138,6 +142,24 @@ pub struct Options {
     pub state_dir: PathBuf,
     /// Extra environment per service: (service, variable, value), applied last.
     pub overrides: Vec<(String, String, String)>,
+}
+
+impl Options {
+    /// The options of a tool that runs the system for itself (scenarios, the probe suite): the
+    /// profile and `--no-build` from `args`, a fresh state directory `target/<tool>/state`,
+    /// service logs echoed when the variable `echo_var` is set.
+    pub fn for_tool(args: &[&str], tool: &str, echo_var: &str) -> anyhow::Result<Self> {
+        let state_dir = root().join("target").join(tool).join("state");
+        let _ = std::fs::remove_dir_all(&state_dir);
+        std::fs::create_dir_all(&state_dir)?;
+        Ok(Self {
+            profile: Profile::from_args(args),
+            no_build: args.contains(&"--no-build"),
+            echo: std::env::var_os(echo_var).is_some(),
+            state_dir,
+            overrides: Vec::new(),
+        })
+    }
 }
 
 pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
@@ -150,13 +172,16 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
         return crate::from_chart::run(&[&["up"][..], &rest].concat());
     }
     let opts = Options {
-        debug: args.contains(&"--debug"),
+        profile: Profile::from_args(args),
         no_build: args.contains(&"--no-build"),
         echo: !args.contains(&"--quiet"),
         state_dir: root().join(".organism"),
         overrides: Vec::new(),
     };
     let smoke = args.contains(&"--smoke");
+    if !args.contains(&"--no-install") {
+        install_alerting()?;
+    }
     build(&opts)?;
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
@@ -174,38 +199,19 @@ pub fn run(args: &[&str]) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Builds the seven binaries (release unless `debug`).
+/// Builds the seven binaries with the options' profile.
 pub fn build(opts: &Options) -> anyhow::Result<()> {
     if opts.no_build {
         return Ok(());
     }
-    let mut cmd = Command::new("cargo");
-    cmd.arg("build").current_dir(root());
-    if !opts.debug {
-        cmd.arg("--release");
-    }
-    for (name, _) in SERVICES {
-        cmd.args(["-p", name]);
-    }
-    println!(
-        "building services ({})…",
-        if opts.debug { "debug" } else { "release" }
-    );
-    let status = cmd.status().context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build failed");
-    }
-    Ok(())
+    println!("building services ({} profile)…", opts.profile.name());
+    let bins: Vec<&str> = SERVICES.iter().map(|s| s.name).collect();
+    cargo::build(opts.profile, &bins)
 }
 
 /// The binary of `name` for these options.
 pub fn binary(opts: &Options, name: &str) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"))
-        .join(if opts.debug { "debug" } else { "release" })
-        .join(name)
+    cargo::binary(opts.profile, name)
 }
 
 fn url(port: u16) -> String {
@@ -306,7 +312,7 @@ pub fn local_rules() -> anyhow::Result<String> {
 
 fn prometheus_config(rules: &Path, alertmanager: bool) -> String {
     let mut jobs = String::new();
-    for (name, port) in SERVICES {
+    for Service { name, port } in &SERVICES {
         jobs.push_str(&format!(
             "  - job_name: {name}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
         ));
@@ -362,6 +368,29 @@ pub fn alertmanager_config() -> String {
     )
 }
 
+/// Installs Prometheus and Alertmanager when either is missing, with the installer
+/// `cargo xtask test` uses (`ci/install-test-deps.sh --up`: Debian's packages, through sudo when
+/// not root), so that a fresh machine runs the whole loop.
+fn install_alerting() -> anyhow::Result<()> {
+    if which("prometheus") && which("prometheus-alertmanager") {
+        return Ok(());
+    }
+    println!("installing Prometheus and Alertmanager (ci/install-test-deps.sh --up)…");
+    let status = Command::new("bash")
+        .args(["ci/install-test-deps.sh", "--up"])
+        .current_dir(root())
+        .status()
+        .context("running ci/install-test-deps.sh")?;
+    if !status.success() {
+        bail!(
+            "installing Prometheus and Alertmanager failed ({status}); \
+             install the Debian packages prometheus and prometheus-alertmanager, \
+             or run without alerting: cargo xtask up --no-install"
+        );
+    }
+    Ok(())
+}
+
 fn which(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
@@ -386,116 +415,23 @@ impl System {
         let state = &opts.state_dir;
         std::fs::create_dir_all(state)?;
         let launcher = Launcher::default();
-
-        let tokens = tokens();
-        write_private(&state.join("tokens.env"), &tokens.env_file())?;
-        write_private(&state.join("health-monitor.yaml"), &health_monitor_config())?;
-        let control: SocketAddr = CONTROL_ADDR.parse()?;
-        let token = SecretString::from(tokens.launcher.clone());
-        let probe = tokio::net::TcpListener::bind(control).await;
-        drop(probe.with_context(|| {
-            format!("{CONTROL_ADDR} is busy: is another `cargo xtask up` running?")
-        })?);
-        let control_launcher = launcher.clone();
-        tokio::spawn(async move {
-            if let Err(e) = launcher::serve_control(control_launcher, control, token).await {
-                eprintln!("launcher control API stopped: {e:#}");
-            }
-        });
-
+        start_control_api(&launcher, state).await?;
         let alertmanager = which("prometheus-alertmanager");
         if alertmanager {
-            let dir = state.join("alertmanager");
-            std::fs::create_dir_all(&dir)?;
-            let config = dir.join("alertmanager.yml");
-            write_private(&config, &alertmanager_config())?;
-            launcher
-                .add(Spec {
-                    name: "alertmanager".into(),
-                    program: "prometheus-alertmanager".into(),
-                    args: vec![
-                        format!("--config.file={}", config.display()),
-                        format!("--storage.path={}", dir.join("data").display()),
-                        format!("--web.listen-address=127.0.0.1:{ALERTMANAGER_PORT}"),
-                        "--cluster.listen-address=".into(),
-                    ],
-                    env: vec![],
-                    port: Some(ALERTMANAGER_PORT),
-                    echo: false,
-                })
-                .await?;
+            start_alertmanager(&launcher, state).await?;
         }
         let prometheus = which("prometheus");
         if prometheus {
-            let dir = state.join("prometheus");
-            std::fs::create_dir_all(&dir)?;
-            let rules = dir.join("rules.yaml");
-            std::fs::write(&rules, local_rules()?)?;
-            let config = dir.join("prometheus.yml");
-            std::fs::write(&config, prometheus_config(&rules, alertmanager))?;
-            launcher
-                .add(Spec {
-                    name: "prometheus".into(),
-                    program: "prometheus".into(),
-                    args: vec![
-                        format!("--config.file={}", config.display()),
-                        format!("--storage.tsdb.path={}", dir.join("data").display()),
-                        format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"),
-                        "--rules.alert.resend-delay=1s".into(),
-                        "--web.enable-lifecycle".into(),
-                    ],
-                    env: vec![],
-                    port: Some(PROMETHEUS_PORT),
-                    echo: false,
-                })
-                .await?;
+            start_prometheus(&launcher, state, alertmanager).await?;
         }
-
-        for (name, port) in SERVICES {
-            let program = binary(opts, name);
-            if !program.exists() {
-                bail!(
-                    "{} is missing: build it first (drop --no-build)",
-                    program.display()
-                );
-            }
-            launcher
-                .add(Spec {
-                    name: (*name).to_owned(),
-                    program,
-                    args: vec![],
-                    env: {
-                        let mut env = service_env(name, *port, state, prometheus, alertmanager);
-                        for (service, key, value) in &opts.overrides {
-                            if service == name {
-                                env.retain(|(k, _)| k != key);
-                                env.push((key.clone(), value.clone()));
-                            }
-                        }
-                        env
-                    },
-                    port: Some(*port),
-                    echo: opts.echo,
-                })
-                .await?;
-        }
+        start_services(&launcher, opts, prometheus, alertmanager).await?;
         let system = Self {
             launcher,
             tokens_file: state.join("tokens.env"),
             prometheus,
             alertmanager,
         };
-        for (name, port) in SERVICES {
-            launcher::wait_http_ok(*port, "/readyz", Duration::from_secs(30))
-                .await
-                .with_context(|| format!("{name} did not become ready"))?;
-        }
-        if prometheus {
-            launcher::wait_http_ok(PROMETHEUS_PORT, "/-/ready", Duration::from_secs(30)).await?;
-        }
-        if alertmanager {
-            launcher::wait_http_ok(ALERTMANAGER_PORT, "/-/ready", Duration::from_secs(30)).await?;
-        }
+        system.wait_ready().await?;
         let reaper = system.launcher.clone();
         tokio::spawn(async move {
             loop {
@@ -506,15 +442,146 @@ impl System {
         Ok(system)
     }
 
+    /// Waits until every service, Prometheus and Alertmanager answer their readiness probes.
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        for Service { name, port } in &SERVICES {
+            launcher::wait_http_ok(*port, "/readyz", Duration::from_secs(30))
+                .await
+                .with_context(|| format!("{name} did not become ready"))?;
+        }
+        if self.prometheus {
+            launcher::wait_http_ok(PROMETHEUS_PORT, "/-/ready", Duration::from_secs(30)).await?;
+        }
+        if self.alertmanager {
+            launcher::wait_http_ok(ALERTMANAGER_PORT, "/-/ready", Duration::from_secs(30)).await?;
+        }
+        Ok(())
+    }
+
     /// Stops every process.
     pub async fn stop(self) {
         self.launcher.stop_all().await;
     }
 }
 
+/// Writes this run's private files and starts the launcher's control API on [`CONTROL_ADDR`].
+async fn start_control_api(launcher: &Launcher, state: &Path) -> anyhow::Result<()> {
+    let tokens = tokens();
+    write_private(&state.join("tokens.env"), &tokens.env_file())?;
+    write_private(&state.join("health-monitor.yaml"), &health_monitor_config())?;
+    let control: SocketAddr = CONTROL_ADDR.parse()?;
+    let token = SecretString::from(tokens.launcher.clone());
+    let probe = tokio::net::TcpListener::bind(control).await;
+    drop(probe.with_context(|| {
+        format!("{CONTROL_ADDR} is busy: is another `cargo xtask up` running?")
+    })?);
+    let control_launcher = launcher.clone();
+    tokio::spawn(async move {
+        if let Err(e) = launcher::serve_control(control_launcher, control, token).await {
+            eprintln!("launcher control API stopped: {e:#}");
+        }
+    });
+    Ok(())
+}
+
+/// Alertmanager with the local routes ([`alertmanager_config`]).
+async fn start_alertmanager(launcher: &Launcher, state: &Path) -> anyhow::Result<()> {
+    let dir = state.join("alertmanager");
+    std::fs::create_dir_all(&dir)?;
+    let config = dir.join("alertmanager.yml");
+    write_private(&config, &alertmanager_config())?;
+    launcher
+        .add(Spec {
+            name: "alertmanager".into(),
+            program: "prometheus-alertmanager".into(),
+            args: vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{ALERTMANAGER_PORT}"),
+                "--cluster.listen-address=".into(),
+            ],
+            env: vec![],
+            port: Some(ALERTMANAGER_PORT),
+            echo: false,
+        })
+        .await?;
+    Ok(())
+}
+
+/// Prometheus with the chart's rules shortened ([`local_rules`]), scraping every service and
+/// alerting through Alertmanager when there is one.
+async fn start_prometheus(
+    launcher: &Launcher,
+    state: &Path,
+    alertmanager: bool,
+) -> anyhow::Result<()> {
+    let dir = state.join("prometheus");
+    std::fs::create_dir_all(&dir)?;
+    let rules = dir.join("rules.yaml");
+    std::fs::write(&rules, local_rules()?)?;
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, prometheus_config(&rules, alertmanager))?;
+    launcher
+        .add(Spec {
+            name: "prometheus".into(),
+            program: "prometheus".into(),
+            args: vec![
+                format!("--config.file={}", config.display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}"),
+                "--rules.alert.resend-delay=1s".into(),
+                "--web.enable-lifecycle".into(),
+            ],
+            env: vec![],
+            port: Some(PROMETHEUS_PORT),
+            echo: false,
+        })
+        .await?;
+    Ok(())
+}
+
+/// The seven services, each with its local environment and the options' overrides.
+async fn start_services(
+    launcher: &Launcher,
+    opts: &Options,
+    prometheus: bool,
+    alertmanager: bool,
+) -> anyhow::Result<()> {
+    let state = &opts.state_dir;
+    for Service { name, port } in &SERVICES {
+        let program = binary(opts, name);
+        if !program.exists() {
+            bail!(
+                "{} is missing: build it first (drop --no-build)",
+                program.display()
+            );
+        }
+        launcher
+            .add(Spec {
+                name: (*name).to_owned(),
+                program,
+                args: vec![],
+                env: {
+                    let mut env = service_env(name, *port, state, prometheus, alertmanager);
+                    for (service, key, value) in &opts.overrides {
+                        if service == name {
+                            env.retain(|(k, _)| k != key);
+                            env.push((key.clone(), value.clone()));
+                        }
+                    }
+                    env
+                },
+                port: Some(*port),
+                echo: opts.echo,
+            })
+            .await?;
+    }
+    Ok(())
+}
+
 fn print_welcome(system: &System) {
     let mut lines = vec![String::new(), "organism is up:".to_owned()];
-    for (name, port) in SERVICES {
+    for Service { name, port } in &SERVICES {
         lines.push(format!("  {name:<15} http://127.0.0.1:{port}"));
     }
     if system.prometheus {
@@ -612,6 +679,11 @@ async fn smoke_test() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_control_api_listens_on_the_launchers_port() {
+        assert_eq!(CONTROL_ADDR, topology::LAUNCHER.local_addr());
+    }
 
     #[test]
     fn local_rules_keep_every_alert_and_shorten_durations() {
