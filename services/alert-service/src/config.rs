@@ -127,7 +127,7 @@ impl Config {
         }
         let alertmanager_url = reader.optional_url("ALERTMANAGER_URL");
         let auto_healer_url = reader.optional_url("AUTO_HEALER_URL");
-        let public_url = reader.url("PUBLIC_URL", "http://127.0.0.1:8086");
+        let public_url = reader.url("PUBLIC_URL", &topology::ALERT_SERVICE.local_url());
         let grafana = reader.optional_url("GRAFANA_URL").map(|url| GrafanaLinks {
             url,
             loki_uid: reader.string("GRAFANA_LOKI_UID", "loki"),

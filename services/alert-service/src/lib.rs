@@ -59,9 +59,9 @@ use crate::store::Store;
 use crate::template_data::Links;
 
 /// The service's name: crate, binary, chart key and `service.name`.
-pub const SERVICE: &str = "alert-service";
+pub const SERVICE: &str = topology::ALERT_SERVICE.name;
 /// The service's default port.
-pub const PORT: u16 = 8086;
+pub const PORT: u16 = topology::ALERT_SERVICE.port;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]

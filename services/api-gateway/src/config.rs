@@ -74,9 +74,9 @@ impl Config {
             heart: concurrency(reader, "HEART_MAX_CONCURRENCY", d.heart),
             brain: concurrency(reader, "BRAIN_MAX_CONCURRENCY", d.brain),
         };
-        let user_service_url = reader.url("USER_SERVICE_URL", "http://127.0.0.1:8083");
-        let heart_url = reader.url("HEART_URL", "http://127.0.0.1:8081");
-        let brain_url = reader.url("BRAIN_URL", "http://127.0.0.1:8082");
+        let user_service_url = reader.url("USER_SERVICE_URL", &topology::USER_SERVICE.local_url());
+        let heart_url = reader.url("HEART_URL", &topology::HEART.local_url());
+        let brain_url = reader.url("BRAIN_URL", &topology::BRAIN.local_url());
         let max_concurrency = reader.parse_with("GATEWAY_MAX_CONCURRENCY", 512, |raw| match raw
             .parse::<usize>()
         {

@@ -48,9 +48,9 @@ pub use config::Config;
 pub use proxy::Upstream;
 
 /// The service's name: crate, binary, chart key and `service.name`.
-pub const SERVICE: &str = "api-gateway";
+pub const SERVICE: &str = topology::API_GATEWAY.name;
 /// The service's default port.
-pub const PORT: u16 = 8080;
+pub const PORT: u16 = topology::API_GATEWAY.port;
 
 /// The upstreams, by role.
 #[derive(Debug)]

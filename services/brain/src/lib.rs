@@ -36,9 +36,9 @@ use tokio::sync::Semaphore;
 pub use pulse::{BreakerState, Heart, PulseConfig};
 
 /// The service's name: crate, binary, chart key and `service.name`.
-pub const SERVICE: &str = "brain";
+pub const SERVICE: &str = topology::BRAIN.name;
 /// The service's default port.
-pub const PORT: u16 = 8082;
+pub const PORT: u16 = topology::BRAIN.port;
 /// The longest think one request may ask for (`?ms=`), and the largest `BRAIN_THINK`.
 pub const MAX_THINK_MS: u64 = 1_000;
 
@@ -68,7 +68,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            heart_url: "http://127.0.0.1:8081".to_owned(),
+            heart_url: topology::HEART.local_url(),
             think: Duration::from_millis(10),
             jitter: Duration::ZERO,
             pulse: PulseConfig::default(),

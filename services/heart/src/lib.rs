@@ -23,9 +23,9 @@ use secrecy::SecretString;
 use service_kit::{Context, EnvReader};
 
 /// The service's name: crate, binary, chart key and `service.name`.
-pub const SERVICE: &str = "heart";
+pub const SERVICE: &str = topology::HEART.name;
 /// The service's default port.
-pub const PORT: u16 = 8081;
+pub const PORT: u16 = topology::HEART.port;
 /// Default CPU work per beat (`HEART_WORK_ITERATIONS`): a few microseconds.
 pub const DEFAULT_WORK_ITERATIONS: u64 = 20_000;
 /// The most work one beat may ask for (through the variable or `?work=`): a few milliseconds.

@@ -30,9 +30,9 @@ pub use config::Config;
 pub use db::{Database, StartError};
 
 /// The service's name: crate, binary, chart key and `service.name`.
-pub const SERVICE: &str = "user-service";
+pub const SERVICE: &str = topology::USER_SERVICE.name;
 /// The service's default port.
-pub const PORT: u16 = 8083;
+pub const PORT: u16 = topology::USER_SERVICE.port;
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]

@@ -1,8 +1,8 @@
 //! Outage: SMTP down, the alert is accepted, alert-service restarts in the middle (a new app on
 //! the same SQLite file), SMTP comes back: the mail arrives exactly once.
 //!
-//! `ALERT_SERVICE_TEST_OUTAGE_SECS` sets how long SMTP stays down (default 4 s; the issue's
-//! scenario is 30 s).
+//! `ALERT_SERVICE_TEST_OUTAGE` sets how long SMTP stays down, as a duration (`4s` by default;
+//! the scenario is `30s`).
 
 use std::time::{Duration, Instant};
 
@@ -13,12 +13,15 @@ use crate::helpers::{FAST_DELIVERY, TestApp, db_dir};
 
 #[tokio::test]
 async fn mail_arrives_exactly_once_after_smtp_outage_and_restart() {
-    let outage = Duration::from_secs(
-        std::env::var("ALERT_SERVICE_TEST_OUTAGE_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(4),
+    assert!(
+        std::env::var_os("ALERT_SERVICE_TEST_OUTAGE_SECS").is_none(),
+        "ALERT_SERVICE_TEST_OUTAGE_SECS is no longer read; set ALERT_SERVICE_TEST_OUTAGE=30s"
     );
+    let outage = match std::env::var("ALERT_SERVICE_TEST_OUTAGE") {
+        Ok(v) => humantime::parse_duration(&v)
+            .unwrap_or_else(|e| panic!("ALERT_SERVICE_TEST_OUTAGE={v:?}: {e} (e.g. 30s)")),
+        Err(_) => Duration::from_secs(4),
+    };
     let mut smtp = SmtpSink::start().await;
     let dir = db_dir();
     let yaml = format!(
