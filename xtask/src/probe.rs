@@ -11,6 +11,7 @@
 //! | forged acks | unsigned 401, tampered or another alert's link 403, cross-site 403, form without `Origin` 403; the real link works once, its replay 409 |
 //! | closed by default | `/chaos` and `PUT /admin/log-filter` without a token 401; an empty filter 400 |
 //! | launcher | no token 401, a foreign `Host` 403, a cross-site form post 403/415; nothing restarts |
+//! | malformed HTTP | every service answers a malformed request line or header 400, and 200 headers 431, with a JSON error body (hyper's own answers, reshaped) |
 //! | slowloris | 50 connections sending a header byte a second are closed by the header-read timeout while `/user/123` serves |
 //! | oversize | `Content-Length: 100000000000` answered 413 JSON at once; a 64 KB `x-request-id` is not echoed |
 //! | load-restart | `hey -z 15s -c 200 'http://127.0.0.1:8080/think?ms=1000'`: no finding, no restart, no healer action, `/user/123` within its SLO |
@@ -580,6 +581,70 @@ async fn oversize(p: &Probe) -> Case {
     c
 }
 
+/// Sends `request` raw on a fresh connection to `port`; the answer as text ("" when none came).
+async fn raw_exchange(port: u16, request: &[u8]) -> String {
+    let exchange = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(request).await.ok()?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.ok()?;
+        Some(String::from_utf8_lossy(&out).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Requests hyper refuses before any router sees them (a malformed request line or header, too
+/// many headers) still get a JSON error body naming the problem, from every service.
+async fn malformed(_: &Probe) -> Case {
+    let mut c = Case::new("malformed-http");
+    let mut many_headers = b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n".to_vec();
+    for i in 0..200 {
+        many_headers.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+    }
+    many_headers.extend_from_slice(b"\r\n");
+    let requests: [(&str, &[u8], &str, &str); 3] = [
+        (
+            "request line",
+            b"GET /healthz HTTP/1.1 extra\r\nhost: 127.0.0.1\r\n\r\n",
+            "400",
+            "bad_request",
+        ),
+        (
+            "header",
+            b"GET /healthz HTTP/1.1\r\nho st: x\r\n\r\n",
+            "400",
+            "bad_request",
+        ),
+        ("200 headers", &many_headers, "431", "headers_too_large"),
+    ];
+    let mut answered = 0;
+    for service in topology::SERVICES {
+        for (what, request, status, code) in requests {
+            let reply = raw_exchange(service.port, request).await;
+            let body = reply
+                .split_once("\r\n\r\n")
+                .and_then(|(_, b)| serde_json::from_str::<Value>(b).ok());
+            let ok = reply.starts_with(&format!("HTTP/1.1 {status}"))
+                && body.is_some_and(|b| b["error"]["code"] == code);
+            c.expect(
+                ok,
+                format!(
+                    "{} answered a malformed {what} with {:?}",
+                    service.name,
+                    reply.lines().next().unwrap_or("nothing")
+                ),
+            );
+            answered += usize::from(ok);
+        }
+    }
+    c.figure("json_answers", json!(answered));
+    c
+}
+
 /// `hey` when installed (as documented), else the same load from here.
 async fn drive_load(target: &str) -> anyhow::Result<Value> {
     let have_hey = std::process::Command::new("sh")
@@ -785,6 +850,7 @@ async fn run_cases(mut opts: Options, skip_load: bool) -> anyhow::Result<Vec<Cas
         closed_by_default(&probe).await,
         launcher_cross_site(&probe).await,
         oversize(&probe).await,
+        malformed(&probe).await,
         slowloris(&probe).await,
     ];
     if !skip_load {
