@@ -32,37 +32,7 @@ pub enum Platform {
     Local,
 }
 
-/// A kind of workload controller the healer can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum WorkloadKind {
-    /// apps/v1 Deployment.
-    Deployment,
-    /// apps/v1 StatefulSet.
-    StatefulSet,
-    /// apps/v1 DaemonSet.
-    DaemonSet,
-}
-
-impl WorkloadKind {
-    /// Parses the `workload_kind` label (case-insensitive).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "deployment" => Some(Self::Deployment),
-            "statefulset" => Some(Self::StatefulSet),
-            "daemonset" => Some(Self::DaemonSet),
-            _ => None,
-        }
-    }
-
-    /// The Kubernetes kind.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Deployment => "Deployment",
-            Self::StatefulSet => "StatefulSet",
-            Self::DaemonSet => "DaemonSet",
-        }
-    }
-}
+pub use workloads::WorkloadKind;
 
 /// What an action is applied to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -252,31 +252,6 @@ fn age(now: i64, since: i64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
 
-/// The workload that owns a pod: a ReplicaSet's Deployment (name without the pod-template
-/// hash), a StatefulSet, a DaemonSet, a Job, or whatever the controller owner is.
-pub fn pod_workload(pod: &Pod) -> Option<(String, String)> {
-    let owner = pod
-        .metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
-    if owner.kind == "ReplicaSet" {
-        let hash = label(&pod.metadata, "pod-template-hash");
-        let deployment = match hash {
-            Some(h) if owner.name.ends_with(&format!("-{h}")) => {
-                owner.name[..owner.name.len() - h.len() - 1].to_owned()
-            }
-            _ => match owner.name.rsplit_once('-') {
-                Some((base, _)) => base.to_owned(),
-                None => owner.name.clone(),
-            },
-        };
-        return Some(("Deployment".to_owned(), deployment));
-    }
-    Some((owner.kind.clone(), owner.name.clone()))
-}
-
 fn pod_object(pod: &Pod) -> ObjectRef {
     let mut o = ObjectRef::new(
         "Pod",
@@ -284,9 +259,9 @@ fn pod_object(pod: &Pod) -> ObjectRef {
         name(&pod.metadata),
     );
     o.node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-    if let Some((kind, workload)) = pod_workload(pod) {
-        o.workload_kind = Some(kind);
-        o.workload = Some(workload);
+    if let Some(owner) = workloads::owner_from_metadata(pod) {
+        o.workload_kind = Some(owner.kind);
+        o.workload = Some(owner.name);
     }
     o
 }

@@ -283,8 +283,9 @@ impl Evaluator {
                             .flat_map(|s| {
                                 s.state_filter(|p| {
                                     p.metadata.namespace.as_deref() == Some(ns.as_str())
-                                        && classify::pod_workload(p)
-                                            .is_some_and(|(k, w)| k == "Deployment" && w == *name)
+                                        && workloads::owner_from_metadata(p).is_some_and(|o| {
+                                            o.kind == "Deployment" && o.name == *name
+                                        })
                                 })
                             })
                             .flat_map(|p| classify::classify_pod(&p, &ctx, &events))
