@@ -144,6 +144,7 @@ impl AppState {
                     &config.launcher_url,
                     config.launcher_token.clone(),
                     Some(config.state_dir.join("audit.jsonl")),
+                    ctx.http_client(),
                 )),
                 store: Arc::new(local::FileStore::new(&config.state_dir)),
                 leader: Arc::new(LeaderFlag::new(true)),

@@ -216,7 +216,8 @@ async fn scenario(dry_run: bool) -> Scenario {
         ..Config::default()
     };
     config.policy.guards.verify_timeout_secs = 5;
-    let platform = LocalPlatform::new(&launcher_url, None, Some(dir.path().join("audit.jsonl")))
+    let audit = Some(dir.path().join("audit.jsonl"));
+    let platform = LocalPlatform::new(&launcher_url, None, audit, ctx.http_client())
         .with_service_url("heart", &heart_url);
     let state = AppState::with_parts(
         &ctx,
