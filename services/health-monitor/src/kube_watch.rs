@@ -704,13 +704,12 @@ pub fn readiness_url(pod: &Pod) -> Option<String> {
 
 /// Asks a pod's readiness endpoint: `Ok(failing checks)` (empty when ready), or why it could
 /// not be asked.
-pub async fn probe_readiness(http: &reqwest::Client, url: &str) -> Result<Vec<String>, String> {
-    let resp = http
-        .get(url)
-        .timeout(Duration::from_secs(1))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn probe_readiness(
+    http: &telemetry::client::HttpClient,
+    url: &str,
+) -> Result<Vec<String>, String> {
+    let request = http.get(url).timeout(Duration::from_secs(1));
+    let resp = http.send(request).await.map_err(|e| e.to_string())?;
     if resp.status().is_success() {
         return Ok(Vec::new());
     }
@@ -747,7 +746,7 @@ pub async fn run_readiness_probes(
     pods: Vec<Store<Pod>>,
     reports: ReadinessReports,
     tx: mpsc::Sender<Change>,
-    http: reqwest::Client,
+    http: telemetry::client::HttpClient,
     config: watch::Receiver<Arc<FileConfig>>,
     period: Duration,
     shutdown: CancellationToken,

@@ -256,10 +256,11 @@ impl AppState {
                     stores.pods.clone(),
                     reports.clone(),
                     wc.tx.clone(),
-                    reqwest::Client::builder()
-                        .connect_timeout(Duration::from_millis(500))
-                        .build()
-                        .unwrap_or_default(),
+                    // Each probe bounds itself to 1 s (probe_readiness).
+                    ctx.http_client_with_timeouts(
+                        Duration::from_millis(500),
+                        Duration::from_secs(1),
+                    ),
                     rx.clone(),
                     Duration::from_secs(5),
                     shutdown.clone(),
@@ -311,12 +312,13 @@ impl AppState {
             ));
         }
 
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
         let (sink, ready) = if let Some(url) = &config.alertmanager_url {
+            // libs/alertmanager takes a plain reqwest::Client (it bounds each request itself).
+            let http = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default();
             let client = alertmanager::AlertmanagerClient::new(url, http)?;
             let check = client.clone().with_timeout(Duration::from_millis(900));
             ctx.readiness.add("alertmanager", move || {
@@ -333,6 +335,8 @@ impl AppState {
                     "webhook-receivers",
                     "a webhook receiver is failing; deliveries are retried",
                 );
+                let http =
+                    ctx.http_client_with_timeouts(Duration::from_secs(2), Duration::from_secs(5));
                 (Sink::Webhooks { http, receivers }, Some(flag))
             }
         };

@@ -68,7 +68,8 @@ async fn a_failing_database_check_reported_by_the_pod_names_the_dependency() {
         Some(format!("http://127.0.0.1:{port}/readyz").as_str()),
         "the named port `http` is resolved"
     );
-    let http = reqwest::Client::new();
+    let metrics = telemetry::client::ClientMetrics::new(&prometheus::Registry::new()).unwrap();
+    let http = telemetry::client::HttpClient::new(metrics);
     let checks = kube_watch::probe_readiness(&http, &kube_watch::readiness_url(&pod).unwrap())
         .await
         .unwrap();
