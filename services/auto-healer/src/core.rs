@@ -25,7 +25,7 @@ pub struct AlertFacts {
 /// Where the healer runs: what a target can be and which actions exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Platform {
+pub enum PlatformKind {
     /// A Kubernetes cluster.
     Kubernetes,
     /// Local processes under the launcher.
@@ -148,8 +148,8 @@ pub fn workload_of(labels: &Labels) -> Option<Target> {
 
 /// The alert's subject: the key under which repairs, cooldowns and flaps are counted. The
 /// workload when named, else the pod, the node, the service, or the alert name and namespace.
-pub fn subject_of(labels: &Labels, platform: Platform) -> String {
-    if platform == Platform::Local
+pub fn subject_of(labels: &Labels, platform: PlatformKind) -> String {
+    if platform == PlatformKind::Local
         && let Some(s) = local_service(labels)
     {
         return format!("service/{s}");
@@ -171,8 +171,12 @@ pub fn subject_of(labels: &Labels, platform: Platform) -> String {
 }
 
 /// The target `action` applies to, from the alert's labels, or why there is none.
-pub fn target_for(action: &Action, labels: &Labels, platform: Platform) -> Result<Target, String> {
-    if platform == Platform::Local {
+pub fn target_for(
+    action: &Action,
+    labels: &Labels,
+    platform: PlatformKind,
+) -> Result<Target, String> {
+    if platform == PlatformKind::Local {
         return match action {
             Action::RestartService => local_service(labels)
                 .map(|name| Target::Service { name })
@@ -226,10 +230,10 @@ pub fn target_for(action: &Action, labels: &Labels, platform: Platform) -> Resul
 
 /// In local mode, what a Kubernetes action means for a process: deleting the pod or restarting
 /// the workload both become restarting the service.
-pub fn effective_action(action: &Action, platform: Platform) -> Action {
+pub fn effective_action(action: &Action, platform: PlatformKind) -> Action {
     match (platform, action) {
-        (Platform::Local, Action::DeletePod | Action::RolloutRestart) => Action::RestartService,
-        (Platform::Kubernetes, Action::RestartService) => Action::RolloutRestart,
+        (PlatformKind::Local, Action::DeletePod | Action::RolloutRestart) => Action::RestartService,
+        (PlatformKind::Kubernetes, Action::RestartService) => Action::RolloutRestart,
         _ => action.clone(),
     }
 }
@@ -632,7 +636,7 @@ pub struct Input<'a> {
     /// Why the core is asked.
     pub trigger: Trigger,
     /// Where the healer runs.
-    pub platform: Platform,
+    pub platform: PlatformKind,
     /// Dry run (decide and record, never mutate).
     pub dry_run: bool,
 }
@@ -687,7 +691,7 @@ pub fn plan(
     policy: &Policy,
     state: &GuardState,
     now: OffsetDateTime,
-    platform: Platform,
+    platform: PlatformKind,
     trigger: Trigger,
 ) -> Result<Plan, Decision> {
     let labels = &alert.labels;

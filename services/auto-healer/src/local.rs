@@ -118,8 +118,8 @@ impl LocalPlatform {
 }
 
 impl Platform for LocalPlatform {
-    fn kind(&self) -> core::Platform {
-        core::Platform::Local
+    fn kind(&self) -> core::PlatformKind {
+        core::PlatformKind::Local
     }
 
     fn snapshot<'a>(

@@ -27,7 +27,7 @@ use service_kit::ReadyFlag;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::board::{Board, Source};
+use crate::board::{CurrentFindings, Source};
 use crate::classify::{self, Cluster, Ctx, SinceTracker};
 use crate::config::{FileConfig, NamespaceFilter};
 use crate::finding::{Finding, ObjectRef};
@@ -160,14 +160,14 @@ fn key_of(kind: &str, ns: &str, name: &str) -> String {
 pub struct Evaluator {
     stores: Stores,
     since: SinceTracker,
-    board: Board,
+    board: CurrentFindings,
     metrics: Metrics,
     readiness: ReadinessReports,
 }
 
 impl Evaluator {
     /// An evaluator over `stores` publishing to `board`.
-    pub fn new(stores: Stores, board: Board, metrics: Metrics) -> Self {
+    pub fn new(stores: Stores, board: CurrentFindings, metrics: Metrics) -> Self {
         Self {
             stores,
             since: SinceTracker::default(),
@@ -617,7 +617,7 @@ pub async fn check_control_plane(client: &Client) -> Vec<Finding> {
 pub async fn run_control_plane(
     client: Client,
     config: watch::Receiver<Arc<FileConfig>>,
-    board: Board,
+    board: CurrentFindings,
     shutdown: CancellationToken,
 ) {
     loop {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use health_monitor::board::Board;
+use health_monitor::board::CurrentFindings;
 use health_monitor::config::FileConfig;
 use health_monitor::finding::FindingKind;
 use health_monitor::kube_watch::{self, Change, Evaluator, Kind, Stores, WatchContext};
@@ -54,7 +54,7 @@ fn watch_pods(rv: &str, events: &[Value]) -> Call {
         .raw(watch_events(events))
 }
 
-fn kinds_of(board: &Board) -> Vec<(FindingKind, String)> {
+fn kinds_of(board: &CurrentFindings) -> Vec<(FindingKind, String)> {
     board
         .all()
         .into_iter()
@@ -82,7 +82,7 @@ async fn list_watch_findings_and_a_410_gone_relists() {
         |p: &Pod| Some(kube_watch::target_of_object(p, Kind::Pod)),
         wc,
     );
-    let board = Board::new();
+    let board = CurrentFindings::new();
     let evaluator = Evaluator::new(
         Stores {
             pods: vec![store],
@@ -257,7 +257,7 @@ async fn oom_kills_after_a_restart_and_a_recovered_healer_cordon_become_remediat
         |n: &Node| Some(kube_watch::target_of_object(n, Kind::Node)),
         wc,
     );
-    let board = Board::new();
+    let board = CurrentFindings::new();
     let evaluator = Evaluator::new(
         Stores {
             pods: vec![pods],

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use health_monitor::board::Board;
+use health_monitor::board::CurrentFindings;
 use health_monitor::config::FileConfig;
 use health_monitor::finding::{FindingKind, Remediation};
 use health_monitor::kube_watch::{self, Change, Evaluator, ReadinessReports, Stores};
@@ -82,7 +82,7 @@ async fn a_failing_database_check_reported_by_the_pod_names_the_dependency() {
 
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).unwrap();
-    let board = Board::new();
+    let board = CurrentFindings::new();
     let reports = ReadinessReports::default();
     let cfg = FileConfig::default();
     let mut evaluator = Evaluator::new(

@@ -875,8 +875,8 @@ impl KubePlatform {
 }
 
 impl Platform for KubePlatform {
-    fn kind(&self) -> core::Platform {
-        core::Platform::Kubernetes
+    fn kind(&self) -> core::PlatformKind {
+        core::PlatformKind::Kubernetes
     }
 
     fn snapshot<'a>(

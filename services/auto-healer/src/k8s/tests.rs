@@ -964,8 +964,8 @@ async fn shutdown_releases_the_lease_and_the_other_takes_over_at_once() {
 struct CountingPlatform(Mutex<Vec<String>>);
 
 impl Platform for CountingPlatform {
-    fn kind(&self) -> core::Platform {
-        core::Platform::Kubernetes
+    fn kind(&self) -> core::PlatformKind {
+        core::PlatformKind::Kubernetes
     }
     fn snapshot<'a>(
         &'a self,
