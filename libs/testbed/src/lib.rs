@@ -23,6 +23,7 @@
 
 mod alertmanager;
 mod http_sink;
+#[cfg(feature = "kube-mock")]
 pub mod kube_mock;
 mod postgres;
 mod process;
