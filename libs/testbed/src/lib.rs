@@ -27,6 +27,8 @@
 mod alertmanager;
 mod http_sink;
 pub mod metrics;
+#[cfg(feature = "kube-mock")]
+pub mod kube_mock;
 mod postgres;
 mod process;
 mod prometheus;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use alertmanager::{Alert, WebhookMessage};
 use auto_healer::local::FileStore;
 use auto_healer::platform::LeaderFlag;
-use auto_healer::{AppState, Config, Parts, app};
+use auto_healer::{Adapters, AppState, Config, app};
 use recording::Recording;
 use service_kit::Context;
 
@@ -36,10 +36,10 @@ async fn main() {
     config.policy.guards.rate_limit_max_actions = u32::MAX;
     config.policy.guards.max_concurrent_actions = 64;
     let platform = Recording::default();
-    let state = AppState::with_parts(
+    let state = AppState::with_adapters(
         &ctx,
         config,
-        Parts {
+        Adapters {
             lease_task: None,
             platform: Arc::new(platform.clone()),
             store: Arc::new(FileStore::new(dir.path())),

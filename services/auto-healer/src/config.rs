@@ -26,7 +26,7 @@ use crate::policy::Policy;
 
 /// Where actions go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub enum PlatformChoice {
     /// Kubernetes when in a cluster or a kubeconfig exists, else local.
     Auto,
     /// The Kubernetes API.
@@ -47,7 +47,7 @@ pub struct Config {
     /// Dry run, when set by the environment (overrides the policy).
     pub dry_run: Option<bool>,
     /// Where actions go.
-    pub mode: Mode,
+    pub mode: PlatformChoice,
     /// Alertmanager for RemediationFailed.
     pub alertmanager_url: Option<String>,
     /// Local launcher control API.
@@ -81,7 +81,7 @@ impl Default for Config {
             policy_source: "builtin".into(),
             token: None,
             dry_run: None,
-            mode: Mode::Local,
+            mode: PlatformChoice::Local,
             alertmanager_url: None,
             launcher_url: "http://127.0.0.1:8090".into(),
             launcher_token: None,
@@ -125,11 +125,11 @@ impl Config {
         let dry_run = reader
             .optional("AUTO_HEALER_DRY_RUN")
             .map(|_| reader.bool("AUTO_HEALER_DRY_RUN", false));
-        let mode = reader.parse_with("AUTO_HEALER_MODE", Mode::Auto, |raw| {
+        let mode = reader.parse_with("AUTO_HEALER_MODE", PlatformChoice::Auto, |raw| {
             match raw.to_ascii_lowercase().as_str() {
-                "auto" => Ok(Mode::Auto),
-                "kubernetes" | "kube" | "k8s" => Ok(Mode::Kubernetes),
-                "local" => Ok(Mode::Local),
+                "auto" => Ok(PlatformChoice::Auto),
+                "kubernetes" | "kube" | "k8s" => Ok(PlatformChoice::Kubernetes),
+                "local" => Ok(PlatformChoice::Local),
                 _ => Err("expected auto, kubernetes or local".to_owned()),
             }
         });
@@ -241,7 +241,7 @@ mod tests {
         reader.finish().unwrap();
         assert!(c.dry_run());
         assert_eq!(c.namespace, "organism-test");
-        assert_eq!(c.mode, Mode::Auto);
+        assert_eq!(c.mode, PlatformChoice::Auto);
         assert_eq!(c.policy_source, "builtin");
     }
 }

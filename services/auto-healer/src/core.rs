@@ -25,44 +25,14 @@ pub struct AlertFacts {
 /// Where the healer runs: what a target can be and which actions exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Platform {
+pub enum PlatformKind {
     /// A Kubernetes cluster.
     Kubernetes,
     /// Local processes under the launcher.
     Local,
 }
 
-/// A kind of workload controller the healer can act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum WorkloadKind {
-    /// apps/v1 Deployment.
-    Deployment,
-    /// apps/v1 StatefulSet.
-    StatefulSet,
-    /// apps/v1 DaemonSet.
-    DaemonSet,
-}
-
-impl WorkloadKind {
-    /// Parses the `workload_kind` label (case-insensitive).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "deployment" => Some(Self::Deployment),
-            "statefulset" => Some(Self::StatefulSet),
-            "daemonset" => Some(Self::DaemonSet),
-            _ => None,
-        }
-    }
-
-    /// The Kubernetes kind.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Deployment => "Deployment",
-            Self::StatefulSet => "StatefulSet",
-            Self::DaemonSet => "DaemonSet",
-        }
-    }
-}
+pub use workloads::WorkloadKind;
 
 /// What an action is applied to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -178,8 +148,8 @@ pub fn workload_of(labels: &Labels) -> Option<Target> {
 
 /// The alert's subject: the key under which repairs, cooldowns and flaps are counted. The
 /// workload when named, else the pod, the node, the service, or the alert name and namespace.
-pub fn subject_of(labels: &Labels, platform: Platform) -> String {
-    if platform == Platform::Local
+pub fn subject_of(labels: &Labels, platform: PlatformKind) -> String {
+    if platform == PlatformKind::Local
         && let Some(s) = local_service(labels)
     {
         return format!("service/{s}");
@@ -201,8 +171,12 @@ pub fn subject_of(labels: &Labels, platform: Platform) -> String {
 }
 
 /// The target `action` applies to, from the alert's labels, or why there is none.
-pub fn target_for(action: &Action, labels: &Labels, platform: Platform) -> Result<Target, String> {
-    if platform == Platform::Local {
+pub fn target_for(
+    action: &Action,
+    labels: &Labels,
+    platform: PlatformKind,
+) -> Result<Target, String> {
+    if platform == PlatformKind::Local {
         return match action {
             Action::RestartService => local_service(labels)
                 .map(|name| Target::Service { name })
@@ -256,10 +230,10 @@ pub fn target_for(action: &Action, labels: &Labels, platform: Platform) -> Resul
 
 /// In local mode, what a Kubernetes action means for a process: deleting the pod or restarting
 /// the workload both become restarting the service.
-pub fn effective_action(action: &Action, platform: Platform) -> Action {
+pub fn effective_action(action: &Action, platform: PlatformKind) -> Action {
     match (platform, action) {
-        (Platform::Local, Action::DeletePod | Action::RolloutRestart) => Action::RestartService,
-        (Platform::Kubernetes, Action::RestartService) => Action::RolloutRestart,
+        (PlatformKind::Local, Action::DeletePod | Action::RolloutRestart) => Action::RestartService,
+        (PlatformKind::Kubernetes, Action::RestartService) => Action::RolloutRestart,
         _ => action.clone(),
     }
 }
@@ -662,7 +636,7 @@ pub struct Input<'a> {
     /// Why the core is asked.
     pub trigger: Trigger,
     /// Where the healer runs.
-    pub platform: Platform,
+    pub platform: PlatformKind,
     /// Dry run (decide and record, never mutate).
     pub dry_run: bool,
 }
@@ -717,7 +691,7 @@ pub fn plan(
     policy: &Policy,
     state: &GuardState,
     now: OffsetDateTime,
-    platform: Platform,
+    platform: PlatformKind,
     trigger: Trigger,
 ) -> Result<Plan, Decision> {
     let labels = &alert.labels;
@@ -875,183 +849,250 @@ pub fn disruption_allowance(total: u32, share: f64) -> u32 {
     ((f64::from(total) * share).floor() as u32).max(1)
 }
 
-/// Decides what to do about one alert.
+/// Decides what to do about one alert: the plan (see [`plan`]) if every guard lets it pass.
 pub fn decide(input: Input<'_>) -> Decision {
     let Input {
         alert,
         policy,
         state,
-        cluster,
-        in_flight,
         now,
         trigger,
         platform,
         dry_run,
+        ..
     } = input;
-    let g = &policy.guards;
-    let labels = &alert.labels;
-    let subject = subject_of(labels, platform);
-    // A remediation in progress is left to finish (its own retries escalate) before anything
-    // else is decided about the subject.
-    if trigger == Trigger::Alert
-        && in_flight.contains(&subject)
-        && policy.rule_for(labels).is_some()
-    {
-        return skip(
-            Guard::InProgress,
-            format!("{subject} is being remediated"),
-            None,
-        );
+    let subject = subject_of(&alert.labels, platform);
+    if let Err(busy) = in_progress_guard(&input, &subject) {
+        return busy.skip(None);
     }
     let plan = match plan(alert, policy, state, now, platform, trigger) {
         Ok(p) => p,
         Err(d) => return d,
     };
-    let target = &plan.target;
-    if let Some(ns) = target.namespace().or_else(|| label(labels, "namespace")) {
-        if g.namespaces_deny.iter().any(|d| d == ns) {
-            return skip(
-                Guard::Namespace,
-                format!("namespace {ns} is denied"),
-                Some(target),
-            );
-        }
-        if !g.namespaces_allow.is_empty() && !g.namespaces_allow.iter().any(|a| a == ns) {
-            return skip(
-                Guard::Namespace,
-                format!("namespace {ns} is not in the allow list"),
-                Some(target),
-            );
+    match guards(&input, &subject, &plan) {
+        Err(refused) => refused.skip(Some(&plan.target)),
+        Ok(()) if dry_run => Decision::DryRun(plan),
+        Ok(()) => Decision::Act(plan),
+    }
+}
+
+/// A guard's refusal: which guard and why.
+struct Refusal {
+    guard: Guard,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(guard: Guard, reason: impl Into<String>) -> Self {
+        Self {
+            guard,
+            reason: reason.into(),
         }
     }
-    for (object, annotations) in &cluster.annotations {
+
+    fn skip(self, target: Option<&Target>) -> Decision {
+        skip(self.guard, self.reason, target)
+    }
+}
+
+/// A remediation in progress is left to finish (its own retries escalate) before anything
+/// else is decided about the subject.
+fn in_progress_guard(input: &Input<'_>, subject: &str) -> Result<(), Refusal> {
+    if input.trigger == Trigger::Alert
+        && input.in_flight.contains(subject)
+        && input.policy.rule_for(&input.alert.labels).is_some()
+    {
+        return Err(Refusal::new(
+            Guard::InProgress,
+            format!("{subject} is being remediated"),
+        ));
+    }
+    Ok(())
+}
+
+/// Every guard a plan must pass, in order; the first that refuses decides the skip.
+fn guards(input: &Input<'_>, subject: &str, plan: &Plan) -> Result<(), Refusal> {
+    namespace_guard(input, &plan.target)?;
+    opt_out_guard(input)?;
+    dependency_guard(input, plan)?;
+    cooldown_guard(input, subject)?;
+    rate_limit_guard(input)?;
+    concurrency_guard(input)?;
+    blast_radius_guard(input, plan)?;
+    if plan.action.is_node_action() {
+        node_guards(input, plan)?;
+    }
+    Ok(())
+}
+
+fn namespace_guard(input: &Input<'_>, target: &Target) -> Result<(), Refusal> {
+    let g = &input.policy.guards;
+    let Some(ns) = target
+        .namespace()
+        .or_else(|| label(&input.alert.labels, "namespace"))
+    else {
+        return Ok(());
+    };
+    if g.namespaces_deny.iter().any(|d| d == ns) {
+        return Err(Refusal::new(
+            Guard::Namespace,
+            format!("namespace {ns} is denied"),
+        ));
+    }
+    if !g.namespaces_allow.is_empty() && !g.namespaces_allow.iter().any(|a| a == ns) {
+        return Err(Refusal::new(
+            Guard::Namespace,
+            format!("namespace {ns} is not in the allow list"),
+        ));
+    }
+    Ok(())
+}
+
+fn opt_out_guard(input: &Input<'_>) -> Result<(), Refusal> {
+    let annotation = &input.policy.guards.opt_out_annotation;
+    for (object, annotations) in &input.cluster.annotations {
         if annotations
-            .get(&g.opt_out_annotation)
+            .get(annotation)
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
         {
-            return skip(
+            return Err(Refusal::new(
                 Guard::OptOut,
-                format!("{object} has {}=\"false\"", g.opt_out_annotation),
-                Some(target),
-            );
+                format!("{object} has {annotation}=\"false\""),
+            ));
         }
     }
+    Ok(())
+}
+
+fn dependency_guard(input: &Input<'_>, plan: &Plan) -> Result<(), Refusal> {
     if plan.action.restarts()
-        && let Some(dep) = label(labels, "dependency")
+        && let Some(dep) = label(&input.alert.labels, "dependency")
     {
-        return skip(
+        return Err(Refusal::new(
             Guard::Dependency,
             format!(
                 "dependency {dep} is failing; restarting {} would not help",
-                target.key()
+                plan.target.key()
             ),
-            Some(target),
-        );
+        ));
     }
-    if trigger == Trigger::Alert
-        && let Some(until) = state.subjects.get(&subject).and_then(|r| r.cooldown_until)
+    Ok(())
+}
+
+fn cooldown_guard(input: &Input<'_>, subject: &str) -> Result<(), Refusal> {
+    let now = input.now;
+    if input.trigger == Trigger::Alert
+        && let Some(until) = input
+            .state
+            .subjects
+            .get(subject)
+            .and_then(|r| r.cooldown_until)
         && until > now
     {
-        return skip(
+        return Err(Refusal::new(
             Guard::Cooldown,
             format!(
                 "{subject} was acted on recently; cooling down for {} s more",
                 (until - now).whole_seconds()
             ),
-            Some(target),
-        );
+        ));
     }
+    Ok(())
+}
+
+fn rate_limit_guard(input: &Input<'_>) -> Result<(), Refusal> {
+    let (g, now) = (&input.policy.guards, input.now);
     let window_start = now - secs(g.rate_limit_window_secs);
-    let recent = state
+    let recent = input
+        .state
         .actions
         .iter()
         .filter(|t| t.0 > window_start && t.0 <= now)
         .count();
     if recent >= g.rate_limit_max_actions as usize {
-        return skip(
+        return Err(Refusal::new(
             Guard::RateLimit,
             format!(
                 "{recent} actions in the last {} s (limit {})",
                 g.rate_limit_window_secs, g.rate_limit_max_actions
             ),
-            Some(target),
-        );
+        ));
     }
-    if in_flight.len() >= g.max_concurrent_actions as usize {
-        return skip(
+    Ok(())
+}
+
+fn concurrency_guard(input: &Input<'_>) -> Result<(), Refusal> {
+    let (max, in_flight) = (input.policy.guards.max_concurrent_actions, input.in_flight);
+    if in_flight.len() >= max as usize {
+        return Err(Refusal::new(
             Guard::Concurrency,
-            format!(
-                "{} actions in progress (limit {})",
-                in_flight.len(),
-                g.max_concurrent_actions
-            ),
-            Some(target),
-        );
+            format!("{} actions in progress (limit {max})", in_flight.len()),
+        ));
     }
+    Ok(())
+}
+
+fn blast_radius_guard(input: &Input<'_>, plan: &Plan) -> Result<(), Refusal> {
+    let share = input.policy.guards.max_workload_disruption;
     if plan.action == Action::DeletePod
-        && let Some(pods) = cluster.workload_pods
+        && let Some(pods) = input.cluster.workload_pods
     {
-        let allowed = disruption_allowance(pods.total, g.max_workload_disruption);
+        let allowed = disruption_allowance(pods.total, share);
         if pods.disrupted_others + 1 > allowed {
-            return skip(
+            return Err(Refusal::new(
                 Guard::BlastRadius,
                 format!(
                     "{} of {} pods are already disrupted; at most {allowed} at once ({:.0}%)",
                     pods.disrupted_others,
                     pods.total,
-                    g.max_workload_disruption * 100.0
+                    share * 100.0
                 ),
-                Some(target),
-            );
+            ));
         }
     }
-    if plan.action.is_node_action() {
-        let total = cluster.nodes.len();
-        let unhealthy = cluster.nodes.iter().filter(|n| !n.ready).count();
-        if total > 0 && unhealthy as f64 / total as f64 > g.max_unhealthy_node_share {
-            return skip(
-                Guard::Storm,
-                format!(
-                    "{unhealthy} of {total} nodes are unhealthy (more than {:.0}%): no node actions",
-                    g.max_unhealthy_node_share * 100.0
-                ),
-                Some(target),
-            );
+    Ok(())
+}
+
+/// Node actions: not in a storm of unhealthy nodes, uncordon only a Ready node, cordon or
+/// drain one node at a time and never the last schedulable one.
+fn node_guards(input: &Input<'_>, plan: &Plan) -> Result<(), Refusal> {
+    let (nodes, target) = (&input.cluster.nodes, &plan.target);
+    let max_share = input.policy.guards.max_unhealthy_node_share;
+    let total = nodes.len();
+    let unhealthy = nodes.iter().filter(|n| !n.ready).count();
+    if total > 0 && unhealthy as f64 / total as f64 > max_share {
+        return Err(Refusal::new(
+            Guard::Storm,
+            format!(
+                "{unhealthy} of {total} nodes are unhealthy (more than {:.0}%): no node actions",
+                max_share * 100.0
+            ),
+        ));
+    }
+    if let (Action::Uncordon, Target::Node { name }) = (&plan.action, target)
+        && !nodes.iter().any(|n| &n.name == name && n.ready)
+    {
+        return Err(Refusal::new(
+            Guard::NodeNotReady,
+            format!("node {name} is not Ready; uncordon waits until it is healthy"),
+        ));
+    }
+    if let (Action::Cordon | Action::Drain { .. }, Target::Node { name }) = (&plan.action, target) {
+        let others = nodes.iter().filter(|n| &n.name != name);
+        if let Some(n) = others.clone().find(|n| n.unschedulable) {
+            return Err(Refusal::new(
+                Guard::OneNode,
+                format!("node {} is already cordoned; one node at a time", n.name),
+            ));
         }
-        if let (Action::Uncordon, Target::Node { name }) = (&plan.action, target)
-            && !cluster.nodes.iter().any(|n| &n.name == name && n.ready)
-        {
-            return skip(
-                Guard::NodeNotReady,
-                format!("node {name} is not Ready; uncordon waits until it is healthy"),
-                Some(target),
-            );
-        }
-        if let (Action::Cordon | Action::Drain { .. }, Target::Node { name }) =
-            (&plan.action, target)
-        {
-            let others = cluster.nodes.iter().filter(|n| &n.name != name);
-            if let Some(n) = others.clone().find(|n| n.unschedulable) {
-                return skip(
-                    Guard::OneNode,
-                    format!("node {} is already cordoned; one node at a time", n.name),
-                    Some(target),
-                );
-            }
-            if !others.clone().any(|n| n.ready && !n.unschedulable) {
-                return skip(
-                    Guard::LastNode,
-                    format!("{name} is the last schedulable node"),
-                    Some(target),
-                );
-            }
+        if !others.clone().any(|n| n.ready && !n.unschedulable) {
+            return Err(Refusal::new(
+                Guard::LastNode,
+                format!("{name} is the last schedulable node"),
+            ));
         }
     }
-    if dry_run {
-        Decision::DryRun(plan)
-    } else {
-        Decision::Act(plan)
-    }
+    Ok(())
 }
 
 /// The next replica count: `current + step`, capped at `max`; `None` when already at the cap.

@@ -172,6 +172,49 @@ impl std::fmt::Debug for Engine {
 /// `skipped`, `dry-run`, `escalated`).
 pub type Handled = AuditRecord;
 
+/// How many times a decision is taken again because another writer changed the guard state in
+/// between, before the handling fails.
+const MAX_STATE_CONFLICTS: u32 = 8;
+
+/// Guard-state records older than this are pruned on every save (a week).
+const PRUNE_AFTER_SECS: u64 = 7 * 24 * 3600;
+
+/// The guard state one decision round loaded, and the round's settings.
+#[derive(Clone, Copy)]
+struct Loaded<'a> {
+    stored: &'a core::GuardState,
+    version: Option<&'a str>,
+    now: OffsetDateTime,
+    dry_run: bool,
+    may_retry: bool,
+}
+
+/// An escalation decided by the core (see [`Decision::Escalate`]).
+struct Escalation {
+    guard: Option<Guard>,
+    reason: String,
+    rule: String,
+    until: OffsetDateTime,
+    again: Option<OffsetDateTime>,
+}
+
+/// A saved attempt, marked in flight, to carry out.
+struct Attempt {
+    plan: Plan,
+    policy: Arc<Policy>,
+    decided_at: OffsetDateTime,
+}
+
+/// What one decision round ends in.
+enum Round {
+    /// The alert is handled (skipped, escalated, failed, or reported as a dry run).
+    Done(Handled),
+    /// Another writer changed the guard state in between: decide again on fresh state.
+    Conflict,
+    /// The attempt is saved: carry it out.
+    Act(Attempt),
+}
+
 impl Engine {
     /// An engine over these parts.
     #[allow(clippy::too_many_arguments)]
@@ -305,9 +348,6 @@ impl Engine {
     }
 
     async fn handle_inner(&self, alert: AlertFacts, subject: String, alertname: String) -> Handled {
-        let platform = self.platform.kind();
-        let mut trigger = Trigger::Alert;
-        let mut conflicts = 0;
         let base = AuditRecord {
             at: self.now(),
             alertname,
@@ -320,236 +360,355 @@ impl Engine {
             guard: None,
             message: String::new(),
         };
-        // The payload is not trusted: Alertmanager must hold the alert, active, with exactly
-        // these labels (asked once per alert, before anything is decided).
-        if let Some(source) = &self.source
-            && self.policy().rule_for(&alert.labels).is_some()
-        {
-            let refused = match source.is_active(&alert.labels).await {
-                Ok(true) => None,
-                Ok(false) => Some(
-                    "Alertmanager holds no active alert with exactly these labels (resolved, \
-                     silenced, or never sent by it)"
-                        .to_owned(),
-                ),
-                Err(e) => Some(format!("cannot confirm the alert with Alertmanager: {e}")),
+        if let Some(refused) = self.confirm(&alert, &base).await {
+            return refused;
+        }
+        let mut trigger = Trigger::Alert;
+        let mut conflicts = 0;
+        loop {
+            let may_retry = conflicts < MAX_STATE_CONFLICTS;
+            let attempt = match self.decide_round(&alert, &base, trigger, may_retry).await {
+                Round::Done(handled) => return handled,
+                Round::Conflict => {
+                    conflicts += 1;
+                    continue;
+                }
+                Round::Act(attempt) => attempt,
             };
-            if let Some(reason) = refused {
-                let rule = self
-                    .policy()
-                    .rule_for(&alert.labels)
-                    .map(|r| r.name.clone());
-                return self
-                    .skip(&base, Guard::Unconfirmed, reason, None, rule)
-                    .await;
+            match self.carry_out(&alert, &base, &attempt).await {
+                Some(healed) => return healed,
+                None => {
+                    trigger = Trigger::Retry {
+                        after: attempt.plan.step,
+                    }
+                }
             }
         }
-        loop {
-            let lock = self.decide_lock.lock().await;
-            let now = self.now();
-            let policy = self.policy();
-            let dry_run = self.dry_run();
-            if !self.leader.is_leader() {
-                return self
-                    .skip(
-                        &base,
-                        Guard::Leader,
-                        "this instance is not the leader".into(),
-                        None,
-                        None,
-                    )
-                    .await;
+    }
+
+    /// The payload is not trusted: Alertmanager must hold the alert, active, with exactly these
+    /// labels (asked once per alert, before anything is decided). `Some` is the refusal.
+    async fn confirm(&self, alert: &AlertFacts, base: &AuditRecord) -> Option<Handled> {
+        let source = self.source.as_ref()?;
+        let rule = self
+            .policy()
+            .rule_for(&alert.labels)
+            .map(|r| r.name.clone())?;
+        let reason = match source.is_active(&alert.labels).await {
+            Ok(true) => return None,
+            Ok(false) => "Alertmanager holds no active alert with exactly these labels (resolved, \
+                          silenced, or never sent by it)"
+                .to_owned(),
+            Err(e) => format!("cannot confirm the alert with Alertmanager: {e}"),
+        };
+        Some(
+            self.skip(base, Guard::Unconfirmed, reason, None, Some(rule))
+                .await,
+        )
+    }
+
+    /// One decision under the decide lock, on the guard state as loaded: skip, escalate, or
+    /// save the attempt (dry run: report it) and mark the subject in flight.
+    async fn decide_round(
+        &self,
+        alert: &AlertFacts,
+        base: &AuditRecord,
+        trigger: Trigger,
+        may_retry: bool,
+    ) -> Round {
+        let lock = self.decide_lock.lock().await;
+        let now = self.now();
+        let policy = self.policy();
+        let dry_run = self.dry_run();
+        let subject = base.subject.as_str();
+        if !self.leader.is_leader() {
+            let reason = "this instance is not the leader".into();
+            return Round::Done(self.skip(base, Guard::Leader, reason, None, None).await);
+        }
+        let (stored, version) = match self.store.load().await {
+            Ok(s) => s,
+            Err(e) => {
+                let message = format!("cannot load guard state: {e}");
+                return Round::Done(self.failed(base, None, message).await);
             }
-            let (stored, version) = match self.store.load().await {
-                Ok(s) => s,
-                Err(e) => {
-                    return self
-                        .failed(&base, None, format!("cannot load guard state: {e}"))
-                        .await;
-                }
-            };
-            // A dry run decides on its own record, exactly as the real run would on its.
-            let state = stored.view(dry_run);
-            let snapshot = match core::plan(&alert, &policy, &state, now, platform, trigger) {
-                Ok(p) => match self.platform.snapshot(&p.target).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        return self
-                            .failed(
-                                &base,
-                                Some(&p),
-                                format!("cannot look at {}: {e}", p.target.key()),
-                            )
-                            .await;
-                    }
-                },
-                Err(_) => core::ClusterSnapshot::default(),
-            };
-            let in_flight = self.in_flight();
-            let decision = core::decide(Input {
-                alert: &alert,
-                policy: &policy,
-                state: &state,
-                cluster: &snapshot,
-                in_flight: &in_flight,
-                now,
-                trigger,
-                platform,
-                dry_run,
-            });
-            let plan = match decision {
-                Decision::Skip {
-                    guard,
-                    reason,
-                    target,
-                } => {
-                    let rule = policy.rule_for(&alert.labels).map(|r| r.name.clone());
-                    return self.skip(&base, guard, reason, target, rule).await;
-                }
-                Decision::Escalate {
+        };
+        // A dry run decides on its own record, exactly as the real run would on its.
+        let state = stored.view(dry_run);
+        let loaded = Loaded {
+            stored: &stored,
+            version: version.as_deref(),
+            now,
+            dry_run,
+            may_retry,
+        };
+        let snapshot = match self.look(alert, &policy, &state, now, trigger, base).await {
+            Ok(s) => s,
+            Err(failed) => return Round::Done(failed),
+        };
+        let in_flight = self.in_flight();
+        let decision = core::decide(Input {
+            alert,
+            policy: &policy,
+            state: &state,
+            cluster: &snapshot,
+            in_flight: &in_flight,
+            now,
+            trigger,
+            platform: self.platform.kind(),
+            dry_run,
+        });
+        let plan = match decision {
+            Decision::Skip {
+                guard,
+                reason,
+                target,
+            } => {
+                let rule = policy.rule_for(&alert.labels).map(|r| r.name.clone());
+                return Round::Done(self.skip(base, guard, reason, target, rule).await);
+            }
+            Decision::Escalate {
+                guard,
+                reason,
+                rule,
+                until,
+                again,
+            } => {
+                let escalation = Escalation {
                     guard,
                     reason,
                     rule,
                     until,
                     again,
-                } => {
-                    // Record the stop before telling anyone: told once, even across restarts
-                    // and leader changes.
-                    let at = match again {
-                        Some(at) => at,
-                        None => {
-                            let stop = Stop {
-                                guard,
-                                reason: reason.clone(),
-                                rule: rule.clone(),
-                                at: now,
-                                until,
-                                notified: dry_run || self.alertmanager.is_none(),
-                            };
-                            let mut next = stored.clone();
-                            next.view_mut(dry_run).record_stop(&subject, stop);
-                            next.prune(now, 7 * 24 * 3600);
-                            match self.store.save(&next, version.as_deref()).await {
-                                Ok(()) => {}
-                                Err(StoreError::Conflict) if conflicts < 8 => {
-                                    conflicts += 1;
-                                    continue;
-                                }
-                                Err(e) => {
-                                    return self
-                                        .failed(
-                                            &base,
-                                            None,
-                                            format!("cannot save guard state: {e}"),
-                                        )
-                                        .await;
-                                }
-                            }
-                            now
-                        }
-                    };
-                    drop(lock);
-                    return self
-                        .escalate(&base, &alert, guard, reason, rule, at, until, dry_run)
-                        .await;
-                }
-                Decision::DryRun(plan) | Decision::Act(plan) => plan,
-            };
-            let decided_at = now;
-            // Save the attempt against the version the decision was made on: if someone else
-            // wrote in between, decide again on fresh state.
-            let mut next = stored.clone();
-            let view = next.view_mut(dry_run);
-            view.record_act(&subject, &plan, decided_at, policy.guards.cooldown_secs);
-            if dry_run {
-                view.set_outcome(&subject, decided_at, Outcome::DryRun);
+                };
+                return self
+                    .stop_and_escalate(lock, alert, base, &loaded, escalation)
+                    .await;
             }
-            next.prune(decided_at, 7 * 24 * 3600);
-            match self.store.save(&next, version.as_deref()).await {
-                Ok(()) => {}
-                Err(StoreError::Conflict) if conflicts < 8 => {
-                    conflicts += 1;
-                    continue;
+            Decision::DryRun(plan) | Decision::Act(plan) => plan,
+        };
+        if let Err(round) = self.save_attempt(base, &loaded, &plan, &policy).await {
+            return round;
+        }
+        if dry_run {
+            drop(lock);
+            return Round::Done(self.report_dry_run(base, &plan).await);
+        }
+        self.set_in_flight(subject, true);
+        drop(lock);
+        Round::Act(Attempt {
+            plan,
+            policy,
+            decided_at: now,
+        })
+    }
+
+    /// An escalation decided: the stop is recorded (unless it was already, and only its
+    /// notification is due again) before anyone is told, so it is told once, even across
+    /// restarts and leader changes; then the decide lock is released and the stop is told.
+    async fn stop_and_escalate(
+        &self,
+        lock: tokio::sync::MutexGuard<'_, ()>,
+        alert: &AlertFacts,
+        base: &AuditRecord,
+        loaded: &Loaded<'_>,
+        escalation: Escalation,
+    ) -> Round {
+        let Escalation {
+            guard,
+            reason,
+            rule,
+            until,
+            again,
+        } = escalation;
+        let Loaded { now, dry_run, .. } = *loaded;
+        let at = match again {
+            Some(at) => at,
+            None => {
+                let stop = Stop {
+                    guard,
+                    reason: reason.clone(),
+                    rule: rule.clone(),
+                    at: now,
+                    until,
+                    notified: dry_run || self.alertmanager.is_none(),
+                };
+                let record = |s: &mut core::GuardState| {
+                    s.view_mut(dry_run).record_stop(&base.subject, stop);
+                    s.prune(now, PRUNE_AFTER_SECS);
+                };
+                let saved = self.save_changed(loaded.stored, loaded.version, record);
+                let saved = self.saved_or_round(saved.await, base, None, loaded.may_retry);
+                if let Err(round) = saved.await {
+                    return round;
                 }
-                Err(e) => {
-                    return self
-                        .failed(&base, Some(&plan), format!("cannot save guard state: {e}"))
-                        .await;
-                }
+                now
             }
+        };
+        drop(lock);
+        let handled = self
+            .escalate(base, alert, guard, reason, rule, at, until, dry_run)
+            .await;
+        Round::Done(handled)
+    }
+
+    /// Saves the attempt against the version the decision was made on: if someone else wrote
+    /// in between, the round ends in a conflict and the decision is taken again on fresh state.
+    async fn save_attempt(
+        &self,
+        base: &AuditRecord,
+        loaded: &Loaded<'_>,
+        plan: &Plan,
+        policy: &Policy,
+    ) -> Result<(), Round> {
+        let Loaded { now, dry_run, .. } = *loaded;
+        let subject = base.subject.as_str();
+        let record = |s: &mut core::GuardState| {
+            let view = s.view_mut(dry_run);
+            view.record_act(subject, plan, now, policy.guards.cooldown_secs);
             if dry_run {
-                drop(lock);
-                let mut message = format!(
-                    "dry run: would {} {} (rule {}, step {})",
-                    plan.action.name(),
-                    plan.target.key(),
-                    plan.rule,
-                    plan.step
-                );
-                passed_over_note(&mut message, &plan);
-                let r = self.audit(&base, "dry-run", Some(&plan), None, message);
+                view.set_outcome(subject, now, Outcome::DryRun);
+            }
+            s.prune(now, PRUNE_AFTER_SECS);
+        };
+        let saved = self
+            .save_changed(loaded.stored, loaded.version, record)
+            .await;
+        self.saved_or_round(saved, base, Some(plan), loaded.may_retry)
+            .await
+    }
+
+    /// The cluster as the plan's target shows it (empty when the alert plans nothing).
+    async fn look(
+        &self,
+        alert: &AlertFacts,
+        policy: &Policy,
+        state: &core::GuardState,
+        now: OffsetDateTime,
+        trigger: Trigger,
+        base: &AuditRecord,
+    ) -> Result<core::ClusterSnapshot, Handled> {
+        let Ok(p) = core::plan(alert, policy, state, now, self.platform.kind(), trigger) else {
+            return Ok(core::ClusterSnapshot::default());
+        };
+        match self.platform.snapshot(&p.target).await {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                let message = format!("cannot look at {}: {e}", p.target.key());
+                Err(self.failed(base, Some(&p), message).await)
+            }
+        }
+    }
+
+    /// Saves `stored` changed by `change` against `version`.
+    async fn save_changed(
+        &self,
+        stored: &core::GuardState,
+        version: Option<&str>,
+        change: impl FnOnce(&mut core::GuardState),
+    ) -> Result<(), StoreError> {
+        let mut next = stored.clone();
+        change(&mut next);
+        self.store.save(&next, version).await
+    }
+
+    /// A save's result as the round goes on: a conflict decides again (a bounded number of
+    /// times), any other failure ends the handling.
+    async fn saved_or_round(
+        &self,
+        saved: Result<(), StoreError>,
+        base: &AuditRecord,
+        plan: Option<&Plan>,
+        may_retry: bool,
+    ) -> Result<(), Round> {
+        match saved {
+            Ok(()) => Ok(()),
+            Err(StoreError::Conflict) if may_retry => Err(Round::Conflict),
+            Err(e) => {
+                let message = format!("cannot save guard state: {e}");
+                Err(Round::Done(self.failed(base, plan, message).await))
+            }
+        }
+    }
+
+    async fn report_dry_run(&self, base: &AuditRecord, plan: &Plan) -> Handled {
+        let mut message = format!(
+            "dry run: would {} {} (rule {}, step {})",
+            plan.action.name(),
+            plan.target.key(),
+            plan.rule,
+            plan.step
+        );
+        passed_over_note(&mut message, plan);
+        let r = self.audit(base, "dry-run", Some(plan), None, message);
+        self.metrics
+            .actions
+            .with_label_values(&[plan.action.name(), "dry_run"])
+            .inc();
+        self.emit(r).await
+    }
+
+    /// Acts, verifies, records the outcome and audits it: `Some` when healed, `None` when the
+    /// step failed (the next round decides the retry).
+    async fn carry_out(
+        &self,
+        alert: &AlertFacts,
+        base: &AuditRecord,
+        attempt: &Attempt,
+    ) -> Option<Handled> {
+        let Attempt {
+            plan,
+            policy,
+            decided_at,
+        } = attempt;
+        let result = match self
+            .platform
+            .execute(&plan.action, &plan.target, &alert.labels)
+            .await
+        {
+            Ok(detail) => {
+                let mut message = format!("{detail} (rule {}, step {})", plan.rule, plan.step);
+                passed_over_note(&mut message, plan);
+                let acted = self.audit(base, "acted", Some(plan), None, message);
+                self.emit(acted).await;
+                self.verify(alert, plan, policy).await.map(|()| detail)
+            }
+            Err(e) => Err(format!("{} failed: {e}", plan.action.name())),
+        };
+        let outcome = if result.is_ok() {
+            Outcome::Healed
+        } else {
+            Outcome::Failed
+        };
+        if let Err(e) = update_state(self.store.as_ref(), |s| {
+            s.set_outcome(&base.subject, *decided_at, outcome)
+        })
+        .await
+        {
+            tracing::error!(error = %e, "cannot record the outcome in the guard state");
+        }
+        self.set_in_flight(&base.subject, false);
+        let action = plan.action.name();
+        match result {
+            Ok(detail) => {
                 self.metrics
                     .actions
-                    .with_label_values(&[plan.action.name(), "dry_run"])
+                    .with_label_values(&[action, "success"])
                     .inc();
-                return self.emit(r).await;
+                let heal = (self.now() - alert.starts_at).as_seconds_f64().max(0.0);
+                self.metrics.time_to_heal.observe(heal);
+                let message =
+                    format!("{detail}; healthy again ({heal:.1} s after the alert started)");
+                let r = self.audit(base, "healed", Some(plan), None, message);
+                Some(self.emit(r).await)
             }
-            self.set_in_flight(&subject, true);
-            drop(lock);
-
-            let result = match self
-                .platform
-                .execute(&plan.action, &plan.target, &alert.labels)
-                .await
-            {
-                Ok(detail) => {
-                    let mut message = format!("{detail} (rule {}, step {})", plan.rule, plan.step);
-                    passed_over_note(&mut message, &plan);
-                    let acted = self.audit(&base, "acted", Some(&plan), None, message);
-                    self.emit(acted).await;
-                    self.verify(&alert, &plan, &policy).await.map(|()| detail)
-                }
-                Err(e) => Err(format!("{} failed: {e}", plan.action.name())),
-            };
-            let outcome = if result.is_ok() {
-                Outcome::Healed
-            } else {
-                Outcome::Failed
-            };
-            if let Err(e) = update_state(self.store.as_ref(), |s| {
-                s.set_outcome(&subject, decided_at, outcome)
-            })
-            .await
-            {
-                tracing::error!(error = %e, "cannot record the outcome in the guard state");
-            }
-            self.set_in_flight(&subject, false);
-            match result {
-                Ok(detail) => {
-                    self.metrics
-                        .actions
-                        .with_label_values(&[plan.action.name(), "success"])
-                        .inc();
-                    let heal = (self.now() - alert.starts_at).as_seconds_f64().max(0.0);
-                    self.metrics.time_to_heal.observe(heal);
-                    let r = self.audit(
-                        &base,
-                        "healed",
-                        Some(&plan),
-                        None,
-                        format!("{detail}; healthy again ({heal:.1} s after the alert started)"),
-                    );
-                    return self.emit(r).await;
-                }
-                Err(e) => {
-                    self.metrics
-                        .actions
-                        .with_label_values(&[plan.action.name(), "failure"])
-                        .inc();
-                    let r = self.audit(&base, "failed", Some(&plan), None, e);
-                    self.emit(r).await;
-                    trigger = Trigger::Retry { after: plan.step };
-                }
+            Err(e) => {
+                self.metrics
+                    .actions
+                    .with_label_values(&[action, "failure"])
+                    .inc();
+                let r = self.audit(base, "failed", Some(plan), None, e);
+                self.emit(r).await;
+                None
             }
         }
     }

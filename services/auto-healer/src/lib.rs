@@ -30,7 +30,7 @@ use secrecy::SecretString;
 use service_kit::Context;
 use tokio::sync::mpsc;
 
-pub use config::{Config, Mode};
+pub use config::{Config, PlatformChoice};
 use engine::{Engine, History, Metrics};
 use platform::{LeaderFlag, Leadership, Platform, StateStore};
 
@@ -53,7 +53,7 @@ pub enum StartError {
     Alertmanager(#[from] alertmanager::Error),
 }
 
-struct Inner {
+struct HandlerState {
     engine: Arc<Engine>,
     lease_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     queue: mpsc::Sender<core::AlertFacts>,
@@ -65,7 +65,7 @@ struct Inner {
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
-    inner: Arc<Inner>,
+    inner: Arc<HandlerState>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -76,8 +76,9 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The parts an [`AppState`] is built from; tests pass their own.
-pub struct Parts {
+/// The adapters an [`AppState`] is built from (platform, guard-state store, leadership); tests
+/// pass their own.
+pub struct Adapters {
     /// The leader-election task (releases the Lease when it ends), in a cluster.
     pub lease_task: Option<tokio::task::JoinHandle<()>>,
     /// Where actions go.
@@ -88,9 +89,9 @@ pub struct Parts {
     pub leader: Arc<dyn Leadership>,
 }
 
-impl std::fmt::Debug for Parts {
+impl std::fmt::Debug for Adapters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parts").finish()
+        f.debug_struct("Adapters").finish()
     }
 }
 
@@ -107,12 +108,12 @@ impl AppState {
     /// Starts the engine and, in a cluster, the elector; both stop on `ctx.shutdown`.
     pub async fn new(ctx: &Context, config: Config) -> Result<Self, StartError> {
         let mode = match config.mode {
-            Mode::Auto if in_cluster_or_kubeconfig() => Mode::Kubernetes,
-            Mode::Auto => Mode::Local,
+            PlatformChoice::Auto if in_cluster_or_kubeconfig() => PlatformChoice::Kubernetes,
+            PlatformChoice::Auto => PlatformChoice::Local,
             m => m,
         };
         let parts = match mode {
-            Mode::Kubernetes => {
+            PlatformChoice::Kubernetes => {
                 // kube brings ring, reqwest aws-lc-rs: pick one process-wide provider.
                 let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
                 let client = kube::Client::try_default()
@@ -127,7 +128,7 @@ impl AppState {
                     config.lease_duration,
                 );
                 let lease_task = tokio::spawn(elector.run(leader.clone(), ctx.shutdown.clone()));
-                Parts {
+                Adapters {
                     lease_task: Some(lease_task),
                     platform: Arc::new(k8s::KubePlatform::new(
                         client.clone(),
@@ -138,12 +139,13 @@ impl AppState {
                     leader: Arc::new(leader),
                 }
             }
-            _ => Parts {
+            _ => Adapters {
                 lease_task: None,
                 platform: Arc::new(local::LocalPlatform::new(
                     &config.launcher_url,
                     config.launcher_token.clone(),
                     Some(config.state_dir.join("audit.jsonl")),
+                    ctx.http_client(),
                 )),
                 store: Arc::new(local::FileStore::new(&config.state_dir)),
                 leader: Arc::new(LeaderFlag::new(true)),
@@ -156,11 +158,15 @@ impl AppState {
             rules = config.policy.rules.len(),
             "auto-healer configured"
         );
-        Self::with_parts(ctx, config, parts)
+        Self::with_adapters(ctx, config, parts)
     }
 
     /// Builds the state over given parts and starts the engine (stops on `ctx.shutdown`).
-    pub fn with_parts(ctx: &Context, config: Config, parts: Parts) -> Result<Self, StartError> {
+    pub fn with_adapters(
+        ctx: &Context,
+        config: Config,
+        parts: Adapters,
+    ) -> Result<Self, StartError> {
         let metrics = Metrics::new(&ctx.registry)?;
         let alertmanager = match &config.alertmanager_url {
             Some(url) => Some(alertmanager::AlertmanagerClient::new(
@@ -201,7 +207,7 @@ impl AppState {
                 .run(rx, max_concurrent + 4, ctx.shutdown.clone()),
         );
         Ok(Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new(HandlerState {
                 engine,
                 lease_task: std::sync::Mutex::new(parts.lease_task),
                 queue: tx,

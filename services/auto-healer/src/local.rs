@@ -12,6 +12,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+use telemetry::client::HttpClient;
 
 use crate::core::{self, ClusterSnapshot, GuardState, LOCAL_SERVICES, Labels, Target};
 use crate::platform::{AdapterError, AuditRecord, Platform, StateStore, StoreError};
@@ -20,7 +21,7 @@ use crate::policy::Action;
 /// Restarts local services through the launcher.
 #[derive(Debug)]
 pub struct LocalPlatform {
-    http: reqwest::Client,
+    http: HttpClient,
     launcher: String,
     token: Option<SecretString>,
     services: BTreeMap<String, String>,
@@ -30,17 +31,14 @@ pub struct LocalPlatform {
 
 impl LocalPlatform {
     /// An adapter for the launcher at `launcher_url`; services at `127.0.0.1:<port>` per
-    /// CONTRACTS.md; audit records appended to `audit_file` when given.
+    /// CONTRACTS.md; audit records appended to `audit_file` when given. Calls go through the
+    /// traced `http` client (the service's, with its default 1 s connect / 5 s timeouts).
     pub fn new(
         launcher_url: &str,
         token: Option<SecretString>,
         audit_file: Option<PathBuf>,
+        http: HttpClient,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
         Self {
             http,
             launcher: launcher_url.trim_end_matches('/').to_owned(),
@@ -74,11 +72,11 @@ impl LocalPlatform {
     async fn restart(&self, service: &str) -> Result<String, AdapterError> {
         self.base(service)?;
         let url = format!("{}/services/{service}/restart", self.launcher);
-        let mut req = self.http.post(&url);
+        let mut req = self.http.request(telemetry::client::Method::POST, &url);
         if let Some(t) = &self.token {
             req = req.bearer_auth(t.expose_secret());
         }
-        let resp = req.send().await.map_err(|e| {
+        let resp = self.http.send(req).await.map_err(|e| {
             AdapterError::new("transport", format!("launcher at {}: {e}", self.launcher))
         })?;
         let status = resp.status();
@@ -106,13 +104,11 @@ impl LocalPlatform {
     async fn healthy(&self, service: &str) -> Result<bool, AdapterError> {
         let base = self.base(service)?;
         for path in ["/healthz", "/readyz"] {
-            match self
+            let probe = self
                 .http
-                .get(format!("{base}{path}"))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await
-            {
+                .get(&format!("{base}{path}"))
+                .timeout(Duration::from_secs(1));
+            match self.http.send(probe).await {
                 Ok(r) if r.status().is_success() => {}
                 _ => return Ok(false),
             }
@@ -122,8 +118,8 @@ impl LocalPlatform {
 }
 
 impl Platform for LocalPlatform {
-    fn kind(&self) -> core::Platform {
-        core::Platform::Local
+    fn kind(&self) -> core::PlatformKind {
+        core::PlatformKind::Local
     }
 
     fn snapshot<'a>(

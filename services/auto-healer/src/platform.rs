@@ -62,7 +62,7 @@ pub struct AuditRecord {
 /// Where actions are carried out.
 pub trait Platform: Send + Sync + 'static {
     /// Which platform this is.
-    fn kind(&self) -> core::Platform;
+    fn kind(&self) -> core::PlatformKind;
 
     /// What the platform looks like around `target`.
     fn snapshot<'a>(

@@ -126,6 +126,9 @@ mod tests {
                 "http://127.0.0.1:9",
                 None,
                 None,
+                telemetry::client::HttpClient::new(
+                    telemetry::client::ClientMetrics::new(&prometheus::Registry::new()).unwrap(),
+                ),
             )),
             Arc::new(FileStore::new(dir.path())),
             Arc::new(LeaderFlag::new(true)),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use alertmanager::{AlertmanagerClient, Matcher, PostableAlert};
 use auto_healer::local::FileStore;
 use auto_healer::platform::LeaderFlag;
-use auto_healer::{AppState, Config, Parts, app};
+use auto_healer::{Adapters, AppState, Config, app};
 use service_kit::Context;
 use support::recording::Recording;
 
@@ -40,10 +40,10 @@ async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
     };
     let platform = Recording::default();
     *platform.fail_verify.lock().unwrap() = true;
-    let state = AppState::with_parts(
+    let state = AppState::with_adapters(
         &ctx,
         config,
-        Parts {
+        Adapters {
             lease_task: None,
             platform: Arc::new(platform.clone()),
             store: Arc::new(FileStore::new(dir.path())),

@@ -10,7 +10,7 @@ use alertmanager::{Alert, WebhookMessage};
 use auto_healer::core::Target;
 use auto_healer::local::FileStore;
 use auto_healer::platform::LeaderFlag;
-use auto_healer::{AppState, Config, Parts, app};
+use auto_healer::{Adapters, AppState, Config, app};
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -38,10 +38,10 @@ fn test_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tweak(&mut config);
     let platform = Recording::default();
     let leader = LeaderFlag::new(true);
-    let state = AppState::with_parts(
+    let state = AppState::with_adapters(
         &ctx,
         config,
-        Parts {
+        Adapters {
             lease_task: None,
             platform: Arc::new(platform.clone()),
             store: Arc::new(FileStore::new(dir.path())),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use alertmanager::{Alert, WebhookMessage};
 use auto_healer::local::{FileStore, LocalPlatform};
 use auto_healer::platform::LeaderFlag;
-use auto_healer::{AppState, Config, Parts, app};
+use auto_healer::{Adapters, AppState, Config, app};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
@@ -216,12 +216,13 @@ async fn scenario(dry_run: bool) -> Scenario {
         ..Config::default()
     };
     config.policy.guards.verify_timeout_secs = 5;
-    let platform = LocalPlatform::new(&launcher_url, None, Some(dir.path().join("audit.jsonl")))
+    let audit = Some(dir.path().join("audit.jsonl"));
+    let platform = LocalPlatform::new(&launcher_url, None, audit, ctx.http_client())
         .with_service_url("heart", &heart_url);
-    let state = AppState::with_parts(
+    let state = AppState::with_adapters(
         &ctx,
         config,
-        Parts {
+        Adapters {
             lease_task: None,
             platform: Arc::new(platform),
             store: Arc::new(FileStore::new(dir.path())),

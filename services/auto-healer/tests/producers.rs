@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use auto_healer::core::{
-    AlertFacts, ClusterSnapshot, Decision, GuardState, Input, Labels, NodeInfo, Platform,
+    AlertFacts, ClusterSnapshot, Decision, GuardState, Input, Labels, NodeInfo, PlatformKind,
     PodCounts, Target, Trigger, WorkloadKind, decide,
 };
 use auto_healer::policy::{Action, Policy};
@@ -72,7 +72,7 @@ fn decide_k8s(policy: &Policy, l: Labels) -> Decision {
         in_flight: &BTreeSet::new(),
         now: OffsetDateTime::now_utc(),
         trigger: Trigger::Alert,
-        platform: Platform::Kubernetes,
+        platform: PlatformKind::Kubernetes,
         dry_run: false,
     })
 }

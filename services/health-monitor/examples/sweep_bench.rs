@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use health_monitor::board::Board;
+use health_monitor::board::CurrentFindings;
 use health_monitor::classify::{Ctx, SinceTracker, classify_cluster};
 use health_monitor::config::FileConfig;
 use health_monitor::kube_watch::{Change, Evaluator, Kind, Stores};
@@ -402,7 +402,7 @@ fn main() {
     // 2. The evaluator's sweep: reflector stores → snapshot → classify → findings board.
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).expect("metrics register");
-    let board = Board::new();
+    let board = CurrentFindings::new();
     let mut evaluator = Evaluator::new(stores, board.clone(), metrics);
     let mut runs = Vec::new();
     for _ in 0..20 {

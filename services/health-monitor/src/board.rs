@@ -21,31 +21,31 @@ pub enum Source {
 }
 
 #[derive(Debug, Default)]
-struct Inner {
+struct FindingsBySource {
     findings: HashMap<Source, HashMap<String, Vec<Finding>>>,
     population: HashMap<Source, usize>,
     generation: u64,
 }
 
-/// The shared findings board. Cheap to clone.
+/// The findings that hold now, by source (Kubernetes, local probes, Prometheus). Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Board {
-    inner: Arc<RwLock<Inner>>,
+pub struct CurrentFindings {
+    inner: Arc<RwLock<FindingsBySource>>,
 }
 
-fn write(inner: &RwLock<Inner>) -> std::sync::RwLockWriteGuard<'_, Inner> {
+fn write(inner: &RwLock<FindingsBySource>) -> std::sync::RwLockWriteGuard<'_, FindingsBySource> {
     inner
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn read(inner: &RwLock<Inner>) -> std::sync::RwLockReadGuard<'_, Inner> {
+fn read(inner: &RwLock<FindingsBySource>) -> std::sync::RwLockReadGuard<'_, FindingsBySource> {
     inner
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl Board {
+impl CurrentFindings {
     /// An empty board.
     pub fn new() -> Self {
         Self::default()
@@ -156,7 +156,7 @@ mod tests {
 
     #[test]
     fn objects_are_set_and_removed_and_the_score_follows() {
-        let board = Board::new();
+        let board = CurrentFindings::new();
         board.set_population(Source::Kubernetes, 4);
         assert_eq!(board.health_score(), 1.0);
         let g0 = board.generation();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ContainerStatus, Event, Node, Pod};
+use k8s_openapi::api::core::v1::{ContainerStatus, Event, Node, Pod, PodCondition, PodStatus};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
@@ -252,31 +252,6 @@ fn age(now: i64, since: i64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
 
-/// The workload that owns a pod: a ReplicaSet's Deployment (name without the pod-template
-/// hash), a StatefulSet, a DaemonSet, a Job, or whatever the controller owner is.
-pub fn pod_workload(pod: &Pod) -> Option<(String, String)> {
-    let owner = pod
-        .metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
-    if owner.kind == "ReplicaSet" {
-        let hash = label(&pod.metadata, "pod-template-hash");
-        let deployment = match hash {
-            Some(h) if owner.name.ends_with(&format!("-{h}")) => {
-                owner.name[..owner.name.len() - h.len() - 1].to_owned()
-            }
-            _ => match owner.name.rsplit_once('-') {
-                Some((base, _)) => base.to_owned(),
-                None => owner.name.clone(),
-            },
-        };
-        return Some(("Deployment".to_owned(), deployment));
-    }
-    Some((owner.kind.clone(), owner.name.clone()))
-}
-
 fn pod_object(pod: &Pod) -> ObjectRef {
     let mut o = ObjectRef::new(
         "Pod",
@@ -284,58 +259,87 @@ fn pod_object(pod: &Pod) -> ObjectRef {
         name(&pod.metadata),
     );
     o.node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
-    if let Some((kind, workload)) = pod_workload(pod) {
-        o.workload_kind = Some(kind);
-        o.workload = Some(workload);
+    if let Some(owner) = workloads::owner_from_metadata(pod) {
+        o.workload_kind = Some(owner.kind);
+        o.workload = Some(owner.name);
     }
     o
 }
 
-/// Classifies one pod. `events` holds Warning event messages (see [`index_events`]).
-pub fn classify_pod(pod: &Pod, ctx: &Ctx<'_>, events: &EventIndex) -> Vec<Finding> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("");
-    if !ctx.namespaces.allows(ns) {
-        return Vec::new();
-    }
-    let th = ctx.thresholds;
-    let pod_name = name(&pod.metadata);
-    let object = pod_object(pod);
-    let service = service_of(&pod.metadata);
-    let make = |kind, severity, summary: String, description: String| {
-        Finding::new(kind, severity, object.clone(), summary, description)
-            .with_service(service.clone())
-    };
-    let mut out = Vec::new();
+/// One pod being classified: what every finding about it shares.
+struct PodCase<'p, 'c> {
+    ctx: &'p Ctx<'c>,
+    pod: &'p Pod,
+    ns: &'p str,
+    name: &'p str,
+    object: ObjectRef,
+    service: Option<String>,
+    status: Option<&'p PodStatus>,
+    /// Warning event messages about the pod.
+    events: &'p [String],
+}
 
-    // Being deleted: only "stuck terminating" matters.
-    if let Some(deleted) = &pod.metadata.deletion_timestamp {
-        let overdue = ctx.now - ts(deleted);
-        if overdue > th.stuck_terminating_after.as_secs() as i64 {
-            out.push(
-                make(
-                    FindingKind::PodStuckTerminating,
-                    Severity::Warning,
-                    format!("Pod {ns}/{pod_name} is stuck terminating"),
-                    format!(
-                        "The pod was due to be gone {} ago (deletionTimestamp plus grace period) and still exists; a finalizer or an unreachable node holds it.",
-                        age(ctx.now, ts(deleted))
-                    ),
-                )
-                .with_remediation(Some(Remediation::Cleanup))
-                .with_since(Some(ts(deleted))),
-            );
+impl<'p, 'c> PodCase<'p, 'c> {
+    fn new(pod: &'p Pod, ctx: &'p Ctx<'c>, ns: &'p str, events: &'p EventIndex) -> Self {
+        let name = name(&pod.metadata);
+        Self {
+            ctx,
+            pod,
+            ns,
+            name,
+            object: pod_object(pod),
+            service: service_of(&pod.metadata),
+            status: pod.status.as_ref(),
+            events: events
+                .get(&("Pod".to_owned(), ns.to_owned(), name.to_owned()))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
         }
-        return out;
     }
 
-    let status = pod.status.as_ref();
-    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("");
-    let event_messages: &[String] = events
-        .get(&("Pod".to_owned(), ns.to_owned(), pod_name.to_owned()))
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    fn finding(
+        &self,
+        kind: FindingKind,
+        severity: Severity,
+        summary: String,
+        description: String,
+    ) -> Finding {
+        Finding::new(kind, severity, self.object.clone(), summary, description)
+            .with_service(self.service.clone())
+    }
 
-    if phase == "Failed" {
+    fn phase(&self) -> &'p str {
+        self.status.and_then(|s| s.phase.as_deref()).unwrap_or("")
+    }
+
+    fn condition(&self, type_: &str) -> Option<&'p PodCondition> {
+        self.status
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+    }
+
+    /// Being deleted past its grace period.
+    fn stuck_terminating(&self, deleted: &Time) -> Option<Finding> {
+        let (ns, pod_name, now) = (self.ns, self.name, self.ctx.now);
+        let overdue = now - ts(deleted);
+        (overdue > self.ctx.thresholds.stuck_terminating_after.as_secs() as i64).then(|| {
+            self.finding(
+                FindingKind::PodStuckTerminating,
+                Severity::Warning,
+                format!("Pod {ns}/{pod_name} is stuck terminating"),
+                format!(
+                    "The pod was due to be gone {} ago (deletionTimestamp plus grace period) and still exists; a finalizer or an unreachable node holds it.",
+                    age(now, ts(deleted))
+                ),
+            )
+            .with_remediation(Some(Remediation::Cleanup))
+            .with_since(Some(ts(deleted)))
+        })
+    }
+
+    /// A failed pod left behind longer than allowed.
+    fn failed_lingering(&self) -> Option<Finding> {
+        let (ns, pod_name, now, status) = (self.ns, self.name, self.ctx.now, self.status);
         let ended = status
             .into_iter()
             .flat_map(|s| s.container_statuses.iter().flatten())
@@ -343,48 +347,217 @@ pub fn classify_pod(pod: &Pod, ctx: &Ctx<'_>, events: &EventIndex) -> Vec<Findin
             .map(ts)
             .max()
             .or_else(|| status.and_then(|s| s.start_time.as_ref()).map(ts))
-            .or_else(|| pod.metadata.creation_timestamp.as_ref().map(ts))
-            .unwrap_or(ctx.now);
-        if ctx.now - ended > th.lingering_failed_after.as_secs() as i64 {
-            let reason = status.and_then(|s| s.reason.as_deref()).unwrap_or("Failed");
-            let message = status.and_then(|s| s.message.as_deref()).unwrap_or("");
-            out.push(
-                make(
-                    FindingKind::PodFailedLingering,
-                    Severity::Info,
-                    format!("Failed pod {ns}/{pod_name} lingers ({reason})"),
-                    format!(
-                        "The pod failed {} ago ({reason}: {message}) and was not cleaned up.",
-                        age(ctx.now, ended)
-                    ),
-                )
-                .with_remediation(Some(Remediation::Cleanup))
-                .with_since(Some(ended)),
-            );
+            .or_else(|| self.pod.metadata.creation_timestamp.as_ref().map(ts))
+            .unwrap_or(now);
+        if now - ended <= self.ctx.thresholds.lingering_failed_after.as_secs() as i64 {
+            return None;
         }
-        return out;
-    }
-    if phase == "Succeeded" {
-        return out;
+        let reason = status.and_then(|s| s.reason.as_deref()).unwrap_or("Failed");
+        let message = status.and_then(|s| s.message.as_deref()).unwrap_or("");
+        Some(
+            self.finding(
+                FindingKind::PodFailedLingering,
+                Severity::Info,
+                format!("Failed pod {ns}/{pod_name} lingers ({reason})"),
+                format!(
+                    "The pod failed {} ago ({reason}: {message}) and was not cleaned up.",
+                    age(now, ended)
+                ),
+            )
+            .with_remediation(Some(Remediation::Cleanup))
+            .with_since(Some(ended)),
+        )
     }
 
-    let containers: Vec<&ContainerStatus> = status
-        .into_iter()
-        .flat_map(|s| {
-            s.init_container_statuses
-                .iter()
-                .flatten()
-                .chain(s.container_statuses.iter().flatten())
+    /// Init containers, then containers.
+    fn containers(&self) -> Vec<&'p ContainerStatus> {
+        self.status
+            .into_iter()
+            .flat_map(|s| {
+                s.init_container_statuses
+                    .iter()
+                    .flatten()
+                    .chain(s.container_statuses.iter().flatten())
+            })
+            .collect()
+    }
+
+    fn crash_looping(&self, t: &ContainerTrouble<'p>, in_events: Option<String>) -> Finding {
+        let dependency = self
+            .ctx
+            .dependencies
+            .find(t.dependency_texts.iter().copied())
+            .or(in_events);
+        self.finding(
+            FindingKind::CrashLoopBackOff,
+            Severity::Critical,
+            format!("Pod {}/{} is crash looping", self.ns, self.name),
+            format!("Containers in CrashLoopBackOff: {}.", t.crash.join("; ")),
+        )
+        .with_remediation(Some(Remediation::RestartPod))
+        .with_dependency(dependency)
+    }
+
+    fn image_pull(&self, t: &ContainerTrouble<'p>) -> Finding {
+        let deployment = self.object.workload_kind.as_deref() == Some("Deployment");
+        self.finding(
+            FindingKind::ImagePullBackOff,
+            Severity::Critical,
+            format!("Pod {}/{} cannot pull its image", self.ns, self.name),
+            format!("{}.", t.pull.join("; ")),
+        )
+        .with_remediation(deployment.then_some(Remediation::Rollback))
+    }
+
+    fn config_error(&self, t: &ContainerTrouble<'p>) -> Finding {
+        self.finding(
+            FindingKind::CreateContainerConfigError,
+            Severity::Critical,
+            format!("Pod {}/{} cannot create its containers", self.ns, self.name),
+            format!("{}.", t.config.join("; ")),
+        )
+    }
+
+    fn oom_killed(&self, t: &ContainerTrouble<'p>) -> Finding {
+        let oom = &t.oom;
+        let latest = oom.iter().map(|(_, t, _)| *t).max();
+        let names: Vec<&str> = oom.iter().map(|(n, _, _)| n.as_str()).collect();
+        // The kubelet restarts an OOM-killed container itself: the first kill is answered by a
+        // restart. Killed again after that (restartCount >= OOM_RESTARTS_BEFORE_RAISE) means
+        // restarts did not help, and the healer may raise the memory limit.
+        let repeated: Vec<&str> = oom
+            .iter()
+            .filter(|(_, _, restarts)| *restarts >= OOM_RESTARTS_BEFORE_RAISE)
+            .map(|(n, _, _)| n.as_str())
+            .collect();
+        let mut f = self
+            .finding(
+                FindingKind::OomKilled,
+                Severity::Warning,
+                format!("Pod {}/{} was OOM-killed", self.ns, self.name),
+                format!(
+                    "Containers killed for exceeding their memory limit within the last {}: {}. {}",
+                    humantime::format_duration(self.ctx.thresholds.restart_window),
+                    names.join(", "),
+                    if repeated.is_empty() {
+                        "The kubelet restarted it; if it is killed again, the memory limit may be raised."
+                    } else {
+                        "Restarting did not help (killed again after a restart): raise the limit or fix the leak."
+                    }
+                ),
+            )
+            .with_since(latest);
+        if let [container] = repeated.as_slice() {
+            f.labels
+                .insert("container".to_owned(), (*container).to_owned());
+        }
+        let workload_ok = matches!(
+            self.object.workload_kind.as_deref(),
+            Some("Deployment" | "StatefulSet" | "DaemonSet")
+        );
+        f.with_remediation(
+            (!repeated.is_empty() && workload_ok).then_some(Remediation::RaiseMemory),
+        )
+    }
+
+    fn restarting(&self, t: &ContainerTrouble<'p>) -> Finding {
+        self.finding(
+            FindingKind::PodRestarting,
+            Severity::Warning,
+            format!("Pod {}/{} keeps restarting", self.ns, self.name),
+            format!("{}.", t.restarting.join("; ")),
+        )
+    }
+
+    /// Pending because no node fits, for longer than allowed.
+    fn unschedulable(&self) -> Option<Finding> {
+        let c = self.condition("PodScheduled")?;
+        if self.phase() != "Pending"
+            || c.status != "False"
+            || c.reason.as_deref() != Some("Unschedulable")
+        {
+            return None;
+        }
+        let now = self.ctx.now;
+        let since = c.last_transition_time.as_ref().map(ts).unwrap_or(now);
+        (now - since > self.ctx.thresholds.pending_after.as_secs() as i64).then(|| {
+            self.finding(
+                FindingKind::PodUnschedulable,
+                Severity::Warning,
+                format!("Pod {}/{} cannot be scheduled", self.ns, self.name),
+                format!(
+                    "Pending for {}: {}",
+                    age(now, since),
+                    c.message.as_deref().unwrap_or("no node fits")
+                ),
+            )
+            .with_since(Some(since))
         })
-        .collect();
+    }
 
-    let mut crash = Vec::new();
-    let mut pull = Vec::new();
-    let mut config = Vec::new();
-    let mut oom = Vec::new();
-    let mut restarting = Vec::new();
-    let mut dependency_texts: Vec<&str> = Vec::new();
-    for c in &containers {
+    /// Running but not ready for longer than allowed (only when no container trouble explains
+    /// it), naming the dependency its readiness check or its events name.
+    fn not_ready(&self, in_events: Option<String>) -> Option<Finding> {
+        let c = self.condition("Ready")?;
+        let now = self.ctx.now;
+        let since = c.last_transition_time.as_ref().map(ts).unwrap_or(now);
+        if c.status == "True" || now - since <= self.ctx.thresholds.not_ready_after.as_secs() as i64
+        {
+            return None;
+        }
+        let cond_msg = c.message.as_deref().unwrap_or("");
+        let dependency = self
+            .ctx
+            .dependencies
+            .find(std::iter::once(cond_msg))
+            .or(in_events);
+        let mut description = format!("Not ready for {}: {cond_msg}.", age(now, since));
+        if let Some(last) = self.events.last() {
+            description.push_str(&format!(" Last warning: {last}."));
+        }
+        if let Some(d) = &dependency {
+            description.push_str(&format!(
+                " The failing check names the dependency {d:?}; restarting the pod would not help."
+            ));
+        }
+        Some(
+            self.finding(
+                FindingKind::PodNotReady,
+                Severity::Warning,
+                format!("Pod {}/{} is not ready", self.ns, self.name),
+                description,
+            )
+            .with_remediation(Some(Remediation::RestartPod))
+            .with_dependency(dependency)
+            .with_since(Some(since)),
+        )
+    }
+}
+
+/// What a pod's containers show, gathered in one pass.
+#[derive(Default)]
+struct ContainerTrouble<'p> {
+    crash: Vec<String>,
+    pull: Vec<String>,
+    config: Vec<String>,
+    /// (container, killed at, restart count), killed within the restart window.
+    oom: Vec<(String, i64, i32)>,
+    restarting: Vec<String>,
+    /// The last termination messages of crash-looping containers.
+    dependency_texts: Vec<&'p str>,
+}
+
+impl<'p> ContainerTrouble<'p> {
+    fn of(containers: &[&'p ContainerStatus], ctx: &Ctx<'_>) -> Self {
+        let mut t = Self::default();
+        for c in containers {
+            t.note(c, ctx);
+        }
+        t
+    }
+
+    fn note(&mut self, c: &'p ContainerStatus, ctx: &Ctx<'_>) {
+        let th = ctx.thresholds;
         let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
         let reason = waiting.and_then(|w| w.reason.as_deref()).unwrap_or("");
         let wmsg = waiting.and_then(|w| w.message.as_deref()).unwrap_or("");
@@ -402,21 +575,21 @@ pub fn classify_pod(pod: &Pod, ctx: &Ctx<'_>, events: &EventIndex) -> Vec<Findin
                     })
                     .unwrap_or_default();
                 if let Some(m) = last.and_then(|t| t.message.as_deref()) {
-                    dependency_texts.push(m);
+                    self.dependency_texts.push(m);
                 }
-                crash.push(format!(
+                self.crash.push(format!(
                     "{} restarted {} times{last_desc}",
                     c.name, c.restart_count
                 ));
             }
             "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName" => {
-                pull.push(format!(
+                self.pull.push(format!(
                     "{} cannot pull {:?}: {reason}: {wmsg}",
                     c.name, c.image
                 ));
             }
             "CreateContainerConfigError" | "CreateContainerError" => {
-                config.push(format!("{}: {reason}: {wmsg}", c.name));
+                self.config.push(format!("{}: {reason}: {wmsg}", c.name));
             }
             _ => {}
         }
@@ -424,7 +597,7 @@ pub fn classify_pod(pod: &Pod, ctx: &Ctx<'_>, events: &EventIndex) -> Vec<Findin
             if t.reason.as_deref() == Some("OOMKilled") {
                 let when = t.finished_at.as_ref().map(ts).unwrap_or(ctx.now);
                 if ctx.now - when <= th.restart_window.as_secs() as i64 {
-                    oom.push((c.name.clone(), when, c.restart_count));
+                    self.oom.push((c.name.clone(), when, c.restart_count));
                     break;
                 }
             }
@@ -434,7 +607,7 @@ pub fn classify_pod(pod: &Pod, ctx: &Ctx<'_>, events: &EventIndex) -> Vec<Findin
             && let Some(when) = last.and_then(|t| t.finished_at.as_ref()).map(ts)
             && ctx.now - when <= th.restart_window.as_secs() as i64
         {
-            restarting.push(format!(
+            self.restarting.push(format!(
                 "{} restarted {} times, last {} ago",
                 c.name,
                 c.restart_count,
@@ -442,150 +615,52 @@ pub fn classify_pod(pod: &Pod, ctx: &Ctx<'_>, events: &EventIndex) -> Vec<Findin
             ));
         }
     }
-    let dependency_in_events = ctx
+
+    /// Whether a container cannot run at all (which explains a pod not being ready).
+    fn blocks_start(&self) -> bool {
+        !(self.crash.is_empty() && self.pull.is_empty() && self.config.is_empty())
+    }
+}
+
+/// Classifies one pod. `events` holds Warning event messages (see [`index_events`]).
+pub fn classify_pod(pod: &Pod, ctx: &Ctx<'_>, events: &EventIndex) -> Vec<Finding> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("");
+    if !ctx.namespaces.allows(ns) {
+        return Vec::new();
+    }
+    let case = PodCase::new(pod, ctx, ns, events);
+    // Being deleted: only "stuck terminating" matters.
+    if let Some(deleted) = &pod.metadata.deletion_timestamp {
+        return case.stuck_terminating(deleted).into_iter().collect();
+    }
+    match case.phase() {
+        "Failed" => return case.failed_lingering().into_iter().collect(),
+        "Succeeded" => return Vec::new(),
+        _ => {}
+    }
+    let trouble = ContainerTrouble::of(&case.containers(), ctx);
+    let in_events = ctx
         .dependencies
-        .find(event_messages.iter().map(String::as_str));
-
-    if !crash.is_empty() {
-        let dependency = ctx
-            .dependencies
-            .find(dependency_texts.iter().copied())
-            .or_else(|| dependency_in_events.clone());
-        out.push(
-            make(
-                FindingKind::CrashLoopBackOff,
-                Severity::Critical,
-                format!("Pod {ns}/{pod_name} is crash looping"),
-                format!("Containers in CrashLoopBackOff: {}.", crash.join("; ")),
-            )
-            .with_remediation(Some(Remediation::RestartPod))
-            .with_dependency(dependency),
-        );
+        .find(case.events.iter().map(String::as_str));
+    let mut out = Vec::new();
+    if !trouble.crash.is_empty() {
+        out.push(case.crash_looping(&trouble, in_events.clone()));
     }
-    if !pull.is_empty() {
-        let deployment = object.workload_kind.as_deref() == Some("Deployment");
-        out.push(
-            make(
-                FindingKind::ImagePullBackOff,
-                Severity::Critical,
-                format!("Pod {ns}/{pod_name} cannot pull its image"),
-                format!("{}.", pull.join("; ")),
-            )
-            .with_remediation(deployment.then_some(Remediation::Rollback)),
-        );
+    if !trouble.pull.is_empty() {
+        out.push(case.image_pull(&trouble));
     }
-    if !config.is_empty() {
-        out.push(make(
-            FindingKind::CreateContainerConfigError,
-            Severity::Critical,
-            format!("Pod {ns}/{pod_name} cannot create its containers"),
-            format!("{}.", config.join("; ")),
-        ));
+    if !trouble.config.is_empty() {
+        out.push(case.config_error(&trouble));
     }
-    if !oom.is_empty() {
-        let latest = oom.iter().map(|(_, t, _)| *t).max();
-        let names: Vec<&str> = oom.iter().map(|(n, _, _)| n.as_str()).collect();
-        // The kubelet restarts an OOM-killed container itself: the first kill is answered by a
-        // restart. Killed again after that (restartCount >= OOM_RESTARTS_BEFORE_RAISE) means
-        // restarts did not help, and the healer may raise the memory limit.
-        let repeated: Vec<&str> = oom
-            .iter()
-            .filter(|(_, _, restarts)| *restarts >= OOM_RESTARTS_BEFORE_RAISE)
-            .map(|(n, _, _)| n.as_str())
-            .collect();
-        let mut f = make(
-            FindingKind::OomKilled,
-            Severity::Warning,
-            format!("Pod {ns}/{pod_name} was OOM-killed"),
-            format!(
-                "Containers killed for exceeding their memory limit within the last {}: {}. {}",
-                humantime::format_duration(th.restart_window),
-                names.join(", "),
-                if repeated.is_empty() {
-                    "The kubelet restarted it; if it is killed again, the memory limit may be raised."
-                } else {
-                    "Restarting did not help (killed again after a restart): raise the limit or fix the leak."
-                }
-            ),
-        )
-        .with_since(latest);
-        if let [container] = repeated.as_slice() {
-            f.labels
-                .insert("container".to_owned(), (*container).to_owned());
-        }
-        let workload_ok = matches!(
-            object.workload_kind.as_deref(),
-            Some("Deployment" | "StatefulSet" | "DaemonSet")
-        );
-        out.push(f.with_remediation(
-            (!repeated.is_empty() && workload_ok).then_some(Remediation::RaiseMemory),
-        ));
+    if !trouble.oom.is_empty() {
+        out.push(case.oom_killed(&trouble));
     }
-    if !restarting.is_empty() {
-        out.push(make(
-            FindingKind::PodRestarting,
-            Severity::Warning,
-            format!("Pod {ns}/{pod_name} keeps restarting"),
-            format!("{}.", restarting.join("; ")),
-        ));
+    if !trouble.restarting.is_empty() {
+        out.push(case.restarting(&trouble));
     }
-
-    let conditions = status.and_then(|s| s.conditions.as_ref());
-    let condition = |t: &str| conditions.and_then(|cs| cs.iter().find(|c| c.type_ == t));
-    if phase == "Pending"
-        && let Some(c) = condition("PodScheduled")
-        && c.status == "False"
-        && c.reason.as_deref() == Some("Unschedulable")
-    {
-        let since = c.last_transition_time.as_ref().map(ts).unwrap_or(ctx.now);
-        if ctx.now - since > th.pending_after.as_secs() as i64 {
-            out.push(
-                make(
-                    FindingKind::PodUnschedulable,
-                    Severity::Warning,
-                    format!("Pod {ns}/{pod_name} cannot be scheduled"),
-                    format!(
-                        "Pending for {}: {}",
-                        age(ctx.now, since),
-                        c.message.as_deref().unwrap_or("no node fits")
-                    ),
-                )
-                .with_since(Some(since)),
-            );
-        }
-    }
-    if phase == "Running"
-        && crash.is_empty()
-        && pull.is_empty()
-        && config.is_empty()
-        && let Some(c) = condition("Ready")
-    {
-        let since = c.last_transition_time.as_ref().map(ts).unwrap_or(ctx.now);
-        if c.status != "True" && ctx.now - since > th.not_ready_after.as_secs() as i64 {
-            let cond_msg = c.message.as_deref().unwrap_or("");
-            let dependency = ctx
-                .dependencies
-                .find(std::iter::once(cond_msg))
-                .or(dependency_in_events);
-            let mut description = format!("Not ready for {}: {cond_msg}.", age(ctx.now, since));
-            if let Some(last) = event_messages.last() {
-                description.push_str(&format!(" Last warning: {last}."));
-            }
-            if let Some(d) = &dependency {
-                description.push_str(&format!(" The failing check names the dependency {d:?}; restarting the pod would not help."));
-            }
-            out.push(
-                make(
-                    FindingKind::PodNotReady,
-                    Severity::Warning,
-                    format!("Pod {ns}/{pod_name} is not ready"),
-                    description,
-                )
-                .with_remediation(Some(Remediation::RestartPod))
-                .with_dependency(dependency)
-                .with_since(Some(since)),
-            );
-        }
+    out.extend(case.unschedulable());
+    if case.phase() == "Running" && !trouble.blocks_start() {
+        out.extend(case.not_ready(in_events));
     }
     out
 }

@@ -27,7 +27,8 @@ pub const LOCAL_SERVICES: [(&str, u16); 6] = [
     ("alert-service", 8086),
 ];
 
-/// A duration written as `30s`, `5m`, `1h 30m` (humantime) or a number of seconds.
+/// A duration written as `30s`, `5m`, `1h 30m` (humantime). A bare number (the old form, in
+/// seconds) is refused with a message naming the new form.
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -36,7 +37,9 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Text(String),
     }
     match Raw::deserialize(d)? {
-        Raw::Secs(s) => Ok(Duration::from_secs(s)),
+        Raw::Secs(s) => Err(serde::de::Error::custom(format!(
+            "a bare number ({s}) is no longer a duration: write it with its unit, e.g. {s}s"
+        ))),
         Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
             serde::de::Error::custom(format!(
                 "invalid duration {t:?}: {e} (write e.g. 30s, 5m, 1h)"
@@ -589,11 +592,11 @@ mod tests {
     }
 
     #[test]
-    fn a_full_file_parses_with_durations_in_both_forms() {
+    fn a_full_file_parses_with_humantime_durations() {
         let yaml = r#"
 thresholds:
   not_ready_after: 90s
-  pending_after: 600
+  pending_after: 10m
   restarts: 5
   cordoned_for: 2h
 exclude_namespaces: [kube-system]
@@ -630,6 +633,15 @@ receivers:
         assert_eq!(c.local.targets.len(), 1);
         assert!(!c.namespace_filter().allows("kube-system"));
         assert!(c.namespace_filter().allows("default"));
+    }
+
+    #[test]
+    fn a_bare_number_of_seconds_is_refused_naming_the_new_form() {
+        let e = FileConfig::parse("thresholds:\n  pending_after: 600\n", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("thresholds.pending_after"), "{e}");
+        assert!(e.contains("write it with its unit, e.g. 600s"), "{e}");
     }
 
     #[test]

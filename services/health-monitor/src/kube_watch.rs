@@ -27,7 +27,7 @@ use service_kit::ReadyFlag;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::board::{Board, Source};
+use crate::board::{CurrentFindings, Source};
 use crate::classify::{self, Cluster, Ctx, SinceTracker};
 use crate::config::{FileConfig, NamespaceFilter};
 use crate::finding::{Finding, ObjectRef};
@@ -160,14 +160,14 @@ fn key_of(kind: &str, ns: &str, name: &str) -> String {
 pub struct Evaluator {
     stores: Stores,
     since: SinceTracker,
-    board: Board,
+    board: CurrentFindings,
     metrics: Metrics,
     readiness: ReadinessReports,
 }
 
 impl Evaluator {
     /// An evaluator over `stores` publishing to `board`.
-    pub fn new(stores: Stores, board: Board, metrics: Metrics) -> Self {
+    pub fn new(stores: Stores, board: CurrentFindings, metrics: Metrics) -> Self {
         Self {
             stores,
             since: SinceTracker::default(),
@@ -283,8 +283,9 @@ impl Evaluator {
                             .flat_map(|s| {
                                 s.state_filter(|p| {
                                     p.metadata.namespace.as_deref() == Some(ns.as_str())
-                                        && classify::pod_workload(p)
-                                            .is_some_and(|(k, w)| k == "Deployment" && w == *name)
+                                        && workloads::owner_from_metadata(p).is_some_and(|o| {
+                                            o.kind == "Deployment" && o.name == *name
+                                        })
                                 })
                             })
                             .flat_map(|p| classify::classify_pod(&p, &ctx, &events))
@@ -616,7 +617,7 @@ pub async fn check_control_plane(client: &Client) -> Vec<Finding> {
 pub async fn run_control_plane(
     client: Client,
     config: watch::Receiver<Arc<FileConfig>>,
-    board: Board,
+    board: CurrentFindings,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -703,13 +704,12 @@ pub fn readiness_url(pod: &Pod) -> Option<String> {
 
 /// Asks a pod's readiness endpoint: `Ok(failing checks)` (empty when ready), or why it could
 /// not be asked.
-pub async fn probe_readiness(http: &reqwest::Client, url: &str) -> Result<Vec<String>, String> {
-    let resp = http
-        .get(url)
-        .timeout(Duration::from_secs(1))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn probe_readiness(
+    http: &telemetry::client::HttpClient,
+    url: &str,
+) -> Result<Vec<String>, String> {
+    let request = http.get(url).timeout(Duration::from_secs(1));
+    let resp = http.send(request).await.map_err(|e| e.to_string())?;
     if resp.status().is_success() {
         return Ok(Vec::new());
     }
@@ -746,7 +746,7 @@ pub async fn run_readiness_probes(
     pods: Vec<Store<Pod>>,
     reports: ReadinessReports,
     tx: mpsc::Sender<Change>,
-    http: reqwest::Client,
+    http: telemetry::client::HttpClient,
     config: watch::Receiver<Arc<FileConfig>>,
     period: Duration,
     shutdown: CancellationToken,

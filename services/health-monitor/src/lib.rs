@@ -33,7 +33,7 @@ use service_kit::extract::Query;
 use service_kit::{Context, EnvReader};
 use tokio::sync::{mpsc, watch};
 
-use crate::board::Board;
+use crate::board::CurrentFindings;
 use crate::config::{FileConfig, Receiver};
 use crate::finding::{Finding, FindingKind, Severity};
 use crate::metrics::Metrics;
@@ -47,7 +47,7 @@ pub const PORT: u16 = 8084;
 /// What health-monitor watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub enum Environment {
     /// The Kubernetes API (watchers) — in a cluster or with a kubeconfig.
     Kubernetes,
     /// Local HTTP probes of the services of `cargo xtask up`.
@@ -59,7 +59,7 @@ pub enum Mode {
 pub struct Config {
     /// `HEALTH_MONITOR_MODE` (`kubernetes`, `local`, or unset/`auto`: Kubernetes when in a
     /// cluster or a kubeconfig exists, local otherwise).
-    pub mode: Mode,
+    pub mode: Environment,
     /// `HEALTH_MONITOR_CONFIG`: the YAML file, if any.
     pub config_path: Option<PathBuf>,
     /// The file's content at start (defaults when no file).
@@ -79,7 +79,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            mode: Mode::Local,
+            mode: Environment::Local,
             config_path: None,
             file: FileConfig::default(),
             alertmanager_url: None,
@@ -107,16 +107,16 @@ impl Config {
     /// `reader` (so a bad file on start exits with code 2 before the port is bound).
     pub fn read(reader: &mut EnvReader<'_>) -> Self {
         let mode = reader.parse_with("HEALTH_MONITOR_MODE", None, |raw| match raw {
-            "kubernetes" | "k8s" => Ok(Some(Mode::Kubernetes)),
-            "local" => Ok(Some(Mode::Local)),
+            "kubernetes" | "k8s" => Ok(Some(Environment::Kubernetes)),
+            "local" => Ok(Some(Environment::Local)),
             "auto" | "" => Ok(None),
             _ => Err("expected kubernetes, local or auto".to_owned()),
         });
         let mode = mode.unwrap_or_else(|| {
             if kube_available(reader) {
-                Mode::Kubernetes
+                Environment::Kubernetes
             } else {
-                Mode::Local
+                Environment::Local
             }
         });
         let config_path = reader.optional("HEALTH_MONITOR_CONFIG").map(PathBuf::from);
@@ -190,9 +190,9 @@ pub enum StartError {
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    board: Board,
+    board: CurrentFindings,
     config: watch::Receiver<Arc<FileConfig>>,
-    mode: Mode,
+    mode: Environment,
 }
 
 impl AppState {
@@ -200,7 +200,7 @@ impl AppState {
     /// probes (local mode), the PromQL checks, the publisher and the config reloader, all
     /// stopping on the context's shutdown token.
     pub async fn new(ctx: &Context, config: Config) -> Result<Self, StartError> {
-        let client = if config.mode == Mode::Kubernetes {
+        let client = if config.mode == Environment::Kubernetes {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             Some(kube::Client::try_default().await?)
         } else {
@@ -217,7 +217,7 @@ impl AppState {
         client: Option<kube::Client>,
     ) -> Result<Self, StartError> {
         let metrics = Metrics::new(&ctx.registry)?;
-        let board = Board::new();
+        let board = CurrentFindings::new();
         let (tx, rx) = watch::channel(Arc::new(config.file.clone()));
         let shutdown = ctx.shutdown.clone();
 
@@ -239,13 +239,13 @@ impl AppState {
         }
 
         match (config.mode, client) {
-            (Mode::Kubernetes, Some(client)) => {
+            (Environment::Kubernetes, Some(client)) => {
                 let ready = ctx
                     .readiness
                     .flag("kubernetes", "a Kubernetes watch is failing");
-                let (ctx_tx, ctx_rx) = mpsc::channel(10_000);
+                let (changes_tx, ctx_rx) = mpsc::channel(10_000);
                 let wc = kube_watch::WatchContext {
-                    tx: ctx_tx,
+                    tx: changes_tx,
                     metrics: metrics.clone(),
                     ready: Some(ready),
                     shutdown: shutdown.clone(),
@@ -256,10 +256,11 @@ impl AppState {
                     stores.pods.clone(),
                     reports.clone(),
                     wc.tx.clone(),
-                    reqwest::Client::builder()
-                        .connect_timeout(Duration::from_millis(500))
-                        .build()
-                        .unwrap_or_default(),
+                    // Each probe bounds itself to 1 s (probe_readiness).
+                    ctx.http_client_with_timeouts(
+                        Duration::from_millis(500),
+                        Duration::from_secs(1),
+                    ),
                     rx.clone(),
                     Duration::from_secs(5),
                     shutdown.clone(),
@@ -311,12 +312,13 @@ impl AppState {
             ));
         }
 
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap_or_default();
         let (sink, ready) = if let Some(url) = &config.alertmanager_url {
+            // libs/alertmanager takes a plain reqwest::Client (it bounds each request itself).
+            let http = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default();
             let client = alertmanager::AlertmanagerClient::new(url, http)?;
             let check = client.clone().with_timeout(Duration::from_millis(900));
             ctx.readiness.add("alertmanager", move || {
@@ -333,6 +335,8 @@ impl AppState {
                     "webhook-receivers",
                     "a webhook receiver is failing; deliveries are retried",
                 );
+                let http =
+                    ctx.http_client_with_timeouts(Duration::from_secs(2), Duration::from_secs(5));
                 (Sink::Webhooks { http, receivers }, Some(flag))
             }
         };
@@ -353,7 +357,7 @@ impl AppState {
     }
 
     /// The findings board.
-    pub fn board(&self) -> &Board {
+    pub fn board(&self) -> &CurrentFindings {
         &self.board
     }
 }
@@ -362,7 +366,7 @@ impl AppState {
 /// gauge and the health score.
 pub async fn run_publisher(
     mut publisher: Publisher,
-    board: Board,
+    board: CurrentFindings,
     metrics: Metrics,
     mut config: watch::Receiver<Arc<FileConfig>>,
     tick: Duration,
@@ -397,7 +401,7 @@ pub struct FindingsQuery {
 
 #[derive(Serialize)]
 struct FindingsBody {
-    mode: Mode,
+    mode: Environment,
     count: usize,
     findings: Vec<Finding>,
 }

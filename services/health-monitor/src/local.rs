@@ -17,7 +17,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::board::{Board, Source};
+use crate::board::{CurrentFindings, Source};
 use crate::config::{DependencyRules, FileConfig, LocalTarget};
 use crate::finding::{Finding, FindingKind, ObjectRef, Remediation, Severity};
 use crate::metrics::Metrics;
@@ -185,7 +185,7 @@ pub async fn probe(
 pub async fn run_prober(
     http: telemetry::client::HttpClient,
     mut config: watch::Receiver<Arc<FileConfig>>,
-    board: Board,
+    board: CurrentFindings,
     metrics: Metrics,
     shutdown: CancellationToken,
 ) {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::board::{Board, Source};
+use crate::board::{CurrentFindings, Source};
 use crate::classify::control_plane_finding;
 use crate::config::{FileConfig, LOCAL_SERVICES, PromCheck};
 use crate::finding::{Finding, FindingKind, ObjectRef, RESERVED_LABELS};
@@ -281,7 +281,7 @@ pub fn control_plane_from_up(samples: &[Sample]) -> Vec<Finding> {
 pub async fn run_checks(
     client: PromClient,
     mut config: watch::Receiver<Arc<FileConfig>>,
-    board: Board,
+    board: CurrentFindings,
     metrics: Metrics,
     shutdown: CancellationToken,
     period_override: Option<Duration>,

@@ -34,7 +34,7 @@ pub enum Sink {
     /// Webhook receivers, directly.
     Webhooks {
         /// The client (with its timeout).
-        http: reqwest::Client,
+        http: telemetry::client::HttpClient,
         /// The receivers.
         receivers: Vec<Receiver>,
     },
@@ -331,7 +331,7 @@ impl Publisher {
 
     async fn deliver_webhooks(
         &mut self,
-        http: &reqwest::Client,
+        http: &telemetry::client::HttpClient,
         receivers: &[Receiver],
         now: Instant,
     ) {
@@ -365,11 +365,13 @@ impl Publisher {
             |(key, i, resolved, receiver, message)| {
                 let http = http.clone();
                 async move {
-                    let mut req = http.post(&receiver.url).json(&message);
+                    let mut req = http
+                        .request(telemetry::client::Method::POST, &receiver.url)
+                        .json(&message);
                     if let Some(token) = &receiver.bearer_token {
                         req = req.bearer_auth(token);
                     }
-                    let outcome = match req.send().await {
+                    let outcome = match http.send(req).await {
                         Ok(resp) if resp.status().is_success() => Ok(()),
                         Ok(resp) => Err(if resp.status().is_server_error() {
                             "http_5xx"

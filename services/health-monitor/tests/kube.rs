@@ -6,23 +6,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use health_monitor::board::Board;
+use health_monitor::board::CurrentFindings;
 use health_monitor::config::FileConfig;
 use health_monitor::finding::FindingKind;
 use health_monitor::kube_watch::{self, Change, Evaluator, Kind, Stores, WatchContext};
 use health_monitor::metrics::Metrics;
-use http::{Method, Request, Response};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
-use kube::client::Body;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
+use testbed::kube_mock::{self, Call, get, watch_events};
 use testbed::wait_until;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tower_test::mock::{self, Handle};
-
-type MockHandle = Handle<Request<Body>, Response<Body>>;
 
 fn fixture_pod(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods-unhealthy.json");
@@ -41,60 +37,24 @@ fn with_rv(mut pod: Value, rv: &str) -> Value {
     pod
 }
 
-fn pod_list(rv: &str, items: Vec<Value>) -> Vec<u8> {
-    serde_json::to_vec(&json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": rv}, "items": items})).unwrap()
+fn pod_list(rv: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": rv}, "items": items})
 }
 
-fn watch_lines(events: &[Value]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for e in events {
-        out.extend(serde_json::to_vec(e).unwrap());
-        out.push(b'\n');
-    }
-    out
+/// The watcher's list of every pod.
+fn list_pods(answer: Value) -> Call {
+    get("/api/v1/pods", answer).no_param("watch")
 }
 
-fn query_pairs(req: &Request<Body>) -> Vec<(String, String)> {
-    let q = req.uri().query().unwrap_or("");
-    reqwest::Url::parse(&format!("http://x/?{q}"))
-        .unwrap()
-        .query_pairs()
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
+/// The watcher's watch of every pod from `rv`, answered with `events`.
+fn watch_pods(rv: &str, events: &[Value]) -> Call {
+    get("/api/v1/pods", Value::Null)
+        .param("watch", "true")
+        .param("resourceVersion", rv)
+        .raw(watch_events(events))
 }
 
-fn param<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs
-        .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-}
-
-/// Waits for the next request, asserting it is a GET of `/api/v1/pods`; returns its query.
-async fn next_pods_request(
-    handle: &mut MockHandle,
-) -> (
-    Vec<(String, String)>,
-    tower_test::mock::SendResponse<Response<Body>>,
-) {
-    let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
-        .await
-        .expect("the watcher sent no request within 10 s")
-        .expect("the client is gone");
-    assert_eq!(req.method(), Method::GET);
-    assert_eq!(req.uri().path(), "/api/v1/pods");
-    (query_pairs(&req), send)
-}
-
-fn ok(body: Vec<u8>) -> Response<Body> {
-    Response::builder()
-        .status(200)
-        .header("content-type", "application/json")
-        .body(Body::from(body))
-        .unwrap()
-}
-
-fn kinds_of(board: &Board) -> Vec<(FindingKind, String)> {
+fn kinds_of(board: &CurrentFindings) -> Vec<(FindingKind, String)> {
     board
         .all()
         .into_iter()
@@ -104,8 +64,7 @@ fn kinds_of(board: &Board) -> Vec<(FindingKind, String)> {
 
 #[tokio::test]
 async fn list_watch_findings_and_a_410_gone_relists() {
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
+    let (client, mut server) = kube_mock::pair();
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).unwrap();
     let shutdown = CancellationToken::new();
@@ -123,7 +82,7 @@ async fn list_watch_findings_and_a_410_gone_relists() {
         |p: &Pod| Some(kube_watch::target_of_object(p, Kind::Pod)),
         wc,
     );
-    let board = Board::new();
+    let board = CurrentFindings::new();
     let evaluator = Evaluator::new(
         Stores {
             pods: vec![store],
@@ -142,25 +101,22 @@ async fn list_watch_findings_and_a_410_gone_relists() {
 
     let scenario = async {
         // 1. The initial list: one crash-looping pod.
-        let (q, send) = next_pods_request(&mut handle).await;
-        assert_eq!(param(&q, "limit"), Some("500"), "{q:?}");
-        assert_eq!(param(&q, "watch"), None, "a list, not a watch: {q:?}");
-        send.send_response(ok(pod_list(
+        let first = pod_list(
             "1000",
             vec![with_rv(fixture_pod("heart-6d5f7c9b8-x2x4p"), "990")],
-        )));
+        );
+        server.serve(list_pods(first).param("limit", "500")).await;
 
         // 2. The watch from the list's resource version: a pod that cannot pull its image
         //    arrives, then the resource version expires (410 Gone).
-        let (q, send) = next_pods_request(&mut handle).await;
-        assert_eq!(param(&q, "watch"), Some("true"), "{q:?}");
-        assert_eq!(param(&q, "resourceVersion"), Some("1000"), "{q:?}");
-        assert_eq!(param(&q, "allowWatchBookmarks"), Some("true"), "{q:?}");
-        send.send_response(ok(watch_lines(&[
+        let events = [
             json!({"type": "ADDED", "object": with_rv(fixture_pod("api-gateway-5f6b7c8d9-l4k3j"), "1001")}),
             json!({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": "too old resource version: 1000 (1500)", "reason": "Expired", "code": 410}}),
-        ])));
+        ];
+        server
+            .serve(watch_pods("1000", &events).param("allowWatchBookmarks", "true"))
+            .await;
         let both = wait_until(Duration::from_secs(5), || async {
             let k = kinds_of(&board);
             k.contains(&(
@@ -174,17 +130,13 @@ async fn list_watch_findings_and_a_410_gone_relists() {
         .await;
         assert!(both, "findings from list + watch: {:?}", kinds_of(&board));
 
-        // 3. The re-list after 410: only a healthy pod is left; the store is replaced.
-        let (q, send) = next_pods_request(&mut handle).await;
-        assert_eq!(
-            param(&q, "watch"),
-            None,
-            "410 must lead to a re-list, got {q:?}"
-        );
-        send.send_response(ok(pod_list(
+        // 3. The re-list after 410 (a list, not a watch): only a healthy pod is left; the store
+        //    is replaced.
+        let healthy = pod_list(
             "2000",
             vec![with_rv(fixture_pod("heart-6d5f7c9b8-h7k2m"), "1990")],
-        )));
+        );
+        server.serve(list_pods(healthy)).await;
         let cleared = wait_until(Duration::from_secs(5), || async { board.all().is_empty() }).await;
         assert!(
             cleared,
@@ -194,15 +146,15 @@ async fn list_watch_findings_and_a_410_gone_relists() {
         assert_eq!(metrics.watch_errors.with_label_values(&["pods"]).get(), 1);
 
         // 4. Watching again from the new version: the healthy pod starts crash looping.
-        let (q, send) = next_pods_request(&mut handle).await;
-        assert_eq!(param(&q, "watch"), Some("true"));
-        assert_eq!(param(&q, "resourceVersion"), Some("2000"));
         let mut sick = with_rv(fixture_pod("heart-6d5f7c9b8-h7k2m"), "2001");
         sick["status"]["containerStatuses"][0]["state"] = json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}});
         sick["status"]["containerStatuses"][0]["restartCount"] = json!(3);
-        send.send_response(ok(watch_lines(&[
-            json!({"type": "MODIFIED", "object": sick}),
-        ])));
+        server
+            .serve(watch_pods(
+                "2000",
+                &[json!({"type": "MODIFIED", "object": sick})],
+            ))
+            .await;
         let modified = wait_until(Duration::from_secs(5), || async {
             kinds_of(&board)
                 == vec![(
@@ -222,30 +174,23 @@ async fn list_watch_findings_and_a_410_gone_relists() {
 
 #[tokio::test]
 async fn control_plane_checks_use_the_api_servers_verbose_health_endpoints() {
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
+    let (client, mut server) = kube_mock::pair();
     let check = tokio::spawn(async move { kube_watch::check_control_plane(&client).await });
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     for (path, status, file) in [
         ("/livez", 200, "livez-ok.txt"),
         ("/readyz", 500, "readyz-etcd-failed.txt"),
     ] {
-        let (req, send) = tokio::time::timeout(Duration::from_secs(5), handle.next_request())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(req.method(), Method::GET);
-        assert_eq!(req.uri().path(), path);
-        assert_eq!(req.uri().query(), Some("verbose"));
         let body = std::fs::read(fixtures.join(file)).unwrap();
-        send.send_response(
-            Response::builder()
-                .status(status)
-                .body(Body::from(body))
-                .unwrap(),
-        );
+        let call = get(path, Value::Null)
+            .param("verbose", "")
+            .status(status)
+            .raw(body);
+        tokio::time::timeout(Duration::from_secs(10), server.serve(call))
+            .await
+            .expect("the check sent no request within 10 s");
     }
-    let findings = tokio::time::timeout(Duration::from_secs(5), check)
+    let findings = tokio::time::timeout(Duration::from_secs(10), check)
         .await
         .unwrap()
         .unwrap();
@@ -287,8 +232,7 @@ async fn oom_kills_after_a_restart_and_a_recovered_healer_cordon_become_remediat
     use health_monitor::finding::Remediation;
     use k8s_openapi::api::core::v1::Node;
 
-    let (svc, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(svc, "default");
+    let (client, mut server) = kube_mock::pair();
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).unwrap();
     let shutdown = CancellationToken::new();
@@ -313,7 +257,7 @@ async fn oom_kills_after_a_restart_and_a_recovered_healer_cordon_become_remediat
         |n: &Node| Some(kube_watch::target_of_object(n, Kind::Node)),
         wc,
     );
-    let board = Board::new();
+    let board = CurrentFindings::new();
     let evaluator = Evaluator::new(
         Stores {
             pods: vec![pods],
@@ -348,39 +292,26 @@ async fn oom_kills_after_a_restart_and_a_recovered_healer_cordon_become_remediat
     let mut human = fixture_node("kind-worker6");
     human["metadata"]["resourceVersion"] = json!("12");
 
-    let mut pending_watches = Vec::new();
-    let mut listed = Vec::new();
-    let serve = async {
-        while listed.len() < 2 {
-            let (req, send) = tokio::time::timeout(Duration::from_secs(10), handle.next_request())
-                .await
-                .expect("no request within 10 s")
-                .expect("the client is gone");
-            assert_eq!(req.method(), Method::GET);
-            let q = query_pairs(&req);
-            let path = req.uri().path().to_owned();
-            if param(&q, "watch") == Some("true") {
-                // Keep watches open and silent: the lists are what this test is about.
-                pending_watches.push(send);
-                continue;
-            }
-            match path.as_str() {
-                "/api/v1/pods" => send.send_response(ok(pod_list("100", vec![brain.clone()]))),
-                "/api/v1/nodes" => send.send_response(ok(serde_json::to_vec(&json!({
-                    "apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "100"},
-                    "items": [recovered.clone(), human.clone()]
-                }))
-                .unwrap())),
-                other => panic!("unexpected request GET {other}?{q:?}"),
-            }
-            listed.push(path);
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), serve)
-        .await
-        .expect("lists timed out");
-    listed.sort();
-    assert_eq!(listed, ["/api/v1/nodes", "/api/v1/pods"]);
+    // Each watcher lists, then watches; the watches are held open and silent: the lists are
+    // what this test is about.
+    let nodes = json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "100"},
+        "items": [recovered, human]});
+    let lists_and_watches = vec![
+        list_pods(pod_list("100", vec![brain])),
+        get("/api/v1/nodes", nodes).no_param("watch"),
+        get("/api/v1/pods", Value::Null)
+            .param("watch", "true")
+            .hold(),
+        get("/api/v1/nodes", Value::Null)
+            .param("watch", "true")
+            .hold(),
+    ];
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        server.serve_any_order(lists_and_watches),
+    )
+    .await
+    .expect("lists and watches timed out");
 
     let both = wait_until(Duration::from_secs(10), || async {
         let all = board.all();
@@ -416,5 +347,5 @@ async fn oom_kills_after_a_restart_and_a_recovered_healer_cordon_become_remediat
         "a human's cordon gets no remediation: {all:#?}"
     );
     shutdown.cancel();
-    drop(pending_watches);
+    drop(server);
 }

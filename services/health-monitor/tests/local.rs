@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::routing::get;
 use health_monitor::config::{FileConfig, LocalTarget};
 use health_monitor::finding::FindingKind;
-use health_monitor::{AppState, Config, Mode};
+use health_monitor::{AppState, Config, Environment};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use service_kit::{Context, EnvReader};
@@ -102,7 +102,7 @@ fn local_config(targets: Vec<LocalTarget>, alertmanager: Option<String>) -> Conf
     file.local.targets = targets;
     file.publish.resend_interval = Duration::from_secs(1);
     Config {
-        mode: Mode::Local,
+        mode: Environment::Local,
         file,
         alertmanager_url: alertmanager,
         publish_tick: Duration::from_millis(100),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use health_monitor::board::Board;
+use health_monitor::board::CurrentFindings;
 use health_monitor::config::{Comparison, FileConfig, PromCheck};
 use health_monitor::finding::{FindingKind, Severity};
 use health_monitor::metrics::Metrics;
@@ -54,7 +54,7 @@ async fn a_check_fires_after_for_and_clears_when_the_series_goes_back() {
         ..FileConfig::default()
     };
     let (_tx, rx) = watch::channel(Arc::new(file));
-    let board = Board::new();
+    let board = CurrentFindings::new();
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).unwrap();
     let shutdown = CancellationToken::new();

@@ -189,7 +189,7 @@ async fn a_short_receiver_outage_loses_nothing() {
     }];
     let mut publisher = Publisher::new(
         Sink::Webhooks {
-            http: reqwest::Client::new(),
+            http: traced_client(),
             receivers,
         },
         fast_config(),
@@ -246,7 +246,7 @@ async fn direct_webhook_mode_delivers_firing_then_resolved_v4_payloads() {
     ];
     let mut publisher = Publisher::new(
         Sink::Webhooks {
-            http: reqwest::Client::new(),
+            http: traced_client(),
             receivers,
         },
         fast_config(),
@@ -295,4 +295,10 @@ async fn direct_webhook_mode_delivers_firing_then_resolved_v4_payloads() {
     }
     publisher.tick(&[]).await;
     assert_eq!(sink.requests().len(), 2, "resolved is sent once");
+}
+
+/// A traced client as the service builds one (metrics on a throwaway registry).
+fn traced_client() -> telemetry::client::HttpClient {
+    let metrics = telemetry::client::ClientMetrics::new(&prometheus::Registry::new()).unwrap();
+    telemetry::client::HttpClient::new(metrics)
 }

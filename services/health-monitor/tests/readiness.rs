@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use health_monitor::board::Board;
+use health_monitor::board::CurrentFindings;
 use health_monitor::config::FileConfig;
 use health_monitor::finding::{FindingKind, Remediation};
 use health_monitor::kube_watch::{self, Change, Evaluator, ReadinessReports, Stores};
@@ -68,7 +68,8 @@ async fn a_failing_database_check_reported_by_the_pod_names_the_dependency() {
         Some(format!("http://127.0.0.1:{port}/readyz").as_str()),
         "the named port `http` is resolved"
     );
-    let http = reqwest::Client::new();
+    let metrics = telemetry::client::ClientMetrics::new(&prometheus::Registry::new()).unwrap();
+    let http = telemetry::client::HttpClient::new(metrics);
     let checks = kube_watch::probe_readiness(&http, &kube_watch::readiness_url(&pod).unwrap())
         .await
         .unwrap();
@@ -81,7 +82,7 @@ async fn a_failing_database_check_reported_by_the_pod_names_the_dependency() {
 
     let registry = prometheus::Registry::new();
     let metrics = Metrics::new(&registry).unwrap();
-    let board = Board::new();
+    let board = CurrentFindings::new();
     let reports = ReadinessReports::default();
     let cfg = FileConfig::default();
     let mut evaluator = Evaluator::new(

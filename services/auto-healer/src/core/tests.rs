@@ -93,7 +93,7 @@ impl Case {
             in_flight: &self.in_flight,
             now: NOW,
             trigger: self.trigger,
-            platform: Platform::Kubernetes,
+            platform: PlatformKind::Kubernetes,
             dry_run: self.dry_run,
         })
     }
@@ -469,7 +469,7 @@ fn local_platform_restarts_services() {
         in_flight: &BTreeSet::new(),
         now: NOW,
         trigger: Trigger::Alert,
-        platform: Platform::Local,
+        platform: PlatformKind::Local,
         dry_run: false,
     });
     assert_eq!(
@@ -484,7 +484,10 @@ fn local_platform_restarts_services() {
             passed_over: vec![],
         })
     );
-    assert_eq!(subject_of(&alert.labels, Platform::Local), "service/heart");
+    assert_eq!(
+        subject_of(&alert.labels, PlatformKind::Local),
+        "service/heart"
+    );
 }
 
 #[test]
@@ -689,7 +692,7 @@ fn locally_rollback_is_passed_over_and_the_escalation_ends_in_notify() {
         in_flight: &BTreeSet::new(),
         now: NOW,
         trigger: Trigger::Alert,
-        platform: Platform::Local,
+        platform: PlatformKind::Local,
         dry_run: false,
     });
     match d {
@@ -717,7 +720,7 @@ fn locally_rollback_is_passed_over_and_the_escalation_ends_in_notify() {
         in_flight: &BTreeSet::new(),
         now: NOW,
         trigger: Trigger::Alert,
-        platform: Platform::Local,
+        platform: PlatformKind::Local,
         dry_run: false,
     });
     assert!(matches!(
@@ -824,9 +827,9 @@ proptest! {
             };
             let in_flight: BTreeSet<String> = running.iter().map(|r| r.1.clone()).collect();
             let d = decide(Input { alert: &alert, policy: &policy, state: &state, cluster: &cluster,
-                in_flight: &in_flight, now, trigger: Trigger::Alert, platform: Platform::Kubernetes, dry_run: false });
+                in_flight: &in_flight, now, trigger: Trigger::Alert, platform: PlatformKind::Kubernetes, dry_run: false });
             if let Decision::Act(plan) = d {
-                let subject = subject_of(&alert.labels, Platform::Kubernetes);
+                let subject = subject_of(&alert.labels, PlatformKind::Kubernetes);
                 // Invariants at the moment of acting.
                 prop_assert!(running.len() < max_conc as usize, "concurrency exceeded");
                 if let Some(w) = wl {

@@ -31,7 +31,7 @@ use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
 use super::*;
-use crate::core::{ClusterSnapshot, GuardState, Labels, Platform as Kind, mutation};
+use crate::core::{ClusterSnapshot, GuardState, Labels, PlatformKind as Kind, mutation};
 use crate::local::FileStore;
 use crate::platform::{AdapterError, AlertSource, LeaderFlag};
 

@@ -9,18 +9,19 @@ mod tests;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::policy::v1::Eviction;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use time::OffsetDateTime;
+use workloads::{WorkloadState, selector_string};
 
 use crate::core::{self, ClusterSnapshot, Labels, NodeInfo, PodCounts, Target, WorkloadKind};
 use crate::platform::{AdapterError, AuditRecord, Platform};
@@ -100,15 +101,6 @@ fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-fn selector_string(sel: &LabelSelector) -> String {
-    sel.match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 fn pod_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
@@ -167,13 +159,6 @@ fn annotations_of(meta: &ObjectMeta) -> Labels {
     meta.annotations.clone().unwrap_or_default()
 }
 
-struct WorkloadInfo {
-    annotations: Labels,
-    selector: String,
-    template: Option<PodTemplateSpec>,
-    ready: bool,
-}
-
 impl KubePlatform {
     /// An adapter over `client`; `identity` names this instance in Events.
     pub fn new(client: Client, identity: impl Into<String>, timings: Timings) -> Self {
@@ -189,66 +174,10 @@ impl KubePlatform {
         ns: &str,
         kind: WorkloadKind,
         name: &str,
-    ) -> Result<WorkloadInfo, AdapterError> {
-        match kind {
-            WorkloadKind::Deployment => {
-                let d = Api::<Deployment>::namespaced(self.client.clone(), ns)
-                    .get(name)
-                    .await
-                    .map_err(api_err)?;
-                let spec = d.spec.clone();
-                let st = d.status.clone().unwrap_or_default();
-                let want = spec.replicas.unwrap_or(1);
-                let ready = st.observed_generation.unwrap_or(0)
-                    >= d.metadata.generation.unwrap_or(0)
-                    && st.updated_replicas.unwrap_or(0) >= want
-                    && st.available_replicas.unwrap_or(0) >= want
-                    && st.replicas.unwrap_or(0) == want;
-                Ok(WorkloadInfo {
-                    annotations: annotations_of(&d.metadata),
-                    selector: selector_string(&spec.selector),
-                    template: Some(spec.template),
-                    ready,
-                })
-            }
-            WorkloadKind::StatefulSet => {
-                let s = Api::<StatefulSet>::namespaced(self.client.clone(), ns)
-                    .get(name)
-                    .await
-                    .map_err(api_err)?;
-                let spec = s.spec.clone();
-                let st = s.status.clone().unwrap_or_default();
-                let want = spec.replicas.unwrap_or(1);
-                let ready = st.observed_generation.unwrap_or(0)
-                    >= s.metadata.generation.unwrap_or(0)
-                    && st.ready_replicas.unwrap_or(0) >= want
-                    && st.updated_replicas.unwrap_or(0) >= want;
-                Ok(WorkloadInfo {
-                    annotations: annotations_of(&s.metadata),
-                    selector: selector_string(&spec.selector),
-                    template: Some(spec.template),
-                    ready,
-                })
-            }
-            WorkloadKind::DaemonSet => {
-                let s = Api::<DaemonSet>::namespaced(self.client.clone(), ns)
-                    .get(name)
-                    .await
-                    .map_err(api_err)?;
-                let spec = s.spec.clone();
-                let st = s.status.clone().unwrap_or_default();
-                let ready = st.observed_generation.unwrap_or(0)
-                    >= s.metadata.generation.unwrap_or(0)
-                    && st.number_ready >= st.desired_number_scheduled
-                    && st.updated_number_scheduled.unwrap_or(0) >= st.desired_number_scheduled;
-                Ok(WorkloadInfo {
-                    annotations: annotations_of(&s.metadata),
-                    selector: selector_string(&spec.selector),
-                    template: Some(spec.template),
-                    ready,
-                })
-            }
-        }
+    ) -> Result<WorkloadState, AdapterError> {
+        workloads::get(self.client.clone(), ns, kind, name)
+            .await
+            .map_err(api_err)
     }
 
     async fn pod_counts(
@@ -272,34 +201,6 @@ impl KubePlatform {
             total,
             disrupted_others,
         })
-    }
-
-    /// The workload owning a pod (through its ReplicaSet for Deployments).
-    async fn owner_of(&self, pod: &Pod) -> Result<Option<(WorkloadKind, String)>, AdapterError> {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        for o in pod.metadata.owner_references.iter().flatten() {
-            match o.kind.as_str() {
-                "ReplicaSet" => {
-                    let rs = Api::<ReplicaSet>::namespaced(self.client.clone(), &ns)
-                        .get(&o.name)
-                        .await
-                        .map_err(api_err)?;
-                    if let Some(d) = rs
-                        .metadata
-                        .owner_references
-                        .iter()
-                        .flatten()
-                        .find(|o| o.kind == "Deployment")
-                    {
-                        return Ok(Some((WorkloadKind::Deployment, d.name.clone())));
-                    }
-                }
-                "StatefulSet" => return Ok(Some((WorkloadKind::StatefulSet, o.name.clone()))),
-                "DaemonSet" => return Ok(Some((WorkloadKind::DaemonSet, o.name.clone()))),
-                _ => {}
-            }
-        }
-        Ok(None)
     }
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, AdapterError> {
@@ -332,7 +233,10 @@ impl KubePlatform {
                     .map_err(api_err)?;
                 snap.annotations
                     .push((target.key(), annotations_of(&pod.metadata)));
-                if let Some((kind, wname)) = self.owner_of(&pod).await? {
+                if let Some((kind, wname)) = workloads::owner_through_api(self.client.clone(), &pod)
+                    .await
+                    .map_err(api_err)?
+                {
                     let w = self.workload(namespace, kind, &wname).await?;
                     let key = Target::Workload {
                         namespace: namespace.clone(),
@@ -340,9 +244,11 @@ impl KubePlatform {
                         name: wname,
                     }
                     .key();
-                    snap.annotations.push((key, w.annotations));
-                    snap.workload_pods =
-                        Some(self.pod_counts(namespace, &w.selector, Some(name)).await?);
+                    snap.annotations.push((key, annotations_of(&w.metadata)));
+                    snap.workload_pods = Some(
+                        self.pod_counts(namespace, &selector_string(&w.selector), Some(name))
+                            .await?,
+                    );
                 }
             }
             Target::Workload {
@@ -351,8 +257,12 @@ impl KubePlatform {
                 name,
             } => {
                 let w = self.workload(namespace, *kind, name).await?;
-                snap.annotations.push((target.key(), w.annotations));
-                snap.workload_pods = Some(self.pod_counts(namespace, &w.selector, None).await?);
+                snap.annotations
+                    .push((target.key(), annotations_of(&w.metadata)));
+                snap.workload_pods = Some(
+                    self.pod_counts(namespace, &selector_string(&w.selector), None)
+                        .await?,
+                );
             }
             Target::Node { name } => {
                 let node = Api::<Node>::all(self.client.clone())
@@ -377,23 +287,15 @@ impl KubePlatform {
         let now = rfc3339(OffsetDateTime::now_utc());
         let patch =
             json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
-        let pp = PatchParams::default();
-        let p = Patch::Merge(&patch);
-        let c = self.client.clone();
-        match kind {
-            WorkloadKind::Deployment => Api::<Deployment>::namespaced(c, ns)
-                .patch(name, &pp, &p)
-                .await
-                .map(drop),
-            WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(c, ns)
-                .patch(name, &pp, &p)
-                .await
-                .map(drop),
-            WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(c, ns)
-                .patch(name, &pp, &p)
-                .await
-                .map(drop),
-        }
+        workloads::patch(
+            self.client.clone(),
+            ns,
+            kind,
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
         .map_err(api_err)?;
         Ok(format!(
             "restarted {} {ns}/{name} (restartedAt {now})",
@@ -470,26 +372,15 @@ impl KubePlatform {
         step: u32,
         max: u32,
     ) -> Result<String, AdapterError> {
-        let c = self.client.clone();
-        let scale = match kind {
-            WorkloadKind::Deployment => {
-                Api::<Deployment>::namespaced(c.clone(), ns)
-                    .get_scale(name)
-                    .await
-            }
-            WorkloadKind::StatefulSet => {
-                Api::<StatefulSet>::namespaced(c.clone(), ns)
-                    .get_scale(name)
-                    .await
-            }
-            WorkloadKind::DaemonSet => {
-                return Err(AdapterError::new(
-                    "unsupported",
-                    "a DaemonSet does not scale",
-                ));
-            }
+        if kind == WorkloadKind::DaemonSet {
+            return Err(AdapterError::new(
+                "unsupported",
+                "a DaemonSet does not scale",
+            ));
         }
-        .map_err(api_err)?;
+        let scale = workloads::get_scale(self.client.clone(), ns, kind, name)
+            .await
+            .map_err(api_err)?;
         let current = scale.spec.and_then(|s| s.replicas).unwrap_or(0).max(0) as u32;
         let next = core::next_replicas(current, step, max).ok_or_else(|| {
             AdapterError::new(
@@ -498,19 +389,15 @@ impl KubePlatform {
             )
         })?;
         let patch = json!({"spec": {"replicas": next}});
-        let pp = PatchParams::default();
-        match kind {
-            WorkloadKind::Deployment => {
-                Api::<Deployment>::namespaced(c, ns)
-                    .patch_scale(name, &pp, &Patch::Merge(&patch))
-                    .await
-            }
-            _ => {
-                Api::<StatefulSet>::namespaced(c, ns)
-                    .patch_scale(name, &pp, &Patch::Merge(&patch))
-                    .await
-            }
-        }
+        workloads::patch_scale(
+            self.client.clone(),
+            ns,
+            kind,
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
         .map_err(api_err)?;
         Ok(format!(
             "scaled {} {ns}/{name} from {current} to {next} replicas",
@@ -576,11 +463,7 @@ impl KubePlatform {
         container: Option<&str>,
     ) -> Result<String, AdapterError> {
         let w = self.workload(ns, kind, name).await?;
-        let containers = w
-            .template
-            .and_then(|t| t.spec)
-            .map(|s| s.containers)
-            .unwrap_or_default();
+        let containers = w.template.spec.map(|s| s.containers).unwrap_or_default();
         let c = match container {
             Some(n) => containers.iter().find(|c| c.name == n),
             None => containers.first(),
@@ -617,23 +500,15 @@ impl KubePlatform {
         let patch = json!({"spec": {"template": {"spec": {"containers": [
             {"name": c.name, "resources": {"limits": {"memory": next_q}}}
         ]}}}});
-        let pp = PatchParams::default();
-        let p = Patch::Strategic(&patch);
-        let cl = self.client.clone();
-        match kind {
-            WorkloadKind::Deployment => Api::<Deployment>::namespaced(cl, ns)
-                .patch(name, &pp, &p)
-                .await
-                .map(drop),
-            WorkloadKind::StatefulSet => Api::<StatefulSet>::namespaced(cl, ns)
-                .patch(name, &pp, &p)
-                .await
-                .map(drop),
-            WorkloadKind::DaemonSet => Api::<DaemonSet>::namespaced(cl, ns)
-                .patch(name, &pp, &p)
-                .await
-                .map(drop),
-        }
+        workloads::patch(
+            self.client.clone(),
+            ns,
+            kind,
+            name,
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
         .map_err(api_err)?;
         Ok(format!(
             "raised the memory limit of {ns}/{name} container {} from {} to {next_q}",
@@ -895,7 +770,7 @@ impl KubePlatform {
                     kind,
                     name,
                 },
-            ) => Ok(self.workload(namespace, *kind, name).await?.ready),
+            ) => Ok(self.workload(namespace, *kind, name).await?.rolled_out),
             (_, Target::Pod { namespace, name }) => {
                 match Api::<Pod>::namespaced(self.client.clone(), namespace)
                     .get_opt(name)
@@ -1000,8 +875,8 @@ impl KubePlatform {
 }
 
 impl Platform for KubePlatform {
-    fn kind(&self) -> core::Platform {
-        core::Platform::Kubernetes
+    fn kind(&self) -> core::PlatformKind {
+        core::PlatformKind::Kubernetes
     }
 
     fn snapshot<'a>(

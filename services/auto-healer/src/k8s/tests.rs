@@ -1,6 +1,7 @@
-//! Every Kubernetes call, against kube's `tower_test::mock::pair`: each test scripts the
-//! requests it expects (method, path, query, body) and the API server's answers, and fails on
-//! any other request or on a request that never came.
+//! Every Kubernetes call, against the scripted API server of `testbed::kube_mock`: each test
+//! scripts the requests it expects (method, path, query, content type, body) and the API
+//! server's answers, and fails on any other request or on a request that never came. The Lease
+//! tests use [`lease_server`], a stateful API server with resourceVersion semantics.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,100 +16,10 @@ use super::state::ConfigMapStore;
 use super::*;
 use crate::core::{GuardState, Outcome};
 use crate::platform::{LeaderFlag, Leadership, StateStore, StoreError, update_state};
+use testbed::kube_mock::{call, scripted, status_body};
 
-type Check = Box<dyn Fn(&Value) + Send>;
-
-/// One expected request and its answer.
-struct Call {
-    method: &'static str,
-    path: String,
-    query: Vec<&'static str>,
-    check: Option<Check>,
-    status: u16,
-    answer: Value,
-}
-
-fn call(method: &'static str, path: impl Into<String>, answer: Value) -> Call {
-    Call {
-        method,
-        path: path.into(),
-        query: vec![],
-        check: None,
-        status: 200,
-        answer,
-    }
-}
-
-impl Call {
-    fn query(mut self, q: &'static str) -> Self {
-        self.query.push(q);
-        self
-    }
-    fn body(mut self, f: impl Fn(&Value) + Send + 'static) -> Self {
-        self.check = Some(Box::new(f));
-        self
-    }
-    fn status(mut self, s: u16) -> Self {
-        self.status = s;
-        self
-    }
-}
-
-fn status_body(code: u16, reason: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": format!("{reason} ({code})")})
-}
-
-/// A client whose API server plays `script` in order; the handle finishes when all calls came.
-fn mock(script: Vec<Call>) -> (Client, tokio::task::JoinHandle<()>) {
-    let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let task = tokio::spawn(async move {
-        for (i, c) in script.into_iter().enumerate() {
-            let (req, send) = handle
-                .next_request()
-                .await
-                .unwrap_or_else(|| panic!("call {i} ({} {}) never came", c.method, c.path));
-            assert_eq!(
-                req.method().as_str(),
-                c.method,
-                "call {i}: method for {}",
-                req.uri()
-            );
-            assert_eq!(req.uri().path(), c.path, "call {i}: path");
-            let query = req.uri().query().unwrap_or_default().to_owned();
-            for q in &c.query {
-                assert!(query.contains(q), "call {i}: query {query:?} lacks {q:?}");
-            }
-            let content_type = req
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .map(|v| v.to_str().unwrap().to_owned());
-            let bytes = req.into_body().collect_bytes().await.unwrap();
-            if let Some(check) = &c.check {
-                let body: Value = serde_json::from_slice(&bytes)
-                    .unwrap_or_else(|e| panic!("call {i}: body is not JSON: {e}"));
-                let mut body = body;
-                if let Some(ct) = content_type {
-                    body["__content_type"] = json!(ct);
-                }
-                check(&body);
-            }
-            send.send_response(
-                Response::builder()
-                    .status(c.status)
-                    .body(Body::from(serde_json::to_vec(&c.answer).unwrap()))
-                    .unwrap(),
-            );
-        }
-    });
-    (Client::new(svc, "default"), task)
-}
-
-async fn done(task: tokio::task::JoinHandle<()>) {
-    tokio::time::timeout(Duration::from_secs(5), task)
-        .await
-        .expect("the scripted calls did not all come within 5 s")
-        .expect("a scripted call's assertion failed");
-}
+const MERGE: &str = "application/merge-patch+json";
+const STRATEGIC: &str = "application/strategic-merge-patch+json";
 
 fn platform(client: Client) -> KubePlatform {
     KubePlatform::new(
@@ -158,7 +69,7 @@ fn heart() -> Target {
 
 #[tokio::test]
 async fn delete_pod() {
-    let (client, task) = mock(vec![call(
+    let (client, task) = scripted(vec![call(
         "DELETE",
         "/api/v1/namespaces/organism/pods/heart-abc",
         json!({"metadata": {"name": "heart-abc"}}),
@@ -168,23 +79,22 @@ async fn delete_pod() {
         .await
         .unwrap();
     assert_eq!(out, "deleted pod organism/heart-abc");
-    done(task).await;
+    task.done().await;
 }
 
 #[tokio::test]
 async fn rollout_restart_patches_restarted_at_like_kubectl() {
     let before = OffsetDateTime::now_utc();
     let check = move |b: &Value| {
-        assert_eq!(b["__content_type"], "application/merge-patch+json");
         let at = b["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT]
             .as_str()
             .unwrap();
         let at = OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap();
         assert!(at >= before - time::Duration::seconds(1) && at <= OffsetDateTime::now_utc());
     };
-    let (client, task) = mock(vec![
-        call("PATCH", "/apis/apps/v1/namespaces/organism/deployments/heart", deployment(3, 3)).body(check),
-        call("PATCH", "/apis/apps/v1/namespaces/organism/statefulsets/db", json!({"metadata": {"name": "db"}, "spec": {"selector": {}, "template": {}, "serviceName": "db"}})).body(check),
+    let (client, task) = scripted(vec![
+        call("PATCH", "/apis/apps/v1/namespaces/organism/deployments/heart", deployment(3, 3)).content_type(MERGE).body(check),
+        call("PATCH", "/apis/apps/v1/namespaces/organism/statefulsets/db", json!({"metadata": {"name": "db"}, "spec": {"selector": {}, "template": {}, "serviceName": "db"}})).content_type(MERGE).body(check),
     ]);
     let p = platform(client);
     p.execute(&Action::RolloutRestart, &heart(), &Labels::new())
@@ -198,7 +108,7 @@ async fn rollout_restart_patches_restarted_at_like_kubectl() {
     p.execute(&Action::RolloutRestart, &sts, &Labels::new())
         .await
         .unwrap();
-    done(task).await;
+    task.done().await;
 }
 
 #[tokio::test]
@@ -210,7 +120,7 @@ async fn rollback_restores_the_previous_replica_set_template() {
                         "template": {"metadata": {"labels": {"app": "heart", "pod-template-hash": name}},
                                      "spec": {"containers": [{"name": "heart", "image": image}]}}}})
     };
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         call(
             "GET",
             "/apis/apps/v1/namespaces/organism/deployments/heart",
@@ -232,11 +142,8 @@ async fn rollback_restores_the_previous_replica_set_template() {
             "/apis/apps/v1/namespaces/organism/deployments/heart",
             deployment(3, 1),
         )
+        .content_type(STRATEGIC)
         .body(|b| {
-            assert_eq!(
-                b["__content_type"],
-                "application/strategic-merge-patch+json"
-            );
             let t = &b["spec"]["template"];
             assert_eq!(t["$patch"], "replace");
             assert_eq!(t["spec"]["containers"][0]["image"], "organism:2");
@@ -252,13 +159,13 @@ async fn rollback_restores_the_previous_replica_set_template() {
         .await
         .unwrap();
     assert!(out.contains("from revision 3 to 2 (heart-2)"), "{out}");
-    done(task).await;
+    task.done().await;
 }
 
 #[tokio::test]
 async fn scale_up_patches_the_scale_subresource_within_bounds() {
     let scale = |n: i32| json!({"metadata": {"name": "heart"}, "spec": {"replicas": n}});
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         call(
             "GET",
             "/apis/apps/v1/namespaces/organism/deployments/heart/scale",
@@ -290,12 +197,12 @@ async fn scale_up_patches_the_scale_subresource_within_bounds() {
         .await
         .unwrap_err();
     assert_eq!(e.kind, "at-cap", "{e}");
-    done(task).await;
+    task.done().await;
 }
 
 #[tokio::test]
 async fn raise_hpa_min_replicas() {
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         call("GET", "/apis/autoscaling/v2/namespaces/organism/horizontalpodautoscalers", json!({"metadata": {}, "items": [
             {"metadata": {"name": "other"}, "spec": {"maxReplicas": 9, "scaleTargetRef": {"kind": "Deployment", "name": "brain"}}},
             {"metadata": {"name": "heart-hpa"}, "spec": {"minReplicas": 2, "maxReplicas": 5, "scaleTargetRef": {"kind": "Deployment", "name": "heart"}}}
@@ -316,12 +223,12 @@ async fn raise_hpa_min_replicas() {
         .await
         .unwrap();
     assert!(out.contains("from 2 to 3"), "{out}");
-    done(task).await;
+    task.done().await;
 }
 
 #[tokio::test]
 async fn raise_memory_limit_is_capped() {
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         call(
             "GET",
             "/apis/apps/v1/namespaces/organism/deployments/heart",
@@ -332,11 +239,8 @@ async fn raise_memory_limit_is_capped() {
             "/apis/apps/v1/namespaces/organism/deployments/heart",
             deployment(3, 3),
         )
+        .content_type(STRATEGIC)
         .body(|b| {
-            assert_eq!(
-                b["__content_type"],
-                "application/strategic-merge-patch+json"
-            );
             assert_eq!(
                 b["spec"]["template"]["spec"]["containers"],
                 json!([{"name": "heart", "resources": {"limits": {"memory": "300Mi"}}}])
@@ -353,7 +257,7 @@ async fn raise_memory_limit_is_capped() {
         .await
         .unwrap();
     assert!(out.contains("from 256Mi to 300Mi"), "{out}");
-    done(task).await;
+    task.done().await;
 }
 
 fn node(name: &str, ready: bool, unschedulable: bool) -> Value {
@@ -363,15 +267,16 @@ fn node(name: &str, ready: bool, unschedulable: bool) -> Value {
 
 #[tokio::test]
 async fn cordon_and_uncordon() {
-    let (client, task) = mock(vec![
-        call("PATCH", "/api/v1/nodes/n1", node("n1", false, true)).body(|b| {
-            assert_eq!(b["__content_type"], "application/merge-patch+json");
-            assert_eq!(b["spec"], json!({"unschedulable": true}));
-            assert_eq!(
-                b["metadata"]["annotations"]["organism.dev/cordoned-by"],
-                "auto-healer"
-            );
-        }),
+    let (client, task) = scripted(vec![
+        call("PATCH", "/api/v1/nodes/n1", node("n1", false, true))
+            .content_type(MERGE)
+            .body(|b| {
+                assert_eq!(b["spec"], json!({"unschedulable": true}));
+                assert_eq!(
+                    b["metadata"]["annotations"]["organism.dev/cordoned-by"],
+                    "auto-healer"
+                );
+            }),
         call("PATCH", "/api/v1/nodes/n1", node("n1", true, false)).body(|b| {
             assert_eq!(b["spec"], json!({"unschedulable": false}));
             // null in a merge patch removes the annotation.
@@ -393,7 +298,7 @@ async fn cordon_and_uncordon() {
     p.execute(&Action::Uncordon, &n1, &Labels::new())
         .await
         .unwrap();
-    done(task).await;
+    task.done().await;
 }
 
 fn pod(ns: &str, name: &str, owner_kind: &str, mirror: bool) -> Value {
@@ -417,7 +322,7 @@ fn eviction_check(name: &'static str) -> impl Fn(&Value) + Send + 'static {
 #[tokio::test]
 async fn drain_evicts_through_the_eviction_api_respecting_pdbs() {
     let ok = json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201});
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         call("PATCH", "/api/v1/nodes/n1", node("n1", false, true))
             .body(|b| assert_eq!(b["spec"], json!({"unschedulable": true}))),
         call(
@@ -465,7 +370,7 @@ async fn drain_evicts_through_the_eviction_api_respecting_pdbs() {
         out,
         "cordoned n1, evicted 2 pods, left 2 (DaemonSet, mirror or finished)"
     );
-    done(task).await;
+    task.done().await;
 }
 
 #[tokio::test]
@@ -489,7 +394,7 @@ async fn drain_gives_up_when_a_pdb_keeps_refusing() {
             .status(429),
         );
     }
-    let (client, task) = mock(script);
+    let (client, task) = scripted(script);
     let p = platform(client);
     let res = tokio::time::timeout(
         Duration::from_secs(5),
@@ -511,7 +416,7 @@ async fn drain_gives_up_when_a_pdb_keeps_refusing() {
 async fn cleanup_deletes_old_failed_pods_and_finished_jobs() {
     let old = "2020-01-01T00:00:00Z";
     let new = rfc3339(OffsetDateTime::now_utc());
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         call("GET", "/api/v1/namespaces/organism/pods", json!({"metadata": {}, "items": [
             {"metadata": {"name": "evicted-old", "creationTimestamp": old}, "status": {"phase": "Failed", "reason": "Evicted", "startTime": old}},
             {"metadata": {"name": "failed-new", "creationTimestamp": new}, "status": {"phase": "Failed", "startTime": new}},
@@ -540,13 +445,13 @@ async fn cleanup_deletes_old_failed_pods_and_finished_jobs() {
         out,
         "deleted 1 failed pods and 2 finished Jobs older than 3600 s in organism"
     );
-    done(task).await;
+    task.done().await;
 }
 
 #[tokio::test]
 async fn snapshot_of_a_pod_follows_its_owners_and_counts_disrupted_pods() {
     let ready = |name: &str, ok: bool| json!({"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": if ok {"True"} else {"False"}}]}});
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         call(
             "GET",
             "/api/v1/namespaces/organism/pods/heart-abc",
@@ -590,12 +495,12 @@ async fn snapshot_of_a_pod_follows_its_owners_and_counts_disrupted_pods() {
     assert_eq!(snap.annotations[0].0, "pod/organism/heart-abc");
     assert_eq!(snap.annotations[1].0, "deployment/organism/heart");
     assert_eq!(snap.annotations[1].1["organism.dev/auto-heal"], "false");
-    done(task).await;
+    task.done().await;
 }
 
 #[tokio::test]
 async fn verify_polls_until_the_deployment_is_ready() {
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         call(
             "GET",
             "/apis/apps/v1/namespaces/organism/deployments/heart",
@@ -616,12 +521,12 @@ async fn verify_polls_until_the_deployment_is_ready() {
         .verify(&Action::RolloutRestart, &heart(), Duration::from_secs(5))
         .await
         .unwrap();
-    done(task).await;
+    task.done().await;
 }
 
 #[tokio::test]
 async fn events_are_created_on_the_target() {
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         call("POST", "/apis/events.k8s.io/v1/namespaces/organism/events", json!({"metadata": {"name": "heart-abc.1"}, "eventTime": "2026-11-01T12:00:00.000000Z"}))
             .status(201)
             .body(|b| {
@@ -659,7 +564,7 @@ async fn events_are_created_on_the_target() {
     r.target = Some(Target::Node { name: "n1".into() });
     r.result = "escalated".into();
     p.record(&r).await.unwrap();
-    done(task).await;
+    task.done().await;
 }
 
 #[tokio::test]
@@ -673,7 +578,7 @@ async fn guard_state_configmap_uses_optimistic_concurrency() {
         time::macros::datetime!(2026-11-01 12:00 UTC),
     ));
     let s1c = s1.clone();
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         // load: absent → empty; save → create
         call(
             "GET",
@@ -742,13 +647,13 @@ async fn guard_state_configmap_uses_optimistic_concurrency() {
     .await
     .unwrap();
     assert_eq!(calls, 2, "one retry after the conflict");
-    done(task).await;
+    task.done().await;
     let _ = Outcome::Healed;
 }
 
 #[tokio::test]
 async fn configmap_conflict_is_reported_as_conflict() {
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         call(
             "PUT",
             "/api/v1/namespaces/organism/configmaps/auto-healer-state",
@@ -761,7 +666,7 @@ async fn configmap_conflict_is_reported_as_conflict() {
         store.save(&GuardState::default(), Some("7")).await,
         Err(StoreError::Conflict)
     ));
-    done(task).await;
+    task.done().await;
 }
 
 fn lease_json(holder: &str, renew: OffsetDateTime, rv: &str, transitions: i32) -> Value {
@@ -789,7 +694,7 @@ async fn lease_acquire_renew_and_take_over_by_local_time() {
     // b's record carries a renewTime an hour in the past by our wall clock: compared with our
     // clock it would look long expired. client-go judges from the local time we saw it change.
     let stale = wall - time::Duration::hours(1);
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         // acquire: absent → create
         call("GET", LEASE, status_body(404, "NotFound")).status(404),
         call("POST", LEASES, lease_json("a", wall, "1", 0))
@@ -848,13 +753,13 @@ async fn lease_acquire_renew_and_take_over_by_local_time() {
             .unwrap(),
         "b's new record is live again"
     );
-    done(task).await;
+    task.done().await;
 }
 
 #[tokio::test]
 async fn a_leader_releases_the_lease_with_an_empty_holder() {
     let wall = OffsetDateTime::now_utc();
-    let (client, task) = mock(vec![
+    let (client, task) = scripted(vec![
         call("GET", LEASE, lease_json("a", wall, "3", 4)),
         call("PUT", LEASE, lease_json("a", wall, "4", 4)),
         call("PUT", LEASE, lease_json("", wall, "5", 4)).body(|b| {
@@ -873,7 +778,7 @@ async fn a_leader_releases_the_lease_with_an_empty_holder() {
     assert!(e.release(wall).await.unwrap(), "released");
     assert!(!e.is_leader());
     assert!(!e.release(wall).await.unwrap(), "nothing left to release");
-    done(task).await;
+    task.done().await;
 }
 
 /// The one Lease of a [`lease_server`].
@@ -1059,8 +964,8 @@ async fn shutdown_releases_the_lease_and_the_other_takes_over_at_once() {
 struct CountingPlatform(Mutex<Vec<String>>);
 
 impl Platform for CountingPlatform {
-    fn kind(&self) -> core::Platform {
-        core::Platform::Kubernetes
+    fn kind(&self) -> core::PlatformKind {
+        core::PlatformKind::Kubernetes
     }
     fn snapshot<'a>(
         &'a self,

@@ -42,8 +42,8 @@ impl Recording {
 }
 
 impl Platform for Recording {
-    fn kind(&self) -> core::Platform {
-        core::Platform::Kubernetes
+    fn kind(&self) -> core::PlatformKind {
+        core::PlatformKind::Kubernetes
     }
     fn snapshot<'a>(
         &'a self,
