@@ -162,7 +162,9 @@ impl Enricher {
             }
             let Some(pod) = pod else { return Ok(None) };
             let p = bounded("owner", t, pods.get(pod)).await?;
-            Ok::<_, String>(owner_of(&p))
+            Ok::<_, String>(
+                workloads::owner_from_metadata(&p).map(|o| format!("{}/{}", o.kind, o.name)),
+            )
         };
         let (logs, recent, owner) = tokio::join!(logs, recent, owner);
         let mut out = Enrichment::default();
@@ -185,28 +187,6 @@ impl Enricher {
     }
 }
 
-/// The workload owning a pod: a ReplicaSet's Deployment (by the `pod-template-hash` label) or
-/// the direct controller (StatefulSet, DaemonSet, Job, ...).
-fn owner_of(pod: &Pod) -> Option<String> {
-    let owner = pod
-        .metadata
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true))?;
-    if owner.kind == "ReplicaSet" {
-        let hash = pod
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("pod-template-hash"));
-        if let Some(deployment) = hash.and_then(|h| owner.name.strip_suffix(&format!("-{h}"))) {
-            return Some(format!("Deployment/{deployment}"));
-        }
-    }
-    Some(format!("{}/{}", owner.kind, owner.name))
-}
-
 fn clip(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_owned();
@@ -219,11 +199,8 @@ fn clip(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{Method, Request, Response, StatusCode};
-    use kube::client::Body;
     use serde_json::json;
-    use std::pin::pin;
-    use tower_test::mock;
+    use testbed::kube_mock::{self, Call, get, status_body};
 
     fn settings(timeout_ms: u64) -> EnrichmentSettings {
         EnrichmentSettings {
@@ -241,81 +218,61 @@ mod tests {
             .collect()
     }
 
-    fn json_response(v: serde_json::Value) -> Response<Body> {
-        Response::builder()
-            .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(&v).unwrap()))
-            .unwrap()
+    const POD: &str = "/api/v1/namespaces/organism/pods/heart-7d9c8b6f5-abcde";
+
+    /// The three lookups of one pod, in whatever order they come, each asserted by method,
+    /// path and query; `fail_events` answers the events list 403.
+    fn lookups(fail_events: bool) -> Vec<Call> {
+        let event = |name: &str, kind: &str, reason: &str, count: u32, at: &str| {
+            json!({"metadata": {"name": name, "namespace": "organism"},
+                   "involvedObject": {"kind": "Pod", "name": "heart-7d9c8b6f5-abcde"},
+                   "type": kind, "reason": reason, "message": reason, "count": count,
+                   "lastTimestamp": at})
+        };
+        let events_path = "/api/v1/namespaces/organism/events";
+        let events = if fail_events {
+            let mut forbidden = status_body(403, "Forbidden");
+            forbidden["message"] = json!("events is forbidden");
+            get(events_path, forbidden).status(403)
+        } else {
+            get(
+                events_path,
+                json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": [
+                    event("e1", "Normal", "Pulled", 1, "2026-11-02T09:00:00Z"),
+                    event("e2", "Warning", "BackOff", 7, "2026-11-02T09:10:00Z"),
+                    event("e3", "Normal", "Scheduled", 1, "2026-11-02T08:00:00Z"),
+                ]}),
+            )
+        }
+        .query("fieldSelector=involvedObject.name%3Dheart-7d9c8b6f5-abcde");
+        vec![
+            get(format!("{POD}/log"), json!(null))
+                .query("tailLines=5")
+                .raw(b"one\ntwo\nthree\n".to_vec()),
+            events,
+            get(
+                POD,
+                json!({"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "heart-7d9c8b6f5-abcde", "namespace": "organism",
+                        "labels": {"pod-template-hash": "7d9c8b6f5"},
+                        "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                            "name": "heart-7d9c8b6f5", "uid": "u", "controller": true}]}}),
+            ),
+        ]
     }
 
-    /// Answers the three lookups, asserting method, path and query of each.
-    async fn verifier(handle: mock::Handle<Request<Body>, Response<Body>>, fail_events: bool) {
-        let mut handle = pin!(handle);
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            let (req, send) = handle.next_request().await.expect("a request");
-            assert_eq!(req.method(), Method::GET);
-            let path = req.uri().path().to_owned();
-            let query = req.uri().query().unwrap_or_default().to_owned();
-            match path.as_str() {
-                "/api/v1/namespaces/organism/pods/heart-7d9c8b6f5-abcde/log" => {
-                    assert!(query.contains("tailLines=5"), "{query}");
-                    send.send_response(
-                        Response::builder()
-                            .body(Body::from(b"one\ntwo\nthree\n".to_vec()))
-                            .unwrap(),
-                    );
-                }
-                "/api/v1/namespaces/organism/events" => {
-                    assert!(
-                        query.contains("fieldSelector=involvedObject.name%3Dheart-7d9c8b6f5-abcde"),
-                        "{query}"
-                    );
-                    if fail_events {
-                        send.send_response(
-                            Response::builder()
-                                .status(StatusCode::FORBIDDEN)
-                                .header("content-type", "application/json")
-                                .body(Body::from(serde_json::to_vec(&json!({
-                                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                    "message": "events is forbidden", "reason": "Forbidden", "code": 403
-                                })).unwrap()))
-                                .unwrap(),
-                        );
-                    } else {
-                        send.send_response(json_response(json!({
-                            "kind": "EventList", "apiVersion": "v1", "metadata": {},
-                            "items": [
-                                {"metadata": {"name": "e1", "namespace": "organism"}, "involvedObject": {"kind": "Pod", "name": "heart-7d9c8b6f5-abcde"},
-                                 "type": "Normal", "reason": "Pulled", "message": "pulled", "count": 1, "lastTimestamp": "2026-11-02T09:00:00Z"},
-                                {"metadata": {"name": "e2", "namespace": "organism"}, "involvedObject": {"kind": "Pod", "name": "heart-7d9c8b6f5-abcde"},
-                                 "type": "Warning", "reason": "BackOff", "message": "Back-off restarting failed container", "count": 7, "lastTimestamp": "2026-11-02T09:10:00Z"},
-                                {"metadata": {"name": "e3", "namespace": "organism"}, "involvedObject": {"kind": "Pod", "name": "heart-7d9c8b6f5-abcde"},
-                                 "type": "Normal", "reason": "Scheduled", "message": "scheduled", "count": 1, "lastTimestamp": "2026-11-02T08:00:00Z"}
-                            ]
-                        })));
-                    }
-                }
-                "/api/v1/namespaces/organism/pods/heart-7d9c8b6f5-abcde" => {
-                    send.send_response(json_response(json!({
-                        "apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": "heart-7d9c8b6f5-abcde", "namespace": "organism",
-                            "labels": {"pod-template-hash": "7d9c8b6f5"},
-                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "heart-7d9c8b6f5", "uid": "u", "controller": true}]}
-                    })));
-                }
-                other => panic!("unexpected request {other}?{query}"),
-            }
-            seen.push(path);
-        }
-        assert_eq!(seen.len(), 3);
+    /// An enricher over a mocked API server that serves `lookups(fail_events)`.
+    fn enricher_serving(fail_events: bool) -> (Enricher, tokio::task::JoinHandle<()>) {
+        let (client, mut server) = kube_mock::pair();
+        let verify = tokio::spawn(async move {
+            server.serve_any_order(lookups(fail_events)).await;
+        });
+        (Enricher::new(Some(client), settings(2000)), verify)
     }
 
     #[tokio::test]
     async fn logs_events_and_owner_are_fetched() {
-        let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
-        let verify = tokio::spawn(verifier(handle, false));
-        let enricher = Enricher::new(Some(kube::Client::new(svc, "default")), settings(2000));
+        let (enricher, verify) = enricher_serving(false);
         let e = enricher
             .enrich(&labels(&[
                 ("alertname", "PodCrashLooping"),
@@ -335,9 +292,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_lookup_is_reported_not_fatal() {
-        let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
-        let verify = tokio::spawn(verifier(handle, true));
-        let enricher = Enricher::new(Some(kube::Client::new(svc, "default")), settings(2000));
+        let (enricher, verify) = enricher_serving(true);
         let e = enricher
             .enrich(&labels(&[
                 ("alertname", "X"),
@@ -356,9 +311,9 @@ mod tests {
     /// bound is asserted, so a loaded machine cannot fail it.
     #[tokio::test]
     async fn a_silent_api_server_is_bounded_by_the_timeout() {
-        let (svc, handle) = mock::pair::<Request<Body>, Response<Body>>();
-        // Keep the handle alive but never answer.
-        let enricher = Enricher::new(Some(kube::Client::new(svc, "default")), settings(200));
+        // The API server stays up but never answers.
+        let (client, server) = kube_mock::pair();
+        let enricher = Enricher::new(Some(client), settings(200));
         let e = enricher
             .enrich(&labels(&[
                 ("alertname", "X"),
@@ -373,7 +328,7 @@ mod tests {
             "{:?}",
             e.errors
         );
-        drop(handle);
+        drop(server);
     }
 
     #[tokio::test]
@@ -385,8 +340,8 @@ mod tests {
                 .await
                 .is_none()
         );
-        let (svc, _handle) = mock::pair::<Request<Body>, Response<Body>>();
-        let enricher = Enricher::new(Some(kube::Client::new(svc, "default")), settings(100));
+        let (client, _server) = kube_mock::pair();
+        let enricher = Enricher::new(Some(client), settings(100));
         assert!(
             enricher
                 .enrich(&labels(&[("alertname", "NoNamespace"), ("pod", "p")]))

@@ -97,21 +97,14 @@ impl Target {
     }
 }
 
-/// The local services and their ports (CONTRACTS.md), to map `instance` labels to names.
-pub const LOCAL_SERVICES: &[(&str, u16)] = &[
-    ("api-gateway", 8080),
-    ("heart", 8081),
-    ("brain", 8082),
-    ("user-service", 8083),
-    ("health-monitor", 8084),
-    ("auto-healer", 8085),
-    ("alert-service", 8086),
-];
+/// The local services and their ports (the one table, [`topology::SERVICES`]), to map
+/// `instance` labels to names.
+pub const LOCAL_SERVICES: [topology::Service; 7] = topology::SERVICES;
 
 /// The local service an alert is about: its `service` label, else `job`, else the port of
 /// `instance`.
 pub fn local_service(labels: &Labels) -> Option<String> {
-    let known = |n: &str| LOCAL_SERVICES.iter().any(|(s, _)| *s == n);
+    let known = |n: &str| topology::service(n).is_some();
     for key in ["service", "job"] {
         if let Some(v) = labels.get(key).filter(|v| known(v)) {
             return Some(v.clone());
@@ -120,8 +113,8 @@ pub fn local_service(labels: &Labels) -> Option<String> {
     let port: u16 = labels.get("instance")?.rsplit(':').next()?.parse().ok()?;
     LOCAL_SERVICES
         .iter()
-        .find(|(_, p)| *p == port)
-        .map(|(s, _)| (*s).to_owned())
+        .find(|s| s.port == port)
+        .map(|s| s.name.to_owned())
 }
 
 fn label<'a>(labels: &'a Labels, key: &str) -> Option<&'a str> {

@@ -35,9 +35,9 @@ use engine::{Engine, History, Metrics};
 use platform::{LeaderFlag, Leadership, Platform, StateStore};
 
 /// The service's name: crate, binary, chart key and `service.name`.
-pub const SERVICE: &str = "auto-healer";
+pub const SERVICE: &str = topology::AUTO_HEALER.name;
 /// The service's default port.
-pub const PORT: u16 = 8085;
+pub const PORT: u16 = topology::AUTO_HEALER.port;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]

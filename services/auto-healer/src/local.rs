@@ -45,7 +45,7 @@ impl LocalPlatform {
             token,
             services: LOCAL_SERVICES
                 .iter()
-                .map(|(s, p)| ((*s).to_owned(), format!("http://127.0.0.1:{p}")))
+                .map(|s| (s.name.to_owned(), s.local_url()))
                 .collect(),
             audit_file,
             poll: Duration::from_millis(100),

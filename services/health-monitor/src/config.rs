@@ -17,15 +17,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::finding::{RESERVED_LABELS, Remediation, Severity};
 
-/// The local services of `cargo xtask up` (docs/CONTRACTS.md), health-monitor itself excluded.
-pub const LOCAL_SERVICES: [(&str, u16); 6] = [
-    ("api-gateway", 8080),
-    ("heart", 8081),
-    ("brain", 8082),
-    ("user-service", 8083),
-    ("auto-healer", 8085),
-    ("alert-service", 8086),
-];
+/// The local services of `cargo xtask up` ([`topology::SERVICES`]), health-monitor itself
+/// excluded.
+pub fn local_services() -> impl Iterator<Item = topology::Service> {
+    topology::SERVICES
+        .into_iter()
+        .filter(|s| *s != topology::HEALTH_MONITOR)
+}
 
 /// A duration written as `30s`, `5m`, `1h 30m` (humantime). A bare number (the old form, in
 /// seconds) is refused with a message naming the new form.
@@ -275,11 +273,10 @@ impl Default for LocalConfig {
             interval: Duration::from_millis(500),
             timeout: Duration::from_secs(2),
             failures_before_down: 3,
-            targets: LOCAL_SERVICES
-                .iter()
-                .map(|(name, port)| LocalTarget {
-                    name: (*name).to_owned(),
-                    url: format!("http://127.0.0.1:{port}"),
+            targets: local_services()
+                .map(|s| LocalTarget {
+                    name: s.name.to_owned(),
+                    url: s.local_url(),
                 })
                 .collect(),
         }

@@ -40,9 +40,9 @@ use crate::metrics::Metrics;
 use crate::publish::{Publisher, Sink};
 
 /// The service's name: crate, binary, chart key and `service.name`.
-pub const SERVICE: &str = "health-monitor";
+pub const SERVICE: &str = topology::HEALTH_MONITOR.name;
 /// The service's default port.
-pub const PORT: u16 = 8084;
+pub const PORT: u16 = topology::HEALTH_MONITOR.port;
 
 /// What health-monitor watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -239,7 +239,7 @@ mod tests {
     fn target() -> LocalTarget {
         LocalTarget {
             name: "user-service".into(),
-            url: "http://127.0.0.1:8083".into(),
+            url: topology::USER_SERVICE.local_url(),
         }
     }
 

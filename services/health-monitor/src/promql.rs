@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::board::{CurrentFindings, Source};
 use crate::classify::control_plane_finding;
-use crate::config::{FileConfig, LOCAL_SERVICES, PromCheck};
+use crate::config::{FileConfig, PromCheck, local_services};
 use crate::finding::{Finding, FindingKind, ObjectRef, RESERVED_LABELS};
 use crate::metrics::Metrics;
 
@@ -219,7 +219,7 @@ fn metric_finding(check: &PromCheck, s: &Sample, since: i64) -> Finding {
     let service = m
         .get("service")
         .or_else(|| m.get("job"))
-        .filter(|j| LOCAL_SERVICES.iter().any(|(n, _)| n == j) || *j == crate::SERVICE)
+        .filter(|j| local_services().any(|s| s.name == *j) || *j == crate::SERVICE)
         .cloned();
     let summary = check.summary.clone().unwrap_or_else(|| {
         format!(

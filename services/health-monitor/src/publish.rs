@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use alertmanager::{Alert, AlertmanagerClient, LabelSet, PostableAlert, WebhookMessage};
 use futures::StreamExt;
 use service_kit::ReadyFlag;
+use service_kit::backoff::ExponentialBackoff;
 use time::OffsetDateTime;
 
 use crate::config::{PublishConfig, Receiver};
@@ -103,10 +104,12 @@ impl Dest {
     }
 
     fn failed(&mut self, now: Instant) {
+        // The workspace's one backoff: 1 s doubling to 30 s (the cap used to stop at 16 s,
+        // short of what this module said).
+        const RETRY: ExponentialBackoff =
+            ExponentialBackoff::new(Duration::from_secs(1), Duration::from_secs(30));
         self.failures = self.failures.saturating_add(1);
-        let backoff = Duration::from_secs(1 << self.failures.min(5).saturating_sub(1))
-            .min(Duration::from_secs(30));
-        self.next_attempt = Some(now + backoff);
+        self.next_attempt = Some(now + RETRY.delay(self.failures - 1));
     }
 
     fn sent(&mut self, now: Instant, resolved: bool) {
