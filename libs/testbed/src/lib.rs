@@ -26,9 +26,9 @@
 
 mod alertmanager;
 mod http_sink;
-pub mod metrics;
 #[cfg(feature = "kube-mock")]
 pub mod kube_mock;
+pub mod metrics;
 mod postgres;
 mod process;
 mod prometheus;

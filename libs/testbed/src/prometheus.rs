@@ -1,12 +1,9 @@
 //! A real Prometheus server.
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -69,28 +66,7 @@ impl From<&Path> for RuleFile {
     }
 }
 
-/// One series of an instant query result.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    /// The series' labels (`__name__` included when the query keeps it).
-    pub metric: BTreeMap<String, String>,
-    /// Evaluation time, Unix seconds.
-    pub timestamp: f64,
-    /// The value.
-    pub value: f64,
-}
-
-/// A query that failed (transport, HTTP status, PromQL error, or an unexpected answer).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryError(String);
-
-impl fmt::Display for QueryError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for QueryError {}
+pub use prometheus_api::{QueryError, Sample};
 
 /// A Prometheus server on 127.0.0.1 (binary `prometheus`), killed on drop.
 #[derive(Debug)]
@@ -169,45 +145,23 @@ impl Prometheus {
         self.process.log_tail()
     }
 
-    /// An instant query (`GET /api/v1/query`): one [`Sample`] per series of a vector result, or
-    /// one sample without labels for a scalar.
+    /// An instant query (`GET /api/v1/query`), decoded by [`prometheus_api`]: one [`Sample`]
+    /// per series of a vector result, or one sample without labels for a scalar.
     pub async fn query(&self, promql: &str) -> Result<Vec<Sample>, QueryError> {
-        let data = self.query_raw(promql).await?;
-        let result_type = data["resultType"].as_str().unwrap_or_default();
-        match result_type {
-            "vector" => {
-                #[derive(Deserialize)]
-                struct Series {
-                    metric: BTreeMap<String, String>,
-                    value: (f64, String),
-                }
-                let series: Vec<Series> = serde_json::from_value(data["result"].clone())
-                    .map_err(|e| QueryError(format!("unexpected vector result: {e}: {data}")))?;
-                series
-                    .into_iter()
-                    .map(|s| {
-                        Ok(Sample {
-                            metric: s.metric,
-                            timestamp: s.value.0,
-                            value: parse_value(&s.value.1)?,
-                        })
-                    })
-                    .collect()
-            }
-            "scalar" => {
-                let (timestamp, value): (f64, String) =
-                    serde_json::from_value(data["result"].clone())
-                        .map_err(|e| QueryError(format!("unexpected scalar result: {e}")))?;
-                Ok(vec![Sample {
-                    metric: BTreeMap::new(),
-                    timestamp,
-                    value: parse_value(&value)?,
-                }])
-            }
-            other => Err(QueryError(format!(
-                "result type {other:?} is not an instant vector or scalar; use query_raw"
-            ))),
-        }
+        let url = format!("{}{}", self.url(), prometheus_api::QUERY_PATH);
+        let response = self
+            .client
+            .get(&url)
+            .query(&[("query", promql)])
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| QueryError::Unreachable(format!("GET {url}: {e}")))?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| QueryError::Unreachable(format!("GET {url}: {e}")))?;
+        prometheus_api::parse_query_response(&body)
     }
 
     /// An instant query, returning the response's `data` object as is.
@@ -220,14 +174,13 @@ impl Prometheus {
             .timeout(Duration::from_secs(10))
             .send()
             .await
-            .map_err(|e| QueryError(format!("GET {url}: {e}")))?;
+            .map_err(|e| QueryError::Unreachable(format!("GET {url}: {e}")))?;
         let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .map_err(|e| QueryError(format!("GET {url}: {status}, body is not JSON: {e}")))?;
+        let body: Value = response.json().await.map_err(|e| {
+            QueryError::Decode(format!("GET {url}: {status}, body is not JSON: {e}"))
+        })?;
         if body["status"] != "success" {
-            return Err(QueryError(format!(
+            return Err(QueryError::Rejected(format!(
                 "query {promql:?} failed ({status}): {body}"
             )));
         }
@@ -244,10 +197,10 @@ impl Prometheus {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| QueryError(format!("GET {url}: {e}")))?
+            .map_err(|e| QueryError::Unreachable(format!("GET {url}: {e}")))?
             .json()
             .await
-            .map_err(|e| QueryError(format!("GET {url}: {e}")))?;
+            .map_err(|e| QueryError::Decode(format!("GET {url}: {e}")))?;
         Ok(body["data"]["alerts"].clone())
     }
 
@@ -269,11 +222,6 @@ impl Prometheus {
             self.log_tail()
         );
     }
-}
-
-fn parse_value(text: &str) -> Result<f64, QueryError> {
-    text.parse()
-        .map_err(|_| QueryError(format!("sample value {text:?} is not a number")))
 }
 
 /// `1s`, `250ms`: Prometheus duration syntax.

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -18,103 +17,13 @@ use crate::config::{FileConfig, PromCheck, local_services};
 use crate::finding::{Finding, FindingKind, ObjectRef, RESERVED_LABELS};
 use crate::metrics::Metrics;
 
-/// One series of an instant query.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    /// Its labels.
-    pub metric: BTreeMap<String, String>,
-    /// Its value.
-    pub value: f64,
-}
-
-/// A query that failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum QueryError {
-    /// Transport failure or timeout.
-    #[error("Prometheus unreachable: {0}")]
-    Unreachable(String),
-    /// Prometheus answered an error (bad PromQL, ...).
-    #[error("Prometheus rejected the query: {0}")]
-    Rejected(String),
-    /// The answer was not what the API documents.
-    #[error("unexpected answer from Prometheus: {0}")]
-    Decode(String),
-}
+pub use prometheus_api::{QueryError, Sample, parse_query_response};
 
 /// A client for a Prometheus HTTP API.
 #[derive(Debug, Clone)]
 pub struct PromClient {
     base: String,
     http: telemetry::client::HttpClient,
-}
-
-#[derive(Deserialize)]
-struct Envelope {
-    status: String,
-    #[serde(default)]
-    data: Option<Data>,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default, rename = "errorType")]
-    error_type: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
-enum Data {
-    Vector(Vec<VectorSample>),
-    Scalar((f64, String)),
-    Matrix(serde::de::IgnoredAny),
-    String(serde::de::IgnoredAny),
-}
-
-#[derive(Deserialize)]
-struct VectorSample {
-    metric: BTreeMap<String, String>,
-    value: (f64, String),
-}
-
-fn parse_value(text: &str) -> Result<f64, QueryError> {
-    match text {
-        "+Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        t => t
-            .parse()
-            .map_err(|_| QueryError::Decode(format!("sample value {t:?}"))),
-    }
-}
-
-/// Parses an instant query's JSON answer into samples.
-pub fn parse_query_response(body: &[u8]) -> Result<Vec<Sample>, QueryError> {
-    let env: Envelope =
-        serde_json::from_slice(body).map_err(|e| QueryError::Decode(e.to_string()))?;
-    if env.status != "success" {
-        return Err(QueryError::Rejected(format!(
-            "{}: {}",
-            env.error_type.unwrap_or_default(),
-            env.error.unwrap_or_default()
-        )));
-    }
-    match env.data {
-        Some(Data::Vector(v)) => v
-            .into_iter()
-            .map(|s| {
-                Ok(Sample {
-                    metric: s.metric,
-                    value: parse_value(&s.value.1)?,
-                })
-            })
-            .collect(),
-        Some(Data::Scalar((_, v))) => Ok(vec![Sample {
-            metric: BTreeMap::new(),
-            value: parse_value(&v)?,
-        }]),
-        Some(Data::Matrix(_) | Data::String(_)) => Err(QueryError::Decode(
-            "the query must give an instant vector or a scalar".into(),
-        )),
-        None => Err(QueryError::Decode("no data".into())),
-    }
 }
 
 impl PromClient {
@@ -128,7 +37,7 @@ impl PromClient {
 
     /// An instant query.
     pub async fn query(&self, promql: &str) -> Result<Vec<Sample>, QueryError> {
-        let url = format!("{}/api/v1/query", self.base);
+        let url = format!("{}{}", self.base, prometheus_api::QUERY_PATH);
         let req = self
             .http
             .get(&url)
@@ -355,14 +264,14 @@ mod tests {
     }
 
     fn sample(value: f64) -> Sample {
-        Sample {
-            metric: BTreeMap::from([
-                ("__name__".into(), "queue_depth".into()),
-                ("job".into(), "heart".into()),
-                ("instance".into(), "127.0.0.1:8081".into()),
-            ]),
+        Sample::new(
+            [
+                ("__name__", "queue_depth"),
+                ("job", "heart"),
+                ("instance", "127.0.0.1:8081"),
+            ],
             value,
-        }
+        )
     }
 
     #[test]
@@ -390,23 +299,5 @@ mod tests {
             st.evaluate(&c, &[sample(11.0)], 1_080_000).is_empty(),
             "pending restarts from zero"
         );
-    }
-
-    #[test]
-    fn parses_vector_scalar_and_errors() {
-        let v = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"job":"x"},"value":[1.5,"+Inf"]}]}}"#;
-        let s = parse_query_response(v).unwrap();
-        assert_eq!(s[0].metric["job"], "x");
-        assert!(s[0].value.is_infinite());
-        let sc = br#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"2"]}}"#;
-        assert_eq!(parse_query_response(sc).unwrap()[0].value, 2.0);
-        let e = br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#;
-        assert!(
-            matches!(parse_query_response(e), Err(QueryError::Rejected(m)) if m.contains("parse error"))
-        );
-        assert!(matches!(
-            parse_query_response(b"<html>"),
-            Err(QueryError::Decode(_))
-        ));
     }
 }
