@@ -192,11 +192,7 @@ fn each_guard_blocks_with_its_name_and_reason() {
     c.state.actions = (0..10)
         .map(|i| Timestamp(NOW - Duration::seconds(10 * i)))
         .collect();
-    cases.push((
-        c,
-        Guard::RateLimit,
-        "10 actions in the last 10m (limit 10)",
-    ));
+    cases.push((c, Guard::RateLimit, "10 actions in the last 10m (limit 10)"));
 
     let mut c = Case::new("concurrency", pod_alert(&[]));
     c.in_flight = ["a".to_owned(), "b".to_owned()].into();
