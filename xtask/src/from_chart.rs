@@ -576,8 +576,8 @@ pub fn scaled_rule_groups(render: &Render) -> anyhow::Result<Value> {
     Ok(json!({ "groups": groups }))
 }
 
-/// Scales `*_secs` numbers and `interval`/`after`/`check_interval`/`group_*`/`repeat_interval`
-/// durations in a configuration file.
+/// Scales `*_secs` numbers and the humantime durations (`interval`, `after`, the healer's guard
+/// windows and step timeouts, `group_*`, `repeat_interval`, ...) in a configuration file.
 pub fn scale_config(v: &mut Value) {
     match v {
         Value::Array(a) => a.iter_mut().for_each(scale_config),
@@ -592,6 +592,14 @@ pub fn scale_config(v: &mut Value) {
                 if [
                     "interval",
                     "after",
+                    "escalation_after",
+                    "escalation_window",
+                    "cooldown",
+                    "rate_limit_window",
+                    "flap_window",
+                    "verify_timeout",
+                    "timeout",
+                    "ttl",
                     "check_interval",
                     "group_wait",
                     "group_interval",
@@ -1339,7 +1347,7 @@ async fn memory_leak(run: &Running, http: &reqwest::Client) -> Result<String, St
 
 /// The gateway fails half its requests under load: the rendered GatewayErrorRatioHigh
 /// (critical) goes by the rendered route to alert-service, which mails it through the rendered
-/// SMTP settings, escalates it after the rendered `escalation_after_secs` (scaled) and takes the
+/// SMTP settings, escalates it after the rendered `escalation_after` (scaled) and takes the
 /// acknowledgement from the link in its own mail (an Alertmanager silence).
 async fn gateway_errors(run: &Running, http: &reqwest::Client) -> Result<String, String> {
     let token = run
@@ -1727,11 +1735,11 @@ mod tests {
             scale_promql("rate(x[2m]) and changes(max(y)[15m:1m]) and z{pod=~\"a-[a-z0-9]+\"}"),
             "rate(x[10s]) and changes(max(y)[75s:5s]) and z{pod=~\"a-[a-z0-9]+\"}"
         );
-        let mut cfg = json!({"guards": {"cooldown_secs": 120}, "digest": {"interval": "1h"}, "escalation_after_secs": 900, "name": "x"});
+        let mut cfg = json!({"guards": {"cooldown": "2m"}, "digest": {"interval": "1h"}, "escalation_after": "15m", "name": "x"});
         scale_config(&mut cfg);
-        assert_eq!(cfg["guards"]["cooldown_secs"], 10);
+        assert_eq!(cfg["guards"]["cooldown"], "10s");
         assert_eq!(cfg["digest"]["interval"], "300s");
-        assert_eq!(cfg["escalation_after_secs"], 75);
+        assert_eq!(cfg["escalation_after"], "75s");
     }
 
     #[test]

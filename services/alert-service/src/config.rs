@@ -195,8 +195,12 @@ struct FileConfig {
     smtp: Option<SmtpSpec>,
     #[serde(default)]
     escalation: Option<EscalationSpec>,
+    /// One tier after this long (humantime), the alert's own channels.
     #[serde(default)]
-    escalation_after_secs: Option<u64>,
+    escalation_after: Option<DurationText>,
+    /// The old whole-seconds key: read only to refuse it with the new form.
+    #[serde(default)]
+    escalation_after_secs: Option<DurationText>,
     #[serde(default)]
     digest: Option<DigestSpec>,
     #[serde(default)]
@@ -385,9 +389,12 @@ impl Settings {
         let routes = Routes::compile(route_specs, default_channels)
             .map_err(|es| errors.0.extend(es))
             .ok();
+        if let Some(old) = &file.escalation_after_secs {
+            errors.push("escalation_after_secs", renamed("escalation_after", old));
+        }
         let escalation = escalation_settings(
             file.escalation,
-            file.escalation_after_secs,
+            file.escalation_after.as_ref(),
             &mut declared,
             &mut errors,
         );
@@ -540,28 +547,37 @@ impl DeclaredChannels {
     }
 }
 
-/// `escalation:` (tiers) or the shorthand `escalation_after_secs:` (one tier, the alert's own
+/// The message for an old `*_secs` key: it is not read, and this is what to write instead.
+fn renamed(new_key: &str, old: &DurationText) -> String {
+    let value = match old {
+        DurationText::Number(n) => format!("{n}s"),
+        DurationText::Text(t) => t.clone(),
+    };
+    format!("is no longer read: write {new_key}: {value}")
+}
+
+/// `escalation:` (tiers) or the shorthand `escalation_after:` (one tier, the alert's own
 /// channels), not both.
 fn escalation_settings(
     spec: Option<EscalationSpec>,
-    after_secs: Option<u64>,
+    after: Option<&DurationText>,
     declared: &mut DeclaredChannels,
     errors: &mut Errors,
 ) -> Option<EscalationSettings> {
-    let escalation = match (spec, after_secs) {
+    let escalation = match (spec, after) {
         (Some(_), Some(_)) => {
             errors.push(
-                "escalation_after_secs",
-                "use either escalation: or escalation_after_secs:, not both",
+                "escalation_after",
+                "use either escalation: or escalation_after:, not both",
             );
             return None;
         }
         (None, None) => return None,
-        (None, Some(secs)) => EscalationSettings {
+        (None, Some(after)) => EscalationSettings {
             min_severity: Severity::Critical,
             check_interval: Duration::from_secs(5),
             tiers: vec![Tier {
-                after: Duration::from_secs(secs),
+                after: errors.duration("escalation_after", Some(after), Duration::ZERO),
                 channels: Vec::new(),
             }],
         },
@@ -899,7 +915,7 @@ routes:
     channels: [email, slack]
   - match: {}
     channels: [email]
-escalation_after_secs: 900
+escalation_after: 15m
 "#;
         let s = parse(yaml).unwrap();
         assert_eq!(s.channels["email"].kind, ChannelKind::Email);
@@ -946,6 +962,33 @@ delivery:
         ] {
             assert!(text.contains(needle), "{needle:?} not in:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_old_escalation_after_secs_key_is_refused_with_the_new_one() {
+        let errors = parse("escalation_after_secs: 300\n").unwrap_err();
+        assert_eq!(
+            errors,
+            vec![
+                "escalation_after_secs: is no longer read: write escalation_after: 300s".to_owned()
+            ]
+        );
+    }
+
+    #[test]
+    fn escalation_after_takes_humantime_and_refuses_a_bare_number() {
+        let s = parse("escalation_after: 1h 30m\n").unwrap();
+        assert_eq!(
+            s.escalation.as_ref().unwrap().tiers[0].after,
+            Duration::from_secs(5400)
+        );
+        let errors = parse("escalation_after: 90\n").unwrap_err();
+        assert!(
+            errors[0].starts_with(
+                "escalation_after: a bare number is not a duration any more: write 90s"
+            ),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -337,7 +337,7 @@ impl GuardState {
         subject: &str,
         plan: &Plan,
         now: OffsetDateTime,
-        cooldown_secs: u64,
+        cooldown: std::time::Duration,
     ) {
         let rec = self.subjects.entry(subject.to_owned()).or_default();
         rec.attempts.push(Attempt {
@@ -348,7 +348,7 @@ impl GuardState {
             target: plan.target.clone(),
             outcome: Outcome::Pending,
         });
-        rec.cooldown_until = Some(now + secs(cooldown_secs));
+        rec.cooldown_until = Some(now + span(cooldown));
         self.actions.push(Timestamp(now));
     }
 
@@ -404,7 +404,7 @@ impl GuardState {
     /// Forgets what is older than `keep_secs`, cooldowns and stops that ended, and subjects
     /// left empty.
     pub fn prune(&mut self, now: OffsetDateTime, keep_secs: u64) {
-        let horizon = now - secs(keep_secs);
+        let horizon = now - span(std::time::Duration::from_secs(keep_secs));
         self.actions.retain(|t| t.0 >= horizon);
         for rec in self.subjects.values_mut() {
             rec.attempts.retain(|a| a.at >= horizon);
@@ -424,8 +424,9 @@ impl GuardState {
     }
 }
 
-fn secs(s: u64) -> Duration {
-    Duration::seconds(i64::try_from(s).unwrap_or(i64::MAX / 2_000_000_000))
+/// A configured span as a `time` duration (an absurdly long one is capped at 100 years).
+fn span(d: std::time::Duration) -> Duration {
+    Duration::try_from(d).map_or(Duration::days(36_500), |s| s.min(Duration::days(36_500)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -668,8 +669,8 @@ pub(crate) mod mutation {
 
 /// Whether an attempt at `at` is inside a window of `window_secs` ending at `now`: the window is
 /// half-open, `(now - window, now]`, so an attempt stops counting exactly `window` after it.
-fn within(at: OffsetDateTime, now: OffsetDateTime, window_secs: u64) -> bool {
-    at > now - secs(window_secs) && at <= now
+fn within(at: OffsetDateTime, now: OffsetDateTime, window: std::time::Duration) -> bool {
+    at > now - span(window) && at <= now
 }
 
 /// The plan the policy alone gives for an alert (no guards), or the early decision: no rule, a
@@ -728,13 +729,13 @@ pub fn plan(
     let last = record.and_then(|r| {
         r.attempts
             .iter()
-            .filter(|a| a.rule == rule.name && within(a.at, now, rule.escalation_window_secs))
+            .filter(|a| a.rule == rule.name && within(a.at, now, rule.escalation_window))
             .max_by_key(|a| (a.at, a.step))
     });
     let next = last
         .map_or(0, |a| a.step + 1)
         .max(trigger.retry_after().map_or(0, |s| s + 1));
-    let escalation_end = last.map_or(now, |a| a.at) + secs(rule.escalation_window_secs);
+    let escalation_end = last.map_or(now, |a| a.at) + span(rule.escalation_window);
     let mut passed_over = Vec::new();
     let mut candidate = None;
     let mut escalation = None;
@@ -777,7 +778,7 @@ pub fn plan(
         .map(|r| {
             r.attempts
                 .iter()
-                .filter(|a| within(a.at, now, g.flap_window_secs) && counts_toward_flap(a))
+                .filter(|a| within(a.at, now, g.flap_window) && counts_toward_flap(a))
                 .map(|a| a.at)
                 .collect()
         })
@@ -786,12 +787,12 @@ pub fn plan(
     let k = g.flap_max_repairs as usize;
     let flap = (k > 0 && counted.len() >= k).then(|| {
         // The count falls below K when the (n-K)-th attempt leaves the window.
-        let end = counted[counted.len() - k] + secs(g.flap_window_secs);
+        let end = counted[counted.len() - k] + span(g.flap_window);
         (
             format!(
-                "{subject} had {} remediation attempts in {} s (limit {}, whatever their outcome): left alone",
+                "{subject} had {} remediation attempts in {} (limit {}, whatever their outcome): left alone",
                 counted.len(),
-                g.flap_window_secs,
+                humantime::format_duration(g.flap_window),
                 g.flap_max_repairs
             ),
             end,
@@ -995,7 +996,7 @@ fn cooldown_guard(input: &Input<'_>, subject: &str) -> Result<(), Refusal> {
 
 fn rate_limit_guard(input: &Input<'_>) -> Result<(), Refusal> {
     let (g, now) = (&input.policy.guards, input.now);
-    let window_start = now - secs(g.rate_limit_window_secs);
+    let window_start = now - span(g.rate_limit_window);
     let recent = input
         .state
         .actions
@@ -1006,8 +1007,9 @@ fn rate_limit_guard(input: &Input<'_>) -> Result<(), Refusal> {
         return Err(Refusal::new(
             Guard::RateLimit,
             format!(
-                "{recent} actions in the last {} s (limit {})",
-                g.rate_limit_window_secs, g.rate_limit_max_actions
+                "{recent} actions in the last {} (limit {})",
+                humantime::format_duration(g.rate_limit_window),
+                g.rate_limit_max_actions
             ),
         ));
     }

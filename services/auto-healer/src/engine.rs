@@ -564,7 +564,7 @@ impl Engine {
         let subject = base.subject.as_str();
         let record = |s: &mut core::GuardState| {
             let view = s.view_mut(dry_run);
-            view.record_act(subject, plan, now, policy.guards.cooldown_secs);
+            view.record_act(subject, plan, now, policy.guards.cooldown);
             if dry_run {
                 view.set_outcome(subject, now, Outcome::DryRun);
             }
@@ -715,7 +715,7 @@ impl Engine {
 
     async fn verify(&self, alert: &AlertFacts, plan: &Plan, policy: &Policy) -> Result<(), String> {
         let health = health_target(plan, alert);
-        let timeout = Duration::from_secs(policy.guards.verify_timeout_secs);
+        let timeout = policy.guards.verify_timeout;
         self.platform
             .verify(&plan.action, &health, timeout)
             .await

@@ -6,7 +6,95 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A duration written as `30s`, `5m`, `1h 30m` (humantime). A bare number (the old form, in
+/// seconds) is refused with a message naming the new form.
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Secs(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Secs(s) => Err(serde::de::Error::custom(format!(
+            "a bare number ({s}) is no longer a duration: write it with its unit, e.g. {s}s"
+        ))),
+        Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {t:?}: {e} (write e.g. 30s, 5m, 1h)"
+            ))
+        }),
+    }
+}
+
+fn ser_duration<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// A humantime duration in the raw file (see [`de_duration`]).
+#[derive(Debug, Clone, Copy)]
+struct Humantime(std::time::Duration);
+
+impl<'de> Deserialize<'de> for Humantime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de_duration(d).map(Humantime)
+    }
+}
+
+/// The old whole-seconds keys (`(where, old, new)`; `where` is `guards`, `rule` or `action`),
+/// now humantime keys without the `_secs` suffix.
+const RENAMED_KEYS: [(&str, &str, &str); 7] = [
+    ("guards", "cooldown_secs", "cooldown"),
+    ("guards", "rate_limit_window_secs", "rate_limit_window"),
+    ("guards", "flap_window_secs", "flap_window"),
+    ("guards", "verify_timeout_secs", "verify_timeout"),
+    ("rule", "escalation_window_secs", "escalation_window"),
+    ("action", "timeout_secs", "timeout"),
+    ("action", "ttl_secs", "ttl"),
+];
+
+/// The first old `*_secs` key in the policy, refused with the key and form to write instead
+/// (`guards.cooldown_secs: 120` → `cooldown: 120s`). Text that is not YAML is left to the parser.
+fn renamed_key(text: &str) -> Option<PolicyError> {
+    use serde_yaml_ng::Value;
+    let top: Value = serde_yaml_ng::from_str(text).ok()?;
+    let refuse = |map: &Value, at: &str, place: &str| -> Option<PolicyError> {
+        RENAMED_KEYS
+            .iter()
+            .filter(|(w, _, _)| *w == place)
+            .find_map(|(_, old, new)| {
+                let value = match map.get(*old)? {
+                    Value::Number(n) => format!("{n}s"),
+                    Value::String(t) => t.clone(),
+                    _ => "<duration, e.g. 120s>".to_owned(),
+                };
+                Some(PolicyError::at(
+                    format!("{at}{old}"),
+                    format!("is no longer read: write {new}: {value}"),
+                ))
+            })
+    };
+    if let Some(g) = top.get("guards")
+        && let Some(e) = refuse(g, "guards.", "guards")
+    {
+        return Some(e);
+    }
+    let rules = top.get("rules").and_then(Value::as_sequence)?;
+    for (i, r) in rules.iter().enumerate() {
+        if let Some(e) = refuse(r, &format!("rules[{i}]."), "rule") {
+            return Some(e);
+        }
+        let actions = r.get("actions").and_then(Value::as_sequence);
+        for (j, a) in actions.into_iter().flatten().enumerate() {
+            if let Some(e) = refuse(a, &format!("rules[{i}].actions[{j}]."), "action") {
+                return Some(e);
+            }
+        }
+    }
+    None
+}
 
 /// The policy shipped in the crate (`policy/default.yaml`).
 pub const DEFAULT_POLICY: &str = include_str!("../policy/default.yaml");
@@ -52,11 +140,13 @@ pub struct GuardConfig {
     /// Annotation on a target (pod, workload, node) that, set to `"false"`, opts it out.
     pub opt_out_annotation: String,
     /// After acting on a target, a new alert for it is left alone this long.
-    pub cooldown_secs: u64,
-    /// At most this many actions in any `rate_limit_window_secs`.
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub cooldown: std::time::Duration,
+    /// At most this many actions in any `rate_limit_window`.
     pub rate_limit_max_actions: u32,
     /// The rate limit's window.
-    pub rate_limit_window_secs: u64,
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub rate_limit_window: std::time::Duration,
     /// At most this many actions executing (acting or verifying) at once.
     pub max_concurrent_actions: u32,
     /// The largest share of a workload's pods disrupted at once (at least one pod is always
@@ -65,13 +155,15 @@ pub struct GuardConfig {
     /// No node actions while more than this share of nodes is unhealthy (a storm is more likely
     /// a network or control-plane problem than bad nodes).
     pub max_unhealthy_node_share: f64,
-    /// A subject with this many remediation attempts within `flap_window_secs` — whatever their
+    /// A subject with this many remediation attempts within `flap_window` — whatever their
     /// outcome: healed, failed, timed out or still pending — is left alone and escalated once.
     pub flap_max_repairs: u32,
     /// The flap guard's window.
-    pub flap_window_secs: u64,
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub flap_window: std::time::Duration,
     /// How long to wait for a target to verify healthy after an action.
-    pub verify_timeout_secs: u64,
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub verify_timeout: std::time::Duration,
 }
 
 impl Default for GuardConfig {
@@ -81,15 +173,15 @@ impl Default for GuardConfig {
             namespaces_allow: Vec::new(),
             namespaces_deny: vec!["kube-system".to_owned()],
             opt_out_annotation: "organism.dev/auto-heal".to_owned(),
-            cooldown_secs: 120,
+            cooldown: std::time::Duration::from_secs(120),
             rate_limit_max_actions: 10,
-            rate_limit_window_secs: 600,
+            rate_limit_window: std::time::Duration::from_secs(600),
             max_concurrent_actions: 2,
             max_workload_disruption: 0.34,
             max_unhealthy_node_share: 0.5,
             flap_max_repairs: 3,
-            flap_window_secs: 3600,
-            verify_timeout_secs: 120,
+            flap_window: std::time::Duration::from_secs(3600),
+            verify_timeout: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -104,7 +196,7 @@ pub struct Rule {
     /// Labels that must fully match these regular expressions (a missing label is `""`).
     pub match_re: BTreeMap<String, LabelRegex>,
     /// A repeat alert for the same target within this window takes the next step.
-    pub escalation_window_secs: u64,
+    pub escalation_window: std::time::Duration,
     /// The escalation, first step first.
     pub actions: Vec<Action>,
 }
@@ -195,17 +287,19 @@ pub enum Action {
     /// Mark the node unschedulable.
     Cordon,
     /// Cordon, then evict the node's pods through the Eviction API (DaemonSet and mirror pods
-    /// are skipped; PDB refusals are retried until `timeout_secs`).
+    /// are skipped; PDB refusals are retried until `timeout`).
     Drain {
         /// How long to keep retrying evictions refused by a PodDisruptionBudget.
-        timeout_secs: u64,
+        #[serde(serialize_with = "ser_duration")]
+        timeout: std::time::Duration,
     },
     /// Mark the node schedulable again.
     Uncordon,
-    /// Delete failed/evicted pods and finished Jobs older than `ttl_secs` in the namespace.
+    /// Delete failed/evicted pods and finished Jobs older than `ttl` in the namespace.
     Cleanup {
         /// Minimum age.
-        ttl_secs: u64,
+        #[serde(serialize_with = "ser_duration")]
+        ttl: std::time::Duration,
     },
     /// Restart a local service process through the launcher (local mode).
     RestartService,
@@ -268,13 +362,13 @@ struct RawRule {
     match_eq: BTreeMap<String, String>,
     #[serde(default)]
     match_re: BTreeMap<String, LabelRegex>,
-    #[serde(default = "default_window")]
-    escalation_window_secs: u64,
+    #[serde(default = "default_window", deserialize_with = "de_duration")]
+    escalation_window: std::time::Duration,
     actions: Vec<RawAction>,
 }
 
-fn default_window() -> u64 {
-    1800
+fn default_window() -> std::time::Duration {
+    std::time::Duration::from_secs(1800)
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq)]
@@ -303,13 +397,16 @@ struct RawAction {
     factor: Option<f64>,
     max: Option<String>,
     container: Option<String>,
-    timeout_secs: Option<u64>,
-    ttl_secs: Option<u64>,
+    timeout: Option<Humantime>,
+    ttl: Option<Humantime>,
 }
 
 impl Policy {
     /// Reads a policy from YAML; the error names the field path.
     pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
+        if let Some(e) = renamed_key(text) {
+            return Err(e);
+        }
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let raw: RawPolicy = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -397,7 +494,7 @@ impl RawPolicy {
                 name: r.name,
                 match_eq: r.match_eq,
                 match_re: r.match_re,
-                escalation_window_secs: r.escalation_window_secs,
+                escalation_window: r.escalation_window,
                 actions,
             });
         }
@@ -414,8 +511,8 @@ impl RawAction {
         let allowed: &[&str] = match self.kind {
             K::ScaleUp | K::RaiseHpaMin => &["step", "max_replicas"],
             K::RaiseMemoryLimit => &["factor", "max", "container"],
-            K::Drain => &["timeout_secs"],
-            K::Cleanup => &["ttl_secs"],
+            K::Drain => &["timeout"],
+            K::Cleanup => &["ttl"],
             _ => &[],
         };
         let given = [
@@ -424,8 +521,8 @@ impl RawAction {
             ("factor", self.factor.is_some()),
             ("max", self.max.is_some()),
             ("container", self.container.is_some()),
-            ("timeout_secs", self.timeout_secs.is_some()),
-            ("ttl_secs", self.ttl_secs.is_some()),
+            ("timeout", self.timeout.is_some()),
+            ("ttl", self.ttl.is_some()),
         ];
         for (field, present) in given {
             if present && !allowed.contains(&field) {
@@ -477,11 +574,15 @@ impl RawAction {
             }
             K::Cordon => Action::Cordon,
             K::Drain => Action::Drain {
-                timeout_secs: self.timeout_secs.unwrap_or(120),
+                timeout: self
+                    .timeout
+                    .map_or(std::time::Duration::from_secs(120), |t| t.0),
             },
             K::Uncordon => Action::Uncordon,
             K::Cleanup => Action::Cleanup {
-                ttl_secs: self.ttl_secs.unwrap_or(3600),
+                ttl: self
+                    .ttl
+                    .map_or(std::time::Duration::from_secs(3600), |t| t.0),
             },
             K::RestartService => Action::RestartService,
             K::Notify => Action::Notify,
@@ -532,6 +633,78 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_old_secs_keys_are_refused_with_the_new_key_and_form() {
+        let rule = "- name: a\n  match: {alertname: X}\n";
+        let cases = [
+            (
+                format!(
+                    "guards: {{cooldown_secs: 120}}\nrules:\n{rule}  actions: [{{kind: delete-pod}}]\n"
+                ),
+                "guards.cooldown_secs: is no longer read: write cooldown: 120s",
+            ),
+            (
+                format!(
+                    "guards: {{verify_timeout_secs: 15}}\nrules:\n{rule}  actions: [{{kind: delete-pod}}]\n"
+                ),
+                "guards.verify_timeout_secs: is no longer read: write verify_timeout: 15s",
+            ),
+            (
+                format!(
+                    "rules:\n{rule}  escalation_window_secs: 1800\n  actions: [{{kind: delete-pod}}]\n"
+                ),
+                "rules[0].escalation_window_secs: is no longer read: write escalation_window: 1800s",
+            ),
+            (
+                format!("rules:\n{rule}  actions: [{{kind: drain, timeout_secs: 300}}]\n"),
+                "rules[0].actions[0].timeout_secs: is no longer read: write timeout: 300s",
+            ),
+            (
+                format!("rules:\n{rule}  actions: [{{kind: cleanup, ttl_secs: 3600}}]\n"),
+                "rules[0].actions[0].ttl_secs: is no longer read: write ttl: 3600s",
+            ),
+        ];
+        for (yaml, message) in cases {
+            let e = Policy::from_yaml(&yaml).unwrap_err().to_string();
+            assert!(e.contains(message), "{yaml}\n→ {e}");
+        }
+    }
+
+    #[test]
+    fn durations_are_humantime_and_a_bare_number_is_refused() {
+        let p = Policy::from_yaml(
+            "guards: {cooldown: 90s, flap_window: 1h 30m}\nrules:\n- name: a\n  match: {alertname: X}\n  \
+             escalation_window: 10m\n  actions: [{kind: drain, timeout: 5m}, {kind: cleanup, ttl: 2h}]\n",
+        )
+        .unwrap();
+        assert_eq!(p.guards.cooldown, std::time::Duration::from_secs(90));
+        assert_eq!(p.guards.flap_window, std::time::Duration::from_secs(5400));
+        assert_eq!(
+            p.rules[0].escalation_window,
+            std::time::Duration::from_secs(600)
+        );
+        assert_eq!(
+            p.rules[0].actions,
+            vec![
+                Action::Drain {
+                    timeout: std::time::Duration::from_secs(300)
+                },
+                Action::Cleanup {
+                    ttl: std::time::Duration::from_secs(7200)
+                }
+            ]
+        );
+        let e = Policy::from_yaml(
+            "guards: {cooldown: 120}\nrules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: delete-pod}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("guards.cooldown") && e.contains("e.g. 120s"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn the_shipped_policy_is_valid_and_escalates() {
         let p = Policy::from_yaml(DEFAULT_POLICY).unwrap();
         let labels: BTreeMap<String, String> = [("remediation", "restart-pod"), ("alertname", "X")]
@@ -568,8 +741,8 @@ mod tests {
                 "required",
             ),
             (
-                "rules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: delete-pod, ttl_secs: 3}]\n",
-                "rules[0].actions[0].ttl_secs",
+                "rules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: delete-pod, ttl: 3s}]\n",
+                "rules[0].actions[0].ttl",
                 "not a setting",
             ),
             (
@@ -583,9 +756,9 @@ mod tests {
                 "share",
             ),
             (
-                "guards: {cooldown: 3}\nrules: []\n",
-                "guards.cooldown",
-                "unknown field `cooldown`",
+                "guards: {cooldown_for: 3s}\nrules: []\n",
+                "guards.cooldown_for",
+                "unknown field `cooldown_for`",
             ),
             (
                 "rules:\n- name: a\n  actions: [{kind: notify}]\n",

@@ -394,7 +394,7 @@ async fn starts_at_in_the_future_or_far_past_is_clamped_and_said() {
 
 #[tokio::test]
 async fn a_stop_is_told_once_and_later_alerts_are_left_alone() {
-    let app = test_app(|c| c.policy.guards.cooldown_secs = 0);
+    let app = test_app(|c| c.policy.guards.cooldown = std::time::Duration::ZERO);
     *app.platform.fail_verify.lock().unwrap() = true;
     let (status, _) = send(&app, post(payload(vec![crashing("heart-abc", "organism")]))).await;
     assert_eq!(status, StatusCode::ACCEPTED);

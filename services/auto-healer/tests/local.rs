@@ -215,7 +215,7 @@ async fn scenario(dry_run: bool) -> Scenario {
         token: Some("local-healer-token".to_owned().into()),
         ..Config::default()
     };
-    config.policy.guards.verify_timeout_secs = 5;
+    config.policy.guards.verify_timeout = std::time::Duration::from_secs(5);
     let audit = Some(dir.path().join("audit.jsonl"));
     let platform = LocalPlatform::new(&launcher_url, None, audit, ctx.http_client())
         .with_service_url("heart", &heart_url);

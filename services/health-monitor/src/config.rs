@@ -50,6 +50,26 @@ fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
+/// The old whole-seconds keys, now humantime keys without the `_secs` suffix.
+const RENAMED_KEYS: [(&str, &str); 1] = [("interval_secs", "interval")];
+
+/// An old `*_secs` key at the top of the file, with the message giving the key and form to write
+/// instead (`interval_secs: 15` → `interval: 15s`). Text that is not a YAML mapping is left to
+/// the parser to report.
+fn renamed_key(text: &str) -> Option<(&'static str, String)> {
+    let serde_yaml_ng::Value::Mapping(top) = serde_yaml_ng::from_str(text).ok()? else {
+        return None;
+    };
+    RENAMED_KEYS.iter().find_map(|(old, new)| {
+        let value = match top.get(*old)? {
+            serde_yaml_ng::Value::Number(n) => format!("{n}s"),
+            serde_yaml_ng::Value::String(t) => t.clone(),
+            _ => "<duration, e.g. 15s>".to_owned(),
+        };
+        Some((*old, format!("is no longer read: write {new}: {value}")))
+    })
+}
+
 /// The thresholds of the Kubernetes classifiers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -334,8 +354,10 @@ impl Default for PublishConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
-    /// The periodic full sweep (and PromQL check) period, seconds (default 15).
-    pub interval_secs: u64,
+    /// The periodic full sweep (and PromQL check) period (default 15s; the old `interval_secs`
+    /// key is refused with this form).
+    #[serde(deserialize_with = "de_duration", serialize_with = "ser_duration")]
+    pub interval: Duration,
     /// Namespaces to watch (empty = all).
     pub namespaces: Vec<String>,
     /// Namespaces never to watch.
@@ -361,7 +383,7 @@ pub struct FileConfig {
 impl Default for FileConfig {
     fn default() -> Self {
         Self {
-            interval_secs: 15,
+            interval: Duration::from_secs(15),
             namespaces: Vec::new(),
             exclude_namespaces: Vec::new(),
             prometheus_checks: true,
@@ -401,7 +423,7 @@ impl FileConfig {
 
     /// The sweep period.
     pub fn interval(&self) -> Duration {
-        Duration::from_secs(self.interval_secs.max(1))
+        self.interval
     }
 
     /// Parses and validates YAML text; `file` names it in errors.
@@ -411,6 +433,9 @@ impl FileConfig {
             field,
             reason,
         };
+        if let Some((old, new)) = renamed_key(text) {
+            return Err(err(old.to_owned(), new));
+        }
         let config: FileConfig = if text.trim().is_empty() {
             FileConfig::default()
         } else {
@@ -447,6 +472,9 @@ impl FileConfig {
     }
 
     fn validate(&self) -> Result<(), (String, String)> {
+        if self.interval.is_zero() {
+            return Err(("interval".into(), "must be more than 0".into()));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, c) in self.checks.iter().enumerate() {
             if c.name.trim().is_empty() {
@@ -580,7 +608,7 @@ mod tests {
 
     #[test]
     fn the_charts_configmap_parses() {
-        let yaml = "interval_secs: 15\nnamespaces:\n  - organism\nprometheus_checks: true\n";
+        let yaml = "interval: 15s\nnamespaces:\n  - organism\nprometheus_checks: true\n";
         let c = FileConfig::parse(yaml, "chart.yaml").unwrap();
         assert_eq!(c.interval(), Duration::from_secs(15));
         assert!(c.namespace_filter().allows("organism"));
@@ -642,6 +670,25 @@ receivers:
     }
 
     #[test]
+    fn the_old_interval_secs_key_is_refused_with_the_new_one() {
+        let e = FileConfig::parse("interval_secs: 30\nnamespaces: [organism]\n", "hm.yaml")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "hm.yaml: interval_secs: is no longer read: write interval: 30s"
+        );
+    }
+
+    #[test]
+    fn interval_is_humantime_and_a_bare_number_is_refused() {
+        let c = FileConfig::parse("interval: 1m 30s\n", "f").unwrap();
+        assert_eq!(c.interval(), Duration::from_secs(90));
+        let e = FileConfig::parse("interval: 30\n", "f").unwrap_err();
+        assert_eq!(e.field, "interval");
+        assert!(e.reason.contains("e.g. 30s"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_field_path() {
         let cases = [
             (
@@ -672,7 +719,8 @@ receivers:
                 "local:\n  targets:\n    - {name: h, url: 'ftp://x'}\n",
                 "local.targets[0].url",
             ),
-            ("interval_secs: -1\n", "interval_secs"),
+            ("interval: -1\n", "interval"),
+            ("interval: 0s\n", "interval"),
             ("receivers: {}\n", "receivers"),
         ];
         for (yaml, field) in cases {

@@ -15,20 +15,20 @@ pub(super) fn scenario_policy() -> String {
     for line in default.lines() {
         let t = line.trim_start();
         let indent = &line[..line.len() - t.len()];
-        let replaced = if t.starts_with("cooldown_secs:") {
-            Some("cooldown_secs: 3".to_owned())
+        let replaced = if t.starts_with("cooldown:") {
+            Some("cooldown: 3s".to_owned())
         } else if t.starts_with("rate_limit_max_actions:") {
             Some("rate_limit_max_actions: 5".to_owned())
-        } else if t.starts_with("rate_limit_window_secs:") {
-            Some("rate_limit_window_secs: 60".to_owned())
+        } else if t.starts_with("rate_limit_window:") {
+            Some("rate_limit_window: 60s".to_owned())
         } else if t.starts_with("flap_max_repairs:") {
             Some(format!("flap_max_repairs: {FLAP_MAX_REPAIRS}"))
-        } else if t.starts_with("flap_window_secs:") {
-            Some("flap_window_secs: 300".to_owned())
-        } else if t.starts_with("verify_timeout_secs:") {
-            Some("verify_timeout_secs: 15".to_owned())
-        } else if t.starts_with("escalation_window_secs:") {
-            Some("escalation_window_secs: 1".to_owned())
+        } else if t.starts_with("flap_window:") {
+            Some("flap_window: 300s".to_owned())
+        } else if t.starts_with("verify_timeout:") {
+            Some("verify_timeout: 15s".to_owned())
+        } else if t.starts_with("escalation_window:") {
+            Some("escalation_window: 1s".to_owned())
         } else {
             None
         };
@@ -61,7 +61,7 @@ mod tests {
     #[test]
     fn the_scenario_policy_shortens_the_guards() {
         let p = scenario_policy();
-        assert!(p.contains("cooldown_secs: 3"));
+        assert!(p.contains("cooldown: 3s"));
         assert!(p.contains("flap_max_repairs: 2"));
     }
 }

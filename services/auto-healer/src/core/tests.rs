@@ -192,11 +192,7 @@ fn each_guard_blocks_with_its_name_and_reason() {
     c.state.actions = (0..10)
         .map(|i| Timestamp(NOW - Duration::seconds(10 * i)))
         .collect();
-    cases.push((
-        c,
-        Guard::RateLimit,
-        "10 actions in the last 600 s (limit 10)",
-    ));
+    cases.push((c, Guard::RateLimit, "10 actions in the last 10m (limit 10)"));
 
     let mut c = Case::new("concurrency", pod_alert(&[]));
     c.in_flight = ["a".to_owned(), "b".to_owned()].into();
@@ -517,7 +513,7 @@ fn state_round_trips_and_prunes() {
         target: Target::Node { name: "n".into() },
         passed_over: vec![],
     };
-    s.record_act("node/n", &plan, NOW, 60);
+    s.record_act("node/n", &plan, NOW, std::time::Duration::from_secs(60));
     s.set_outcome("node/n", NOW, Outcome::Healed);
     let text = serde_json::to_string(&s).unwrap();
     let back: GuardState = serde_json::from_str(&text).unwrap();
@@ -781,15 +777,15 @@ proptest! {
     fn blast_radius_node_and_rate_limits_are_never_exceeded(sim in sim_strategy()) {
         let (rate_max, rate_window, max_conc, share) = sim.guards;
         let mut policy = Policy::from_yaml(
-            "rules:\n- name: pods\n  match: {remediation: restart-pod}\n  escalation_window_secs: 0\n  actions: [{kind: delete-pod}]\n\
-             - name: nodes\n  match: {remediation: cordon-drain}\n  escalation_window_secs: 0\n  actions: [{kind: cordon}]\n",
+            "rules:\n- name: pods\n  match: {remediation: restart-pod}\n  escalation_window: 0s\n  actions: [{kind: delete-pod}]\n\
+             - name: nodes\n  match: {remediation: cordon-drain}\n  escalation_window: 0s\n  actions: [{kind: cordon}]\n",
         ).unwrap();
         policy.guards = GuardConfig {
             rate_limit_max_actions: rate_max,
-            rate_limit_window_secs: rate_window,
+            rate_limit_window: std::time::Duration::from_secs(rate_window),
             max_concurrent_actions: max_conc,
             max_workload_disruption: share,
-            cooldown_secs: 0,
+            cooldown: std::time::Duration::ZERO,
             flap_max_repairs: u32::MAX,
             ..GuardConfig::default()
         };
@@ -843,7 +839,7 @@ proptest! {
                     prop_assert!(unhealthy as f64 / sim.nodes as f64 <= 0.5, "node action in a storm");
                     cordoned.insert(n);
                 }
-                state.record_act(&subject, &plan, now, 0);
+                state.record_act(&subject, &plan, now, std::time::Duration::ZERO);
                 running.push((now + Duration::seconds(i64::from(len)), subject, wl, node));
                 acted_at.push(now);
                 // Rate limit: no window of rate_window seconds ending now holds more than rate_max.

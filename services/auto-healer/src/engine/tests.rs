@@ -153,9 +153,9 @@ impl Timeline {
             .map(|a| format!("{{kind: {a}}}"))
             .collect();
         Policy::from_yaml(&format!(
-            "guards:\n  cooldown_secs: {}\n  rate_limit_max_actions: {}\n  rate_limit_window_secs: {}\n  \
-             flap_max_repairs: {}\n  flap_window_secs: {}\n  verify_timeout_secs: {}\n  max_concurrent_actions: 2\n\
-             rules:\n- name: crashing\n  match: {{remediation: restart-pod}}\n  escalation_window_secs: {}\n  actions: [{}]\n",
+            "guards:\n  cooldown: {}s\n  rate_limit_max_actions: {}\n  rate_limit_window: {}s\n  \
+             flap_max_repairs: {}\n  flap_window: {}s\n  verify_timeout: {}s\n  max_concurrent_actions: 2\n\
+             rules:\n- name: crashing\n  match: {{remediation: restart-pod}}\n  escalation_window: {}s\n  actions: [{}]\n",
             self.cooldown,
             self.rate_max,
             self.rate_window,
@@ -631,8 +631,8 @@ fn sim_cases() -> u32 {
 #[tokio::test]
 async fn dry_run_advances_the_escalation_as_the_real_run_would() {
     let policy = Policy::from_yaml(
-        "guards: {cooldown_secs: 0, flap_max_repairs: 10}\nrules:\n- name: crashing\n  match: {remediation: restart-pod}\n  \
-         escalation_window_secs: 600\n  actions: [{kind: delete-pod}, {kind: rollout-restart}, {kind: notify}]\n",
+        "guards: {cooldown: 0s, flap_max_repairs: 10}\nrules:\n- name: crashing\n  match: {remediation: restart-pod}\n  \
+         escalation_window: 10m\n  actions: [{kind: delete-pod}, {kind: rollout-restart}, {kind: notify}]\n",
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();

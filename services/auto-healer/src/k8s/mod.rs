@@ -746,16 +746,12 @@ impl KubePlatform {
                 self.set_unschedulable(name, true).await?;
                 Ok(format!("cordoned node {name}"))
             }
-            (Action::Drain { timeout_secs }, Target::Node { name }) => {
-                self.drain(name, Duration::from_secs(*timeout_secs)).await
-            }
+            (Action::Drain { timeout }, Target::Node { name }) => self.drain(name, *timeout).await,
             (Action::Uncordon, Target::Node { name }) => {
                 self.set_unschedulable(name, false).await?;
                 Ok(format!("uncordoned node {name}"))
             }
-            (Action::Cleanup { ttl_secs }, Target::Namespace { name }) => {
-                self.cleanup(name, Duration::from_secs(*ttl_secs)).await
-            }
+            (Action::Cleanup { ttl }, Target::Namespace { name }) => self.cleanup(name, *ttl).await,
             _ => Err(wrong()),
         }
     }

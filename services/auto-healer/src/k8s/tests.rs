@@ -360,7 +360,9 @@ async fn drain_evicts_through_the_eviction_api_respecting_pdbs() {
     ]);
     let out = platform(client)
         .execute(
-            &Action::Drain { timeout_secs: 5 },
+            &Action::Drain {
+                timeout: Duration::from_secs(5),
+            },
             &Target::Node { name: "n1".into() },
             &Labels::new(),
         )
@@ -399,7 +401,9 @@ async fn drain_gives_up_when_a_pdb_keeps_refusing() {
     let res = tokio::time::timeout(
         Duration::from_secs(5),
         p.execute(
-            &Action::Drain { timeout_secs: 1 },
+            &Action::Drain {
+                timeout: Duration::from_secs(1),
+            },
             &Target::Node { name: "n1".into() },
             &Labels::new(),
         ),
@@ -433,7 +437,9 @@ async fn cleanup_deletes_old_failed_pods_and_finished_jobs() {
     ]);
     let out = platform(client)
         .execute(
-            &Action::Cleanup { ttl_secs: 3600 },
+            &Action::Cleanup {
+                ttl: Duration::from_secs(3600),
+            },
             &Target::Namespace {
                 name: "organism".into(),
             },
