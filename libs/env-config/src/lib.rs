@@ -25,6 +25,8 @@
 //!
 //! [humantime]: https://docs.rs/humantime
 
+pub mod duration;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Bound, RangeBounds};

@@ -18,6 +18,8 @@ pub mod health;
 pub mod server;
 
 pub use config::{BaseConfig, ConfigError, EnvReader};
+/// The one duration syntax (humantime; bare numbers refused), for config-file fields.
+pub use env_config::duration;
 pub use error::ApiError;
 pub use health::{Readiness, ReadyFlag};
 pub use server::{Context, assemble, launch, serve, shutdown_signal};

@@ -6,9 +6,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// Examples of the syntax, for error messages.
-const EXAMPLES: &str = "e.g. 250ms, 5s, 10m, 2h, 1d or 1h 30m";
-
 /// A duration as written in YAML, read later with its place in the file so that every problem is
 /// reported at once: humantime text, or a bare number (kept only to refuse it clearly).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -30,18 +27,7 @@ impl DurationText {
     }
 }
 
-fn bare_number(n: &str) -> String {
-    format!("a bare number is not a duration any more: write {n}s ({EXAMPLES})")
-}
-
-/// Parses humantime text; a bare number is refused with the form to write instead.
-pub fn parse(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bare_number(t));
-    }
-    humantime::parse_duration(t).map_err(|e| format!("invalid duration {text:?}: {e} ({EXAMPLES})"))
-}
+pub use service_kit::duration::{bare_number, parse};
 
 /// `1h30m`-style text for messages (`90s` → `1m30s`); humantime reads it back.
 pub fn display(d: Duration) -> String {

@@ -8,30 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-/// A duration written as `30s`, `5m`, `1h 30m` (humantime). A bare number (the old form, in
-/// seconds) is refused with a message naming the new form.
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Secs(s) => Err(serde::de::Error::custom(format!(
-            "a bare number ({s}) is no longer a duration: write it with its unit, e.g. {s}s"
-        ))),
-        Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {t:?}: {e} (write e.g. 30s, 5m, 1h)"
-            ))
-        }),
-    }
-}
-
-fn ser_duration<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
-}
+use service_kit::duration::{deserialize as de_duration, serialize as ser_duration};
 
 /// A humantime duration in the raw file (see [`de_duration`]).
 #[derive(Debug, Clone, Copy)]
@@ -699,7 +676,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("guards.cooldown") && e.contains("e.g. 120s"),
+            e.contains("guards.cooldown") && e.contains("write 120s"),
             "{e}"
         );
     }

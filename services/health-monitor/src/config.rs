@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -25,30 +25,7 @@ pub fn local_services() -> impl Iterator<Item = topology::Service> {
         .filter(|s| *s != topology::HEALTH_MONITOR)
 }
 
-/// A duration written as `30s`, `5m`, `1h 30m` (humantime). A bare number (the old form, in
-/// seconds) is refused with a message naming the new form.
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Secs(u64),
-        Text(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Secs(s) => Err(serde::de::Error::custom(format!(
-            "a bare number ({s}) is no longer a duration: write it with its unit, e.g. {s}s"
-        ))),
-        Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {t:?}: {e} (write e.g. 30s, 5m, 1h)"
-            ))
-        }),
-    }
-}
-
-fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
-}
+use service_kit::duration::{deserialize as de_duration, serialize as ser_duration};
 
 /// The old whole-seconds keys, now humantime keys without the `_secs` suffix.
 const RENAMED_KEYS: [(&str, &str); 1] = [("interval_secs", "interval")];
@@ -666,7 +643,7 @@ receivers:
             .unwrap_err()
             .to_string();
         assert!(e.contains("thresholds.pending_after"), "{e}");
-        assert!(e.contains("write it with its unit, e.g. 600s"), "{e}");
+        assert!(e.contains("write 600s"), "{e}");
     }
 
     #[test]
@@ -685,7 +662,7 @@ receivers:
         assert_eq!(c.interval(), Duration::from_secs(90));
         let e = FileConfig::parse("interval: 30\n", "f").unwrap_err();
         assert_eq!(e.field, "interval");
-        assert!(e.reason.contains("e.g. 30s"), "{e}");
+        assert!(e.reason.contains("write 30s"), "{e}");
     }
 
     #[test]
