@@ -145,9 +145,8 @@ impl Prometheus {
         self.process.log_tail()
     }
 
-    /// An instant query (`GET /api/v1/query`), decoded by [`prometheus_api`]: one [`Sample`]
-    /// per series of a vector result, or one sample without labels for a scalar.
-    pub async fn query(&self, promql: &str) -> Result<Vec<Sample>, QueryError> {
+    /// Sends an instant query (`GET /api/v1/query`); the URL (for messages) and the response.
+    async fn send_query(&self, promql: &str) -> Result<(String, reqwest::Response), QueryError> {
         let url = format!("{}{}", self.url(), prometheus_api::QUERY_PATH);
         let response = self
             .client
@@ -157,6 +156,13 @@ impl Prometheus {
             .send()
             .await
             .map_err(|e| QueryError::Unreachable(format!("GET {url}: {e}")))?;
+        Ok((url, response))
+    }
+
+    /// An instant query, decoded by [`prometheus_api`]: one [`Sample`] per series of a vector
+    /// result, or one sample without labels for a scalar.
+    pub async fn query(&self, promql: &str) -> Result<Vec<Sample>, QueryError> {
+        let (url, response) = self.send_query(promql).await?;
         let body = response
             .bytes()
             .await
@@ -166,15 +172,7 @@ impl Prometheus {
 
     /// An instant query, returning the response's `data` object as is.
     pub async fn query_raw(&self, promql: &str) -> Result<Value, QueryError> {
-        let url = format!("{}/api/v1/query", self.url());
-        let response = self
-            .client
-            .get(&url)
-            .query(&[("query", promql)])
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| QueryError::Unreachable(format!("GET {url}: {e}")))?;
+        let (url, response) = self.send_query(promql).await?;
         let status = response.status();
         let body: Value = response.json().await.map_err(|e| {
             QueryError::Decode(format!("GET {url}: {status}, body is not JSON: {e}"))
