@@ -54,6 +54,8 @@ pub fn root() -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    // reqwest is built without a crypto provider: every client below needs the process's one.
+    crypto_provider::install();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = args.split_first() else {
         return usage();

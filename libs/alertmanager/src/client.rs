@@ -5,6 +5,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use telemetry::client::HttpClient;
 
 use crate::api::{GettableAlert, GettableSilence, Matcher, PostableAlert, PostableSilence};
 
@@ -97,11 +98,12 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A client for one Alertmanager, e.g. `http://alertmanager:9093` (a path prefix such as
-/// `http://host/alertmanager` is kept). Cheap to clone.
+/// `http://host/alertmanager` is kept), sending through the traced client: each call is a client
+/// span and is timed in `http_client_request_duration_seconds`. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AlertmanagerClient {
     base: Url,
-    http: reqwest::Client,
+    http: HttpClient,
     timeout: Duration,
 }
 
@@ -114,7 +116,7 @@ struct SilenceCreated {
 impl AlertmanagerClient {
     /// A client for the Alertmanager at `base_url`, sending through `http`, with
     /// [`DEFAULT_TIMEOUT`] per request.
-    pub fn new(base_url: impl AsRef<str>, http: reqwest::Client) -> Result<Self> {
+    pub fn new(base_url: impl AsRef<str>, http: HttpClient) -> Result<Self> {
         let text = base_url.as_ref();
         let invalid = |reason: String| Error::InvalidUrl {
             url: text.to_owned(),
@@ -213,11 +215,13 @@ impl AlertmanagerClient {
                 .expect("http(s) URLs have path segments");
             path.pop_if_empty().extend(segments);
         }
-        self.http.request(method, url).timeout(self.timeout)
+        self.http
+            .request(method, url.as_str())
+            .timeout(self.timeout)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
-        let resp = req.send().await.map_err(Error::from_reqwest)?;
+        let resp = self.http.send(req).await.map_err(Error::from_reqwest)?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -255,9 +259,13 @@ fn not_found_as(e: Error, id: &str) -> Error {
 mod tests {
     use super::*;
 
+    fn test_http() -> HttpClient {
+        HttpClient::new(telemetry::client::ClientMetrics::unregistered())
+    }
+
     #[test]
     fn base_url_keeps_a_path_prefix_and_rejects_bad_urls() {
-        let c = AlertmanagerClient::new("http://am:9093/prefix", reqwest::Client::new()).unwrap();
+        let c = AlertmanagerClient::new("http://am:9093/prefix", test_http()).unwrap();
         assert_eq!(c.base_url().as_str(), "http://am:9093/prefix/");
         let req = c
             .request(Method::GET, &["api", "v2", "silence", "a/b c"])
@@ -268,12 +276,12 @@ mod tests {
             "http://am:9093/prefix/api/v2/silence/a%2Fb%20c"
         );
         assert_eq!(req.timeout(), Some(&DEFAULT_TIMEOUT));
-        let c = AlertmanagerClient::new("http://am:9093", reqwest::Client::new()).unwrap();
+        let c = AlertmanagerClient::new("http://am:9093", test_http()).unwrap();
         let req = c.request(Method::GET, &["-", "ready"]).build().unwrap();
         assert_eq!(req.url().as_str(), "http://am:9093/-/ready");
 
         for bad in ["not a url", "ftp://am", "http://am:9093/?x=1", "mailto:a@b"] {
-            let err = AlertmanagerClient::new(bad, reqwest::Client::new()).unwrap_err();
+            let err = AlertmanagerClient::new(bad, test_http()).unwrap_err();
             assert_eq!(err.metric_label(), "invalid_url", "{bad}");
         }
     }

@@ -18,7 +18,11 @@ async fn alertmanager() -> (Alertmanager, HttpSink, AlertmanagerClient) {
             .to_yaml(),
     )
     .await;
-    let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
+    let client = AlertmanagerClient::new(
+        am.url(),
+        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
+    )
+    .unwrap();
     (am, sink, client)
 }
 
@@ -183,8 +187,11 @@ async fn a_rejected_request_is_a_permanent_4xx() {
 #[tokio::test]
 async fn nothing_listening_is_a_transient_connect_failure() {
     let port = testbed::free_port();
-    let dead = AlertmanagerClient::new(format!("http://127.0.0.1:{port}"), reqwest::Client::new())
-        .unwrap();
+    let dead = AlertmanagerClient::new(
+        format!("http://127.0.0.1:{port}"),
+        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
+    )
+    .unwrap();
     let err = dead.ready().await.unwrap_err();
     assert_eq!(err.metric_label(), "connect", "{err:?}");
     assert!(err.is_transient());
@@ -197,7 +204,7 @@ async fn a_silent_server_is_cut_by_the_request_timeout() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent = AlertmanagerClient::new(
         format!("http://{}", listener.local_addr().unwrap()),
-        reqwest::Client::new(),
+        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
     )
     .unwrap()
     .with_timeout(Duration::from_millis(300));

@@ -370,7 +370,10 @@ mod tests {
         reader.duration("UPSTREAM_TIMEOUT", Duration::from_secs(2), ..);
         let err = reader.finish().unwrap_err();
         let expected = duration::parse("soon").unwrap_err();
-        assert_eq!(err.0[0].to_string(), format!("UPSTREAM_TIMEOUT: {expected}"));
+        assert_eq!(
+            err.0[0].to_string(),
+            format!("UPSTREAM_TIMEOUT: {expected}")
+        );
     }
 
     #[test]

@@ -570,6 +570,8 @@ where
             return ExitCode::FAILURE;
         }
     };
+    // Before any TLS client: the OTLP http exporter builds one inside `telemetry::init`.
+    crypto_provider::install();
     let telemetry = match telemetry::init(&ctx.base.telemetry, &ctx.registry) {
         Ok(t) => t,
         Err(e) => {

@@ -122,7 +122,11 @@ async fn a_request_across_two_services_is_one_trace_in_spans_and_logs() {
     env.push(("NEXT_URL", b_url.as_str()));
     let mut a = Service::start("svc-a", &env).await;
 
-    let response = reqwest::get(a.url("/relay")).await.unwrap();
+    let response = testbed::http_client()
+        .get(a.url("/relay"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["relayed"]["hello"], "relay");
@@ -142,7 +146,9 @@ async fn a_request_across_two_services_is_one_trace_in_spans_and_logs() {
         .await;
     let spans = sink.spans();
     if !arrived {
-        let metrics = reqwest::get(a.url("/metrics"))
+        let metrics = testbed::http_client()
+            .get(a.url("/metrics"))
+            .send()
             .await
             .unwrap()
             .text()
@@ -249,7 +255,7 @@ async fn a_dead_collector_adds_no_latency_and_does_not_stall_shutdown() {
         ],
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = testbed::http_client();
     // Warm both up, then compare medians.
     median_latency(&client, &baseline.url("/hello/x"), 20).await;
     median_latency(&client, &down.url("/hello/x"), 20).await;
@@ -306,7 +312,7 @@ async fn a_request_in_flight_when_sigterm_arrives_still_completes() {
     let mut svc = Service::start("drain", &[]).await;
     let url = svc.url("/slow?ms=1500");
     let in_flight = tokio::spawn(async move {
-        let r = reqwest::get(url).await.unwrap();
+        let r = testbed::http_client().get(url).send().await.unwrap();
         (r.status(), r.text().await.unwrap())
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -344,7 +350,7 @@ async fn the_log_filter_changes_at_runtime() {
         ],
     )
     .await;
-    let client = reqwest::Client::new();
+    let client = testbed::http_client();
     client.get(svc.url("/hello/quiet")).send().await.unwrap();
     let put = |body: &'static str, token: Option<&'static str>| {
         let mut r = client.put(svc.url("/admin/log-filter")).body(body);
@@ -384,7 +390,7 @@ async fn the_log_filter_changes_at_runtime() {
 #[tokio::test]
 async fn the_log_filter_is_closed_without_an_admin_token() {
     let mut svc = Service::start("closed", &[]).await;
-    let r = reqwest::Client::new()
+    let r = testbed::http_client()
         .put(svc.url("/admin/log-filter"))
         .bearer_auth("guess")
         .body("")
@@ -451,7 +457,7 @@ async fn connections_and_bodies_are_bounded() {
 
     // A request id over 128 bytes is replaced, not echoed.
     let long = "x".repeat(4096);
-    let r = reqwest::Client::new()
+    let r = testbed::http_client()
         .get(svc.url("/healthz"))
         .header("x-request-id", &long)
         .send()
@@ -491,7 +497,7 @@ async fn connections_over_the_limit_get_a_503_json() {
     // The server sees the closes asynchronously: allow it a while, on a slow machine too.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match reqwest::get(svc.url("/healthz")).await {
+        match testbed::http_client().get(svc.url("/healthz")).send().await {
             Ok(r) if r.status() == 200 => break,
             other if Instant::now() > deadline => {
                 panic!("released connections never freed their places: {other:?}")

@@ -1,5 +1,9 @@
 //! A traced HTTP client: every request gets a client span, carries `traceparent`/`tracestate`
 //! from it, is timed in `http_client_request_duration_seconds`, and has timeouts by default.
+//!
+//! The span records `url.full` without the query; a client whose URLs carry a secret in the path
+//! (a Slack or Teams webhook token) is made with [`HttpClient::redacting_url_paths`] so the
+//! path is recorded as `REDACTED`, as the semantic conventions ask of sensitive URL content.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +30,13 @@ pub struct ClientMetrics {
 impl ClientMetrics {
     /// Creates the metrics and registers them on `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self::unregistered();
+        registry.register(Box::new(metrics.duration.clone()))?;
+        Ok(metrics)
+    }
+
+    /// Metrics kept on no registry: for tools and tests that serve no `/metrics`.
+    pub fn unregistered() -> Self {
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "http_client_request_duration_seconds",
@@ -38,9 +49,9 @@ impl ClientMetrics {
                 "http_response_status_code",
                 "error_type",
             ],
-        )?;
-        registry.register(Box::new(duration.clone()))?;
-        Ok(Self { duration })
+        )
+        .expect("the histogram's options and label names are valid");
+        Self { duration }
     }
 }
 
@@ -49,6 +60,7 @@ impl ClientMetrics {
 pub struct HttpClient {
     inner: reqwest::Client,
     metrics: ClientMetrics,
+    redact_url_paths: bool,
 }
 
 impl HttpClient {
@@ -59,13 +71,26 @@ impl HttpClient {
 
     /// A client with its own connect and whole-request timeouts.
     pub fn with_timeouts(metrics: ClientMetrics, connect: Duration, total: Duration) -> Self {
+        crypto_provider::install();
         let inner = reqwest::Client::builder()
             .connect_timeout(connect)
             .timeout(total)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
-        Self { inner, metrics }
+        Self {
+            inner,
+            metrics,
+            redact_url_paths: false,
+        }
+    }
+
+    /// This client with `url.full` recorded as `scheme://host:port/REDACTED`: for URLs whose path
+    /// is a secret (a webhook token). Method, server address and port are still recorded.
+    #[must_use]
+    pub fn redacting_url_paths(mut self) -> Self {
+        self.redact_url_paths = true;
+        self
     }
 
     /// Starts a request; send it with [`HttpClient::send`] so it is traced.
@@ -88,7 +113,12 @@ impl HttpClient {
         let url = request.url();
         let host = url.host_str().unwrap_or_default().to_owned();
         let port = url.port_or_known_default().unwrap_or_default();
-        let full = format!("{}://{}:{}{}", url.scheme(), host, port, url.path());
+        let path = if self.redact_url_paths {
+            "/REDACTED"
+        } else {
+            url.path()
+        };
+        let full = format!("{}://{}:{}{}", url.scheme(), host, port, path);
         let span = tracing::info_span!(
             "HTTP client request",
             otel.name = %method,
@@ -142,5 +172,58 @@ impl HttpClient {
             .with_label_values(&[&method, &host, &status_label, &error_label])
             .observe(start.elapsed().as_secs_f64());
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    /// Sends one GET for `url` through `client` (to a closed port: the span is recorded all the
+    /// same) and returns the `url.full` of its client span.
+    async fn recorded_url_full(client: HttpClient, path: &str) -> String {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let exporter = InMemorySpanExporter::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let url = format!("http://127.0.0.1:{port}{path}?token=q");
+        let _ = client.send(client.get(&url)).await;
+        let _ = provider.force_flush();
+        let spans = exporter.get_finished_spans().unwrap();
+        let span = spans.first().expect("one client span");
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == "url.full")
+            .map(|kv| kv.value.to_string())
+            .unwrap_or_else(|| format!("no url.full on {span:?}"))
+            .replace(&port.to_string(), "PORT")
+    }
+
+    #[tokio::test]
+    async fn url_full_records_the_path_without_the_query() {
+        let client = HttpClient::new(ClientMetrics::unregistered());
+        assert_eq!(
+            recorded_url_full(client, "/services/T0/B0/secret").await,
+            "http://127.0.0.1:PORT/services/T0/B0/secret"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redacting_client_records_no_path() {
+        let client = HttpClient::new(ClientMetrics::unregistered()).redacting_url_paths();
+        assert_eq!(
+            recorded_url_full(client, "/services/T0/B0/secret").await,
+            "http://127.0.0.1:PORT/REDACTED"
+        );
     }
 }

@@ -229,7 +229,7 @@ mod tests {
     #[tokio::test]
     async fn records_requests_and_answers_the_configured_status() {
         let sink = HttpSink::start().await;
-        let client = reqwest::Client::new();
+        let client = crate::http_client();
         let response = client
             .post(format!("{}/hooks/slack?x=1", sink.url()))
             .header("authorization", "Bearer t")
@@ -276,7 +276,7 @@ mod tests {
         let url = sink.url();
         drop(sink);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let result = reqwest::Client::new()
+        let result = crate::http_client()
             .get(&url)
             .timeout(Duration::from_secs(2))
             .send()

@@ -13,6 +13,8 @@
 //! - [`TestRouter`] calls a service's router without a socket (a [`Reply`] with status, headers,
 //!   text and JSON), [`Served`] serves one on 127.0.0.1:0, and [`Metrics`] reads a `/metrics`
 //!   body sample by sample: the one test-support surface of the organs' and libs' tests.
+//! - [`http_client`] (and [`http_client_builder`]): the bounded plain client tests call servers
+//!   with, built after installing the process's crypto provider (reqwest needs one).
 //! - [`LOKI_DEFAULT_INDEX_ATTRIBUTES`]: what Loki's OTLP ingestion indexes, for tests that check
 //!   log links and Explore queries against the labels Loki really has.
 //!
@@ -69,6 +71,7 @@ pub use crate::alertmanager::{Alertmanager, AlertmanagerConfig, WebhookReceiver}
 pub use crate::http_sink::{HttpSink, RecordedRequest};
 pub use crate::metrics::{MetricSample, Metrics};
 pub use crate::postgres::Postgres;
+pub use crate::process::{http_client, http_client_builder};
 pub use crate::prometheus::{Prometheus, PrometheusOptions, QueryError, RuleFile, Sample};
 pub use crate::promtool::promtool_check_metrics;
 pub use crate::router::{Reply, Served, TestRouter};

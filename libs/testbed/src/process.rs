@@ -318,15 +318,22 @@ where
 }
 
 /// GET `url` and report whether it answered 2xx within a second.
-/// The client testbed talks to its servers with: bounded, so a wedged server fails the test
-/// with a message instead of hanging it (not `telemetry::client`: these calls are test
-/// plumbing, not a service's traced outbound traffic).
-pub(crate) fn http_client() -> reqwest::Client {
+/// The plain client tests (and testbed itself) call servers with: bounded, so a wedged server
+/// fails the test with a message instead of hanging it (not `telemetry::client`: these calls are
+/// test plumbing, not a service's traced outbound traffic).
+pub fn http_client() -> reqwest::Client {
+    http_client_builder()
+        .build()
+        .expect("a reqwest client with timeouts")
+}
+
+/// [`http_client`]'s builder, for a test that sets more (its own timeouts, no pooling): the
+/// process's crypto provider is installed first, which reqwest needs before it builds a client.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    crypto_provider::install();
     reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .expect("a reqwest client with timeouts")
 }
 
 pub(crate) async fn http_ok(client: &reqwest::Client, url: &str) -> bool {

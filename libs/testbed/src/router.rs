@@ -268,7 +268,14 @@ mod tests {
     async fn a_served_router_answers_on_its_port_until_stopped() {
         let served = Served::start(router()).await;
         let url = format!("{}/json", served.url());
-        let body: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let body: Value = crate::http_client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert_eq!(body, json!({"ok": true}));
         let addr = served.addr();
         served.stop().await;

@@ -73,7 +73,11 @@ async fn rule_fires_and_alertmanager_delivers_a_parseable_webhook() {
     assert_eq!(alert.fingerprint, Fingerprint::of_labels(&alert.labels));
 
     // ... and the one its API reports.
-    let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
+    let client = AlertmanagerClient::new(
+        am.url(),
+        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
+    )
+    .unwrap();
     client.ready().await.unwrap();
     let listed = client
         .alerts(&[Matcher::equal("alertname", "TestbedAlwaysFiring")])

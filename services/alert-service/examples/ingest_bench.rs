@@ -62,7 +62,7 @@ async fn main() {
     let alerts_ok = Arc::new(AtomicU64::new(0));
     let messages_ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
-    let client = reqwest::Client::builder()
+    let client = testbed::http_client_builder()
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("client");

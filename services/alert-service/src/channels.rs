@@ -20,6 +20,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use minijinja::Value;
 use secrecy::{ExposeSecret, SecretString};
+use telemetry::client::{HttpClient, Method};
 use tokio::io::AsyncWriteExt as _;
 
 use crate::settings::{ChannelConfig, ChannelKind, ChannelTarget, EmailTarget, TlsMode};
@@ -140,7 +141,7 @@ struct EmailSender {
 /// The senders of every configured channel.
 pub struct Channels {
     senders: BTreeMap<String, (ChannelKind, Sender)>,
-    http: reqwest::Client,
+    http: HttpClient,
 }
 
 impl std::fmt::Debug for Channels {
@@ -171,10 +172,11 @@ fn smtp_transport(t: &EmailTarget) -> Result<AsyncSmtpTransport<Tokio1Executor>,
 }
 
 impl Channels {
-    /// Senders for `channels`; HTTP channels send through `http`.
+    /// Senders for `channels`; HTTP channels send through `http` (made with
+    /// [`HttpClient::redacting_url_paths`]: their URLs carry tokens).
     pub fn new(
         channels: &BTreeMap<String, ChannelConfig>,
-        http: reqwest::Client,
+        http: HttpClient,
     ) -> Result<Self, String> {
         let mut senders = BTreeMap::new();
         for (name, c) in channels {
@@ -260,11 +262,13 @@ impl Channels {
     }
 
     async fn post(&self, url: &SecretString, body: &serde_json::Value) -> Result<(), SendError> {
+        let request = self
+            .http
+            .request(Method::POST, url.expose_secret())
+            .json(body);
         let response = self
             .http
-            .post(url.expose_secret())
-            .json(body)
-            .send()
+            .send(request)
             .await
             // `without_url`: the webhook URL carries its token; keep it out of errors and logs.
             .map_err(|e| SendError::transient(format!("HTTP: {}", e.without_url())))?;

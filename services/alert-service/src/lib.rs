@@ -103,16 +103,13 @@ impl Collaborators {
             use secrecy::ExposeSecret as _;
             Store::connect(config.database_url.expose_secret()).await?
         };
-        // Channels and Alertmanager keep a plain client: the traced one records `url.full`,
-        // and a Slack or Teams webhook URL carries its token in the path; the Alertmanager
-        // client (libs/alertmanager, shared with auto-healer) takes a `reqwest::Client`.
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(settings.delivery.send_timeout)
-            .build()
-            .map_err(|e| StartError::Channel(e.to_string()))?;
-        let channels =
-            Arc::new(Channels::new(&settings.channels, http.clone()).map_err(StartError::Channel)?);
+        let http =
+            ctx.http_client_with_timeouts(Duration::from_secs(3), settings.delivery.send_timeout);
+        // A Slack or Teams webhook URL carries its token in the path: keep it out of the spans.
+        let channels = Arc::new(
+            Channels::new(&settings.channels, http.clone().redacting_url_paths())
+                .map_err(StartError::Channel)?,
+        );
         let alertmanager = match &config.alertmanager_url {
             Some(url) => Some(
                 AlertmanagerClient::new(url, http.clone())?.with_timeout(Duration::from_secs(5)),
@@ -186,7 +183,6 @@ impl AppState {
     /// (stopped by the context's shutdown token or [`AppState::shutdown`]). In Kubernetes mode
     /// (`ALERT_SERVICE_KUBERNETES`), enrichment uses the in-cluster client.
     pub async fn new(ctx: &Context, config: Config) -> Result<Self, StartError> {
-        install_crypto_provider();
         let kube = if config.kubernetes {
             match kube::Client::try_default().await {
                 Ok(c) => Some(c),
@@ -207,7 +203,6 @@ impl AppState {
         config: Config,
         kube: Option<kube::Client>,
     ) -> Result<Self, StartError> {
-        install_crypto_provider();
         let parts = Collaborators::open(ctx, &config, kube).await?;
         let probe = parts.store.clone();
         ctx.readiness.add("outbox-database", move || {
@@ -325,11 +320,6 @@ impl AppState {
         }
         background.store.close().await;
     }
-}
-
-fn install_crypto_provider() {
-    // reqwest brings aws-lc-rs, kube and lettre ring: pick one for the process (TOOLING.md).
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
 /// The service's routes.

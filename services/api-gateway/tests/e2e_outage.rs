@@ -46,7 +46,7 @@ async fn a_database_outage_is_a_fast_503_and_recovery_keeps_the_data() {
         &common::closed_url(),
     ));
     let gateway = common::serve_assembled(ctx, router).await;
-    let client = reqwest::Client::builder()
+    let client = testbed::http_client_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();

@@ -81,7 +81,7 @@ async fn user_lookups_are_one_trace_from_gateway_to_database() {
     ));
     let gateway = common::serve_assembled(gw_ctx, gw_router).await;
 
-    let client = reqwest::Client::builder()
+    let client = testbed::http_client_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();

@@ -53,7 +53,7 @@ async fn main() {
     let addr = listener.local_addr().expect("addr");
     let router = service_kit::assemble(&ctx, app(state));
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
-    let client = reqwest::Client::new();
+    let client = testbed::http_client();
     let url = format!("http://{addr}/webhook/alertmanager");
 
     let mut latencies = Vec::with_capacity(n);

@@ -114,8 +114,6 @@ impl AppState {
         };
         let parts = match mode {
             PlatformChoice::Kubernetes => {
-                // kube brings ring, reqwest aws-lc-rs: pick one process-wide provider.
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
                 let client = kube::Client::try_default()
                     .await
                     .map_err(|e| StartError::Kube(e.to_string()))?;
@@ -171,7 +169,7 @@ impl AppState {
         let alertmanager = match &config.alertmanager_url {
             Some(url) => Some(alertmanager::AlertmanagerClient::new(
                 url,
-                reqwest::Client::new(),
+                ctx.http_client(),
             )?),
             None => None,
         };

@@ -55,7 +55,11 @@ async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
         let _ = axum::serve(listener, service_kit::assemble(&ctx, app(state))).await;
     });
 
-    let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
+    let client = AlertmanagerClient::new(
+        am.url(),
+        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
+    )
+    .unwrap();
     client
         .post_alerts(&[PostableAlert::new([
             ("alertname", "PodCrashLooping"),
@@ -126,7 +130,7 @@ async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
             ("remediation", "restart-pod"),
         ]))
         .build();
-    let resp = reqwest::Client::new()
+    let resp = testbed::http_client()
         .post(format!("{healer}/webhook/alertmanager"))
         .bearer_auth("hook-token")
         .json(&forged)

@@ -149,7 +149,7 @@ async fn serve(router: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
 }
 
 async fn healthy(url: &str) -> bool {
-    let c = reqwest::Client::new();
+    let c = testbed::http_client();
     for p in ["/healthz", "/readyz"] {
         match c
             .get(format!("{url}{p}"))
@@ -269,7 +269,7 @@ async fn kill_heart_and_alert(s: &Scenario) -> Instant {
     let body =
         serde_json::to_vec(&WebhookMessage::builder("auto-healer").alert(alert).build()).unwrap();
     let start = Instant::now();
-    let resp = reqwest::Client::new()
+    let resp = testbed::http_client()
         .post(format!("{}/webhook/alertmanager", s.healer_url))
         .bearer_auth("local-healer-token")
         .header("content-type", "application/json")
@@ -282,7 +282,9 @@ async fn kill_heart_and_alert(s: &Scenario) -> Instant {
 }
 
 async fn actions(s: &Scenario) -> Vec<Value> {
-    let v: Value = reqwest::get(format!("{}/api/v1/actions", s.healer_url))
+    let v: Value = testbed::http_client()
+        .get(format!("{}/api/v1/actions", s.healer_url))
+        .send()
         .await
         .unwrap()
         .json()
@@ -332,7 +334,9 @@ async fn a_killed_organ_is_restarted_through_the_launcher_and_verified() {
         "healed"
     );
     // Metrics.
-    let metrics = reqwest::get(format!("{}/metrics", s.healer_url))
+    let metrics = testbed::http_client()
+        .get(format!("{}/metrics", s.healer_url))
+        .send()
         .await
         .unwrap()
         .text()
@@ -408,7 +412,9 @@ async fn dry_run_records_the_decision_and_changes_nothing() {
         state["dry_run"]["subjects"]["service/heart"]["attempts"][0]["outcome"], "dry-run",
         "{state}"
     );
-    let metrics = reqwest::get(format!("{}/metrics", s.healer_url))
+    let metrics = testbed::http_client()
+        .get(format!("{}/metrics", s.healer_url))
+        .send()
         .await
         .unwrap()
         .text()

@@ -201,7 +201,6 @@ impl AppState {
     /// stopping on the context's shutdown token.
     pub async fn new(ctx: &Context, config: Config) -> Result<Self, StartError> {
         let client = if config.mode == Environment::Kubernetes {
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             Some(kube::Client::try_default().await?)
         } else {
             None
@@ -313,12 +312,8 @@ impl AppState {
         }
 
         let (sink, ready) = if let Some(url) = &config.alertmanager_url {
-            // libs/alertmanager takes a plain reqwest::Client (it bounds each request itself).
-            let http = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .timeout(Duration::from_secs(5))
-                .build()
-                .unwrap_or_default();
+            let http =
+                ctx.http_client_with_timeouts(Duration::from_secs(2), Duration::from_secs(5));
             let client = alertmanager::AlertmanagerClient::new(url, http)?;
             let check = client.clone().with_timeout(Duration::from_millis(900));
             ctx.readiness.add("alertmanager", move || {

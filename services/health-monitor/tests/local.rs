@@ -161,7 +161,11 @@ async fn a_stopped_service_is_a_finding_within_two_seconds_and_resolves_when_bac
     );
     let state = AppState::with_kube_client(&ctx, config, None).unwrap();
     let router = service_kit::assemble(&ctx, health_monitor::app(state.clone()));
-    let am_client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
+    let am_client = AlertmanagerClient::new(
+        am.url(),
+        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
+    )
+    .unwrap();
 
     // Healthy first.
     tokio::time::sleep(Duration::from_millis(700)).await;

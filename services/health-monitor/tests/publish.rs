@@ -53,7 +53,11 @@ async fn a_finding_fires_in_alertmanager_with_the_contract_labels_and_resolves()
             .to_yaml(),
     )
     .await;
-    let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
+    let client = AlertmanagerClient::new(
+        am.url(),
+        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
+    )
+    .unwrap();
     let (_registry, m) = metrics();
     let mut publisher = Publisher::new(
         Sink::Alertmanager(client.clone()),
@@ -150,10 +154,12 @@ async fn a_finding_fires_in_alertmanager_with_the_contract_labels_and_resolves()
 #[tokio::test]
 async fn an_unreachable_alertmanager_is_retried_counted_and_bounded() {
     let port = testbed::free_port();
-    let client =
-        AlertmanagerClient::new(format!("http://127.0.0.1:{port}"), reqwest::Client::new())
-            .unwrap()
-            .with_timeout(Duration::from_millis(500));
+    let client = AlertmanagerClient::new(
+        format!("http://127.0.0.1:{port}"),
+        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
+    )
+    .unwrap()
+    .with_timeout(Duration::from_millis(500));
     let (_registry, m) = metrics();
     let config = PublishConfig {
         queue_capacity: 2,

@@ -35,7 +35,7 @@ async fn the_crash_fault_exits_non_zero_after_logging() {
         .unwrap();
     let mut heart = Killed(child);
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
+    let client = testbed::http_client_builder()
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();

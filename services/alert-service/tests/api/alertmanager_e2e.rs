@@ -42,7 +42,11 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
     )
     .await;
 
-    let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
+    let client = AlertmanagerClient::new(
+        am.url(),
+        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
+    )
+    .unwrap();
     let alert = PostableAlert::new([
         ("alertname", "E2EHeartDown"),
         ("severity", "critical"),

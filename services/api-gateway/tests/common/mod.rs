@@ -30,7 +30,7 @@ impl Running {
 
     /// Sets this service's chaos faults through its own `POST /chaos`.
     pub async fn chaos(&self, faults: serde_json::Value) {
-        let resp = reqwest::Client::new()
+        let resp = testbed::http_client()
             .post(format!("{}/chaos", self.url()))
             .bearer_auth(CHAOS_TOKEN)
             .json(&faults)

@@ -131,7 +131,7 @@ pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    testbed::http_client_builder()
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap()
