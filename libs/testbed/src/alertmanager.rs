@@ -6,8 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::free_port;
-use crate::process::{self, NotReady, ServerProcess, args, http_ok};
+use crate::process::{self, ServerProcess, args};
 use crate::prometheus::duration_text;
 
 /// A single-node Alertmanager on 127.0.0.1 (binary `prometheus-alertmanager`, gossip disabled),
@@ -25,44 +24,26 @@ impl Alertmanager {
     /// URL is its own `http://127.0.0.1:PORT`.
     pub async fn start(config_yaml: &str) -> Self {
         let binary = process::require_program("prometheus-alertmanager");
-        let dir = tempfile::Builder::new()
-            .prefix("testbed-alertmanager-")
-            .tempdir()
-            .expect("create a temp dir");
+        let dir = process::temp_dir("alertmanager");
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, config_yaml).expect("write alertmanager.yml");
-        let client = process::http_client();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port();
-            let cmd = process::command(
-                &binary,
-                &args([
-                    format!("--config.file={}", config_path.display()),
-                    format!("--storage.path={}", dir.path().join("data").display()),
-                    format!("--web.listen-address=127.0.0.1:{port}"),
-                    format!("--web.external-url=http://127.0.0.1:{port}"),
-                    "--cluster.listen-address=".to_owned(),
-                ]),
-                None,
-                true,
-            );
-            let mut process =
-                ServerProcess::spawn("alertmanager", cmd, &dir.path().join("alertmanager.log"));
-            let ready = format!("http://127.0.0.1:{port}/-/ready");
-            match process.wait_ready(|| http_ok(&client, &ready)).await {
-                Ok(()) => {
-                    return Self {
-                        process,
-                        port,
-                        client,
-                        dir,
-                    };
-                }
-                Err(NotReady::Exited(_)) if attempt < 3 && process.lost_port_race() => continue,
-                Err(why) => process.fail(why),
-            }
+        let (binary, dir_path) = (&binary, dir.path());
+        let (process, port) = process::start_on_free_port(move |port| {
+            let arguments = args([
+                format!("--config.file={}", config_path.display()),
+                format!("--storage.path={}", dir_path.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                format!("--web.external-url=http://127.0.0.1:{port}"),
+                "--cluster.listen-address=".to_owned(),
+            ]);
+            process::launch_ready_server("alertmanager", binary, arguments, dir_path, port)
+        })
+        .await;
+        Self {
+            process,
+            port,
+            client: process::http_client(),
+            dir,
         }
     }
 
@@ -89,21 +70,7 @@ impl Alertmanager {
     /// Replaces the config and `POST /-/reload`s it; panics if Alertmanager rejects it.
     pub async fn reload(&self, config_yaml: &str) {
         std::fs::write(self.config_path(), config_yaml).expect("write alertmanager.yml");
-        let url = format!("{}/-/reload", self.url());
-        let response = self
-            .client
-            .post(&url)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert!(
-            status.is_success(),
-            "POST {url}: {status}: {body}\n{}",
-            self.log_tail()
-        );
+        process::post_reload(&self.client, &self.url(), || self.log_tail()).await;
     }
 }
 

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::free_port;
+
 /// How long a server may take to become ready. Generous: CI machines have 2 cores and may be
 /// compiling at the same time.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -276,6 +278,71 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A temp dir `testbed-<name>-…` for one server's config, data and log.
+pub(crate) fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("testbed-{name}-"))
+        .tempdir()
+        .expect("create a temp dir")
+}
+
+/// Starts a server on a free port: `launch(port)` spawns it and waits until it is ready. A start
+/// that lost the race for the port (another process took it between [`free_port`] and the bind)
+/// is tried again on another port, three times at most; any other failure panics with the log
+/// tail.
+pub(crate) async fn start_on_free_port<F, Fut>(mut launch: F) -> (ServerProcess, u16)
+where
+    F: FnMut(u16) -> Fut,
+    Fut: Future<Output = (ServerProcess, Result<(), NotReady>)>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port();
+        let (mut process, ready) = launch(port).await;
+        match ready {
+            Ok(()) => return (process, port),
+            Err(NotReady::Exited(_)) if attempt < 3 && process.lost_port_race() => {}
+            Err(why) => process.fail(why),
+        }
+    }
+}
+
+/// Spawns a Prometheus-family server binary (`binary` with `arguments`, dying with this thread),
+/// output to `<dir>/<name>.log`, and waits until `GET http://127.0.0.1:<port>/-/ready` is 2xx.
+pub(crate) async fn launch_ready_server(
+    name: &str,
+    binary: &Path,
+    arguments: Vec<OsString>,
+    dir: &Path,
+    port: u16,
+) -> (ServerProcess, Result<(), NotReady>) {
+    let cmd = command(binary, &arguments, None, true);
+    let mut process = ServerProcess::spawn(name, cmd, &dir.join(format!("{name}.log")));
+    let client = http_client();
+    let ready_url = format!("http://127.0.0.1:{port}/-/ready");
+    let ready = process.wait_ready(|| http_ok(&client, &ready_url)).await;
+    (process, ready)
+}
+
+/// `POST <server>/-/reload`, panicking with the server's log tail when it is refused.
+pub(crate) async fn post_reload(client: &reqwest::Client, server_url: &str, log_tail: impl Fn() -> String) {
+    let url = format!("{server_url}/-/reload");
+    let response = client
+        .post(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    assert!(
+        status.is_success(),
+        "POST {url}: {status}: {body}\n{}",
+        log_tail()
+    );
+}
+
 /// Why a server did not become ready.
 #[derive(Debug)]
 pub(crate) enum NotReady {
@@ -317,7 +384,6 @@ where
     items.into_iter().map(Into::into).collect()
 }
 
-/// GET `url` and report whether it answered 2xx within a second.
 /// The client testbed talks to its servers with: bounded, so a wedged server fails the test
 /// with a message instead of hanging it (not `telemetry::client`: these calls are test
 /// plumbing, not a service's traced outbound traffic).
@@ -329,6 +395,7 @@ pub(crate) fn http_client() -> reqwest::Client {
         .expect("a reqwest client with timeouts")
 }
 
+/// GET `url` and report whether it answered 2xx within a second.
 pub(crate) async fn http_ok(client: &reqwest::Client, url: &str) -> bool {
     client
         .get(url)

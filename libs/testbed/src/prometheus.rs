@@ -7,8 +7,7 @@ use reqwest::Url;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::free_port;
-use crate::process::{self, NotReady, ServerProcess, args, http_ok};
+use crate::process::{self, ServerProcess, args};
 
 /// What a [`Prometheus`] scrapes and evaluates.
 #[derive(Debug, Clone)]
@@ -82,46 +81,28 @@ impl Prometheus {
     /// `--web.enable-lifecycle`, and waits for `/-/ready`.
     pub async fn start(options: PrometheusOptions) -> Self {
         let binary = process::require_program("prometheus");
-        let dir = tempfile::Builder::new()
-            .prefix("testbed-prometheus-")
-            .tempdir()
-            .expect("create a temp dir");
+        let dir = process::temp_dir("prometheus");
         let config_path = dir.path().join("prometheus.yml");
-        let client = process::http_client();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port();
-            let config = config_yaml(&options, dir.path(), port);
+        let (binary, options, dir_path) = (&binary, &options, dir.path());
+        let (process, port) = process::start_on_free_port(move |port| {
+            let config = config_yaml(options, dir_path, port);
             std::fs::write(&config_path, config).expect("write prometheus.yml");
-            let cmd = process::command(
-                &binary,
-                &args([
-                    format!("--config.file={}", config_path.display()),
-                    format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-                    format!("--web.listen-address=127.0.0.1:{port}"),
-                    format!("--web.external-url=http://127.0.0.1:{port}/"),
-                    "--rules.alert.resend-delay=1s".to_owned(),
-                    "--web.enable-lifecycle".to_owned(),
-                ]),
-                None,
-                true,
-            );
-            let mut process =
-                ServerProcess::spawn("prometheus", cmd, &dir.path().join("prometheus.log"));
-            let ready = format!("http://127.0.0.1:{port}/-/ready");
-            match process.wait_ready(|| http_ok(&client, &ready)).await {
-                Ok(()) => {
-                    return Self {
-                        process,
-                        port,
-                        client,
-                        dir,
-                    };
-                }
-                Err(NotReady::Exited(_)) if attempt < 3 && process.lost_port_race() => continue,
-                Err(why) => process.fail(why),
-            }
+            let arguments = args([
+                format!("--config.file={}", config_path.display()),
+                format!("--storage.tsdb.path={}", dir_path.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                format!("--web.external-url=http://127.0.0.1:{port}/"),
+                "--rules.alert.resend-delay=1s".to_owned(),
+                "--web.enable-lifecycle".to_owned(),
+            ]);
+            process::launch_ready_server("prometheus", binary, arguments, dir_path, port)
+        })
+        .await;
+        Self {
+            process,
+            port,
+            client: process::http_client(),
+            dir,
         }
     }
 
@@ -204,21 +185,7 @@ impl Prometheus {
 
     /// `POST /-/reload`: re-reads the config and rule files (e.g. after changing a rule file).
     pub async fn reload(&self) {
-        let url = format!("{}/-/reload", self.url());
-        let response = self
-            .client
-            .post(&url)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert!(
-            status.is_success(),
-            "POST {url}: {status}: {body}\n{}",
-            self.log_tail()
-        );
+        process::post_reload(&self.client, &self.url(), || self.log_tail()).await;
     }
 }
 
