@@ -13,6 +13,8 @@
 //! - [`TestRouter`] calls a service's router without a socket (a [`Reply`] with status, headers,
 //!   text and JSON), [`Served`] serves one on 127.0.0.1:0, and [`Metrics`] reads a `/metrics`
 //!   body sample by sample: the one test-support surface of the organs' and libs' tests.
+//! - [`fixtures`]: alerts as the organs raise them (a label-set builder and ready-made
+//!   Alertmanager webhook payloads), the one home of the label sets tests build.
 //! - [`LOKI_DEFAULT_INDEX_ATTRIBUTES`]: what Loki's OTLP ingestion indexes, for tests that check
 //!   log links and Explore queries against the labels Loki really has.
 //!
@@ -25,6 +27,7 @@
 //! panics with "X not found: run `bash ci/install-test-deps.sh` (cargo xtask test does)".
 
 mod alertmanager;
+pub mod fixtures;
 mod http_sink;
 #[cfg(feature = "kube-mock")]
 pub mod kube_mock;

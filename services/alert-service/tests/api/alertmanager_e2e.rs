@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use alertmanager::{AlertmanagerClient, PostableAlert, SilenceState};
+use alertmanager::{AlertmanagerClient, SilenceState};
+use axum::body::Body;
+use http::{Method, Request};
 use serde_json::{Value, json};
-use testbed::{Alertmanager, AlertmanagerConfig, HttpSink};
+use testbed::fixtures::alert;
+use testbed::{Alertmanager, AlertmanagerConfig, HttpSink, Reply};
 
 use crate::helpers::{FAST_DELIVERY, TestApp, db_dir};
 
@@ -43,14 +46,12 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
     .await;
 
     let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
-    let alert = PostableAlert::new([
-        ("alertname", "E2EHeartDown"),
-        ("severity", "critical"),
-        ("service", "heart"),
-        ("namespace", "organism"),
-    ])
-    .with_annotation("summary", "heart is down")
-    .with_annotation("runbook_url", "https://runbooks.organism.dev/HeartDown");
+    let alert = alert("E2EHeartDown")
+        .critical()
+        .service("heart")
+        .summary("heart is down")
+        .annotation("runbook_url", "https://runbooks.organism.dev/HeartDown")
+        .postable();
     let fp = alert.fingerprint().to_string();
     client
         .post_alerts(std::slice::from_ref(&alert))
@@ -68,8 +69,8 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
 
     // Acknowledge: a silence on every label, visible in Alertmanager's API.
     // Without a signed link, with a tampered or expired one, or cross-site: nothing is created.
-    let link = app.ack_url(&fp);
-    let base = format!("{}/api/v1/alerts/{fp}/ack", app.url);
+    let link = app.ack_path(&fp);
+    let base = format!("/api/v1/alerts/{fp}/ack");
     let expired = {
         let s = alert_service::ack_link::Signer::new(
             crate::helpers::ACK_KEY.to_owned().into(),
@@ -81,57 +82,41 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
     let tampered = link.replace("&sig=", "&sig=00");
     let other_alert = {
         let q = link.split_once('?').unwrap().1;
-        format!("{}/api/v1/alerts/0123456789abcdef/ack?{q}", app.url)
+        format!("/api/v1/alerts/0123456789abcdef/ack?{q}")
     };
-    for (url, status) in [
+    for (path, status) in [
         (base.clone(), 401),
         (tampered, 403),
         (other_alert, 403),
         (expired, 410),
     ] {
-        let r = app
-            .client
-            .post(&url)
-            .json(&json!({"by": "mallory", "duration_minutes": 30}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), status, "{url}");
-        let body: Value = r.json().await.unwrap();
-        assert!(body["error"]["code"].is_string(), "{body}");
+        let r = post(&app, &path, json!({"by": "mallory", "duration_minutes": 30})).await;
+        assert_eq!(r.status, status, "{path}");
+        assert!(r.error_code().is_some(), "{}", r.text);
     }
-    let r = app
-        .client
-        .post(&link)
+    let cross_site = Request::post(&link)
         .header("origin", "http://evil.example")
-        .json(&json!({"by": "mallory"}))
-        .send()
-        .await
+        .header("content-type", "application/json")
+        .body(Body::from(json!({"by": "mallory"}).to_string()))
         .unwrap();
-    assert_eq!(r.status(), 403, "cross-site");
+    assert_eq!(app.api.send(cross_site).await.status, 403, "cross-site");
     let r = app
-        .client
-        .post(&link)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body("by=mallory")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "a form body from no page of ours");
+        .api
+        .raw(Method::POST, &link, "application/x-www-form-urlencoded", "by=mallory")
+        .await;
+    assert_eq!(r.status, 403, "a form body from no page of ours");
     assert!(
         client.silences().await.unwrap().is_empty(),
         "refused acks created no silence"
     );
-    let r = app
-        .client
-        .post(&link)
-        .json(&json!({"by": "tester", "comment": "on it", "duration_minutes": 30}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let body: Value = r.json().await.unwrap();
-    let silence_id = body["silence"]["id"].as_str().unwrap().to_owned();
+    let r = post(
+        &app,
+        &link,
+        json!({"by": "tester", "comment": "on it", "duration_minutes": 30}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let silence_id = r.body["silence"]["id"].as_str().unwrap().to_owned();
     let s = client.silence(&silence_id).await.unwrap();
     assert_eq!(s.status.state, SilenceState::Active);
     assert_eq!(s.created_by, "tester");
@@ -145,16 +130,9 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
     assert!((29..=30).contains(&minutes), "{minutes}");
 
     // The link works once.
-    let r = app
-        .client
-        .post(&link)
-        .json(&json!({"by": "again"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "link_used");
+    let r = post(&app, &link, json!({"by": "again"})).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.error_code(), Some("link_used"));
     assert_eq!(
         client.silences().await.unwrap().len(),
         1,
@@ -162,43 +140,17 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
     );
 
     // The state read back.
-    let state: Value = app
-        .client
-        .get(format!("{}/api/v1/alerts/{fp}/ack", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = app.get(&base).await.body;
     assert_eq!(state["acknowledged"], true, "{state}");
     assert_eq!(state["acked_by"], "tester");
     assert_eq!(state["silences"][0]["id"], silence_id.as_str());
     assert_eq!(state["silences"][0]["state"], "active");
-    let page = app
-        .client
-        .get(format!("{}/api/v1/alerts/{fp}/ack", app.url))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_html(&app, &base).await;
     assert!(
         page.contains("Acknowledged") && !page.contains("<form"),
         "no form without a signed link: {page}"
     );
-    let page = app
-        .client
-        .get(app.ack_url(&fp))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_html(&app, &app.ack_path(&fp)).await;
     assert!(
         page.contains("<form method=\"post\" action=\"/api/v1/alerts/"),
         "{page}"
@@ -226,33 +178,43 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
 
     // Unknown fingerprints and bad ones.
     let r = app
-        .client
-        .post(app.ack_url("0123456789abcdef"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let r = app
-        .client
-        .get(format!("{}/api/v1/alerts/not-hex/ack", app.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = app
-        .client
-        .post(app.ack_url(&fp))
-        .json(&json!({"duration_minutes": 0}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
+        .api
+        .call(Method::POST, &app.ack_path("0123456789abcdef"), None)
+        .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(app.get("/api/v1/alerts/not-hex/ack").await.status, 400);
+    let r = post(&app, &app.ack_path(&fp), json!({"duration_minutes": 0})).await;
+    assert_eq!(r.status, 422);
     // Alertmanager's own deliveries went through intake (bearer token included).
     let metrics = app.metrics().await;
-    assert!(!metrics.contains("result=\"unauthorized\""), "{metrics}");
     assert!(
-        metrics.contains("alert_service_webhook_messages_total{result=\"accepted\"}"),
-        "{metrics}"
+        !metrics.text().contains("result=\"unauthorized\""),
+        "{}",
+        metrics.text()
+    );
+    assert!(
+        metrics
+            .value(
+                "alert_service_webhook_messages_total",
+                &[("result", "accepted")]
+            )
+            .is_some(),
+        "{}",
+        metrics.text()
     );
     app.stop().await;
+}
+
+/// `POST path` with a JSON body.
+async fn post(app: &TestApp, path: &str, body: Value) -> Reply {
+    app.api.call(Method::POST, path, Some(body)).await
+}
+
+/// `GET path` as a browser asks for it.
+async fn get_html(app: &TestApp, path: &str) -> String {
+    let request = Request::get(path)
+        .header("accept", "text/html")
+        .body(Body::empty())
+        .unwrap();
+    app.api.send(request).await.text
 }

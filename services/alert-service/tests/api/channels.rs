@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use alert_service::config::GrafanaLinks;
 use alert_service::{slack, teams};
-use alertmanager::fixtures;
+use testbed::fixtures;
 use serde_json::Value;
 use testbed::{HttpSink, SmtpSink};
 
@@ -198,13 +198,16 @@ async fn a_failing_channel_does_not_block_intake_or_other_channels() {
     let ok = testbed::wait_until(Duration::from_secs(10), || async {
         app.metrics()
             .await
+            .text()
             .contains("alert_service_notifications_total{channel=\"broken\",result=\"failed\"}")
     })
     .await;
-    assert!(ok, "{}", app.metrics().await);
+    assert!(ok, "{}", app.metrics().await.text());
     // A permanent 4xx goes dead at once.
     sink.set_status(http::StatusCode::BAD_REQUEST);
-    let msg = alertmanager::WebhookMessage::firing("alert-service", [("alertname", "Other")]);
+    let msg = fixtures::webhook("alert-service")
+        .alert(fixtures::alert("Other").firing())
+        .build();
     app.post_message(&msg).await;
     let dead = testbed::wait_until(Duration::from_secs(10), || async {
         app.outbox().await["counts"]["dead"].as_i64() == Some(1)
