@@ -4,73 +4,61 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-use crate::process::{self, ServerProcess, args};
+use crate::process::{self, ReadyServer, args};
 use crate::prometheus::duration_text;
 
 /// A single-node Alertmanager on 127.0.0.1 (binary `prometheus-alertmanager`, gossip disabled),
 /// killed on drop.
 #[derive(Debug)]
 pub struct Alertmanager {
-    process: ServerProcess,
-    port: u16,
-    client: reqwest::Client,
-    dir: TempDir,
+    server: ReadyServer,
 }
 
 impl Alertmanager {
     /// Starts Alertmanager with this `alertmanager.yml` and waits for `/-/ready`. Its external
     /// URL is its own `http://127.0.0.1:PORT`.
     pub async fn start(config_yaml: &str) -> Self {
-        let binary = process::require_program("prometheus-alertmanager");
         let dir = process::temp_dir("alertmanager");
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, config_yaml).expect("write alertmanager.yml");
-        let (binary, dir_path) = (&binary, dir.path());
-        let (process, port) = process::start_on_free_port(move |port| {
-            let arguments = args([
+        let server = ReadyServer::start("alertmanager", "prometheus-alertmanager", dir, |dir, port| {
+            args([
                 format!("--config.file={}", config_path.display()),
-                format!("--storage.path={}", dir_path.join("data").display()),
+                format!("--storage.path={}", dir.join("data").display()),
                 format!("--web.listen-address=127.0.0.1:{port}"),
                 format!("--web.external-url=http://127.0.0.1:{port}"),
                 "--cluster.listen-address=".to_owned(),
-            ]);
-            process::launch_ready_server("alertmanager", binary, arguments, dir_path, port)
+            ])
         })
         .await;
-        Self {
-            process,
-            port,
-            client: process::http_client(),
-            dir,
-        }
+        Self { server }
     }
 
     /// `http://127.0.0.1:PORT` (also its external URL, the `externalURL` of its webhooks).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// The config file in use.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("alertmanager.yml")
+        self.server.dir().join("alertmanager.yml")
     }
 
     /// The last lines of the server's log.
     pub fn log_tail(&self) -> String {
-        self.process.log_tail()
+        self.server.log_tail()
     }
 
     /// Replaces the config and `POST /-/reload`s it; panics if Alertmanager rejects it.
     pub async fn reload(&self, config_yaml: &str) {
         std::fs::write(self.config_path(), config_yaml).expect("write alertmanager.yml");
-        process::post_reload(&self.client, &self.url(), || self.log_tail()).await;
+        self.server.reload().await;
     }
 }
 

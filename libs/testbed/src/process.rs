@@ -308,39 +308,98 @@ where
     }
 }
 
-/// Spawns a Prometheus-family server binary (`binary` with `arguments`, dying with this thread),
-/// output to `<dir>/<name>.log`, and waits until `GET http://127.0.0.1:<port>/-/ready` is 2xx.
-pub(crate) async fn launch_ready_server(
-    name: &str,
-    binary: &Path,
-    arguments: Vec<OsString>,
-    dir: &Path,
-    port: u16,
-) -> (ServerProcess, Result<(), NotReady>) {
-    let cmd = command(binary, &arguments, None, true);
-    let mut process = ServerProcess::spawn(name, cmd, &dir.join(format!("{name}.log")));
-    let client = http_client();
-    let ready_url = format!("http://127.0.0.1:{port}/-/ready");
-    let ready = process.wait_ready(|| http_ok(&client, &ready_url)).await;
-    (process, ready)
+/// Keeps a (re)launched server in `slot`, panicking with its log tail when it did not become
+/// ready.
+pub(crate) fn keep_ready(
+    slot: &mut Option<ServerProcess>,
+    (process, ready): (ServerProcess, Result<(), NotReady>),
+) {
+    let process = slot.insert(process);
+    if let Err(why) = ready {
+        process.fail(why);
+    }
 }
 
-/// `POST <server>/-/reload`, panicking with the server's log tail when it is refused.
-pub(crate) async fn post_reload(client: &reqwest::Client, server_url: &str, log_tail: impl Fn() -> String) {
-    let url = format!("{server_url}/-/reload");
-    let response = client
-        .post(&url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    let status = response.status();
-    let body = response.text().await.unwrap_or_default();
-    assert!(
-        status.is_success(),
-        "POST {url}: {status}: {body}\n{}",
-        log_tail()
-    );
+/// A Prometheus-family server (Prometheus, Alertmanager: `/-/ready`, `/-/reload`) in its own
+/// temp dir on a free port of 127.0.0.1, killed on drop.
+#[derive(Debug)]
+pub(crate) struct ReadyServer {
+    process: ServerProcess,
+    port: u16,
+    client: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+impl ReadyServer {
+    /// Starts `program` with `arguments(dir, port)` (dying with this thread), output to
+    /// `<dir>/<name>.log`, and waits until `GET /-/ready` is 2xx.
+    pub(crate) async fn start(
+        name: &str,
+        program: &str,
+        dir: tempfile::TempDir,
+        mut arguments: impl FnMut(&Path, u16) -> Vec<OsString>,
+    ) -> Self {
+        let binary = require_program(program);
+        let client = http_client();
+        let (binary, client_ref, dir_path) = (&binary, &client, dir.path());
+        let (process, port) = start_on_free_port(move |port| {
+            let cmd = command(binary, &arguments(dir_path, port), None, true);
+            let mut process = ServerProcess::spawn(name, cmd, &dir_path.join(format!("{name}.log")));
+            async move {
+                let ready_url = format!("http://127.0.0.1:{port}/-/ready");
+                let ready = process.wait_ready(|| http_ok(client_ref, &ready_url)).await;
+                (process, ready)
+            }
+        })
+        .await;
+        Self {
+            process,
+            port,
+            client,
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The client testbed talks to the server with.
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub(crate) fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+
+    /// `POST /-/reload`, panicking with the log tail when it is refused.
+    pub(crate) async fn reload(&self) {
+        let url = format!("{}/-/reload", self.url());
+        let response = self
+            .client
+            .post(&url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "POST {url}: {status}: {body}\n{}",
+            self.log_tail()
+        );
+    }
 }
 
 /// Why a server did not become ready.

@@ -213,11 +213,8 @@ impl SmtpSink {
         if self.is_running() {
             return;
         }
-        let (process, ready) = self.launch(self.port).await;
-        let process = self.process.insert(process);
-        if let Err(why) = ready {
-            process.fail(why);
-        }
+        let launched = self.launch(self.port).await;
+        process::keep_ready(&mut self.process, launched);
     }
 
     /// Spawns aiosmtpd on `port` and waits for its greeting.
