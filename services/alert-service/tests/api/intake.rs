@@ -140,56 +140,57 @@ async fn after_bad_input_the_service_keeps_serving_and_sent_nothing_for_it() {
     app.stop().await;
 }
 
-/// An app whose webhook token is `s3cret`.
-async fn app_with_secret() -> (Setup, TestApp) {
+/// The status of the crash-loop payload posted as `content_type` with `token` (and `origin`,
+/// when given) to an app whose webhook token is `s3cret`.
+async fn status_at_app_with_secret(
+    token: Option<&str>,
+    content_type: &str,
+    origin: Option<&str>,
+) -> StatusCode {
     let setup = Setup::new().await;
     let app = setup
         .app_with(|c| c.token = Some("s3cret".to_owned().into()))
         .await;
-    (setup, app)
+    let mut request = webhook_request(token, content_type, crash_loop_body());
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("origin", origin.parse().unwrap());
+    }
+    let status = app.api.send(request).await.status;
+    app.stop().await;
+    status
 }
 
 #[tokio::test]
 async fn a_webhook_without_a_token_is_401() {
-    let (_setup, app) = app_with_secret().await;
-    let request = webhook_request(None, "application/json", crash_loop_body());
-    assert_eq!(app.api.send(request).await.status, 401);
-    app.stop().await;
+    let status = status_at_app_with_secret(None, "application/json", None).await;
+    assert_eq!(status, 401);
 }
 
 #[tokio::test]
 async fn a_webhook_with_a_wrong_token_is_401() {
-    let (_setup, app) = app_with_secret().await;
-    let request = webhook_request(Some("wrong"), "application/json", crash_loop_body());
-    assert_eq!(app.api.send(request).await.status, 401);
-    app.stop().await;
+    let status = status_at_app_with_secret(Some("wrong"), "application/json", None).await;
+    assert_eq!(status, 401);
 }
 
 #[tokio::test]
 async fn a_webhook_that_is_not_json_is_415() {
-    let (_setup, app) = app_with_secret().await;
-    let request = webhook_request(Some("s3cret"), "text/plain", crash_loop_body());
-    assert_eq!(app.api.send(request).await.status, 415);
-    app.stop().await;
+    let status = status_at_app_with_secret(Some("s3cret"), "text/plain", None).await;
+    assert_eq!(status, 415);
 }
 
 #[tokio::test]
 async fn a_cross_site_webhook_is_403() {
-    let (_setup, app) = app_with_secret().await;
-    let mut request = webhook_request(Some("s3cret"), "application/json", crash_loop_body());
-    request
-        .headers_mut()
-        .insert("origin", "http://evil.example".parse().unwrap());
-    assert_eq!(app.api.send(request).await.status, 403);
-    app.stop().await;
+    let origin = Some("http://evil.example");
+    let status = status_at_app_with_secret(Some("s3cret"), "application/json", origin).await;
+    assert_eq!(status, 403);
 }
 
 #[tokio::test]
 async fn a_webhook_with_the_configured_token_is_202() {
-    let (_setup, app) = app_with_secret().await;
-    let request = webhook_request(Some("s3cret"), "application/json", crash_loop_body());
-    assert_eq!(app.api.send(request).await.status, 202);
-    app.stop().await;
+    let status = status_at_app_with_secret(Some("s3cret"), "application/json", None).await;
+    assert_eq!(status, 202);
 }
 
 #[tokio::test]
