@@ -117,11 +117,17 @@ impl TestApp {
     }
 
     async fn gauge(&self, fault: &str) -> i64 {
-        let metrics = testbed::TestRouter::new(self.router.clone()).metrics().await;
+        let metrics = testbed::TestRouter::new(self.router.clone())
+            .metrics()
+            .await;
         metrics
             .value("chaos_fault_active", &[("fault", fault)])
-            .unwrap_or_else(|| panic!("no chaos_fault_active{{fault={fault:?}}} in\n{}", metrics.text()))
-            as i64
+            .unwrap_or_else(|| {
+                panic!(
+                    "no chaos_fault_active{{fault={fault:?}}} in\n{}",
+                    metrics.text()
+                )
+            }) as i64
     }
 }
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use otlp_sink::OtlpSink;
-use testbed::HttpSink;
 use serde_json::{Value, json};
+use testbed::HttpSink;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -248,12 +248,18 @@ async fn a_hung_collector_holds_no_request() {
         .build()
         .unwrap();
     let hello = |client: reqwest::Client, url: String| async move {
-        let r = client.get(url).send().await.expect("answered, not held by an export");
+        let r = client
+            .get(url)
+            .send()
+            .await
+            .expect("answered, not held by an export");
         assert_eq!(r.status(), 200);
     };
     hello(client.clone(), svc.url("/hello/x")).await;
     // An export is now held at the collector, unanswered...
-    collector.wait_for_requests(1, Duration::from_secs(30)).await;
+    collector
+        .wait_for_requests(1, Duration::from_secs(30))
+        .await;
     // ...and requests are answered all the same.
     for _ in 0..20 {
         hello(client.clone(), svc.url("/hello/x")).await;
@@ -265,7 +271,9 @@ async fn a_hung_collector_holds_no_request() {
 async fn a_hung_collector_does_not_stall_shutdown() {
     let (collector, mut svc) = relay_with_a_hung_collector("collector-hung").await;
     reqwest::get(svc.url("/hello/x")).await.unwrap();
-    collector.wait_for_requests(1, Duration::from_secs(30)).await;
+    collector
+        .wait_for_requests(1, Duration::from_secs(30))
+        .await;
     // terminate() allows 10 s; the held export would take 60.
     let (_, status) = svc.terminate().await;
     assert!(status.success(), "{status:?}");

@@ -22,15 +22,20 @@ impl Alertmanager {
         let dir = process::temp_dir("alertmanager");
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, config_yaml).expect("write alertmanager.yml");
-        let server = ReadyServer::start("alertmanager", "prometheus-alertmanager", dir, |dir, port| {
-            args([
-                format!("--config.file={}", config_path.display()),
-                format!("--storage.path={}", dir.join("data").display()),
-                format!("--web.listen-address=127.0.0.1:{port}"),
-                format!("--web.external-url=http://127.0.0.1:{port}"),
-                "--cluster.listen-address=".to_owned(),
-            ])
-        })
+        let server = ReadyServer::start(
+            "alertmanager",
+            "prometheus-alertmanager",
+            dir,
+            |dir, port| {
+                args([
+                    format!("--config.file={}", config_path.display()),
+                    format!("--storage.path={}", dir.join("data").display()),
+                    format!("--web.listen-address=127.0.0.1:{port}"),
+                    format!("--web.external-url=http://127.0.0.1:{port}"),
+                    "--cluster.listen-address=".to_owned(),
+                ])
+            },
+        )
         .await;
         Self { server }
     }

@@ -344,7 +344,8 @@ impl ReadyServer {
         let (binary, client_ref, dir_path) = (&binary, &client, dir.path());
         let (process, port) = start_on_free_port(move |port| {
             let cmd = command(binary, &arguments(dir_path, port), None, true);
-            let mut process = ServerProcess::spawn(name, cmd, &dir_path.join(format!("{name}.log")));
+            let mut process =
+                ServerProcess::spawn(name, cmd, &dir_path.join(format!("{name}.log")));
             async move {
                 let ready_url = format!("http://127.0.0.1:{port}/-/ready");
                 let ready = process.wait_ready(|| http_ok(client_ref, &ready_url)).await;

@@ -56,7 +56,7 @@ impl Reply {
     }
 
     fn from_parts(status: StatusCode, headers: HeaderMap, bytes: &[u8]) -> Self {
-        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let text = String::from_utf8_lossy(bytes).into_owned();
         let body = serde_json::from_slice(bytes).unwrap_or(Value::Null);
         Self {
             status,

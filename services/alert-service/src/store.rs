@@ -631,13 +631,25 @@ impl Store {
     /// The digest's counts for `[from, to)`.
     pub async fn report(&self, from: i64, to: i64) -> Result<ReportCounts> {
         let fired = self
-            .in_window("SELECT COUNT(*) FROM alerts WHERE first_seen >= $1 AND first_seen < $2", from, to)
+            .in_window(
+                "SELECT COUNT(*) FROM alerts WHERE first_seen >= $1 AND first_seen < $2",
+                from,
+                to,
+            )
             .await?;
         let resolved = self
-            .in_window("SELECT COUNT(*) FROM alerts WHERE resolved_at >= $1 AND resolved_at < $2", from, to)
+            .in_window(
+                "SELECT COUNT(*) FROM alerts WHERE resolved_at >= $1 AND resolved_at < $2",
+                from,
+                to,
+            )
             .await?;
         let acknowledged = self
-            .in_window("SELECT COUNT(*) FROM alerts WHERE acked_at >= $1 AND acked_at < $2", from, to)
+            .in_window(
+                "SELECT COUNT(*) FROM alerts WHERE acked_at >= $1 AND acked_at < $2",
+                from,
+                to,
+            )
             .await?;
         let escalated = self.in_window("SELECT COUNT(*) FROM alerts WHERE escalation_level > 0 AND first_seen >= $1 AND first_seen < $2", from, to).await?;
         let sent = self.in_window("SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND updated_at >= $1 AND updated_at < $2", from, to).await?;

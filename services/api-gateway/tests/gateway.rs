@@ -363,7 +363,11 @@ async fn a_slow_upstream_leaves_the_others_served() {
 async fn gateway_at_its_limit(
     organs: &Organs,
     heart: &HttpSink,
-) -> (service_kit::Context, Router, Vec<tokio::task::JoinHandle<StatusCode>>) {
+) -> (
+    service_kit::Context,
+    Router,
+    Vec<tokio::task::JoinHandle<StatusCode>>,
+) {
     let mut config =
         Config::with_upstreams(&organs.users.url(), &heart.url(), &common::closed_url());
     config.max_concurrency = 2;
@@ -384,12 +388,9 @@ async fn load_beyond_the_concurrency_limit_is_shed_with_503_without_queueing() {
     let organs = organs().await;
     let heart = held_upstream().await;
     let (_ctx, gw, slow) = gateway_at_its_limit(&organs, &heart).await;
-    let shed = tokio::time::timeout(
-        Duration::from_secs(30),
-        call(&gw, "GET", "/user/123", None),
-    )
-    .await
-    .expect("shedding must not queue behind the held requests");
+    let shed = tokio::time::timeout(Duration::from_secs(30), call(&gw, "GET", "/user/123", None))
+        .await
+        .expect("shedding must not queue behind the held requests");
     assert_eq!(
         shed.status,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -514,7 +515,11 @@ async fn gateway_chaos_and_metrics() {
 async fn brain_share_full(
     organs: &Organs,
     brain: &HttpSink,
-) -> (service_kit::Context, Router, Vec<tokio::task::JoinHandle<Reply>>) {
+) -> (
+    service_kit::Context,
+    Router,
+    Vec<tokio::task::JoinHandle<Reply>>,
+) {
     let mut config = Config::with_upstreams(&organs.users.url(), &organs.heart.url(), &brain.url());
     config.upstream_concurrency.brain = 3;
     config.max_concurrency = 64;
@@ -526,7 +531,10 @@ async fn brain_share_full(
         })
         .collect();
     brain.wait_for_requests(3, Duration::from_secs(10)).await;
-    assert!(finished(&thinks, 9).await, "the calls over brain's share were not answered");
+    assert!(
+        finished(&thinks, 9).await,
+        "the calls over brain's share were not answered"
+    );
     (ctx, gw, thinks)
 }
 

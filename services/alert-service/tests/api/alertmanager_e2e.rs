@@ -90,7 +90,12 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
         (other_alert, 403),
         (expired, 410),
     ] {
-        let r = post(&app, &path, json!({"by": "mallory", "duration_minutes": 30})).await;
+        let r = post(
+            &app,
+            &path,
+            json!({"by": "mallory", "duration_minutes": 30}),
+        )
+        .await;
         assert_eq!(r.status, status, "{path}");
         assert!(r.error_code().is_some(), "{}", r.text);
     }
@@ -102,7 +107,12 @@ async fn alertmanager_delivers_and_an_ack_silences_the_alert() {
     assert_eq!(app.api.send(cross_site).await.status, 403, "cross-site");
     let r = app
         .api
-        .raw(Method::POST, &link, "application/x-www-form-urlencoded", "by=mallory")
+        .raw(
+            Method::POST,
+            &link,
+            "application/x-www-form-urlencoded",
+            "by=mallory",
+        )
         .await;
     assert_eq!(r.status, 403, "a form body from no page of ours");
     assert!(

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use alert_service::config::GrafanaLinks;
 use alert_service::{slack, teams};
-use testbed::fixtures;
 use serde_json::Value;
+use testbed::fixtures;
 use testbed::{HttpSink, SmtpSink};
 
 use crate::helpers::{FAST_DELIVERY, TestApp, db_dir};

@@ -46,7 +46,11 @@ async fn unacknowledged_critical_alerts_escalate_once_across_two_replicas() {
     let fp = acked.alerts[0].fingerprint.to_string();
     let r = b
         .api
-        .call(Method::POST, &b.ack_path(&fp), Some(json!({"by": "oncall"})))
+        .call(
+            Method::POST,
+            &b.ack_path(&fp),
+            Some(json!({"by": "oncall"})),
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     assert!(

@@ -135,7 +135,10 @@ async fn after_bad_input_the_service_keeps_serving_and_sent_nothing_for_it() {
         .post_message(&fixtures::pod_crash_looping("alert-service"))
         .await;
     assert_eq!(r["notifications"][0]["result"], "queued");
-    setup.sink.wait_for_requests(1, Duration::from_secs(10)).await;
+    setup
+        .sink
+        .wait_for_requests(1, Duration::from_secs(10))
+        .await;
     assert_eq!(setup.sink.requests().len(), 1);
     app.stop().await;
 }
@@ -249,7 +252,10 @@ async fn a_redelivered_webhook_is_a_duplicate_and_sent_once() {
     assert_eq!(first["alerts"], 1);
     let again = app.post_message(&firing).await;
     assert_eq!(again["notifications"][0]["result"], "duplicate", "{again}");
-    let got = setup.sink.wait_for_requests(1, Duration::from_secs(10)).await;
+    let got = setup
+        .sink
+        .wait_for_requests(1, Duration::from_secs(10))
+        .await;
     let sent = got[0].json();
     assert_eq!(sent["status"], "firing");
     assert_eq!(
@@ -276,9 +282,15 @@ async fn the_resolution_of_a_sent_alert_is_a_notification_of_its_own() {
     let (setup, app) = deduplicating_app().await;
     let firing = fixtures::pod_crash_looping("alert-service");
     app.post_message(&firing).await;
-    setup.sink.wait_for_requests(1, Duration::from_secs(10)).await;
+    setup
+        .sink
+        .wait_for_requests(1, Duration::from_secs(10))
+        .await;
     app.post_message(&resolved(&firing)).await;
-    let got = setup.sink.wait_for_requests(2, Duration::from_secs(10)).await;
+    let got = setup
+        .sink
+        .wait_for_requests(2, Duration::from_secs(10))
+        .await;
     assert_eq!(got[0].json()["status"], "firing");
     assert_eq!(got[1].json()["status"], "resolved");
     app.stop().await;
@@ -290,9 +302,15 @@ async fn sent_and_duplicate_notifications_are_counted_per_channel() {
     let firing = fixtures::pod_crash_looping("alert-service");
     app.post_message(&firing).await;
     app.post_message(&firing).await;
-    setup.sink.wait_for_requests(1, Duration::from_secs(10)).await;
+    setup
+        .sink
+        .wait_for_requests(1, Duration::from_secs(10))
+        .await;
     app.post_message(&resolved(&firing)).await;
-    setup.sink.wait_for_requests(2, Duration::from_secs(10)).await;
+    setup
+        .sink
+        .wait_for_requests(2, Duration::from_secs(10))
+        .await;
     let metrics = app.metrics().await;
     let counted = |result| {
         metrics.value(
@@ -321,12 +339,18 @@ async fn sent_and_duplicate_notifications_are_counted_per_channel() {
 async fn truncated_alerts_and_many_alerts_per_message_are_accepted() {
     let (setup, app) = webhook_app().await;
     let alerts = (0..30).map(|i| alert("Many").warning().pod(&format!("p{i}")).firing());
-    let msg = webhook("alert-service").max_alerts(20).alerts(alerts).build();
+    let msg = webhook("alert-service")
+        .max_alerts(20)
+        .alerts(alerts)
+        .build();
     assert_eq!(msg.truncated_alerts, 10);
     let r = app.post_message(&msg).await;
     assert_eq!(r["alerts"], 20);
     assert_eq!(r["truncated_alerts"], 10);
-    let got = setup.sink.wait_for_requests(1, Duration::from_secs(10)).await;
+    let got = setup
+        .sink
+        .wait_for_requests(1, Duration::from_secs(10))
+        .await;
     let body = got[0].json();
     assert_eq!(body["truncated_alerts"], 10);
     assert_eq!(body["title"], "[FIRING:30] Many");
@@ -403,7 +427,10 @@ async fn acks_are_closed_without_a_signing_key() {
     let msg = fixtures::pod_crash_looping("alert-service");
     app.post_message(&msg).await;
     let fp = msg.alerts[0].fingerprint.to_string();
-    let r = app.api.call(http::Method::POST, &app.ack_path(&fp), None).await;
+    let r = app
+        .api
+        .call(http::Method::POST, &app.ack_path(&fp), None)
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     app.stop().await;
 }

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use testbed::fixtures;
 use testbed::SmtpSink;
+use testbed::fixtures;
 
 use crate::helpers::{FAST_DELIVERY, TestApp, db_dir};
 

@@ -106,4 +106,3 @@ pub fn brain_router(mut config: Config) -> (Context, brain::AppState, TestRouter
     let router = service_kit::assemble(&ctx, brain::app(state.clone()));
     (ctx, state, TestRouter::new(router).with_bearer(CHAOS_TOKEN))
 }
-

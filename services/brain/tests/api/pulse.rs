@@ -90,11 +90,7 @@ async fn the_breaker_opens_when_heart_stops_and_closes_when_it_returns() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let a = b.get("/think?pulse=true").await;
     assert_eq!(a.status, 503, "{}", a.text);
-    assert_eq!(
-        breaker_gauge(&b).await,
-        2.0,
-        "a failed probe reopens"
-    );
+    assert_eq!(breaker_gauge(&b).await, 2.0, "a failed probe reopens");
     assert_fails_fast(&b).await;
 
     // heart returns on the same address; after the cool-down the probe closes the breaker.
@@ -105,10 +101,7 @@ async fn the_breaker_opens_when_heart_stops_and_closes_when_it_returns() {
     assert_eq!(a.body["pulse"]["beat"], 1, "the new heart beat: {}", a.text);
     assert_eq!(breaker_gauge(&b).await, 0.0);
     for _ in 0..5 {
-        assert_eq!(
-            b.get("/think?pulse=true").await.status,
-            200
-        );
+        assert_eq!(b.get("/think?pulse=true").await.status, 200);
     }
     heart.stop().await;
     brain.stop().await;
@@ -119,10 +112,7 @@ async fn a_slow_heart_opens_the_breaker_too() {
     let heart = spawn_heart().await;
     let brain = spawn_brain(&heart.url(), quick_breaker()).await;
     let b = brain.client();
-    assert_eq!(
-        b.get("/think?pulse=true").await.status,
-        200
-    );
+    assert_eq!(b.get("/think?pulse=true").await.status, 200);
 
     // heart takes 1 s per beat; brain's attempts time out after 300 ms and are not retried.
     let heart_chaos = heart.client().with_bearer(CHAOS_TOKEN);
@@ -147,18 +137,15 @@ async fn a_slow_heart_opens_the_breaker_too() {
     assert_fails_fast(&b).await;
 
     assert_eq!(
-        heart_chaos.call(Method::DELETE, "/chaos", None).await.status,
+        heart_chaos
+            .call(Method::DELETE, "/chaos", None)
+            .await
+            .status,
         200
     );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(
-        b.get("/think?pulse=true").await.status,
-        200
-    );
-    assert_eq!(
-        breaker_gauge(&b).await,
-        BreakerState::Closed as i32 as f64
-    );
+    assert_eq!(b.get("/think?pulse=true").await.status, 200);
+    assert_eq!(breaker_gauge(&b).await, BreakerState::Closed as i32 as f64);
     heart.stop().await;
     brain.stop().await;
 }
