@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use serde_json::{Value, json};
 use testbed::{HttpSink, Reply, TestRouter};
+use tokio::task::JoinHandle;
 
 /// One call through testbed's [`TestRouter`] (with the chaos token); a body, when there is one,
 /// must be JSON.
@@ -43,8 +44,18 @@ async fn held_upstream() -> HttpSink {
     upstream
 }
 
+/// `n` calls of `GET path` sent at once.
+fn spawn_calls(gw: &Router, n: usize, path: &'static str) -> Vec<JoinHandle<Reply>> {
+    (0..n)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { call(&gw, "GET", path, None).await })
+        })
+        .collect()
+}
+
 /// Waits (bounded, generously) until `n` of `tasks` have finished.
-async fn finished<T>(tasks: &[tokio::task::JoinHandle<T>], n: usize) -> bool {
+async fn finished<T>(tasks: &[JoinHandle<T>], n: usize) -> bool {
     testbed::wait_until(Duration::from_secs(30), || async {
         tasks.iter().filter(|t| t.is_finished()).count() >= n
     })
@@ -358,26 +369,17 @@ async fn a_slow_upstream_leaves_the_others_served() {
     assert_eq!(slow.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
 }
 
-/// A gateway allowing `max_concurrency` requests, with `/beat` held at heart by `held` and two
+/// A gateway allowing two requests at a time, with `/beat` held at `heart` and two
 /// such requests in flight (each holding a permit).
 async fn gateway_at_its_limit(
     organs: &Organs,
     heart: &HttpSink,
-) -> (
-    service_kit::Context,
-    Router,
-    Vec<tokio::task::JoinHandle<StatusCode>>,
-) {
+) -> (service_kit::Context, Router, Vec<JoinHandle<Reply>>) {
     let mut config =
         Config::with_upstreams(&organs.users.url(), &heart.url(), &common::closed_url());
     config.max_concurrency = 2;
     let (ctx, gw) = common::gateway_router(config);
-    let slow: Vec<_> = (0..2)
-        .map(|_| {
-            let gw = gw.clone();
-            tokio::spawn(async move { call(&gw, "GET", "/beat", None).await.status })
-        })
-        .collect();
+    let slow = spawn_calls(&gw, 2, "/beat");
     // Both took their permits: they are at the upstream.
     heart.wait_for_requests(2, Duration::from_secs(10)).await;
     (ctx, gw, slow)
@@ -423,7 +425,7 @@ async fn permits_are_given_back_when_requests_finish() {
     let (_ctx, gw, slow) = gateway_at_its_limit(&organs, &heart).await;
     heart.release();
     for task in slow {
-        assert_eq!(task.await.unwrap(), StatusCode::OK);
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
     }
     assert_eq!(
         call(&gw, "GET", "/user/123", None).await.status,
@@ -515,21 +517,12 @@ async fn gateway_chaos_and_metrics() {
 async fn brain_share_full(
     organs: &Organs,
     brain: &HttpSink,
-) -> (
-    service_kit::Context,
-    Router,
-    Vec<tokio::task::JoinHandle<Reply>>,
-) {
+) -> (service_kit::Context, Router, Vec<JoinHandle<Reply>>) {
     let mut config = Config::with_upstreams(&organs.users.url(), &organs.heart.url(), &brain.url());
     config.upstream_concurrency.brain = 3;
     config.max_concurrency = 64;
     let (ctx, gw) = common::gateway_router(config);
-    let thinks: Vec<_> = (0..12)
-        .map(|_| {
-            let gw = gw.clone();
-            tokio::spawn(async move { call(&gw, "GET", "/think?ms=1", None).await })
-        })
-        .collect();
+    let thinks = spawn_calls(&gw, 12, "/think?ms=1");
     brain.wait_for_requests(3, Duration::from_secs(10)).await;
     assert!(
         finished(&thinks, 9).await,

@@ -277,20 +277,33 @@ async fn a_redelivered_webhook_is_a_duplicate_and_sent_once() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn the_resolution_of_a_sent_alert_is_a_notification_of_its_own() {
-    let (setup, app) = deduplicating_app().await;
-    let firing = fixtures::pod_crash_looping("alert-service");
-    app.post_message(&firing).await;
+/// Posts `firing` `times` times, waits for its notification, then posts its resolution and
+/// waits for that one: the two notifications sent.
+async fn fire_then_resolve(
+    setup: &Setup,
+    app: &TestApp,
+    firing: &alertmanager::WebhookMessage,
+    times: usize,
+) -> Vec<testbed::RecordedRequest> {
+    for _ in 0..times {
+        app.post_message(firing).await;
+    }
     setup
         .sink
         .wait_for_requests(1, Duration::from_secs(10))
         .await;
-    app.post_message(&resolved(&firing)).await;
-    let got = setup
+    app.post_message(&resolved(firing)).await;
+    setup
         .sink
         .wait_for_requests(2, Duration::from_secs(10))
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn the_resolution_of_a_sent_alert_is_a_notification_of_its_own() {
+    let (setup, app) = deduplicating_app().await;
+    let firing = fixtures::pod_crash_looping("alert-service");
+    let got = fire_then_resolve(&setup, &app, &firing, 1).await;
     assert_eq!(got[0].json()["status"], "firing");
     assert_eq!(got[1].json()["status"], "resolved");
     app.stop().await;
@@ -300,17 +313,7 @@ async fn the_resolution_of_a_sent_alert_is_a_notification_of_its_own() {
 async fn sent_and_duplicate_notifications_are_counted_per_channel() {
     let (setup, app) = deduplicating_app().await;
     let firing = fixtures::pod_crash_looping("alert-service");
-    app.post_message(&firing).await;
-    app.post_message(&firing).await;
-    setup
-        .sink
-        .wait_for_requests(1, Duration::from_secs(10))
-        .await;
-    app.post_message(&resolved(&firing)).await;
-    setup
-        .sink
-        .wait_for_requests(2, Duration::from_secs(10))
-        .await;
+    fire_then_resolve(&setup, &app, &firing, 2).await;
     let metrics = app.metrics().await;
     let counted = |result| {
         metrics.value(
