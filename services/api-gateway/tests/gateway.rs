@@ -54,6 +54,22 @@ fn spawn_calls(gw: &Router, n: usize, path: &'static str) -> Vec<JoinHandle<Repl
         .collect()
 }
 
+/// A gateway over `config` with `n` calls of `GET path` sent at once, returned when `upstream`
+/// (holding them) has received `arrived` of them.
+async fn calls_in_flight(
+    config: Config,
+    upstream: &HttpSink,
+    (n, path): (usize, &'static str),
+    arrived: usize,
+) -> (service_kit::Context, Router, Vec<JoinHandle<Reply>>) {
+    let (ctx, gw) = common::gateway_router(config);
+    let calls = spawn_calls(&gw, n, path);
+    upstream
+        .wait_for_requests(arrived, Duration::from_secs(10))
+        .await;
+    (ctx, gw, calls)
+}
+
 /// Waits (bounded, generously) until `n` of `tasks` have finished.
 async fn finished<T>(tasks: &[JoinHandle<T>], n: usize) -> bool {
     testbed::wait_until(Duration::from_secs(30), || async {
@@ -330,14 +346,19 @@ async fn a_down_upstream_leaves_the_others_served() {
     assert_eq!(call(&gw, "GET", "/beat", None).await.status, StatusCode::OK);
 }
 
+/// The gateway with `heart` as its heart and a 300 ms upstream timeout.
+fn gateway_with_slow_heart(organs: &Organs, heart: &HttpSink) -> Config {
+    let mut config =
+        Config::with_upstreams(&organs.users.url(), &heart.url(), &common::closed_url());
+    config.upstream_timeout = Duration::from_millis(300);
+    config
+}
+
 #[tokio::test]
 async fn a_slow_upstream_is_a_504_after_the_upstream_timeout() {
     let organs = organs().await;
     let heart = held_upstream().await;
-    let mut config =
-        Config::with_upstreams(&organs.users.url(), &heart.url(), &common::closed_url());
-    config.upstream_timeout = Duration::from_millis(300);
-    let (_ctx, gw) = common::gateway_router(config);
+    let (_ctx, gw) = common::gateway_router(gateway_with_slow_heart(&organs, &heart));
     let start = Instant::now();
     let r = call(&gw, "GET", "/beat", None).await;
     let took = start.elapsed();
@@ -353,20 +374,15 @@ async fn a_slow_upstream_is_a_504_after_the_upstream_timeout() {
 async fn a_slow_upstream_leaves_the_others_served() {
     let organs = organs().await;
     let heart = held_upstream().await;
-    let mut config =
-        Config::with_upstreams(&organs.users.url(), &heart.url(), &common::closed_url());
-    config.upstream_timeout = Duration::from_millis(300);
-    let (_ctx, gw) = common::gateway_router(config);
-    let slow = {
-        let gw = gw.clone();
-        tokio::spawn(async move { call(&gw, "GET", "/beat", None).await.status })
-    };
-    heart.wait_for_requests(1, Duration::from_secs(10)).await;
+    let config = gateway_with_slow_heart(&organs, &heart);
+    let (_ctx, gw, slow) = calls_in_flight(config, &heart, (1, "/beat"), 1).await;
     assert_eq!(
         call(&gw, "GET", "/user/123", None).await.status,
         StatusCode::OK
     );
-    assert_eq!(slow.await.unwrap(), StatusCode::GATEWAY_TIMEOUT);
+    for task in slow {
+        assert_eq!(task.await.unwrap().status, StatusCode::GATEWAY_TIMEOUT);
+    }
 }
 
 /// A gateway allowing two requests at a time, with `/beat` held at `heart` and two
@@ -378,11 +394,8 @@ async fn gateway_at_its_limit(
     let mut config =
         Config::with_upstreams(&organs.users.url(), &heart.url(), &common::closed_url());
     config.max_concurrency = 2;
-    let (ctx, gw) = common::gateway_router(config);
-    let slow = spawn_calls(&gw, 2, "/beat");
-    // Both took their permits: they are at the upstream.
-    heart.wait_for_requests(2, Duration::from_secs(10)).await;
-    (ctx, gw, slow)
+    // Both take their permits: they are at the upstream.
+    calls_in_flight(config, heart, (2, "/beat"), 2).await
 }
 
 #[tokio::test]
@@ -521,9 +534,7 @@ async fn brain_share_full(
     let mut config = Config::with_upstreams(&organs.users.url(), &organs.heart.url(), &brain.url());
     config.upstream_concurrency.brain = 3;
     config.max_concurrency = 64;
-    let (ctx, gw) = common::gateway_router(config);
-    let thinks = spawn_calls(&gw, 12, "/think?ms=1");
-    brain.wait_for_requests(3, Duration::from_secs(10)).await;
+    let (ctx, gw, thinks) = calls_in_flight(config, brain, (12, "/think?ms=1"), 3).await;
     assert!(
         finished(&thinks, 9).await,
         "the calls over brain's share were not answered"
