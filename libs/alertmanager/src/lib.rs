@@ -6,13 +6,12 @@
 //! - [`fingerprint`]: the label-set fingerprint Alertmanager and Prometheus use as alert identity.
 //! - [`api`]: API v2 types for alerts and silences.
 //! - [`client`]: an async client for the API v2 ([`AlertmanagerClient`]).
-//! - `fixtures` (feature `fixtures`): ready-made payloads for other crates' tests.
+//!
+//! Ready-made alerts and payloads for tests are in `testbed::fixtures`.
 
 pub mod api;
 pub mod client;
 pub mod fingerprint;
-#[cfg(feature = "fixtures")]
-pub mod fixtures;
 mod time_format;
 pub mod webhook;
 

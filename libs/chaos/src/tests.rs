@@ -8,11 +8,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use service_kit::{BaseConfig, Context};
-use tower::ServiceExt;
 
 use super::*;
 
@@ -119,20 +117,17 @@ impl TestApp {
     }
 
     async fn gauge(&self, fault: &str) -> i64 {
-        let response = self
-            .router
-            .clone()
-            .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes);
-        let prefix = format!("chaos_fault_active{{fault=\"{fault}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
-            .parse()
-            .unwrap()
+        let metrics = testbed::TestRouter::new(self.router.clone())
+            .metrics()
+            .await;
+        metrics
+            .value("chaos_fault_active", &[("fault", fault)])
+            .unwrap_or_else(|| {
+                panic!(
+                    "no chaos_fault_active{{fault={fault:?}}} in\n{}",
+                    metrics.text()
+                )
+            }) as i64
     }
 }
 
@@ -235,19 +230,13 @@ async fn a_hung_request_is_released_by_shutdown() {
     let app = TestApp::new(None);
     app.set(json!({"hang": true})).await;
     let hung = tokio::spawn({
-        let router = app.router.clone();
-        async move {
-            router
-                .oneshot(Request::get("/work").body(Body::empty()).unwrap())
-                .await
-                .unwrap()
-                .status()
-        }
+        let app = testbed::TestRouter::new(app.router.clone());
+        async move { app.get("/work").await.status }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!hung.is_finished());
     app.ctx.shutdown.cancel();
-    let status = tokio::time::timeout(Duration::from_secs(2), hung)
+    let status = tokio::time::timeout(Duration::from_secs(10), hung)
         .await
         .unwrap()
         .unwrap();

@@ -13,7 +13,7 @@ use otlp_sink::{OtlpSink, ReceivedLog};
 use prometheus::Registry;
 use telemetry::TelemetryConfig;
 use telemetry::http::{AccessLogConfig, ServerMetrics};
-use tower::ServiceExt;
+use testbed::TestRouter;
 
 fn app(metrics: &ServerMetrics) -> Router {
     metrics.instrument_router(
@@ -27,21 +27,16 @@ fn app(metrics: &ServerMetrics) -> Router {
     )
 }
 
+/// `GET path` with a request id (and a `traceparent` when given); the `traceresponse` header.
 async fn call(app: &Router, path: &str, traceparent: Option<&str>, request_id: &str) -> String {
     let mut req = Request::get(path).header("x-request-id", request_id);
     if let Some(tp) = traceparent {
         req = req.header("traceparent", tp);
     }
-    let response = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    response
-        .headers()
-        .get("traceresponse")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
+    let reply = TestRouter::new(app.clone())
+        .send(req.body(Body::empty()).unwrap())
+        .await;
+    reply.header("traceresponse").unwrap_or_default().to_owned()
 }
 
 fn lines_of<'a>(logs: &'a [ReceivedLog], request_id: &str) -> Vec<&'a ReceivedLog> {

@@ -143,8 +143,10 @@ async fn a_missing_collector_fails_the_export_within_the_timeout() {
         let started = Instant::now();
         let result = export_off_runtime(exporter).await;
         assert!(result.is_err(), "{protocol:?}: {result:?}");
+        // Below the exporter's own default (10 s), far above the 300 ms asked: a timeout that
+        // was not applied shows, a loaded machine does not.
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(5),
             "{protocol:?} took {:?}",
             started.elapsed()
         );

@@ -4,106 +4,66 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-use crate::free_port;
-use crate::process::{self, NotReady, ServerProcess, args, http_ok};
+use crate::process::{self, ReadyServer, args};
 use crate::prometheus::duration_text;
 
 /// A single-node Alertmanager on 127.0.0.1 (binary `prometheus-alertmanager`, gossip disabled),
 /// killed on drop.
 #[derive(Debug)]
 pub struct Alertmanager {
-    process: ServerProcess,
-    port: u16,
-    client: reqwest::Client,
-    dir: TempDir,
+    server: ReadyServer,
 }
 
 impl Alertmanager {
     /// Starts Alertmanager with this `alertmanager.yml` and waits for `/-/ready`. Its external
     /// URL is its own `http://127.0.0.1:PORT`.
     pub async fn start(config_yaml: &str) -> Self {
-        let binary = process::require_program("prometheus-alertmanager");
-        let dir = tempfile::Builder::new()
-            .prefix("testbed-alertmanager-")
-            .tempdir()
-            .expect("create a temp dir");
+        let dir = process::temp_dir("alertmanager");
         let config_path = dir.path().join("alertmanager.yml");
         std::fs::write(&config_path, config_yaml).expect("write alertmanager.yml");
-        let client = process::http_client();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port();
-            let cmd = process::command(
-                &binary,
-                &args([
+        let server = ReadyServer::start(
+            "alertmanager",
+            "prometheus-alertmanager",
+            dir,
+            |dir, port| {
+                args([
                     format!("--config.file={}", config_path.display()),
-                    format!("--storage.path={}", dir.path().join("data").display()),
+                    format!("--storage.path={}", dir.join("data").display()),
                     format!("--web.listen-address=127.0.0.1:{port}"),
                     format!("--web.external-url=http://127.0.0.1:{port}"),
                     "--cluster.listen-address=".to_owned(),
-                ]),
-                None,
-                true,
-            );
-            let mut process =
-                ServerProcess::spawn("alertmanager", cmd, &dir.path().join("alertmanager.log"));
-            let ready = format!("http://127.0.0.1:{port}/-/ready");
-            match process.wait_ready(|| http_ok(&client, &ready)).await {
-                Ok(()) => {
-                    return Self {
-                        process,
-                        port,
-                        client,
-                        dir,
-                    };
-                }
-                Err(NotReady::Exited(_)) if attempt < 3 && process.lost_port_race() => continue,
-                Err(why) => process.fail(why),
-            }
-        }
+                ])
+            },
+        )
+        .await;
+        Self { server }
     }
 
     /// `http://127.0.0.1:PORT` (also its external URL, the `externalURL` of its webhooks).
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// The config file in use.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("alertmanager.yml")
+        self.server.dir().join("alertmanager.yml")
     }
 
     /// The last lines of the server's log.
     pub fn log_tail(&self) -> String {
-        self.process.log_tail()
+        self.server.log_tail()
     }
 
     /// Replaces the config and `POST /-/reload`s it; panics if Alertmanager rejects it.
     pub async fn reload(&self, config_yaml: &str) {
         std::fs::write(self.config_path(), config_yaml).expect("write alertmanager.yml");
-        let url = format!("{}/-/reload", self.url());
-        let response = self
-            .client
-            .post(&url)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert!(
-            status.is_success(),
-            "POST {url}: {status}: {body}\n{}",
-            self.log_tail()
-        );
+        self.server.reload().await;
     }
 }
 

@@ -10,7 +10,7 @@ use axum::extract::{Request, State};
 use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// One request the sink received.
@@ -67,6 +67,8 @@ struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     response: Mutex<CannedResponse>,
     arrived: Notify,
+    /// `true` while answers are held back (see [`HttpSink::hold`]).
+    held: watch::Sender<bool>,
 }
 
 /// An axum server on `127.0.0.1:0` that records every request (any method, any path) and answers
@@ -90,6 +92,7 @@ impl HttpSink {
                 body: Bytes::new(),
             }),
             arrived: Notify::new(),
+            held: watch::Sender::new(false),
         });
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .await
@@ -137,6 +140,19 @@ impl HttpSink {
             content_type: Some(content_type),
             body: body.into(),
         };
+    }
+
+    /// Holds back the answers: requests from now on are recorded as they arrive (so
+    /// [`HttpSink::wait_for_requests`] sees them) but answered only after [`HttpSink::release`].
+    /// A slow far end whose slowness the test controls: "X was answered while the far end still
+    /// held Y" is an ordering fact, where a timing would be a bound the machine may not keep.
+    pub fn hold(&self) {
+        self.shared.held.send_replace(true);
+    }
+
+    /// Answers every held request, and the following ones at once.
+    pub fn release(&self) {
+        self.shared.held.send_replace(false);
     }
 
     /// Every request received so far, oldest first.
@@ -211,6 +227,7 @@ async fn record(State(shared): State<Arc<Shared>>, request: Request) -> Response
         body,
     });
     shared.arrived.notify_waiters();
+    let _ = shared.held.subscribe().wait_for(|held| !held).await;
     let canned = lock(&shared.response).clone();
     let mut response = Response::new(Body::from(canned.body));
     *response.status_mut() = canned.status;
@@ -268,6 +285,19 @@ mod tests {
         assert_eq!(body, "up 1\n");
         sink.clear();
         assert!(sink.requests().is_empty());
+    }
+
+    #[tokio::test]
+    async fn held_requests_are_recorded_at_once_and_answered_on_release() {
+        let sink = HttpSink::start().await;
+        sink.hold();
+        let url = format!("{}/slow", sink.url());
+        let call = tokio::spawn(async move { crate::process::http_client().get(url).send().await.unwrap().status() });
+        sink.wait_for_requests(1, Duration::from_secs(5)).await;
+        tokio::task::yield_now().await;
+        assert!(!call.is_finished(), "answered while held");
+        sink.release();
+        assert_eq!(call.await.unwrap(), StatusCode::OK);
     }
 
     #[tokio::test]

@@ -15,6 +15,8 @@
 //!   body sample by sample: the one test-support surface of the organs' and libs' tests.
 //! - [`http_client`] (and [`http_client_builder`]): the bounded plain client tests call servers
 //!   with, built after installing the process's crypto provider (reqwest needs one).
+//! - [`fixtures`]: alerts as the organs raise them (a label-set builder and ready-made
+//!   Alertmanager webhook payloads), the one home of the label sets tests build.
 //! - [`LOKI_DEFAULT_INDEX_ATTRIBUTES`]: what Loki's OTLP ingestion indexes, for tests that check
 //!   log links and Explore queries against the labels Loki really has.
 //!
@@ -27,6 +29,7 @@
 //! panics with "X not found: run `bash ci/install-test-deps.sh` (cargo xtask test does)".
 
 mod alertmanager;
+pub mod fixtures;
 mod http_sink;
 #[cfg(feature = "kube-mock")]
 pub mod kube_mock;

@@ -6,7 +6,6 @@ use std::process::Stdio;
 
 use tempfile::TempDir;
 
-use crate::free_port;
 use crate::process::{self, NotReady, RunAs, ServerProcess, args};
 
 const USER: &str = "testbed";
@@ -30,42 +29,41 @@ pub struct Postgres {
 impl Postgres {
     /// `initdb`, start, wait until it accepts connections, create the database.
     pub async fn start() -> Self {
-        let bin = bin_dir();
-        let dir = tempfile::Builder::new()
-            .prefix("testbed-postgres-")
-            .tempdir()
-            .expect("create a temp dir");
-        let run_as = if process::effective_uid(dir.path()) == 0 {
-            Some(RunAs::lookup("postgres").unwrap_or_else(|| {
-                panic!("running as root and there is no `postgres` OS user to run PostgreSQL as")
-            }))
-        } else {
-            None
+        let dir = process::temp_dir("postgres");
+        let run_as = user_for(dir.path());
+        let mut pg = Self {
+            process: None,
+            port: 0,
+            bin: bin_dir(),
+            run_as,
+            dir,
         };
-        let sock = dir.path().join("sock");
+        pg.init_cluster().await;
+        let this = &pg;
+        let (process, port) = process::start_on_free_port(move |port| this.launch(port)).await;
+        pg.port = port;
+        pg.process = Some(process);
+        pg.create_database().await;
+        pg
+    }
+
+    /// `initdb` of the data dir, with the password user, and the socket dir beside it.
+    async fn init_cluster(&self) {
+        let sock = self.socket_dir();
         std::fs::create_dir(&sock).expect("create the socket dir");
-        let pwfile = dir.path().join("pwfile");
+        let pwfile = self.dir.path().join("pwfile");
         std::fs::write(&pwfile, PASSWORD).expect("write the password file");
-        if let Some(user) = &run_as {
-            for path in [dir.path(), &sock, &pwfile] {
+        if let Some(user) = &self.run_as {
+            for path in [self.dir.path(), &sock, &pwfile] {
                 std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
                     .unwrap_or_else(|e| panic!("chown {} to postgres: {e}", path.display()));
             }
         }
-
-        let mut pg = Self {
-            process: None,
-            port: 0,
-            bin,
-            run_as,
-            dir,
-        };
-        let data = pg.data_dir();
-        pg.run(
+        self.run(
             "initdb",
             args([
                 OsString::from("-D"),
-                data.into(),
+                self.data_dir().into(),
                 format!("--username={USER}").into(),
                 format!("--pwfile={}", pwfile.display()).into(),
                 "--auth-local=trust".into(),
@@ -78,38 +76,23 @@ impl Postgres {
         )
         .await;
         let _ = std::fs::remove_file(&pwfile);
+    }
 
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            pg.port = free_port();
-            match pg.launch().await {
-                Ok(()) => break,
-                Err(why) => {
-                    let process = pg.process.as_mut().expect("just launched");
-                    if matches!(why, NotReady::Exited(_)) && attempt < 3 && process.lost_port_race()
-                    {
-                        pg.process = None;
-                        continue;
-                    }
-                    process.fail(why);
-                }
-            }
-        }
-        pg.run(
+    /// `createdb` of the test database, over the socket.
+    async fn create_database(&self) {
+        self.run(
             "createdb",
             args([
                 "-h".to_owned(),
-                pg.socket_dir().display().to_string(),
+                self.socket_dir().display().to_string(),
                 "-p".to_owned(),
-                pg.port.to_string(),
+                self.port.to_string(),
                 "-U".to_owned(),
                 USER.to_owned(),
                 DATABASE.to_owned(),
             ]),
         )
         .await;
-        pg
     }
 
     /// `postgres://testbed:testbed-password@127.0.0.1:PORT/testbed`.
@@ -169,9 +152,8 @@ impl Postgres {
         if self.is_running() {
             return;
         }
-        if let Err(why) = self.launch().await {
-            self.process.as_mut().expect("just launched").fail(why);
-        }
+        let launched = self.launch(self.port).await;
+        process::keep_ready(&mut self.process, launched);
     }
 
     fn socket_dir(&self) -> PathBuf {
@@ -182,16 +164,16 @@ impl Postgres {
         self.dir.path().join("postgres.log")
     }
 
-    /// Spawns `postgres` in the foreground (our child, so it dies with the test) and waits until
-    /// `pg_isready` says it accepts connections.
-    async fn launch(&mut self) -> Result<(), NotReady> {
-        let cmd = process::command(
+    /// Spawns `postgres` on `port` in the foreground (our child, so it dies with the test) and
+    /// waits until `pg_isready` says it accepts connections.
+    async fn launch(&self, port: u16) -> (ServerProcess, Result<(), NotReady>) {
+        let mut cmd = process::command(
             &self.bin.join("postgres"),
             &args([
                 OsString::from("-D"),
                 self.data_dir().into(),
                 "-p".into(),
-                self.port.to_string().into(),
+                port.to_string().into(),
                 "-c".into(),
                 "listen_addresses=127.0.0.1".into(),
                 "-c".into(),
@@ -204,15 +186,11 @@ impl Postgres {
             self.run_as.as_ref(),
             true,
         );
-        let mut cmd = cmd;
         cmd.current_dir(self.dir.path());
-        let log = self.log_path();
-        let process = self
-            .process
-            .insert(ServerProcess::spawn("postgres", cmd, &log));
+        let mut process = ServerProcess::spawn("postgres", cmd, &self.log_path());
         let isready = self.bin.join("pg_isready");
-        let port = self.port.to_string();
-        process
+        let port = port.to_string();
+        let ready = process
             .wait_ready(|| {
                 let mut cmd = tokio::process::Command::new(&isready);
                 cmd.args(["-q", "-h", "127.0.0.1", "-p", &port, "-d", "postgres"])
@@ -222,7 +200,8 @@ impl Postgres {
                     .kill_on_drop(true);
                 async move { cmd.status().await.is_ok_and(|s| s.success()) }
             })
-            .await
+            .await;
+        (process, ready)
     }
 
     /// Runs a PostgreSQL client program from the bin dir, as the `postgres` user when root.
@@ -269,6 +248,17 @@ impl Drop for Postgres {
             process.kill();
         }
     }
+}
+
+/// The OS user to run PostgreSQL as: `postgres` when this process is root (PostgreSQL refuses
+/// root), else none.
+fn user_for(dir: &Path) -> Option<RunAs> {
+    if process::effective_uid(dir) != 0 {
+        return None;
+    }
+    Some(RunAs::lookup("postgres").unwrap_or_else(|| {
+        panic!("running as root and there is no `postgres` OS user to run PostgreSQL as")
+    }))
 }
 
 /// Debian's newest `/usr/lib/postgresql/<version>/bin`, else the directory of `initdb` on PATH.

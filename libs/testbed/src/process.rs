@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::free_port;
+
 /// How long a server may take to become ready. Generous: CI machines have 2 cores and may be
 /// compiling at the same time.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -276,6 +278,131 @@ impl Drop for ServerProcess {
     }
 }
 
+/// A temp dir `testbed-<name>-…` for one server's config, data and log.
+pub(crate) fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("testbed-{name}-"))
+        .tempdir()
+        .expect("create a temp dir")
+}
+
+/// Starts a server on a free port: `launch(port)` spawns it and waits until it is ready. A start
+/// that lost the race for the port (another process took it between [`free_port`] and the bind)
+/// is tried again on another port, three times at most; any other failure panics with the log
+/// tail.
+pub(crate) async fn start_on_free_port<F, Fut>(mut launch: F) -> (ServerProcess, u16)
+where
+    F: FnMut(u16) -> Fut,
+    Fut: Future<Output = (ServerProcess, Result<(), NotReady>)>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port();
+        let (mut process, ready) = launch(port).await;
+        match ready {
+            Ok(()) => return (process, port),
+            Err(NotReady::Exited(_)) if attempt < 3 && process.lost_port_race() => {}
+            Err(why) => process.fail(why),
+        }
+    }
+}
+
+/// Keeps a (re)launched server in `slot`, panicking with its log tail when it did not become
+/// ready.
+pub(crate) fn keep_ready(
+    slot: &mut Option<ServerProcess>,
+    (process, ready): (ServerProcess, Result<(), NotReady>),
+) {
+    let process = slot.insert(process);
+    if let Err(why) = ready {
+        process.fail(why);
+    }
+}
+
+/// A Prometheus-family server (Prometheus, Alertmanager: `/-/ready`, `/-/reload`) in its own
+/// temp dir on a free port of 127.0.0.1, killed on drop.
+#[derive(Debug)]
+pub(crate) struct ReadyServer {
+    process: ServerProcess,
+    port: u16,
+    client: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+impl ReadyServer {
+    /// Starts `program` with `arguments(dir, port)` (dying with this thread), output to
+    /// `<dir>/<name>.log`, and waits until `GET /-/ready` is 2xx.
+    pub(crate) async fn start(
+        name: &str,
+        program: &str,
+        dir: tempfile::TempDir,
+        mut arguments: impl FnMut(&Path, u16) -> Vec<OsString>,
+    ) -> Self {
+        let binary = require_program(program);
+        let client = http_client();
+        let (binary, client_ref, dir_path) = (&binary, &client, dir.path());
+        let (process, port) = start_on_free_port(move |port| {
+            let cmd = command(binary, &arguments(dir_path, port), None, true);
+            let mut process =
+                ServerProcess::spawn(name, cmd, &dir_path.join(format!("{name}.log")));
+            async move {
+                let ready_url = format!("http://127.0.0.1:{port}/-/ready");
+                let ready = process.wait_ready(|| http_ok(client_ref, &ready_url)).await;
+                (process, ready)
+            }
+        })
+        .await;
+        Self {
+            process,
+            port,
+            client,
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The client testbed talks to the server with.
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub(crate) fn log_tail(&self) -> String {
+        self.process.log_tail()
+    }
+
+    /// `POST /-/reload`, panicking with the log tail when it is refused.
+    pub(crate) async fn reload(&self) {
+        let url = format!("{}/-/reload", self.url());
+        let response = self
+            .client
+            .post(&url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "POST {url}: {status}: {body}\n{}",
+            self.log_tail()
+        );
+    }
+}
+
 /// Why a server did not become ready.
 #[derive(Debug)]
 pub(crate) enum NotReady {
@@ -317,7 +444,6 @@ where
     items.into_iter().map(Into::into).collect()
 }
 
-/// GET `url` and report whether it answered 2xx within a second.
 /// The plain client tests (and testbed itself) call servers with: bounded, so a wedged server
 /// fails the test with a message instead of hanging it (not `telemetry::client`: these calls are
 /// test plumbing, not a service's traced outbound traffic).
@@ -336,6 +462,7 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
         .timeout(std::time::Duration::from_secs(30))
 }
 
+/// GET `url` and report whether it answered 2xx within a second.
 pub(crate) async fn http_ok(client: &reqwest::Client, url: &str) -> bool {
     client
         .get(url)

@@ -5,10 +5,8 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
-use crate::free_port;
-use crate::process::{self, NotReady, ServerProcess, args, http_ok};
+use crate::process::{self, ReadyServer, args};
 
 /// What a [`Prometheus`] scrapes and evaluates.
 #[derive(Debug, Clone)]
@@ -71,85 +69,57 @@ pub use prometheus_api::{QueryError, Sample};
 /// A Prometheus server on 127.0.0.1 (binary `prometheus`), killed on drop.
 #[derive(Debug)]
 pub struct Prometheus {
-    process: ServerProcess,
-    port: u16,
-    client: reqwest::Client,
-    dir: TempDir,
+    server: ReadyServer,
 }
 
 impl Prometheus {
     /// Writes the config, starts Prometheus with `--rules.alert.resend-delay=1s` and
     /// `--web.enable-lifecycle`, and waits for `/-/ready`.
     pub async fn start(options: PrometheusOptions) -> Self {
-        let binary = process::require_program("prometheus");
-        let dir = tempfile::Builder::new()
-            .prefix("testbed-prometheus-")
-            .tempdir()
-            .expect("create a temp dir");
-        let config_path = dir.path().join("prometheus.yml");
-        let client = process::http_client();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let port = free_port();
-            let config = config_yaml(&options, dir.path(), port);
-            std::fs::write(&config_path, config).expect("write prometheus.yml");
-            let cmd = process::command(
-                &binary,
-                &args([
-                    format!("--config.file={}", config_path.display()),
-                    format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-                    format!("--web.listen-address=127.0.0.1:{port}"),
-                    format!("--web.external-url=http://127.0.0.1:{port}/"),
-                    "--rules.alert.resend-delay=1s".to_owned(),
-                    "--web.enable-lifecycle".to_owned(),
-                ]),
-                None,
-                true,
-            );
-            let mut process =
-                ServerProcess::spawn("prometheus", cmd, &dir.path().join("prometheus.log"));
-            let ready = format!("http://127.0.0.1:{port}/-/ready");
-            match process.wait_ready(|| http_ok(&client, &ready)).await {
-                Ok(()) => {
-                    return Self {
-                        process,
-                        port,
-                        client,
-                        dir,
-                    };
-                }
-                Err(NotReady::Exited(_)) if attempt < 3 && process.lost_port_race() => continue,
-                Err(why) => process.fail(why),
-            }
-        }
+        let dir = process::temp_dir("prometheus");
+        let server = ReadyServer::start("prometheus", "prometheus", dir, |dir, port| {
+            let config_path = dir.join("prometheus.yml");
+            std::fs::write(&config_path, config_yaml(&options, dir, port))
+                .expect("write prometheus.yml");
+            args([
+                format!("--config.file={}", config_path.display()),
+                format!("--storage.tsdb.path={}", dir.join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                format!("--web.external-url=http://127.0.0.1:{port}/"),
+                "--rules.alert.resend-delay=1s".to_owned(),
+                "--web.enable-lifecycle".to_owned(),
+            ])
+        })
+        .await;
+        Self { server }
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.url()
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.server.port()
     }
 
     /// The generated `prometheus.yml`.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.path().join("prometheus.yml")
+        self.server.dir().join("prometheus.yml")
     }
 
     /// The last lines of the server's log.
     pub fn log_tail(&self) -> String {
-        self.process.log_tail()
+        self.server.log_tail()
     }
 
     /// Sends an instant query (`GET /api/v1/query`); the URL (for messages) and the response.
     async fn send_query(&self, promql: &str) -> Result<(String, reqwest::Response), QueryError> {
         let url = format!("{}{}", self.url(), prometheus_api::QUERY_PATH);
         let response = self
-            .client
+            .server
+            .client()
             .get(&url)
             .query(&[("query", promql)])
             .timeout(Duration::from_secs(10))
@@ -189,7 +159,8 @@ impl Prometheus {
     pub async fn alerts(&self) -> Result<Value, QueryError> {
         let url = format!("{}/api/v1/alerts", self.url());
         let body: Value = self
-            .client
+            .server
+            .client()
             .get(&url)
             .timeout(Duration::from_secs(10))
             .send()
@@ -204,21 +175,7 @@ impl Prometheus {
 
     /// `POST /-/reload`: re-reads the config and rule files (e.g. after changing a rule file).
     pub async fn reload(&self) {
-        let url = format!("{}/-/reload", self.url());
-        let response = self
-            .client
-            .post(&url)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-        let status = response.status();
-        let body = response.text().await.unwrap_or_default();
-        assert!(
-            status.is_success(),
-            "POST {url}: {status}: {body}\n{}",
-            self.log_tail()
-        );
+        self.server.reload().await;
     }
 }
 

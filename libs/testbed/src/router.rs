@@ -44,8 +44,20 @@ impl Reply {
             .await
             .expect("the body can be read")
             .to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Self::from_parts(status, headers, &bytes)
+    }
+
+    /// Reads a whole response that came over HTTP.
+    pub async fn read_http(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("the body can be read");
+        Self::from_parts(status, headers, &bytes)
+    }
+
+    fn from_parts(status: StatusCode, headers: HeaderMap, bytes: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let body = serde_json::from_slice(bytes).unwrap_or(Value::Null);
         Self {
             status,
             headers,
@@ -71,18 +83,42 @@ impl Reply {
     }
 }
 
-/// A router called without a socket, each request sent with `oneshot` on a clone.
+/// A router called in a test: without a socket, each request sent with `oneshot` on a clone
+/// ([`TestRouter::new`]), or over HTTP to a server on a socket ([`TestRouter::over_http`], e.g.
+/// a [`Served`] router that another hop must reach too). The calls and the [`Reply`] are the
+/// same either way.
 #[derive(Debug, Clone)]
 pub struct TestRouter {
-    router: Router,
+    target: Target,
     bearer: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Router(Router),
+    Http {
+        base_url: String,
+        client: reqwest::Client,
+    },
 }
 
 impl TestRouter {
     /// Calls `router` as it is.
     pub fn new(router: Router) -> Self {
         Self {
-            router,
+            target: Target::Router(router),
+            bearer: None,
+        }
+    }
+
+    /// Calls the server at `base_url` (`http://127.0.0.1:PORT`) over HTTP, each request bounded
+    /// (30 s) so a wedged server fails the test instead of hanging it.
+    pub fn over_http(base_url: impl Into<String>) -> Self {
+        Self {
+            target: Target::Http {
+                base_url: base_url.into(),
+                client: crate::process::http_client(),
+            },
             bearer: None,
         }
     }
@@ -94,8 +130,16 @@ impl TestRouter {
     }
 
     /// The router, for tests that drive it themselves.
+    ///
+    /// # Panics
+    /// When this calls a server over HTTP ([`TestRouter::over_http`]).
     pub fn router(&self) -> &Router {
-        &self.router
+        match &self.target {
+            Target::Router(router) => router,
+            Target::Http { base_url, .. } => {
+                panic!("TestRouter::router: this one calls {base_url} over HTTP")
+            }
+        }
     }
 
     /// Sends `request` and reads the whole answer.
@@ -108,13 +152,19 @@ impl TestRouter {
                 .expect("a valid header value");
             request.headers_mut().insert(header::AUTHORIZATION, value);
         }
-        let response = self
-            .router
-            .clone()
-            .oneshot(request)
-            .await
-            .expect("a router's service never fails");
-        Reply::read(response).await
+        match &self.target {
+            Target::Router(router) => {
+                let response = router
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .expect("a router's service never fails");
+                Reply::read(response).await
+            }
+            Target::Http { base_url, client } => {
+                Reply::read_http(send_http(client, base_url, request).await).await
+            }
+        }
     }
 
     /// `GET path`.
@@ -159,6 +209,29 @@ impl TestRouter {
     }
 }
 
+/// Sends `request` (its path and query under `base_url`) with `client`.
+async fn send_http(
+    client: &reqwest::Client,
+    base_url: &str,
+    request: Request<Body>,
+) -> reqwest::Response {
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .expect("a test request body can be read")
+        .to_bytes();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{base_url}{path}");
+    client
+        .request(parts.method.clone(), &url)
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{} {url}: {e}", parts.method))
+}
+
 /// A router served on a real socket at 127.0.0.1 on a free port; stopped when dropped.
 #[derive(Debug)]
 pub struct Served {
@@ -200,6 +273,11 @@ impl Served {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// A [`TestRouter`] calling this server over HTTP.
+    pub fn client(&self) -> TestRouter {
+        TestRouter::over_http(self.url())
     }
 
     /// Stops serving and waits (at most 10 s) until the listener is closed.
@@ -262,6 +340,16 @@ mod tests {
             .body(Body::empty())
             .unwrap();
         assert_eq!(app.send(own).await.text, "Basic x");
+    }
+
+    #[tokio::test]
+    async fn a_served_router_is_called_over_http_like_one_without_a_socket() {
+        let served = Served::start(router()).await;
+        let app = served.client().with_bearer("t0k");
+        let reply = app.get("/json").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.body, json!({"ok": true}));
+        assert_eq!(app.get("/whoami").await.text, "Bearer t0k");
     }
 
     #[tokio::test]

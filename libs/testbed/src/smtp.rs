@@ -10,7 +10,6 @@ use mail_parser::{HeaderValue, MessageParser};
 use tempfile::TempDir;
 use tokio::io::AsyncReadExt as _;
 
-use crate::free_port;
 use crate::process::{self, NotReady, ServerProcess, args};
 
 /// One message from the maildir.
@@ -114,33 +113,18 @@ impl SmtpSink {
     /// Starts the server and waits for its `220` greeting.
     pub async fn start() -> Self {
         let python = python_with_aiosmtpd();
-        let dir = tempfile::Builder::new()
-            .prefix("testbed-smtp-")
-            .tempdir()
-            .expect("create a temp dir");
+        let dir = process::temp_dir("smtp");
         let mut sink = Self {
             process: None,
             port: 0,
             python,
             dir,
         };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            sink.port = free_port();
-            match sink.launch().await {
-                Ok(()) => return sink,
-                Err(why) => {
-                    let process = sink.process.as_mut().expect("just launched");
-                    if matches!(why, NotReady::Exited(_)) && attempt < 3 && process.lost_port_race()
-                    {
-                        sink.process = None;
-                        continue;
-                    }
-                    process.fail(why);
-                }
-            }
-        }
+        let this = &sink;
+        let (process, port) = process::start_on_free_port(move |port| this.launch(port)).await;
+        sink.port = port;
+        sink.process = Some(process);
+        sink
     }
 
     /// `127.0.0.1`.
@@ -229,12 +213,12 @@ impl SmtpSink {
         if self.is_running() {
             return;
         }
-        if let Err(why) = self.launch().await {
-            self.process.as_mut().expect("just launched").fail(why);
-        }
+        let launched = self.launch(self.port).await;
+        process::keep_ready(&mut self.process, launched);
     }
 
-    async fn launch(&mut self) -> Result<(), NotReady> {
+    /// Spawns aiosmtpd on `port` and waits for its greeting.
+    async fn launch(&self, port: u16) -> (ServerProcess, Result<(), NotReady>) {
         let mut cmd = process::command(
             &self.python,
             &args([
@@ -242,7 +226,7 @@ impl SmtpSink {
                 "aiosmtpd".into(),
                 "-n".into(),
                 "-l".into(),
-                format!("127.0.0.1:{}", self.port).into(),
+                format!("127.0.0.1:{port}").into(),
                 "-c".into(),
                 "aiosmtpd.handlers.Mailbox".into(),
                 self.maildir().into(),
@@ -252,11 +236,10 @@ impl SmtpSink {
         );
         cmd.env("PYTHONUNBUFFERED", "1");
         let log = self.dir.path().join("smtp.log");
-        let process = self
-            .process
-            .insert(ServerProcess::spawn("aiosmtpd", cmd, &log));
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        process.wait_ready(|| greets(addr)).await
+        let mut process = ServerProcess::spawn("aiosmtpd", cmd, &log);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let ready = process.wait_ready(|| greets(addr)).await;
+        (process, ready)
     }
 }
 

@@ -615,41 +615,47 @@ impl Store {
         Ok(())
     }
 
+    /// The one value `sql` selects over the window `[from, to)` (bound as `$1` and `$2`).
+    async fn in_window<O>(&self, sql: &'static str, from: i64, to: i64) -> Result<O>
+    where
+        O: Send + Unpin,
+        (O,): for<'r> sqlx::FromRow<'r, AnyRow>,
+    {
+        Ok(sqlx::query_scalar::<_, O>(sql)
+            .bind(from)
+            .bind(to)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// The digest's counts for `[from, to)`.
     pub async fn report(&self, from: i64, to: i64) -> Result<ReportCounts> {
-        let count = |sql: &'static str| {
-            let pool = self.pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(sql)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_one(&pool)
-                    .await
-            }
-        };
-        let fired =
-            count("SELECT COUNT(*) FROM alerts WHERE first_seen >= $1 AND first_seen < $2").await?;
-        let resolved =
-            count("SELECT COUNT(*) FROM alerts WHERE resolved_at >= $1 AND resolved_at < $2")
-                .await?;
-        let acknowledged =
-            count("SELECT COUNT(*) FROM alerts WHERE acked_at >= $1 AND acked_at < $2").await?;
-        let escalated = count("SELECT COUNT(*) FROM alerts WHERE escalation_level > 0 AND first_seen >= $1 AND first_seen < $2").await?;
-        let sent = count("SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND updated_at >= $1 AND updated_at < $2").await?;
-        let dead = count("SELECT COUNT(*) FROM outbox WHERE state = 'dead' AND updated_at >= $1 AND updated_at < $2").await?;
-        let mean = |sql: &'static str| {
-            let pool = self.pool.clone();
-            async move {
-                sqlx::query_scalar::<_, Option<f64>>(sql)
-                    .bind(from)
-                    .bind(to)
-                    .fetch_one(&pool)
-                    .await
-            }
-        };
-        let mean_ack_ms = mean("SELECT CAST(AVG(acked_at - starts_at) AS DOUBLE PRECISION) FROM alerts WHERE acked_at >= $1 AND acked_at < $2").await?;
-        let mean_resolve_ms =
-            mean("SELECT CAST(AVG(resolved_at - starts_at) AS DOUBLE PRECISION) FROM alerts WHERE resolved_at >= $1 AND resolved_at < $2").await?;
+        let fired = self
+            .in_window(
+                "SELECT COUNT(*) FROM alerts WHERE first_seen >= $1 AND first_seen < $2",
+                from,
+                to,
+            )
+            .await?;
+        let resolved = self
+            .in_window(
+                "SELECT COUNT(*) FROM alerts WHERE resolved_at >= $1 AND resolved_at < $2",
+                from,
+                to,
+            )
+            .await?;
+        let acknowledged = self
+            .in_window(
+                "SELECT COUNT(*) FROM alerts WHERE acked_at >= $1 AND acked_at < $2",
+                from,
+                to,
+            )
+            .await?;
+        let escalated = self.in_window("SELECT COUNT(*) FROM alerts WHERE escalation_level > 0 AND first_seen >= $1 AND first_seen < $2", from, to).await?;
+        let sent = self.in_window("SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND updated_at >= $1 AND updated_at < $2", from, to).await?;
+        let dead = self.in_window("SELECT COUNT(*) FROM outbox WHERE state = 'dead' AND updated_at >= $1 AND updated_at < $2", from, to).await?;
+        let mean_ack_ms = self.in_window("SELECT CAST(AVG(acked_at - starts_at) AS DOUBLE PRECISION) FROM alerts WHERE acked_at >= $1 AND acked_at < $2", from, to).await?;
+        let mean_resolve_ms = self.in_window("SELECT CAST(AVG(resolved_at - starts_at) AS DOUBLE PRECISION) FROM alerts WHERE resolved_at >= $1 AND resolved_at < $2", from, to).await?;
         let noisy = sqlx::query(
             "SELECT alertname, CAST(SUM(receipts) AS BIGINT) AS n, COUNT(*) AS c FROM alerts
              WHERE last_seen >= $1 AND first_seen < $2 GROUP BY alertname ORDER BY n DESC, alertname LIMIT 5",

@@ -3,36 +3,23 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use testbed::TestRouter;
 
-async fn get(
-    client: &reqwest::Client,
-    url: String,
-) -> (u16, reqwest::header::HeaderMap, Value, Duration) {
-    let start = Instant::now();
-    let resp = client.get(url).send().await.unwrap();
-    let took = start.elapsed();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.json::<Value>().await.unwrap_or(Value::Null);
-    (status, headers, body, took)
-}
-
-async fn wait_status(client: &reqwest::Client, url: &str, want: u16, within: Duration) -> Value {
-    let start = Instant::now();
-    loop {
-        let (status, _, body, _) = get(client, url.to_owned()).await;
-        if status == want {
-            return body;
-        }
-        assert!(
-            start.elapsed() < within,
-            "{url} still {status} after {within:?}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Polls `GET path` until it answers `want` (bounded); the body of that answer.
+async fn wait_status(service: &TestRouter, path: &str, want: u16, within: Duration) -> Value {
+    let reached =
+        testbed::wait_until(within, || async { service.get(path).await.status == want }).await;
+    let last = service.get(path).await;
+    assert!(
+        reached && last.status == want,
+        "{path} still {} after {within:?}: {}",
+        last.status,
+        last.text
+    );
+    last.body
 }
 
 #[tokio::test]
@@ -46,43 +33,37 @@ async fn a_database_outage_is_a_fast_503_and_recovery_keeps_the_data() {
         &common::closed_url(),
     ));
     let gateway = common::serve_assembled(ctx, router).await;
-    let client = testbed::http_client_builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let through_gateway = TestRouter::over_http(gateway.url());
+    let user_service = TestRouter::over_http(users.url());
 
-    let created = client
-        .post(format!("{}/users", gateway.url()))
-        .json(&json!({"name": "Survivor", "email": "survivor@example.org"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status().as_u16(), 201);
-    let created: Value = created.json().await.unwrap();
+    let created = through_gateway
+        .call(
+            http::Method::POST,
+            "/users",
+            Some(json!({"name": "Survivor", "email": "survivor@example.org"})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let created = created.body;
     let id = created["id"].as_i64().unwrap();
 
     pg.stop().await;
 
-    // The gateway answers fast, passing on user-service's 503 with Retry-After.
+    // The gateway passes on user-service's 503 with Retry-After. It is fast: had user-service
+    // waited for the database past the gateway's upstream timeout, the answer would be the
+    // gateway's own 504 `upstream_timeout`, not user-service's 503 `unavailable`.
     for path in [
         format!("/user/{id}"),
         format!("/users/{id}"),
         "/users".to_owned(),
     ] {
-        let (status, headers, body, took) = get(&client, format!("{}{path}", gateway.url())).await;
-        assert_eq!(status, 503, "{path}: {body}");
-        assert!(took < Duration::from_secs(1), "{path} took {took:?}");
-        assert_eq!(body["error"]["code"], "unavailable", "{path}: {body}");
-        assert!(headers.contains_key("retry-after"), "{path}: {headers:?}");
+        let r = through_gateway.get(&path).await;
+        assert_eq!(r.status, 503, "{path}: {}", r.text);
+        assert_eq!(r.error_code(), Some("unavailable"), "{path}: {}", r.text);
+        assert!(r.header("retry-after").is_some(), "{path}: {:?}", r.headers);
     }
     // user-service is not ready, naming the database; the gateway stays ready and says why.
-    let not_ready = wait_status(
-        &client,
-        &format!("{}/readyz", users.url()),
-        503,
-        Duration::from_secs(3),
-    )
-    .await;
+    let not_ready = wait_status(&user_service, "/readyz", 503, Duration::from_secs(10)).await;
     assert_eq!(not_ready["failing"][0]["check"], "database", "{not_ready}");
     assert!(
         not_ready["failing"][0]["reason"]
@@ -90,32 +71,24 @@ async fn a_database_outage_is_a_fast_503_and_recovery_keeps_the_data() {
             .unwrap()
             .contains("postgresql")
     );
-    let (status, _, _, _) = get(&client, format!("{}/readyz", gateway.url())).await;
-    assert_eq!(status, 200);
-    let (_, _, upstreams, _) = get(&client, format!("{}/upstreams", gateway.url())).await;
-    let user_service = upstreams["upstreams"]
+    assert_eq!(through_gateway.get("/readyz").await.status, 200);
+    let upstreams = through_gateway.get("/upstreams").await.body;
+    let listed = upstreams["upstreams"]
         .as_array()
         .unwrap()
         .iter()
         .find(|u| u["name"] == "user-service")
         .unwrap();
-    assert_eq!(user_service["status"], "not_ready", "{upstreams}");
+    assert_eq!(listed["status"], "not_ready", "{upstreams}");
     // Other organs are unaffected.
-    let (status, _, _, _) = get(&client, format!("{}/beat", gateway.url())).await;
-    assert_eq!(status, 200);
+    assert_eq!(through_gateway.get("/beat").await.status, 200);
 
     pg.start_again().await;
-    wait_status(
-        &client,
-        &format!("{}/readyz", users.url()),
-        200,
-        Duration::from_secs(10),
-    )
-    .await;
-    let (status, _, user, _) = get(&client, format!("{}/user/{id}", gateway.url())).await;
-    assert_eq!(status, 200, "{user}");
+    wait_status(&user_service, "/readyz", 200, Duration::from_secs(10)).await;
+    let user = through_gateway.get(&format!("/user/{id}")).await;
+    assert_eq!(user.status, 200, "{}", user.text);
     assert_eq!(
-        user, created,
+        user.body, created,
         "the user created before the outage is still there"
     );
 }

@@ -12,7 +12,7 @@ use otlp_sink::OtlpSink;
 use prometheus::Registry;
 use telemetry::TelemetryConfig;
 
-use helpers::{client, get, quick_breaker, spawn_brain, spawn_heart};
+use helpers::{quick_breaker, spawn_brain, spawn_heart};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pulse_is_one_trace_from_brain_to_heart() {
@@ -28,10 +28,9 @@ async fn a_pulse_is_one_trace_from_brain_to_heart() {
     let config = TelemetryConfig::from_env(&env, "organism-test", "1.0.0").unwrap();
     let telemetry = telemetry::init(&config, &Registry::new()).unwrap();
 
-    let client = client();
     let heart = spawn_heart().await;
     let brain = spawn_brain(&heart.url(), quick_breaker()).await;
-    let a = get(&client, &format!("{}/think?pulse=true", brain.url())).await;
+    let a = brain.client().get("/think?pulse=true").await;
     assert_eq!(a.status, 200, "{}", a.text);
 
     let done = sink

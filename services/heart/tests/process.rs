@@ -1,9 +1,11 @@
 //! The heart binary as a process: the crash fault really ends it with a non-zero status.
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use http::{Method, Request};
+use testbed::TestRouter;
 
 struct Killed(Child);
 
@@ -14,17 +16,19 @@ impl Drop for Killed {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// `POST /chaos` of a crash fault, with `token` when given: the status.
+async fn crash_after_a_second(heart: &TestRouter, token: Option<&str>) -> u16 {
+    let mut request = Request::post("/chaos").header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(r#"{"crash_after_s": 1}"#.into()).unwrap();
+    heart.send(request).await.status.as_u16()
 }
 
 #[tokio::test]
 async fn the_crash_fault_exits_non_zero_after_logging() {
-    let port = free_port();
+    let port = testbed::free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_heart"))
         .env_clear()
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
@@ -34,58 +38,32 @@ async fn the_crash_fault_exits_non_zero_after_logging() {
         .spawn()
         .unwrap();
     let mut heart = Killed(child);
-    let base = format!("http://127.0.0.1:{port}");
-    let client = testbed::http_client_builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .unwrap();
+    let api = TestRouter::over_http(format!("http://127.0.0.1:{port}"));
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(r) = client.get(format!("{base}/healthz")).send().await
-            && r.status() == 200
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "heart did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let beat: serde_json::Value = client
-        .get(format!("{base}/beat"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(beat["beat"], 1);
+    let started = testbed::wait_until(Duration::from_secs(30), || async {
+        api.send(Request::get("/healthz").body(Default::default()).unwrap())
+            .await
+            .status
+            == 200
+    })
+    .await;
+    assert!(started, "heart did not start");
+    assert_eq!(api.call(Method::GET, "/beat", None).await.body["beat"], 1);
 
-    let r = client
-        .post(format!("{base}/chaos"))
-        .header("content-type", "application/json")
-        .body(r#"{"crash_after_s": 1}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401, "the token from CHAOS_TOKEN is enforced");
-    let r = client
-        .post(format!("{base}/chaos"))
-        .bearer_auth("pump")
-        .header("content-type", "application/json")
-        .body(r#"{"crash_after_s": 1}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(
+        crash_after_a_second(&api, None).await,
+        401,
+        "the token from CHAOS_TOKEN is enforced"
+    );
+    assert_eq!(crash_after_a_second(&api, Some("pump")).await, 200);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = heart.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "heart did not crash");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let crashed = testbed::wait_until(Duration::from_secs(30), || {
+        let exited = heart.0.try_wait().unwrap().is_some();
+        async move { exited }
+    })
+    .await;
+    assert!(crashed, "heart did not crash");
+    let status = heart.0.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     let mut out = String::new();
     heart

@@ -27,8 +27,14 @@ async fn crud_validation_and_pagination_on_postgres() {
     assert!(text.contains("user_service_db_up 1"), "{text}");
     assert!(text.contains(r#"db_operation="INSERT""#), "{text}");
     common::promtool_check(&text);
+    app.stop().await;
+}
 
-    // A restart of the service over the same database keeps the data and does not seed again.
+#[tokio::test]
+async fn a_restart_over_the_same_database_keeps_the_data_and_does_not_seed_again() {
+    let pg = Postgres::start().await;
+    let app = TestApp::start(&pg.url()).await;
+    common::crud_round_trip(&app).await;
     app.stop().await;
     let app = TestApp::start(&pg.url()).await;
     let (_, _, page) = app.get("/users?limit=100").await;
@@ -60,7 +66,14 @@ async fn wait_ready(app: &TestApp, want: StatusCode, within: Duration) -> serde_
     }
 }
 
-/// A request during an outage: a 503 JSON with Retry-After, well under a second.
+/// How long a request may hold the database at most (`db.rs`: the query timeout, never under
+/// 10 s). A request that waited for a database that is down instead of failing at the pool
+/// (acquire timeout 500 ms) would run into it; the bound is 20 times what the pool takes, so a
+/// loaded machine keeps it.
+const QUERY_LIMIT: Duration = Duration::from_secs(10);
+
+/// A request during an outage: a 503 JSON with Retry-After, from the pool's acquire timeout, not
+/// after waiting out the query limit.
 async fn assert_fast_503(app: &TestApp, method: &str, path: &str, body: Option<serde_json::Value>) {
     let start = Instant::now();
     let (status, headers, error) = app.send(method, path, body).await;
@@ -71,8 +84,8 @@ async fn assert_fast_503(app: &TestApp, method: &str, path: &str, body: Option<s
         "{method} {path}: {error}"
     );
     assert!(
-        took < Duration::from_secs(1),
-        "{method} {path} took {took:?}"
+        took < QUERY_LIMIT,
+        "{method} {path} waited for the database: {took:?}"
     );
     assert_eq!(error["error"]["code"], "unavailable");
     assert!(
@@ -90,18 +103,13 @@ async fn starts_without_postgres_and_survives_outages_without_losing_data() {
     let mut pg = Postgres::start().await;
     pg.stop().await;
 
-    // Start while the database is down: quickly, and not ready, naming the database.
-    let start = Instant::now();
+    // Start while the database is down (start does not wait for it: the database is only
+    // started again below), and not ready, naming the database.
     let app = TestApp::start(&pg.url()).await;
-    assert!(
-        start.elapsed() < Duration::from_secs(15),
-        "start took {:?}",
-        start.elapsed()
-    );
     let not_ready = wait_ready(
         &app,
         StatusCode::SERVICE_UNAVAILABLE,
-        Duration::from_secs(1),
+        Duration::from_secs(10),
     )
     .await;
     assert_eq!(not_ready["failing"][0]["check"], "database", "{not_ready}");
@@ -143,7 +151,7 @@ async fn starts_without_postgres_and_survives_outages_without_losing_data() {
         wait_ready(
             &app,
             StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(3),
+            Duration::from_secs(10),
         )
         .await;
         assert!(app.metrics().await.contains("user_service_db_up 0"));

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use alert_service::config::GrafanaLinks;
 use alert_service::{slack, teams};
-use alertmanager::fixtures;
 use serde_json::Value;
+use testbed::fixtures;
 use testbed::{HttpSink, SmtpSink};
 
 use crate::helpers::{FAST_DELIVERY, TestApp, db_dir};
@@ -21,8 +21,17 @@ fn grafana(c: &mut alert_service::Config) {
     });
 }
 
-#[tokio::test]
-async fn slack_teams_and_webhook_payloads_have_the_accepted_shapes() {
+/// The crash-loop alert delivered to Slack, Teams and a webhook (all at `sink`), with Grafana
+/// links and signed ack links on `https://alerts.organism.dev`.
+struct Delivered {
+    sink: HttpSink,
+    fp: String,
+    /// The start of every signed ack link: the base, then `?exp=…&nonce=…&sig=…`.
+    ack: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn delivered_to_slack_teams_and_webhook() -> Delivered {
     let sink = HttpSink::start().await;
     let dir = db_dir();
     let yaml = format!(
@@ -39,11 +48,21 @@ async fn slack_teams_and_webhook_payloads_have_the_accepted_shapes() {
     let app = TestApp::spawn_with(&yaml, &env, dir.path(), grafana).await;
     let msg = fixtures::pod_crash_looping("alert-service");
     let fp = msg.alerts[0].fingerprint.to_string();
-    // Signed links: the base, then `?exp=…&nonce=…&sig=…`.
     let ack = format!("https://alerts.organism.dev/api/v1/alerts/{fp}/ack?exp=");
     app.post_message(&msg).await;
     sink.wait_for_requests(3, Duration::from_secs(15)).await;
+    app.stop().await;
+    Delivered {
+        sink,
+        fp,
+        ack,
+        _dir: dir,
+    }
+}
 
+#[tokio::test]
+async fn the_slack_payload_is_block_kit_with_the_links_in_mrkdwn() {
+    let Delivered { sink, ack, .. } = delivered_to_slack_teams_and_webhook().await;
     // Slack: Block Kit with valid types and text limits, the links in mrkdwn.
     let s = &sink.requests_to("/services/T000/B000/XXXX")[0];
     assert_eq!(s.header("content-type"), Some("application/json"));
@@ -67,7 +86,11 @@ async fn slack_teams_and_webhook_payloads_have_the_accepted_shapes() {
         all.contains("Pod organism/heart-7d9c8b6f5-abcde is crash-looping"),
         "{all}"
     );
+}
 
+#[tokio::test]
+async fn the_teams_payload_is_an_adaptive_card_with_the_actions() {
+    let Delivered { sink, ack, .. } = delivered_to_slack_teams_and_webhook().await;
     // Teams: a Workflows message with an Adaptive Card 1.4.
     let t = sink.requests_to("/workflows/teams")[0].json();
     assert_eq!(t["type"], "message");
@@ -97,7 +120,11 @@ async fn slack_teams_and_webhook_payloads_have_the_accepted_shapes() {
             .iter()
             .any(|a| a["title"] == "Logs (Loki)" && a["url"].as_str().unwrap().contains("explore"))
     );
+}
 
+#[tokio::test]
+async fn the_webhook_payload_is_the_whole_message_with_signed_and_log_links() {
+    let Delivered { sink, ack, fp, .. } = delivered_to_slack_teams_and_webhook().await;
     // Webhook: the whole message as JSON.
     let h = sink.requests_to("/hook")[0].json();
     assert_eq!(h["status"], "firing");
@@ -112,7 +139,6 @@ async fn slack_teams_and_webhook_payloads_have_the_accepted_shapes() {
         panes["alert"]["queries"][0]["expr"],
         "{k8s_namespace_name=\"organism\", k8s_pod_name=\"heart-7d9c8b6f5-abcde\"}"
     );
-    app.stop().await;
 }
 
 #[tokio::test]
@@ -180,31 +206,49 @@ async fn email_arrives_through_a_real_smtp_server() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_failing_channel_does_not_block_intake_or_other_channels() {
-    let sink = HttpSink::start().await;
-    let dir = db_dir();
+/// An app routing to a `broken` webhook (nothing listens) and to `hook` at `sink`.
+async fn app_with_a_broken_channel(sink: &HttpSink, dir: &tempfile::TempDir) -> TestApp {
     let yaml = format!(
         "routes:\n  - channels: [broken, hook]\nchannels:\n  hook:\n    kind: webhook\n    url_env: HOOK_URL\n  broken:\n    kind: webhook\n    url: http://127.0.0.1:9/nothing-listens\n{FAST_DELIVERY}"
     );
     let hook = format!("{}/hook", sink.url());
-    let app = TestApp::spawn(&yaml, &[("HOOK_URL", hook.as_str())], dir.path()).await;
+    TestApp::spawn(&yaml, &[("HOOK_URL", hook.as_str())], dir.path()).await
+}
+
+#[tokio::test]
+async fn a_failing_channel_does_not_block_intake_or_other_channels() {
+    let sink = HttpSink::start().await;
+    let dir = db_dir();
+    let app = app_with_a_broken_channel(&sink, &dir).await;
     // Intake answers 202 (post_message asserts it) without waiting for any send; no
     // wall-clock bound, which a loaded machine could miss.
     app.post_message(&fixtures::pod_crash_looping("alert-service"))
         .await;
     sink.wait_for_requests(1, Duration::from_secs(10)).await;
     // The broken channel keeps retrying in the background.
+    let failed = |metrics: &testbed::Metrics| {
+        metrics.value(
+            "alert_service_notifications_total",
+            &[("channel", "broken"), ("result", "failed")],
+        )
+    };
     let ok = testbed::wait_until(Duration::from_secs(10), || async {
-        app.metrics()
-            .await
-            .contains("alert_service_notifications_total{channel=\"broken\",result=\"failed\"}")
+        failed(&app.metrics().await).is_some()
     })
     .await;
-    assert!(ok, "{}", app.metrics().await);
-    // A permanent 4xx goes dead at once.
+    assert!(ok, "{}", app.metrics().await.text());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_4xx_goes_dead_at_once() {
+    let sink = HttpSink::start().await;
     sink.set_status(http::StatusCode::BAD_REQUEST);
-    let msg = alertmanager::WebhookMessage::firing("alert-service", [("alertname", "Other")]);
+    let dir = db_dir();
+    let app = app_with_a_broken_channel(&sink, &dir).await;
+    let msg = fixtures::webhook("alert-service")
+        .alert(fixtures::alert("Other").firing())
+        .build();
     app.post_message(&msg).await;
     let dead = testbed::wait_until(Duration::from_secs(10), || async {
         app.outbox().await["counts"]["dead"].as_i64() == Some(1)

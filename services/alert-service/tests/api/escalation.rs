@@ -3,23 +3,22 @@
 
 use std::time::Duration;
 
-use alertmanager::{Alert, WebhookMessage};
+use alertmanager::WebhookMessage;
+use http::Method;
 use serde_json::{Value, json};
 use testbed::HttpSink;
+use testbed::fixtures::{alert, webhook};
 
 use crate::helpers::{FAST_DELIVERY, TestApp, db_dir};
 
 fn critical(name: &str) -> WebhookMessage {
-    WebhookMessage::builder("alert-service")
-        .group_by(["alertname"])
+    webhook("alert-service")
         .alert(
-            Alert::firing([
-                ("alertname", name),
-                ("severity", "critical"),
-                ("namespace", "organism"),
-                ("service", "heart"),
-            ])
-            .with_annotation("summary", format!("{name} summary")),
+            alert(name)
+                .critical()
+                .service("heart")
+                .summary(format!("{name} summary"))
+                .firing(),
         )
         .build()
 }
@@ -46,16 +45,16 @@ async fn unacknowledged_critical_alerts_escalate_once_across_two_replicas() {
     a.post_message(&warning).await;
     let fp = acked.alerts[0].fingerprint.to_string();
     let r = b
-        .client
-        .post(b.ack_url(&fp))
-        .json(&json!({"by": "oncall"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let body: Value = r.json().await.unwrap();
+        .api
+        .call(
+            Method::POST,
+            &b.ack_path(&fp),
+            Some(json!({"by": "oncall"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
     assert!(
-        body["silence"].is_null(),
+        r.body["silence"].is_null(),
         "no Alertmanager configured: a local ack"
     );
 
@@ -94,28 +93,15 @@ async fn unacknowledged_critical_alerts_escalate_once_across_two_replicas() {
     assert_eq!(tier2[0]["alerts"][0]["alertname"], "Unacked");
 
     // The report.
-    let report: Value = a
-        .client
-        .get(format!("{}/api/v1/report?window=1h", a.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report = a.get("/api/v1/report?window=1h").await.body;
     assert_eq!(report["fired"], 3, "{report}");
     assert_eq!(report["acknowledged"], 1, "{report}");
     assert_eq!(report["escalated"], 1, "{report}");
     assert!(report["mean_time_to_ack_seconds"].as_f64().unwrap() >= 0.0);
     assert_eq!(report["noisiest"].as_array().unwrap().len(), 3);
     assert!(report["healer"].is_null(), "AUTO_HEALER_URL not set");
-    let bad = a
-        .client
-        .get(format!("{}/api/v1/report?window=forever", a.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    let bad = a.get("/api/v1/report?window=forever").await;
+    assert_eq!(bad.status, 400);
     a.stop().await;
     b.stop().await;
 }

@@ -5,8 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use alert_service::{AppState, Config, app};
+use axum::body::Body;
+use http::Request;
+use serde_json::Value;
 use service_kit::Context;
-use tokio::task::JoinHandle;
+use testbed::{Metrics, Reply, Served, TestRouter};
 
 /// The webhook token of a [`TestApp`] unless a test sets another (`ALERT_SERVICE_TOKEN`).
 pub const WEBHOOK_TOKEN: &str = "test-webhook-token";
@@ -19,16 +22,19 @@ pub fn signer() -> alert_service::ack_link::Signer {
         .unwrap()
 }
 
-/// A running alert-service.
+/// A running alert-service, served on 127.0.0.1:0 (Alertmanager and ack links reach it there)
+/// and called through testbed.
 pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
     pub url: String,
+    /// Calls over HTTP; answers are testbed [`Reply`]s.
+    pub api: TestRouter,
     /// The webhook token it was configured with.
     pub token: Option<String>,
     pub state: AppState,
     /// Kept so the process-like context (registry, readiness) lives as long as the app.
     pub _ctx: Context,
-    pub client: reqwest::Client,
-    server: JoinHandle<()>,
+    served: Served,
 }
 
 /// A temp dir with the SQLite file.
@@ -80,87 +86,72 @@ impl TestApp {
         let state = AppState::with_kube(&ctx, config, None)
             .await
             .expect("state");
-        let router = service_kit::assemble(&ctx, app(state.clone()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .await;
-        });
+        let served = Served::start(service_kit::assemble(&ctx, app(state.clone()))).await;
         Self {
-            url: format!("http://{addr}"),
+            url: served.url(),
+            api: served.client(),
             token,
             state,
             _ctx: ctx,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap(),
-            server,
+            served,
         }
     }
 
     /// Stops the app like a process exit: background tasks end, the listener closes.
     pub async fn stop(self) {
         self.state.shutdown().await;
-        self.server.abort();
-        let _ = self.server.await;
+        self.served.stop().await;
     }
 
-    pub async fn post_webhook(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        self.client
-            .post(format!("{}/webhook/alertmanager", self.url))
-            .header("content-type", "application/json")
-            .bearer_auth(self.token.as_deref().unwrap_or_default())
-            .body(body)
-            .send()
-            .await
-            .unwrap()
+    /// `POST /webhook/alertmanager` of a JSON `body` with the app's token.
+    pub async fn post_webhook(&self, body: impl Into<Body>) -> Reply {
+        let request = webhook_request(self.token.as_deref(), "application/json", body);
+        self.api.send(request).await
     }
 
-    /// A freshly signed acknowledge link of `fingerprint`, as a notification would carry.
-    pub fn ack_url(&self, fingerprint: &str) -> String {
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.api.get(path).await
+    }
+
+    /// A freshly signed acknowledge link of `fingerprint` (path and query), as a notification
+    /// would carry.
+    pub fn ack_path(&self, fingerprint: &str) -> String {
         let now = (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs()) as i64;
         format!(
-            "{}/api/v1/alerts/{fingerprint}/ack?{}",
-            self.url,
+            "/api/v1/alerts/{fingerprint}/ack?{}",
             signer().sign(fingerprint, now)
         )
     }
 
-    pub async fn post_message(&self, msg: &alertmanager::WebhookMessage) -> serde_json::Value {
+    pub async fn post_message(&self, msg: &alertmanager::WebhookMessage) -> Value {
         let r = self.post_webhook(serde_json::to_vec(msg).unwrap()).await;
-        let status = r.status();
-        let body: serde_json::Value = r.json().await.unwrap();
-        assert_eq!(status, 202, "{body}");
-        body
+        assert_eq!(r.status, 202, "{}", r.text);
+        r.body
     }
 
-    pub async fn outbox(&self) -> serde_json::Value {
-        self.client
-            .get(format!("{}/api/v1/outbox", self.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+    pub async fn outbox(&self) -> Value {
+        self.get("/api/v1/outbox").await.body
     }
 
-    pub async fn metrics(&self) -> String {
-        self.client
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+    pub async fn metrics(&self) -> Metrics {
+        self.api.metrics().await
     }
+}
+
+/// `POST /webhook/alertmanager` of `body` as `content_type`, with `Authorization: Bearer
+/// <token>` when given.
+pub fn webhook_request(
+    token: Option<&str>,
+    content_type: &str,
+    body: impl Into<Body>,
+) -> Request<Body> {
+    let mut request = Request::post("/webhook/alertmanager").header("content-type", content_type);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request.body(body.into()).unwrap()
 }

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use alertmanager::fixtures;
 use testbed::SmtpSink;
+use testbed::fixtures;
 
 use crate::helpers::{FAST_DELIVERY, TestApp, db_dir};
 
@@ -39,10 +39,15 @@ async fn mail_arrives_exactly_once_after_smtp_outage_and_restart() {
     let failed = testbed::wait_until(Duration::from_secs(10), || async {
         app.metrics()
             .await
+            .text()
             .contains("alert_service_notifications_total{channel=\"email\",result=\"failed\"}")
     })
     .await;
-    assert!(failed, "no failed attempt seen:\n{}", app.metrics().await);
+    assert!(
+        failed,
+        "no failed attempt seen:\n{}",
+        app.metrics().await.text()
+    );
 
     // Restart in the middle of the outage.
     app.stop().await;

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use axum::Router;
 use brain::{Config, PulseConfig};
-use serde_json::Value;
 use service_kit::Context;
 use service_kit::backoff::ExponentialBackoff;
 use testbed::{Served, TestRouter};
@@ -32,6 +31,11 @@ impl Spawned {
 
     pub fn url(&self) -> String {
         self.served.url()
+    }
+
+    /// Calls this service over its socket.
+    pub fn client(&self) -> TestRouter {
+        self.served.client()
     }
 
     /// Shuts the server down and waits until it has stopped listening.
@@ -101,38 +105,4 @@ pub fn brain_router(mut config: Config) -> (Context, brain::AppState, TestRouter
     let state = brain::AppState::new(&ctx, config).unwrap();
     let router = service_kit::assemble(&ctx, brain::app(state.clone()));
     (ctx, state, TestRouter::new(router).with_bearer(CHAOS_TOKEN))
-}
-
-/// An answer over a real socket: status, `Retry-After` if any, JSON body (or the text as a JSON
-/// string).
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub retry_after: Option<String>,
-    pub body: Value,
-    pub text: String,
-}
-
-pub async fn get(client: &reqwest::Client, url: &str) -> Answer {
-    let response = client.get(url).send().await.unwrap();
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text.clone()));
-    Answer {
-        status,
-        retry_after,
-        body,
-        text,
-    }
-}
-
-pub fn client() -> reqwest::Client {
-    testbed::http_client_builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
 }

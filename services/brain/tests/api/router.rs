@@ -198,8 +198,9 @@ fn the_retired_millisecond_variables_are_refused_naming_their_replacements() {
     }
 }
 
-#[tokio::test]
-async fn load_beyond_the_cores_is_shed_early_not_held() {
+/// `cores + 6` calls of an 800 ms think on a brain that lets one wait (200 ms at most): the
+/// answers in the order they arrived.
+async fn think_beyond_the_cores() -> (usize, Vec<testbed::Reply>) {
     let (_ctx, _state, app) = brain_router(Config {
         think: Duration::from_millis(1),
         max_waiting: Some(1),
@@ -207,32 +208,46 @@ async fn load_beyond_the_cores_is_shed_early_not_held() {
         ..Config::default()
     });
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
-    let n = cores + 6;
-    let calls: Vec<_> = (0..n)
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let calls: Vec<_> = (0..cores + 6)
         .map(|_| {
-            let app = app.clone();
+            let (app, answered) = (app.clone(), answered.clone());
             tokio::spawn(async move {
-                let start = Instant::now();
-                let a = app.get("/think?ms=800").await;
-                (a, start.elapsed())
+                let reply = app.get("/think?ms=800").await;
+                answered.lock().unwrap().push(reply);
             })
         })
         .collect();
-    let mut ok = 0;
-    let mut shed = 0;
     for c in calls {
-        let (a, took) = c.await.unwrap();
-        match a.status.as_u16() {
-            200 => ok += 1,
-            503 => {
-                assert_eq!(a.body["error"]["code"], "overloaded", "{}", a.text);
-                assert_eq!(a.header("retry-after"), Some("1"));
-                assert!(took < Duration::from_millis(700), "held {took:?}");
-                shed += 1;
-            }
-            other => panic!("unexpected {other}: {}", a.text),
-        }
+        c.await.unwrap();
     }
+    let answered = std::mem::take(&mut *answered.lock().unwrap());
+    (cores, answered)
+}
+
+#[tokio::test]
+async fn load_beyond_the_cores_is_shed_with_503_one_think_per_core() {
+    let (cores, answered) = think_beyond_the_cores().await;
+    let ok = answered.iter().filter(|a| a.status == 200).count();
     assert_eq!(ok, cores, "one think per core");
-    assert_eq!(shed, n - cores);
+    for a in answered.iter().filter(|a| a.status != 200) {
+        assert_eq!(a.status, 503, "{}", a.text);
+        assert_eq!(a.body["error"]["code"], "overloaded", "{}", a.text);
+        assert_eq!(a.header("retry-after"), Some("1"));
+    }
+    assert_eq!(answered.len() - ok, 6);
+}
+
+#[tokio::test]
+async fn shed_calls_are_answered_before_any_think_ends() {
+    // Not held: every 503 comes back while the admitted thinks are still running.
+    let (cores, answered) = think_beyond_the_cores().await;
+    let statuses: Vec<u16> = answered.iter().map(|a| a.status.as_u16()).collect();
+    assert_eq!(
+        statuses[..6],
+        [503; 6],
+        "the shed calls are answered first: {statuses:?}"
+    );
+    assert!(statuses[6..].iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(statuses.len(), cores + 6);
 }
