@@ -98,41 +98,50 @@ impl Default for Config {
     }
 }
 
+impl PlatformChoice {
+    /// `auto`, `kubernetes` (or `kube`, `k8s`) or `local`, in any case.
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "auto" => Ok(PlatformChoice::Auto),
+            "kubernetes" | "kube" | "k8s" => Ok(PlatformChoice::Kubernetes),
+            "local" => Ok(PlatformChoice::Local),
+            _ => Err("expected auto, kubernetes or local".to_owned()),
+        }
+    }
+}
+
+/// The policy `AUTO_HEALER_POLICY` names and where it came from, or the shipped one; a file
+/// that cannot be read or is invalid is recorded on `reader` (with the field path).
+fn read_policy(reader: &mut EnvReader<'_>) -> (Policy, String) {
+    let Some(path) = reader.optional("AUTO_HEALER_POLICY") else {
+        let d = Config::default();
+        return (d.policy, d.policy_source);
+    };
+    let policy = match std::fs::read_to_string(&path) {
+        Ok(text) => Policy::from_yaml(&text).map_err(|e| format!("{path}: {e}")),
+        Err(e) => Err(format!("cannot read {path}: {e}")),
+    };
+    let policy = policy.unwrap_or_else(|message| {
+        reader.error("AUTO_HEALER_POLICY", message);
+        Policy::default_policy()
+    });
+    (policy, path)
+}
+
 impl Config {
     /// Reads the service's own variables; problems (including every policy error, with its
     /// field path) are recorded on `reader`.
     pub fn read(reader: &mut EnvReader<'_>) -> Self {
         let d = Self::default();
-        let (policy, policy_source) = match reader.optional("AUTO_HEALER_POLICY") {
-            None => (d.policy.clone(), d.policy_source.clone()),
-            Some(path) => {
-                let policy = match std::fs::read_to_string(&path) {
-                    Ok(text) => match Policy::from_yaml(&text) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            reader.error("AUTO_HEALER_POLICY", format!("{path}: {e}"));
-                            d.policy.clone()
-                        }
-                    },
-                    Err(e) => {
-                        reader.error("AUTO_HEALER_POLICY", format!("cannot read {path}: {e}"));
-                        d.policy.clone()
-                    }
-                };
-                (policy, path)
-            }
-        };
+        let (policy, policy_source) = read_policy(reader);
         let dry_run = reader
             .optional("AUTO_HEALER_DRY_RUN")
             .map(|_| reader.bool("AUTO_HEALER_DRY_RUN", false));
-        let mode = reader.parse_with("AUTO_HEALER_MODE", PlatformChoice::Auto, |raw| {
-            match raw.to_ascii_lowercase().as_str() {
-                "auto" => Ok(PlatformChoice::Auto),
-                "kubernetes" | "kube" | "k8s" => Ok(PlatformChoice::Kubernetes),
-                "local" => Ok(PlatformChoice::Local),
-                _ => Err("expected auto, kubernetes or local".to_owned()),
-            }
-        });
+        let mode = reader.parse_with(
+            "AUTO_HEALER_MODE",
+            PlatformChoice::Auto,
+            PlatformChoice::parse,
+        );
         let namespace = reader
             .optional("AUTO_HEALER_NAMESPACE")
             .or_else(|| reader.optional("POD_NAMESPACE"))
