@@ -232,3 +232,32 @@ pub async fn actions(State(state): State<AppState>, Query(q): Query<ActionsQuery
     let records = state.inner.engine.history.recent(limit);
     axum::Json(json!({"actions": records, "dry_run": state.inner.engine.dry_run()})).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-01 12:00 UTC);
+
+    #[test]
+    fn a_start_in_the_future_becomes_now() {
+        assert_eq!(clamp_starts_at(NOW + time::Duration::days(1), NOW), NOW);
+    }
+
+    #[test]
+    fn a_start_older_than_the_maximum_age_becomes_that_age() {
+        assert_eq!(
+            clamp_starts_at(NOW - time::Duration::days(30), NOW),
+            NOW - MAX_ALERT_AGE
+        );
+    }
+
+    #[test]
+    fn a_recent_start_or_one_within_the_clock_skew_is_kept() {
+        let recent = NOW - time::Duration::minutes(5);
+        assert_eq!(clamp_starts_at(recent, NOW), recent);
+        let skewed = NOW + time::Duration::seconds(30);
+        assert_eq!(clamp_starts_at(skewed, NOW), skewed);
+    }
+}
