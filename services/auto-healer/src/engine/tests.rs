@@ -396,7 +396,7 @@ async fn run_timeline(t: &Timeline) -> Result<(), TestCaseError> {
                 .await;
                 prop_assert!(
                     handled.is_ok(),
-                    "event {i}: the alert was not handled within 2 s"
+                    "event {i}: the alert was not handled: the engine is stuck"
                 );
                 restart = handled.unwrap_or(false);
                 // One alert never loops: each retry takes a later step.
@@ -584,9 +584,13 @@ fn check(
     Ok(())
 }
 
+/// A runtime on paused time: the engine's only timer here is the 2 s bound on handling one
+/// alert, which then runs out only when the engine has nothing left to do (stuck), never
+/// because the machine is slow.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .unwrap()
 }
@@ -628,15 +632,18 @@ fn sim_cases() -> u32 {
         .unwrap_or(192)
 }
 
-#[tokio::test]
-async fn dry_run_advances_the_escalation_as_the_real_run_would() {
-    let policy = Policy::from_yaml(
+/// Three steps (delete-pod, rollout-restart, notify) in a 10 m window, no cooldown.
+fn escalating_policy() -> Policy {
+    Policy::from_yaml(
         "guards: {cooldown: 0s, flap_max_repairs: 10}\nrules:\n- name: crashing\n  match: {remediation: restart-pod}\n  \
          escalation_window: 10m\n  actions: [{kind: delete-pod}, {kind: rollout-restart}, {kind: notify}]\n",
     )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let world = Arc::new(World {
+    .unwrap()
+}
+
+/// A world for workload 0 whose every action heals.
+fn healing_world() -> Arc<World> {
+    Arc::new(World {
         clock: Arc::new(Mutex::new(START)),
         leader: LeaderFlag::new(true),
         active: Mutex::new([0].into()),
@@ -646,12 +653,21 @@ async fn dry_run_advances_the_escalation_as_the_real_run_would() {
         seq: std::sync::atomic::AtomicU64::new(0),
         crash: tokio::sync::Notify::new(),
         verify_timeout: 5,
-    });
+    })
+}
+
+/// A dry-run engine handles the same alert four times, 30 s apart; returns each result, action
+/// and step.
+async fn dry_run_four_times(
+    world: &Arc<World>,
+    dir: &std::path::Path,
+    policy: &Policy,
+) -> Vec<(String, Option<String>, Option<usize>)> {
     let clock = world.clock.clone();
     let dry = Engine::new(
         Arc::new(policy.clone()),
         Arc::new(SimPlatform(world.clone())),
-        Arc::new(FileStore::new(dir.path())),
+        Arc::new(FileStore::new(dir)),
         Arc::new(world.leader.clone()),
         true,
         Metrics::new(&prometheus::Registry::new()).unwrap(),
@@ -665,6 +681,13 @@ async fn dry_run_advances_the_escalation_as_the_real_run_would() {
         let r = dry.handle(alert(0, true)).await;
         seen.push((r.result.clone(), r.action.clone(), r.step));
     }
+    seen
+}
+
+#[tokio::test]
+async fn dry_run_advances_the_escalation_as_the_real_run_would() {
+    let (world, dir) = (healing_world(), tempfile::tempdir().unwrap());
+    let seen = dry_run_four_times(&world, dir.path(), &escalating_policy()).await;
     assert_eq!(
         seen,
         [
@@ -683,11 +706,20 @@ async fn dry_run_advances_the_escalation_as_the_real_run_would() {
         "{}",
         records[2].1.message
     );
-    assert!(
-        world.acted.lock().unwrap().is_empty(),
-        "a dry run acts on nothing"
-    );
-    // The real run is not held back by what the dry run decided.
+}
+
+#[tokio::test]
+async fn a_dry_run_acts_on_nothing() {
+    let (world, dir) = (healing_world(), tempfile::tempdir().unwrap());
+    dry_run_four_times(&world, dir.path(), &escalating_policy()).await;
+    assert!(world.acted.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_real_run_is_not_held_back_by_what_a_dry_run_decided() {
+    let (world, dir) = (healing_world(), tempfile::tempdir().unwrap());
+    let policy = escalating_policy();
+    dry_run_four_times(&world, dir.path(), &policy).await;
     let real = engine(&world, dir.path(), &policy);
     let r = real.handle(alert(0, true)).await;
     assert_eq!((r.result.as_str(), r.step), ("healed", Some(0)));
