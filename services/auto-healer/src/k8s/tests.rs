@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::lease::LeaseElector;
 use super::state::ConfigMapStore;
 use super::*;
-use crate::core::{GuardState, Outcome};
+use crate::core::GuardState;
 use crate::platform::{LeaderFlag, Leadership, StateStore, StoreError, update_state};
 use testbed::kube_mock::{call, scripted, status_body};
 
@@ -375,7 +375,9 @@ async fn drain_evicts_through_the_eviction_api_respecting_pdbs() {
     task.done().await;
 }
 
-#[tokio::test]
+/// On paused time: the drain's 1 s timeout and its retries are exact, and the 5 s bound runs
+/// out only if the drain never gives up, not because the machine is slow.
+#[tokio::test(start_paused = true)]
 async fn drain_gives_up_when_a_pdb_keeps_refusing() {
     let mut script = vec![
         call("PATCH", "/api/v1/nodes/n1", node("n1", false, true)),
@@ -573,29 +575,32 @@ async fn events_are_created_on_the_target() {
     task.done().await;
 }
 
-#[tokio::test]
-async fn guard_state_configmap_uses_optimistic_concurrency() {
-    let cm = |rv: &str, data: &GuardState| {
-        json!({"metadata": {"name": "auto-healer-state", "resourceVersion": rv},
-        "data": {"state.json": serde_json::to_string(data).unwrap()}})
-    };
-    let mut s1 = GuardState::default();
-    s1.actions.push(crate::core::Timestamp(
+/// The state ConfigMap at `rv` holding `data`.
+fn state_configmap(rv: &str, data: &GuardState) -> Value {
+    json!({"metadata": {"name": "auto-healer-state", "resourceVersion": rv},
+    "data": {"state.json": serde_json::to_string(data).unwrap()}})
+}
+
+/// A state with one action, at 12:00.
+fn one_action() -> GuardState {
+    let mut s = GuardState::default();
+    s.actions.push(crate::core::Timestamp(
         time::macros::datetime!(2026-11-01 12:00 UTC),
     ));
-    let s1c = s1.clone();
+    s
+}
+
+const STATE_CONFIGMAP: &str = "/api/v1/namespaces/organism/configmaps/auto-healer-state";
+
+#[tokio::test]
+async fn an_absent_state_configmap_loads_empty_and_the_first_save_creates_it() {
+    let s1 = one_action();
     let (client, task) = scripted(vec![
-        // load: absent → empty; save → create
-        call(
-            "GET",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            status_body(404, "NotFound"),
-        )
-        .status(404),
+        call("GET", STATE_CONFIGMAP, status_body(404, "NotFound")).status(404),
         call(
             "POST",
             "/api/v1/namespaces/organism/configmaps",
-            cm("1", &s1),
+            state_configmap("1", &s1),
         )
         .status(201)
         .body(|b| {
@@ -605,30 +610,25 @@ async fn guard_state_configmap_uses_optimistic_concurrency() {
                 serde_json::from_str(b["data"]["state.json"].as_str().unwrap()).unwrap();
             assert_eq!(st.actions.len(), 1);
         }),
-        // update: load v1, replace → 409 conflict; reload v2, replace with resourceVersion 2 → ok
-        call(
-            "GET",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            cm("1", &s1),
-        ),
-        call(
-            "PUT",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            status_body(409, "Conflict"),
-        )
-        .status(409)
-        .body(|b| assert_eq!(b["metadata"]["resourceVersion"], "1")),
-        call(
-            "GET",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            cm("2", &s1c),
-        ),
-        call(
-            "PUT",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            cm("3", &s1c),
-        )
-        .body(|b| {
+    ]);
+    let store = ConfigMapStore::new(client, "organism");
+    let (state, version) = store.load().await.unwrap();
+    assert_eq!((state, version), (GuardState::default(), None));
+    store.save(&s1, None).await.unwrap();
+    task.done().await;
+}
+
+#[tokio::test]
+async fn an_update_after_a_conflict_is_applied_again_to_the_reloaded_state() {
+    let s1 = one_action();
+    // Load v1, replace → 409; reload v2, replace with resourceVersion 2 → ok.
+    let (client, task) = scripted(vec![
+        call("GET", STATE_CONFIGMAP, state_configmap("1", &s1)),
+        call("PUT", STATE_CONFIGMAP, status_body(409, "Conflict"))
+            .status(409)
+            .body(|b| assert_eq!(b["metadata"]["resourceVersion"], "1")),
+        call("GET", STATE_CONFIGMAP, state_configmap("2", &s1)),
+        call("PUT", STATE_CONFIGMAP, state_configmap("3", &s1)).body(|b| {
             assert_eq!(b["metadata"]["resourceVersion"], "2");
             let st: GuardState =
                 serde_json::from_str(b["data"]["state.json"].as_str().unwrap()).unwrap();
@@ -640,9 +640,6 @@ async fn guard_state_configmap_uses_optimistic_concurrency() {
         }),
     ]);
     let store = ConfigMapStore::new(client, "organism");
-    let (state, version) = store.load().await.unwrap();
-    assert_eq!((state, version), (GuardState::default(), None));
-    store.save(&s1, None).await.unwrap();
     let mut calls = 0;
     update_state(&store, |s| {
         calls += 1;
@@ -654,18 +651,12 @@ async fn guard_state_configmap_uses_optimistic_concurrency() {
     .unwrap();
     assert_eq!(calls, 2, "one retry after the conflict");
     task.done().await;
-    let _ = Outcome::Healed;
 }
 
 #[tokio::test]
 async fn configmap_conflict_is_reported_as_conflict() {
     let (client, task) = scripted(vec![
-        call(
-            "PUT",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            status_body(409, "Conflict"),
-        )
-        .status(409),
+        call("PUT", STATE_CONFIGMAP, status_body(409, "Conflict")).status(409),
     ]);
     let store = ConfigMapStore::new(client, "organism");
     assert!(matches!(
