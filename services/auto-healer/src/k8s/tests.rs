@@ -266,7 +266,7 @@ fn node(name: &str, ready: bool, unschedulable: bool) -> Value {
 }
 
 #[tokio::test]
-async fn cordon_and_uncordon() {
+async fn cordon_marks_the_node_unschedulable_and_says_who_did() {
     let (client, task) = scripted(vec![
         call("PATCH", "/api/v1/nodes/n1", node("n1", false, true))
             .content_type(MERGE)
@@ -277,6 +277,18 @@ async fn cordon_and_uncordon() {
                     "auto-healer"
                 );
             }),
+    ]);
+    let n1 = Target::Node { name: "n1".into() };
+    platform(client)
+        .execute(&Action::Cordon, &n1, &Labels::new())
+        .await
+        .unwrap();
+    task.done().await;
+}
+
+#[tokio::test]
+async fn uncordon_makes_the_node_schedulable_and_removes_the_mark() {
+    let (client, task) = scripted(vec![
         call("PATCH", "/api/v1/nodes/n1", node("n1", true, false)).body(|b| {
             assert_eq!(b["spec"], json!({"unschedulable": false}));
             // null in a merge patch removes the annotation.
@@ -290,12 +302,9 @@ async fn cordon_and_uncordon() {
             );
         }),
     ]);
-    let p = platform(client);
     let n1 = Target::Node { name: "n1".into() };
-    p.execute(&Action::Cordon, &n1, &Labels::new())
-        .await
-        .unwrap();
-    p.execute(&Action::Uncordon, &n1, &Labels::new())
+    platform(client)
+        .execute(&Action::Uncordon, &n1, &Labels::new())
         .await
         .unwrap();
     task.done().await;
