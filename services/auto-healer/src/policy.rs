@@ -676,7 +676,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_are_humantime_and_a_bare_number_is_refused() {
+    fn durations_are_humantime() {
         let p = Policy::from_yaml(
             "guards: {cooldown: 90s, flap_window: 1h 30m}\nrules:\n- name: a\n  match: {alertname: X}\n  \
              escalation_window: 10m\n  actions: [{kind: drain, timeout: 5m}, {kind: cleanup, ttl: 2h}]\n",
@@ -699,6 +699,10 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn a_bare_number_duration_is_refused_with_the_form_to_write() {
         let e = Policy::from_yaml(
             "guards: {cooldown: 120}\nrules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: delete-pod}]\n",
         )
@@ -798,14 +802,22 @@ mod tests {
     }
 
     #[test]
-    fn memory_quantities() {
+    fn memory_quantities_are_read_in_kubernetes_units() {
         assert_eq!(parse_memory("1Gi").unwrap(), 1 << 30);
         assert_eq!(parse_memory("512Mi").unwrap(), 512 << 20);
         assert_eq!(parse_memory("1G").unwrap(), 1_000_000_000);
         assert_eq!(parse_memory("128974848").unwrap(), 128_974_848);
         assert_eq!(parse_memory("1e3").unwrap(), 1000);
+    }
+
+    #[test]
+    fn a_negative_or_unknown_memory_quantity_is_refused() {
         assert!(parse_memory("-1Mi").is_err());
         assert!(parse_memory("12Qi").is_err());
+    }
+
+    #[test]
+    fn whole_mebibytes_are_written_in_mi() {
         assert_eq!(format_memory(768 << 20), "768Mi");
     }
 }
