@@ -68,14 +68,11 @@ async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
         .await
         .unwrap();
 
-    platform
-        .wait_for("escalated", |p| p.count("escalated") == 1)
-        .await;
+    let escalated = platform.wait_for_escalation().await;
     assert_eq!(
         platform.actions(),
         ["delete-pod", "rollout-restart", "rollback"]
     );
-    let escalated = platform.records().last().cloned().unwrap();
     assert!(
         escalated
             .message

@@ -15,12 +15,20 @@ use http::{Request, StatusCode};
 use serde_json::Value;
 use support::healer::{TestHealer, WEBHOOK, crashing, payload, settle};
 use support::recording::Recording;
+use testbed::Reply;
 
 /// A healer over a recording platform, with the default configuration changed by `tweak`.
 fn healer(tweak: impl FnOnce(&mut auto_healer::Config)) -> (TestHealer, Recording) {
     let platform = Recording::default();
     let healer = TestHealer::new(Arc::new(platform.clone()), tweak);
     (healer, platform)
+}
+
+/// `reply` has `status`, and nothing was acted on once everything queued could run.
+async fn assert_refused(reply: &Reply, status: StatusCode, platform: &Recording) {
+    assert_eq!(reply.status, status, "{}", reply.text);
+    settle().await;
+    assert!(platform.executed().is_empty(), "nothing acted");
 }
 
 /// A webhook POST of a valid message with `header` set to `value` (the token is sent too).
@@ -183,20 +191,16 @@ async fn a_huge_body_gets_413_json() {
 async fn a_wrong_token_gets_401() {
     let (healer, platform) = healer(|c| c.token = Some("s3cret".to_owned().into()));
     let reply = healer.post_alerts(vec![crashing("p", "organism")]).await;
-    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text);
     assert_eq!(reply.error_code(), Some("unauthorized"));
-    settle().await;
-    assert!(platform.executed().is_empty(), "nothing acted");
+    assert_refused(&reply, StatusCode::UNAUTHORIZED, &platform).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn without_a_configured_token_the_webhook_is_closed() {
     let (healer, platform) = healer(|c| c.token = None);
     let reply = healer.post_alerts(vec![crashing("p", "organism")]).await;
-    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
     assert_eq!(reply.error_code(), Some("not_configured"));
-    settle().await;
-    assert!(platform.executed().is_empty(), "nothing acted");
+    assert_refused(&reply, StatusCode::FORBIDDEN, &platform).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -206,14 +210,7 @@ async fn a_body_that_is_not_json_gets_415() {
         .client
         .send(post_with_header("content-type", "text/plain"))
         .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "{}",
-        reply.text
-    );
-    settle().await;
-    assert!(platform.executed().is_empty(), "nothing acted");
+    assert_refused(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE, &platform).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -223,9 +220,7 @@ async fn a_cross_origin_post_gets_403() {
         .client
         .send(post_with_header("origin", "http://evil.example"))
         .await;
-    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
-    settle().await;
-    assert!(platform.executed().is_empty(), "nothing acted");
+    assert_refused(&reply, StatusCode::FORBIDDEN, &platform).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -235,12 +230,6 @@ async fn a_full_queue_answers_503_so_alertmanager_retries() {
         .map(|i| crashing(&format!("p{i}"), "organism"))
         .collect();
     let reply = healer.post_alerts(alerts).await;
-    assert_eq!(
-        reply.status,
-        StatusCode::SERVICE_UNAVAILABLE,
-        "{}",
-        reply.text
-    );
     assert!(
         reply.body["error"]["message"]
             .as_str()
@@ -249,8 +238,8 @@ async fn a_full_queue_answers_503_so_alertmanager_retries() {
         "{}",
         reply.text
     );
-    settle().await;
-    assert!(platform.executed().is_empty(), "all or nothing");
+    // All or nothing: not even the first three were queued.
+    assert_refused(&reply, StatusCode::SERVICE_UNAVAILABLE, &platform).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -299,19 +288,15 @@ async fn failed_verification_escalates_step_by_step_then_stops() {
         .post_alerts(vec![crashing("heart-abc", "organism")])
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED);
-    platform
-        .wait_for("escalated", |p| p.count("escalated") == 1)
-        .await;
+    let escalated = platform.wait_for_escalation().await;
     assert_eq!(
         platform.actions(),
         ["delete-pod", "rollout-restart", "rollback"]
     );
-    let last = platform.records().last().cloned().unwrap();
-    assert_eq!(last.result, "escalated");
     assert!(
-        last.message.contains("no ALERTMANAGER_URL"),
+        escalated.message.contains("no ALERTMANAGER_URL"),
         "{}",
-        last.message
+        escalated.message
     );
 }
 
@@ -387,9 +372,7 @@ async fn a_stop_is_told_once_and_later_alerts_are_left_alone() {
         .post_alerts(vec![crashing("heart-abc", "organism")])
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED);
-    platform
-        .wait_for("escalated", |p| p.count("escalated") == 1)
-        .await;
+    platform.wait_for_escalation().await;
     // Alertmanager repeats the alert: no action, no second escalation, the guard named.
     for _ in 0..3 {
         let reply = healer

@@ -78,6 +78,17 @@ impl Recording {
         );
     }
 
+    /// Waits for the one `escalated` record and returns it.
+    pub async fn wait_for_escalation(&self) -> AuditRecord {
+        self.wait_for("escalated", |p| p.count("escalated") == 1)
+            .await;
+        let records = self.records();
+        records
+            .into_iter()
+            .find(|r| r.result == "escalated")
+            .expect("the escalated record waited for")
+    }
+
     fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
     }
