@@ -44,7 +44,7 @@ pub async fn webhook(
         .into_response();
     }
     let engine = &state.inner.engine;
-    let intake = Intake::sort(&message, &engine.policy(), OffsetDateTime::now_utc());
+    let intake = Intake::from_message(&message, &engine.policy(), OffsetDateTime::now_utc());
     intake.count_ignored(&engine.metrics);
     if let Err(refused) = enqueue(&state, &intake.firing) {
         return refused.into_response();
@@ -107,7 +107,13 @@ struct Intake {
 }
 
 impl Intake {
-    fn sort(message: &alertmanager::WebhookMessage, policy: &Policy, now: OffsetDateTime) -> Self {
+    /// Sorts `message`'s firing alerts: duplicates and alerts no rule of `policy` acts on are
+    /// left out, the others queued with `startsAt` clamped against `now`.
+    fn from_message(
+        message: &alertmanager::WebhookMessage,
+        policy: &Policy,
+        now: OffsetDateTime,
+    ) -> Self {
         let mut intake = Intake {
             firing: Vec::new(),
             duplicates: 0,
