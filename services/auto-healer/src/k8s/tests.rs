@@ -16,7 +16,7 @@ use super::state::ConfigMapStore;
 use super::*;
 use crate::core::GuardState;
 use crate::platform::{LeaderFlag, Leadership, StateStore, StoreError, update_state};
-use testbed::kube_mock::{call, scripted, status_body};
+use testbed::kube_mock::{SCRIPT_WAIT, call, scripted, status_body};
 
 const MERGE: &str = "application/merge-patch+json";
 const STRATEGIC: &str = "application/strategic-merge-patch+json";
@@ -694,14 +694,31 @@ fn elector(client: Client, id: &str) -> LeaseElector {
     )
 }
 
-#[tokio::test(start_paused = true)]
-async fn lease_acquire_renew_and_take_over_by_local_time() {
+/// `try_acquire_or_renew` on paused time: a request the script does not answer (an
+/// unexpected write) fails the test at once instead of hanging it.
+async fn try_acquire(
+    e: &mut LeaseElector,
+    wall: OffsetDateTime,
+    local: tokio::time::Instant,
+) -> bool {
+    tokio::time::timeout(SCRIPT_WAIT, e.try_acquire_or_renew(wall, local))
+        .await
+        .expect("the elector sent a request the script does not answer")
+        .unwrap()
+}
+
+/// The wall-clock time the tests' leases carry, and a renewTime an hour before it: compared
+/// with our clock such a record would look long expired, but client-go judges a lease by the
+/// local time we saw its record change, so its renewTime is irrelevant.
+fn wall_and_stale() -> (OffsetDateTime, OffsetDateTime) {
     let wall = OffsetDateTime::now_utc();
-    // b's record carries a renewTime an hour in the past by our wall clock: compared with our
-    // clock it would look long expired. client-go judges from the local time we saw it change.
-    let stale = wall - time::Duration::hours(1);
+    (wall, wall - time::Duration::hours(1))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_lease_is_created_with_this_instance_as_holder() {
+    let (wall, _) = wall_and_stale();
     let (client, task) = scripted(vec![
-        // acquire: absent → create
         call("GET", LEASE, status_body(404, "NotFound")).status(404),
         call("POST", LEASES, lease_json("a", wall, "1", 0))
             .status(201)
@@ -711,7 +728,17 @@ async fn lease_acquire_renew_and_take_over_by_local_time() {
                 assert_eq!(b["spec"]["leaseDurationSeconds"], 15);
                 assert_eq!(b["spec"]["leaseTransitions"], 0);
             }),
-        // renew: held by me → replace with the resourceVersion read, acquireTime kept
+    ]);
+    let mut e = elector(client, "a");
+    let t0 = tokio::time::Instant::now();
+    assert!(try_acquire(&mut e, wall, t0).await, "acquired");
+    task.done().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_holder_renews_with_the_version_it_read_keeping_its_acquire_time() {
+    let (wall, _) = wall_and_stale();
+    let (client, task) = scripted(vec![
         call("GET", LEASE, lease_json("a", wall, "1", 0)),
         call("PUT", LEASE, lease_json("a", wall, "2", 0)).body(move |b| {
             assert_eq!(b["metadata"]["resourceVersion"], "1");
@@ -719,45 +746,68 @@ async fn lease_acquire_renew_and_take_over_by_local_time() {
             let kept = b["spec"]["acquireTime"].as_str().unwrap();
             assert!(kept.starts_with(&rfc3339(wall)[..26]), "{kept}");
         }),
-        // b took it (we saw the record change): not leader, no write
+    ]);
+    let mut e = elector(client, "a");
+    let t0 = tokio::time::Instant::now();
+    assert!(try_acquire(&mut e, wall, t0).await, "renewed");
+    task.done().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_holders_lease_is_live_for_its_duration_of_our_time_since_we_saw_it_change() {
+    let (wall, stale) = wall_and_stale();
+    // No write: b holds it at first sight and still 14 s later, unchanged.
+    let (client, task) = scripted(vec![
         call("GET", LEASE, lease_json("b", stale, "5", 1)),
-        // 14 s later, unchanged: still b's (its renewTime is irrelevant)
         call("GET", LEASE, lease_json("b", stale, "5", 1)),
-        // 16 s after we saw it change, unchanged: expired → take over, transitions + 1
+    ]);
+    let mut e = elector(client, "a");
+    let t0 = tokio::time::Instant::now();
+    assert!(!try_acquire(&mut e, wall, t0).await, "held by b");
+    assert!(
+        !try_acquire(&mut e, wall, t0 + Duration::from_secs(14)).await,
+        "b's lease is live for 15 s of our time after we saw it change"
+    );
+    task.done().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_unchanged_for_its_duration_is_taken_over_with_one_more_transition() {
+    let (wall, stale) = wall_and_stale();
+    let (client, task) = scripted(vec![
+        call("GET", LEASE, lease_json("b", stale, "5", 1)),
         call("GET", LEASE, lease_json("b", stale, "5", 1)),
         call("PUT", LEASE, lease_json("a", wall, "6", 2)).body(|b| {
             assert_eq!(b["metadata"]["resourceVersion"], "5");
             assert_eq!(b["spec"]["holderIdentity"], "a");
             assert_eq!(b["spec"]["leaseTransitions"], 2);
         }),
-        // b renewed in between (record changed) and then a racing write won → 409 → not leader
-        call("GET", LEASE, lease_json("b", stale, "8", 3)),
     ]);
     let mut e = elector(client, "a");
     let t0 = tokio::time::Instant::now();
-    assert!(e.try_acquire_or_renew(wall, t0).await.unwrap(), "acquired");
-    assert!(e.try_acquire_or_renew(wall, t0).await.unwrap(), "renewed");
+    assert!(!try_acquire(&mut e, wall, t0).await);
     assert!(
-        !e.try_acquire_or_renew(wall, t0).await.unwrap(),
-        "held by b"
-    );
-    assert!(
-        !e.try_acquire_or_renew(wall, t0 + Duration::from_secs(14))
-            .await
-            .unwrap(),
-        "b's lease is live for 15 s of our time after we saw it change"
-    );
-    assert!(
-        e.try_acquire_or_renew(wall, t0 + Duration::from_secs(16))
-            .await
-            .unwrap(),
+        try_acquire(&mut e, wall, t0 + Duration::from_secs(16)).await,
         "taken over once unchanged for 15 s of our time"
     );
+    task.done().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_whose_record_changed_is_live_again_from_that_moment() {
+    let (wall, stale) = wall_and_stale();
+    // b renewed between our looks (a new renewTime, however skewed its clock): no write.
+    let renewed = stale + time::Duration::seconds(16);
+    let (client, task) = scripted(vec![
+        call("GET", LEASE, lease_json("b", stale, "5", 1)),
+        call("GET", LEASE, lease_json("b", renewed, "8", 1)),
+    ]);
+    let mut e = elector(client, "a");
+    let t0 = tokio::time::Instant::now();
+    assert!(!try_acquire(&mut e, wall, t0).await);
     assert!(
-        !e.try_acquire_or_renew(wall, t0 + Duration::from_secs(17))
-            .await
-            .unwrap(),
-        "b's new record is live again"
+        !try_acquire(&mut e, wall, t0 + Duration::from_secs(16)).await,
+        "b's changed record is live again"
     );
     task.done().await;
 }
