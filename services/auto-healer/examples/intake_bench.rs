@@ -20,6 +20,9 @@ use auto_healer::{Adapters, AppState, Config, app};
 use recording::Recording;
 use service_kit::Context;
 
+/// The webhook's bearer token for the run (the webhook is closed without one).
+const TOKEN: &str = "bench-token";
+
 #[tokio::main]
 async fn main() {
     let n: usize = std::env::args()
@@ -31,6 +34,7 @@ async fn main() {
     let mut config = Config {
         state_dir: dir.path().to_owned(),
         queue_capacity: 1024,
+        token: Some(TOKEN.to_owned().into()),
         ..Config::default()
     };
     config.policy.guards.rate_limit_max_actions = u32::MAX;
@@ -68,9 +72,11 @@ async fn main() {
         ]);
         let body = serde_json::to_vec(&WebhookMessage::builder("auto-healer").alert(alert).build())
             .expect("json");
+        let mut changes = platform.changes.subscribe();
         let start = Instant::now();
         let resp = client
             .post(&url)
+            .bearer_auth(TOKEN)
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -84,11 +90,7 @@ async fn main() {
                 break e.at;
             }
             assert!(Instant::now() < deadline, "alert {i}: no action within 5 s");
-            let _ = tokio::time::timeout(
-                Duration::from_millis(100),
-                platform.executed_signal.notified(),
-            )
-            .await;
+            let _ = tokio::time::timeout(Duration::from_millis(100), changes.changed()).await;
         };
         latencies.push(at.duration_since(start));
     }

@@ -98,41 +98,50 @@ impl Default for Config {
     }
 }
 
+impl PlatformChoice {
+    /// `auto`, `kubernetes` (or `kube`, `k8s`) or `local`, in any case.
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw.to_ascii_lowercase().as_str() {
+            "auto" => Ok(PlatformChoice::Auto),
+            "kubernetes" | "kube" | "k8s" => Ok(PlatformChoice::Kubernetes),
+            "local" => Ok(PlatformChoice::Local),
+            _ => Err("expected auto, kubernetes or local".to_owned()),
+        }
+    }
+}
+
+/// The policy `AUTO_HEALER_POLICY` names and where it came from, or the shipped one; a file
+/// that cannot be read or is invalid is recorded on `reader` (with the field path).
+fn read_policy(reader: &mut EnvReader<'_>) -> (Policy, String) {
+    let Some(path) = reader.optional("AUTO_HEALER_POLICY") else {
+        let d = Config::default();
+        return (d.policy, d.policy_source);
+    };
+    let policy = match std::fs::read_to_string(&path) {
+        Ok(text) => Policy::from_yaml(&text).map_err(|e| format!("{path}: {e}")),
+        Err(e) => Err(format!("cannot read {path}: {e}")),
+    };
+    let policy = policy.unwrap_or_else(|message| {
+        reader.error("AUTO_HEALER_POLICY", message);
+        Policy::default_policy()
+    });
+    (policy, path)
+}
+
 impl Config {
     /// Reads the service's own variables; problems (including every policy error, with its
     /// field path) are recorded on `reader`.
     pub fn read(reader: &mut EnvReader<'_>) -> Self {
         let d = Self::default();
-        let (policy, policy_source) = match reader.optional("AUTO_HEALER_POLICY") {
-            None => (d.policy.clone(), d.policy_source.clone()),
-            Some(path) => {
-                let policy = match std::fs::read_to_string(&path) {
-                    Ok(text) => match Policy::from_yaml(&text) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            reader.error("AUTO_HEALER_POLICY", format!("{path}: {e}"));
-                            d.policy.clone()
-                        }
-                    },
-                    Err(e) => {
-                        reader.error("AUTO_HEALER_POLICY", format!("cannot read {path}: {e}"));
-                        d.policy.clone()
-                    }
-                };
-                (policy, path)
-            }
-        };
+        let (policy, policy_source) = read_policy(reader);
         let dry_run = reader
             .optional("AUTO_HEALER_DRY_RUN")
             .map(|_| reader.bool("AUTO_HEALER_DRY_RUN", false));
-        let mode = reader.parse_with("AUTO_HEALER_MODE", PlatformChoice::Auto, |raw| {
-            match raw.to_ascii_lowercase().as_str() {
-                "auto" => Ok(PlatformChoice::Auto),
-                "kubernetes" | "kube" | "k8s" => Ok(PlatformChoice::Kubernetes),
-                "local" => Ok(PlatformChoice::Local),
-                _ => Err("expected auto, kubernetes or local".to_owned()),
-            }
-        });
+        let mode = reader.parse_with(
+            "AUTO_HEALER_MODE",
+            PlatformChoice::Auto,
+            PlatformChoice::parse,
+        );
         let namespace = reader
             .optional("AUTO_HEALER_NAMESPACE")
             .or_else(|| reader.optional("POD_NAMESPACE"))
@@ -193,8 +202,8 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    #[test]
-    fn a_bad_policy_file_is_reported_with_its_field_path() {
+    /// A policy file naming an action kind that does not exist.
+    fn bad_policy_file() -> (tempfile::TempDir, String) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.yaml");
         std::fs::write(
@@ -202,17 +211,35 @@ mod tests {
             "rules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: explode}]\n",
         )
         .unwrap();
-        let p = path.to_string_lossy().to_string();
-        let env: HashMap<&str, &str> = [
-            ("AUTO_HEALER_POLICY", p.as_str()),
-            ("AUTO_HEALER_DRY_RUN", "maybe"),
-            ("AUTO_HEALER_MODE", "cloud"),
-        ]
-        .into_iter()
-        .collect();
+        let path = path.to_string_lossy().to_string();
+        (dir, path)
+    }
+
+    /// What reading `vars` reports, as text (empty when nothing is wrong).
+    fn problems(vars: &[(&str, &str)]) -> String {
+        let env: HashMap<&str, &str> = vars.iter().copied().collect();
         let mut reader = EnvReader::new(&env);
         let _ = Config::read(&mut reader);
-        let text = reader.finish().unwrap_err().to_string();
+        reader
+            .finish()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The configuration `vars` give, which must be valid.
+    fn config(vars: &[(&str, &str)]) -> Config {
+        let env: HashMap<&str, &str> = vars.iter().copied().collect();
+        let mut reader = EnvReader::new(&env);
+        let c = Config::read(&mut reader);
+        reader.finish().unwrap();
+        c
+    }
+
+    #[test]
+    fn a_bad_policy_file_is_reported_once_with_its_field_path() {
+        let (_dir, path) = bad_policy_file();
+        let text = problems(&[("AUTO_HEALER_POLICY", &path), ("AUTO_HEALER_TOKEN", "t")]);
         assert!(
             text.contains("rules[0].actions[0].kind: unknown variant `explode`"),
             "{text}"
@@ -222,25 +249,51 @@ mod tests {
             1,
             "path named once: {text}"
         );
-        assert!(text.contains("AUTO_HEALER_DRY_RUN"), "{text}");
-        assert!(text.contains("AUTO_HEALER_MODE"), "{text}");
-        assert!(text.contains("AUTO_HEALER_TOKEN"), "required: {text}");
     }
 
     #[test]
-    fn defaults_and_overrides() {
-        let env: HashMap<&str, &str> = [
-            ("AUTO_HEALER_DRY_RUN", "true"),
+    fn every_bad_variable_is_reported_at_once() {
+        let (_dir, path) = bad_policy_file();
+        let text = problems(&[
+            ("AUTO_HEALER_POLICY", path.as_str()),
+            ("AUTO_HEALER_DRY_RUN", "maybe"),
+            ("AUTO_HEALER_MODE", "cloud"),
+        ]);
+        for variable in [
+            "AUTO_HEALER_POLICY",
+            "AUTO_HEALER_DRY_RUN",
+            "AUTO_HEALER_MODE",
+            "AUTO_HEALER_TOKEN",
+        ] {
+            assert!(text.contains(variable), "{variable} missing from: {text}");
+        }
+    }
+
+    #[test]
+    fn the_token_is_required() {
+        let text = problems(&[]);
+        assert!(text.contains("AUTO_HEALER_TOKEN"), "{text}");
+    }
+
+    #[test]
+    fn dry_run_set_by_the_environment_overrides_the_policy() {
+        let c = config(&[("AUTO_HEALER_DRY_RUN", "true"), ("AUTO_HEALER_TOKEN", "t")]);
+        assert!(!c.policy.guards.dry_run);
+        assert!(c.dry_run());
+    }
+
+    #[test]
+    fn the_namespace_falls_back_to_the_pods_own() {
+        let c = config(&[
             ("POD_NAMESPACE", "organism-test"),
             ("AUTO_HEALER_TOKEN", "t"),
-        ]
-        .into_iter()
-        .collect();
-        let mut reader = EnvReader::new(&env);
-        let c = Config::read(&mut reader);
-        reader.finish().unwrap();
-        assert!(c.dry_run());
+        ]);
         assert_eq!(c.namespace, "organism-test");
+    }
+
+    #[test]
+    fn by_default_the_mode_is_auto_and_the_policy_is_the_shipped_one() {
+        let c = config(&[("AUTO_HEALER_TOKEN", "t")]);
         assert_eq!(c.mode, PlatformChoice::Auto);
         assert_eq!(c.policy_source, "builtin");
     }

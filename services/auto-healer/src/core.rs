@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::policy::{Action, Policy};
+use crate::policy::{Action, GuardConfig, Policy, Rule};
 
 /// Alert labels.
 pub type Labels = BTreeMap<String, String>;
@@ -698,63 +698,122 @@ pub fn plan(
     };
     let subject = subject_of(labels, platform);
     let record = state.subjects.get(&subject);
-    let g = &policy.guards;
-
-    if let Some(stop) = record
-        .and_then(|r| r.stop.as_ref())
-        .filter(|s| s.holds(now))
-    {
-        if !stop.notified {
-            return Err(Decision::Escalate {
-                guard: stop.guard,
-                reason: stop.reason.clone(),
-                rule: stop.rule.clone(),
-                until: stop.until,
-                again: Some(stop.at),
-            });
-        }
-        return Err(skip(
-            stop.guard.unwrap_or(Guard::Escalated),
-            format!(
-                "left alone until {}: {} (handed to people at {})",
-                rfc3339(stop.until),
-                stop.reason,
-                rfc3339(stop.at)
-            ),
-            None,
-        ));
+    if let Some(held) = held_by_stop(record, now) {
+        return Err(held);
     }
+    let position = escalation_position(record, rule, now, trigger);
+    let walk = walk_steps(rule, position.next, labels, platform, &subject);
+    let flap = flap_guard(record, &policy.guards, &subject, now);
+    let (guard, reason, until) = match (walk, flap) {
+        (StepWalk::Ends { guard, reason }, flap) => {
+            let until = flap.map_or(position.window_end, |f| position.window_end.max(f.until));
+            (guard, reason, until)
+        }
+        (StepWalk::Found(_), Some(flap)) => (Some(Guard::Flap), flap.reason, flap.until.max(now)),
+        (StepWalk::Found(plan), None) => return Ok(plan),
+    };
+    Err(Decision::Escalate {
+        guard,
+        reason,
+        rule: rule.name.clone(),
+        until: until.max(now + Duration::SECOND),
+        again: None,
+    })
+}
 
-    // The escalation: where it stands, and which step comes next.
+/// What a stop that still holds at `now` decides: people are told again when they were not
+/// told yet, else the subject is left alone. `None` when there is no such stop.
+fn held_by_stop(record: Option<&SubjectRecord>, now: OffsetDateTime) -> Option<Decision> {
+    let stop = record?.stop.as_ref().filter(|s| s.holds(now))?;
+    if !stop.notified {
+        return Some(Decision::Escalate {
+            guard: stop.guard,
+            reason: stop.reason.clone(),
+            rule: stop.rule.clone(),
+            until: stop.until,
+            again: Some(stop.at),
+        });
+    }
+    Some(skip(
+        stop.guard.unwrap_or(Guard::Escalated),
+        format!(
+            "left alone until {}: {} (handed to people at {})",
+            rfc3339(stop.until),
+            stop.reason,
+            rfc3339(stop.at)
+        ),
+        None,
+    ))
+}
+
+/// Where a rule's escalation stands on a subject.
+struct EscalationPosition {
+    /// The first step that may be taken now.
+    next: usize,
+    /// When the escalation window of the last step taken ends (now when none was taken).
+    window_end: OffsetDateTime,
+}
+
+/// The step after the last one `rule` took on the subject within its escalation window, and
+/// after the step a retry must go beyond.
+fn escalation_position(
+    record: Option<&SubjectRecord>,
+    rule: &Rule,
+    now: OffsetDateTime,
+    trigger: Trigger,
+) -> EscalationPosition {
     let last = record.and_then(|r| {
         r.attempts
             .iter()
             .filter(|a| a.rule == rule.name && within(a.at, now, rule.escalation_window))
             .max_by_key(|a| (a.at, a.step))
     });
-    let next = last
-        .map_or(0, |a| a.step + 1)
-        .max(trigger.retry_after().map_or(0, |s| s + 1));
-    let escalation_end = last.map_or(now, |a| a.at) + span(rule.escalation_window);
+    EscalationPosition {
+        next: last
+            .map_or(0, |a| a.step + 1)
+            .max(trigger.retry_after().map_or(0, |s| s + 1)),
+        window_end: last.map_or(now, |a| a.at) + span(rule.escalation_window),
+    }
+}
+
+/// What walking a rule's steps from the next one found.
+enum StepWalk {
+    /// A step that can be taken.
+    Found(Plan),
+    /// The escalation ends: at a notify step (no guard) or with every step taken or passed over
+    /// (`exhausted`). The reason says which steps were passed over on the way.
+    Ends {
+        guard: Option<Guard>,
+        reason: String,
+    },
+}
+
+/// Walks `rule`'s steps from `next`: the first one with a target on this platform is the plan;
+/// steps without one are passed over and said.
+fn walk_steps(
+    rule: &Rule,
+    next: usize,
+    labels: &Labels,
+    platform: PlatformKind,
+    subject: &str,
+) -> StepWalk {
     let mut passed_over = Vec::new();
-    let mut candidate = None;
-    let mut escalation = None;
+    let mut end = None;
     for (step, action) in rule.actions.iter().enumerate().skip(next) {
         if *action == Action::Notify {
-            escalation = Some((None, format!("step {step} of rule {} is notify", rule.name)));
+            end = Some((None, format!("step {step} of rule {} is notify", rule.name)));
             break;
         }
         let action = effective_action(action, platform);
         match target_for(&action, labels, platform) {
             Ok(target) => {
-                candidate = Some(Plan {
+                return StepWalk::Found(Plan {
                     rule: rule.name.clone(),
                     step,
                     action,
                     target,
-                    passed_over: std::mem::take(&mut passed_over),
+                    passed_over,
                 });
-                break;
             }
             Err(reason) => passed_over.push(format!(
                 "step {step} ({}) passed over: {reason}",
@@ -762,66 +821,58 @@ pub fn plan(
             )),
         }
     }
-    if candidate.is_none() && escalation.is_none() {
-        escalation = Some((
+    let (guard, mut reason) = end.unwrap_or_else(|| {
+        (
             Some(Guard::Exhausted),
             format!(
                 "all {} steps of rule {} were taken or passed over for {subject}",
                 rule.actions.len(),
                 rule.name
             ),
-        ));
+        )
+    });
+    if !passed_over.is_empty() {
+        reason.push_str(&format!(" ({})", passed_over.join("; ")));
     }
+    StepWalk::Ends { guard, reason }
+}
 
-    // The flap guard: every attempt on the subject in the window counts, whatever its outcome.
+/// The flap guard's verdict: the subject had too many attempts in the window.
+struct Flap {
+    /// Why, for people.
+    reason: String,
+    /// When the count falls below the limit.
+    until: OffsetDateTime,
+}
+
+/// The flap guard: every attempt on the subject in the window counts, whatever its outcome.
+fn flap_guard(
+    record: Option<&SubjectRecord>,
+    guards: &GuardConfig,
+    subject: &str,
+    now: OffsetDateTime,
+) -> Option<Flap> {
     let mut counted: Vec<OffsetDateTime> = record
         .map(|r| {
             r.attempts
                 .iter()
-                .filter(|a| within(a.at, now, g.flap_window) && counts_toward_flap(a))
+                .filter(|a| within(a.at, now, guards.flap_window) && counts_toward_flap(a))
                 .map(|a| a.at)
                 .collect()
         })
         .unwrap_or_default();
     counted.sort();
-    let k = g.flap_max_repairs as usize;
-    let flap = (k > 0 && counted.len() >= k).then(|| {
+    let k = guards.flap_max_repairs as usize;
+    (k > 0 && counted.len() >= k).then(|| Flap {
+        reason: format!(
+            "{subject} had {} remediation attempts in {} (limit {}, whatever their outcome): left alone",
+            counted.len(),
+            humantime::format_duration(guards.flap_window),
+            guards.flap_max_repairs
+        ),
         // The count falls below K when the (n-K)-th attempt leaves the window.
-        let end = counted[counted.len() - k] + span(g.flap_window);
-        (
-            format!(
-                "{subject} had {} remediation attempts in {} (limit {}, whatever their outcome): left alone",
-                counted.len(),
-                humantime::format_duration(g.flap_window),
-                g.flap_max_repairs
-            ),
-            end,
-        )
-    });
-
-    let stop = match (escalation, flap) {
-        (Some((guard, mut reason)), flap) => {
-            if !passed_over.is_empty() {
-                reason.push_str(&format!(" ({})", passed_over.join("; ")));
-            }
-            let until = flap
-                .as_ref()
-                .map_or(escalation_end, |(_, end)| escalation_end.max(*end));
-            Some((guard, reason, until))
-        }
-        (None, Some((reason, end))) => Some((Some(Guard::Flap), reason, end.max(now))),
-        (None, None) => None,
-    };
-    if let Some((guard, reason, until)) = stop {
-        return Err(Decision::Escalate {
-            guard,
-            reason,
-            rule: rule.name.clone(),
-            until: until.max(now + Duration::SECOND),
-            again: None,
-        });
-    }
-    Ok(candidate.expect("a candidate when there is no escalation"))
+        until: counted[counted.len() - k] + span(guards.flap_window),
+    })
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

@@ -420,7 +420,6 @@ impl Engine {
         let now = self.now();
         let policy = self.policy();
         let dry_run = self.dry_run();
-        let subject = base.subject.as_str();
         if !self.leader.is_leader() {
             let reason = "this instance is not the leader".into();
             return Round::Done(self.skip(base, Guard::Leader, reason, None, None).await);
@@ -432,8 +431,6 @@ impl Engine {
                 return Round::Done(self.failed(base, None, message).await);
             }
         };
-        // A dry run decides on its own record, exactly as the real run would on its.
-        let state = stored.view(dry_run);
         let loaded = Loaded {
             stored: &stored,
             version: version.as_deref(),
@@ -441,30 +438,18 @@ impl Engine {
             dry_run,
             may_retry,
         };
-        let snapshot = match self.look(alert, &policy, &state, now, trigger, base).await {
-            Ok(s) => s,
+        let decision = match self.decide_on(alert, &policy, &loaded, trigger, base).await {
+            Ok(d) => d,
             Err(failed) => return Round::Done(failed),
         };
-        let in_flight = self.in_flight();
-        let decision = core::decide(Input {
-            alert,
-            policy: &policy,
-            state: &state,
-            cluster: &snapshot,
-            in_flight: &in_flight,
-            now,
-            trigger,
-            platform: self.platform.kind(),
-            dry_run,
-        });
-        let plan = match decision {
+        match decision {
             Decision::Skip {
                 guard,
                 reason,
                 target,
             } => {
                 let rule = policy.rule_for(&alert.labels).map(|r| r.name.clone());
-                return Round::Done(self.skip(base, guard, reason, target, rule).await);
+                Round::Done(self.skip(base, guard, reason, target, rule).await)
             }
             Decision::Escalate {
                 guard,
@@ -480,25 +465,66 @@ impl Engine {
                     until,
                     again,
                 };
-                return self
-                    .stop_and_escalate(lock, alert, base, &loaded, escalation)
-                    .await;
+                self.stop_and_escalate(lock, alert, base, &loaded, escalation)
+                    .await
             }
-            Decision::DryRun(plan) | Decision::Act(plan) => plan,
-        };
-        if let Err(round) = self.save_attempt(base, &loaded, &plan, &policy).await {
+            Decision::DryRun(plan) | Decision::Act(plan) => {
+                self.begin_attempt(lock, base, &loaded, plan, policy).await
+            }
+        }
+    }
+
+    /// The core's decision on the guard state as loaded and the cluster around the plan's
+    /// target (`Err` when the cluster cannot be looked at: the handling failed).
+    async fn decide_on(
+        &self,
+        alert: &AlertFacts,
+        policy: &Policy,
+        loaded: &Loaded<'_>,
+        trigger: Trigger,
+        base: &AuditRecord,
+    ) -> Result<Decision, Handled> {
+        let Loaded { now, dry_run, .. } = *loaded;
+        // A dry run decides on its own record, exactly as the real run would on its.
+        let state = loaded.stored.view(dry_run);
+        let snapshot = self.look(alert, policy, &state, now, trigger, base).await?;
+        let in_flight = self.in_flight();
+        Ok(core::decide(Input {
+            alert,
+            policy,
+            state: &state,
+            cluster: &snapshot,
+            in_flight: &in_flight,
+            now,
+            trigger,
+            platform: self.platform.kind(),
+            dry_run,
+        }))
+    }
+
+    /// A plan decided: the attempt is saved, then a dry run reports it, a real run marks the
+    /// subject in flight; either way the decide lock is released.
+    async fn begin_attempt(
+        &self,
+        lock: tokio::sync::MutexGuard<'_, ()>,
+        base: &AuditRecord,
+        loaded: &Loaded<'_>,
+        plan: Plan,
+        policy: Arc<Policy>,
+    ) -> Round {
+        if let Err(round) = self.save_attempt(base, loaded, &plan, &policy).await {
             return round;
         }
-        if dry_run {
+        if loaded.dry_run {
             drop(lock);
             return Round::Done(self.report_dry_run(base, &plan).await);
         }
-        self.set_in_flight(subject, true);
+        self.set_in_flight(&base.subject, true);
         drop(lock);
         Round::Act(Attempt {
             plan,
             policy,
-            decided_at: now,
+            decided_at: loaded.now,
         })
     }
 

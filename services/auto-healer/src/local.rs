@@ -312,32 +312,54 @@ mod tests {
     use super::*;
     use crate::core::Timestamp;
 
+    /// A state with one action.
+    fn one_action() -> GuardState {
+        let mut s = GuardState::default();
+        s.actions.push(Timestamp(time::OffsetDateTime::UNIX_EPOCH));
+        s
+    }
+
     #[tokio::test]
-    async fn file_state_survives_a_restart_and_rejects_stale_writes() {
+    async fn a_fresh_store_is_empty_and_unversioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, v) = FileStore::new(dir.path()).load().await.unwrap();
+        assert_eq!((s, v), (GuardState::default(), None));
+    }
+
+    #[tokio::test]
+    async fn a_write_against_a_stale_version_is_a_conflict() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path());
-        let (mut s, v) = store.load().await.unwrap();
-        assert_eq!(v, None);
-        s.actions.push(Timestamp(time::OffsetDateTime::UNIX_EPOCH));
-        store.save(&s, None).await.unwrap();
+        store.save(&one_action(), None).await.unwrap();
         assert!(
-            matches!(store.save(&s, None).await, Err(StoreError::Conflict)),
+            matches!(
+                store.save(&one_action(), None).await,
+                Err(StoreError::Conflict)
+            ),
             "stale version"
         );
+    }
+
+    #[tokio::test]
+    async fn the_state_survives_a_restart_with_its_version() {
+        let dir = tempfile::tempdir().unwrap();
+        FileStore::new(dir.path())
+            .save(&one_action(), None)
+            .await
+            .unwrap();
         // A new process reads what the old one wrote.
-        let again = FileStore::new(dir.path());
-        let (loaded, v) = again.load().await.unwrap();
-        assert_eq!(loaded, s);
+        let (loaded, v) = FileStore::new(dir.path()).load().await.unwrap();
+        assert_eq!(loaded, one_action());
         assert_eq!(v.as_deref(), Some("1"));
-        again.save(&loaded, Some("1")).await.unwrap();
-        assert_eq!(
-            FileStore::new(dir.path())
-                .load()
-                .await
-                .unwrap()
-                .1
-                .as_deref(),
-            Some("2")
-        );
+    }
+
+    #[tokio::test]
+    async fn each_save_advances_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path());
+        store.save(&one_action(), None).await.unwrap();
+        store.save(&one_action(), Some("1")).await.unwrap();
+        let (_, v) = FileStore::new(dir.path()).load().await.unwrap();
+        assert_eq!(v.as_deref(), Some("2"));
     }
 }

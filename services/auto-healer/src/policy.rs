@@ -412,69 +412,16 @@ impl Policy {
 
 impl RawPolicy {
     fn validate(self) -> Result<Policy, PolicyError> {
-        let g = &self.guards;
-        for (name, share) in [
-            ("max_workload_disruption", g.max_workload_disruption),
-            ("max_unhealthy_node_share", g.max_unhealthy_node_share),
-        ] {
-            if !(share > 0.0 && share <= 1.0) {
-                return Err(PolicyError::at(
-                    format!("guards.{name}"),
-                    format!("must be a share in (0, 1], got {share}"),
-                ));
-            }
-        }
-        if g.max_concurrent_actions == 0 {
-            return Err(PolicyError::at(
-                "guards.max_concurrent_actions",
-                "must be at least 1",
-            ));
-        }
-        if g.flap_max_repairs == 0 {
-            return Err(PolicyError::at(
-                "guards.flap_max_repairs",
-                "must be at least 1",
-            ));
-        }
-        if g.opt_out_annotation.is_empty() {
-            return Err(PolicyError::at(
-                "guards.opt_out_annotation",
-                "must not be empty",
-            ));
-        }
+        validate_guards(&self.guards)?;
         if self.rules.is_empty() {
             return Err(PolicyError::at("rules", "at least one rule is required"));
         }
-        let mut rules = Vec::with_capacity(self.rules.len());
-        for (i, r) in self.rules.into_iter().enumerate() {
-            let at = format!("rules[{i}]");
-            if r.name.trim().is_empty() {
-                return Err(PolicyError::at(format!("{at}.name"), "must not be empty"));
-            }
-            if r.match_eq.is_empty() && r.match_re.is_empty() {
-                return Err(PolicyError::at(
-                    format!("{at}.match"),
-                    "a rule needs at least one matcher in `match` or `match_re`",
-                ));
-            }
-            if r.actions.is_empty() {
-                return Err(PolicyError::at(
-                    format!("{at}.actions"),
-                    "at least one action is required",
-                ));
-            }
-            let mut actions = Vec::with_capacity(r.actions.len());
-            for (j, a) in r.actions.into_iter().enumerate() {
-                actions.push(a.validate(&format!("{at}.actions[{j}]"))?);
-            }
-            rules.push(Rule {
-                name: r.name,
-                match_eq: r.match_eq,
-                match_re: r.match_re,
-                escalation_window: r.escalation_window,
-                actions,
-            });
-        }
+        let rules = self
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.validate(&format!("rules[{i}]")))
+            .collect::<Result<_, _>>()?;
         Ok(Policy {
             guards: self.guards,
             rules,
@@ -482,8 +429,104 @@ impl RawPolicy {
     }
 }
 
+/// The guard settings' own bounds (shares in (0, 1], counts at least 1, a named annotation).
+fn validate_guards(g: &GuardConfig) -> Result<(), PolicyError> {
+    for (name, share) in [
+        ("max_workload_disruption", g.max_workload_disruption),
+        ("max_unhealthy_node_share", g.max_unhealthy_node_share),
+    ] {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(PolicyError::at(
+                format!("guards.{name}"),
+                format!("must be a share in (0, 1], got {share}"),
+            ));
+        }
+    }
+    if g.max_concurrent_actions == 0 {
+        return Err(PolicyError::at(
+            "guards.max_concurrent_actions",
+            "must be at least 1",
+        ));
+    }
+    if g.flap_max_repairs == 0 {
+        return Err(PolicyError::at(
+            "guards.flap_max_repairs",
+            "must be at least 1",
+        ));
+    }
+    if g.opt_out_annotation.is_empty() {
+        return Err(PolicyError::at(
+            "guards.opt_out_annotation",
+            "must not be empty",
+        ));
+    }
+    Ok(())
+}
+
+impl RawRule {
+    /// The rule at `at` (e.g. `rules[0]`): a name, a matcher, and valid actions.
+    fn validate(self, at: &str) -> Result<Rule, PolicyError> {
+        if self.name.trim().is_empty() {
+            return Err(PolicyError::at(format!("{at}.name"), "must not be empty"));
+        }
+        if self.match_eq.is_empty() && self.match_re.is_empty() {
+            return Err(PolicyError::at(
+                format!("{at}.match"),
+                "a rule needs at least one matcher in `match` or `match_re`",
+            ));
+        }
+        if self.actions.is_empty() {
+            return Err(PolicyError::at(
+                format!("{at}.actions"),
+                "at least one action is required",
+            ));
+        }
+        let actions = self
+            .actions
+            .into_iter()
+            .enumerate()
+            .map(|(j, a)| a.validate(&format!("{at}.actions[{j}]")))
+            .collect::<Result<_, _>>()?;
+        Ok(Rule {
+            name: self.name,
+            match_eq: self.match_eq,
+            match_re: self.match_re,
+            escalation_window: self.escalation_window,
+            actions,
+        })
+    }
+}
+
 impl RawAction {
+    /// The action at `at` (e.g. `rules[0].actions[1]`), with only its kind's settings.
     fn validate(self, at: &str) -> Result<Action, PolicyError> {
+        use ActionKind as K;
+        self.refuse_foreign_settings(at)?;
+        Ok(match self.kind {
+            K::DeletePod => Action::DeletePod,
+            K::RolloutRestart => Action::RolloutRestart,
+            K::Rollback => Action::Rollback,
+            K::ScaleUp | K::RaiseHpaMin => self.scaling(at)?,
+            K::RaiseMemoryLimit => self.memory_raise(at)?,
+            K::Cordon => Action::Cordon,
+            K::Drain => Action::Drain {
+                timeout: self
+                    .timeout
+                    .map_or(std::time::Duration::from_secs(120), |t| t.0),
+            },
+            K::Uncordon => Action::Uncordon,
+            K::Cleanup => Action::Cleanup {
+                ttl: self
+                    .ttl
+                    .map_or(std::time::Duration::from_secs(3600), |t| t.0),
+            },
+            K::RestartService => Action::RestartService,
+            K::Notify => Action::Notify,
+        })
+    }
+
+    /// Refuses a setting given that is not one of this action kind's.
+    fn refuse_foreign_settings(&self, at: &str) -> Result<(), PolicyError> {
         use ActionKind as K;
         let allowed: &[&str] = match self.kind {
             K::ScaleUp | K::RaiseHpaMin => &["step", "max_replicas"],
@@ -501,68 +544,54 @@ impl RawAction {
             ("timeout", self.timeout.is_some()),
             ("ttl", self.ttl.is_some()),
         ];
-        for (field, present) in given {
-            if present && !allowed.contains(&field) {
-                return Err(PolicyError::at(
-                    format!("{at}.{field}"),
-                    "not a setting of this action kind",
-                ));
-            }
+        match given
+            .into_iter()
+            .find(|(field, present)| *present && !allowed.contains(field))
+        {
+            Some((field, _)) => Err(PolicyError::at(
+                format!("{at}.{field}"),
+                "not a setting of this action kind",
+            )),
+            None => Ok(()),
         }
-        let required = |field: &str, v: Option<u32>| {
-            v.ok_or_else(|| {
-                PolicyError::at(format!("{at}.{field}"), "required for this action kind")
-            })
-        };
-        Ok(match self.kind {
-            K::DeletePod => Action::DeletePod,
-            K::RolloutRestart => Action::RolloutRestart,
-            K::Rollback => Action::Rollback,
-            K::ScaleUp | K::RaiseHpaMin => {
-                let step = self.step.unwrap_or(1);
-                if step == 0 {
-                    return Err(PolicyError::at(format!("{at}.step"), "must be at least 1"));
-                }
-                let max_replicas = required("max_replicas", self.max_replicas)?;
-                if self.kind == K::ScaleUp {
-                    Action::ScaleUp { step, max_replicas }
-                } else {
-                    Action::RaiseHpaMin { step, max_replicas }
-                }
-            }
-            K::RaiseMemoryLimit => {
-                let factor = self.factor.unwrap_or(1.5);
-                if !(factor > 1.0 && factor <= 10.0) {
-                    return Err(PolicyError::at(
-                        format!("{at}.factor"),
-                        format!("must be in (1, 10], got {factor}"),
-                    ));
-                }
-                let max = self.max.ok_or_else(|| {
-                    PolicyError::at(format!("{at}.max"), "required for this action kind")
-                })?;
-                let max_bytes =
-                    parse_memory(&max).map_err(|m| PolicyError::at(format!("{at}.max"), m))?;
-                Action::RaiseMemoryLimit {
-                    factor,
-                    max_bytes,
-                    container: self.container,
-                }
-            }
-            K::Cordon => Action::Cordon,
-            K::Drain => Action::Drain {
-                timeout: self
-                    .timeout
-                    .map_or(std::time::Duration::from_secs(120), |t| t.0),
-            },
-            K::Uncordon => Action::Uncordon,
-            K::Cleanup => Action::Cleanup {
-                ttl: self
-                    .ttl
-                    .map_or(std::time::Duration::from_secs(3600), |t| t.0),
-            },
-            K::RestartService => Action::RestartService,
-            K::Notify => Action::Notify,
+    }
+
+    /// `scale-up` or `raise-hpa-min`: a step of at least 1 (default 1) up to `max_replicas`.
+    fn scaling(self, at: &str) -> Result<Action, PolicyError> {
+        let step = self.step.unwrap_or(1);
+        if step == 0 {
+            return Err(PolicyError::at(format!("{at}.step"), "must be at least 1"));
+        }
+        let max_replicas = self.max_replicas.ok_or_else(|| {
+            PolicyError::at(
+                format!("{at}.max_replicas"),
+                "required for this action kind",
+            )
+        })?;
+        Ok(if self.kind == ActionKind::ScaleUp {
+            Action::ScaleUp { step, max_replicas }
+        } else {
+            Action::RaiseHpaMin { step, max_replicas }
+        })
+    }
+
+    /// `raise-memory-limit`: a factor in (1, 10] (default 1.5) up to the `max` quantity.
+    fn memory_raise(self, at: &str) -> Result<Action, PolicyError> {
+        let factor = self.factor.unwrap_or(1.5);
+        if !(factor > 1.0 && factor <= 10.0) {
+            return Err(PolicyError::at(
+                format!("{at}.factor"),
+                format!("must be in (1, 10], got {factor}"),
+            ));
+        }
+        let max = self
+            .max
+            .ok_or_else(|| PolicyError::at(format!("{at}.max"), "required for this action kind"))?;
+        let max_bytes = parse_memory(&max).map_err(|m| PolicyError::at(format!("{at}.max"), m))?;
+        Ok(Action::RaiseMemoryLimit {
+            factor,
+            max_bytes,
+            container: self.container,
         })
     }
 }
@@ -647,7 +676,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_are_humantime_and_a_bare_number_is_refused() {
+    fn durations_are_humantime() {
         let p = Policy::from_yaml(
             "guards: {cooldown: 90s, flap_window: 1h 30m}\nrules:\n- name: a\n  match: {alertname: X}\n  \
              escalation_window: 10m\n  actions: [{kind: drain, timeout: 5m}, {kind: cleanup, ttl: 2h}]\n",
@@ -670,6 +699,10 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn a_bare_number_duration_is_refused_with_the_form_to_write() {
         let e = Policy::from_yaml(
             "guards: {cooldown: 120}\nrules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: delete-pod}]\n",
         )
@@ -769,14 +802,22 @@ mod tests {
     }
 
     #[test]
-    fn memory_quantities() {
+    fn memory_quantities_are_read_in_kubernetes_units() {
         assert_eq!(parse_memory("1Gi").unwrap(), 1 << 30);
         assert_eq!(parse_memory("512Mi").unwrap(), 512 << 20);
         assert_eq!(parse_memory("1G").unwrap(), 1_000_000_000);
         assert_eq!(parse_memory("128974848").unwrap(), 128_974_848);
         assert_eq!(parse_memory("1e3").unwrap(), 1000);
+    }
+
+    #[test]
+    fn a_negative_or_unknown_memory_quantity_is_refused() {
         assert!(parse_memory("-1Mi").is_err());
         assert!(parse_memory("12Qi").is_err());
+    }
+
+    #[test]
+    fn whole_mebibytes_are_written_in_mi() {
         assert_eq!(format_memory(768 << 20), "768Mi");
     }
 }

@@ -113,61 +113,125 @@ mod tests {
     use crate::local::FileStore;
     use crate::platform::LeaderFlag;
 
+    const FIRST: &str =
+        "rules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: delete-pod}]\n";
+    const SECOND: &str = "guards: {dry_run: true}\nrules:\n- name: b\n  match: {alertname: Y}\n  actions: [{kind: notify}]\n";
+    const INVALID: &str = "rules:\n- name: c\n  actions: [{kind: explode}]\n";
+
+    /// An engine on the policy `FIRST`, written to `policy.yaml` in a temp dir, and what the
+    /// watcher last saw of that file.
+    struct Watched {
+        engine: Engine,
+        path: std::path::PathBuf,
+        last: Option<String>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Watched {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("policy.yaml");
+            std::fs::write(&path, FIRST).unwrap();
+            let engine = Engine::new(
+                Arc::new(Policy::from_yaml(FIRST).unwrap()),
+                Arc::new(crate::local::LocalPlatform::new(
+                    "http://127.0.0.1:9",
+                    None,
+                    None,
+                    telemetry::client::HttpClient::new(
+                        telemetry::client::ClientMetrics::new(&prometheus::Registry::new())
+                            .unwrap(),
+                    ),
+                )),
+                Arc::new(FileStore::new(dir.path())),
+                Arc::new(LeaderFlag::new(true)),
+                false,
+                Metrics::new(&prometheus::Registry::new()).unwrap(),
+                History::new(1),
+                None,
+            )
+            .with_dry_run_override(None);
+            let last = std::fs::read_to_string(&path).ok();
+            Self {
+                engine,
+                path,
+                last,
+                _dir: dir,
+            }
+        }
+
+        /// Writes `text` to the policy file and checks it.
+        fn write_and_check(&mut self, text: &str) -> Reload {
+            std::fs::write(&self.path, text).unwrap();
+            self.check()
+        }
+
+        fn check(&mut self) -> Reload {
+            check(&self.engine, &self.path, &mut self.last)
+        }
+
+        fn rule(&self) -> String {
+            self.engine.policy().rules[0].name.clone()
+        }
+    }
+
     #[test]
-    fn a_changed_policy_is_applied_and_an_invalid_one_keeps_the_old() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("policy.yaml");
-        let first = "rules:\n- name: a\n  match: {alertname: X}\n  actions: [{kind: delete-pod}]\n";
-        std::fs::write(&path, first).unwrap();
-        let registry = prometheus::Registry::new();
-        let engine = Engine::new(
-            Arc::new(Policy::from_yaml(first).unwrap()),
-            Arc::new(crate::local::LocalPlatform::new(
-                "http://127.0.0.1:9",
-                None,
-                None,
-                telemetry::client::HttpClient::new(
-                    telemetry::client::ClientMetrics::new(&prometheus::Registry::new()).unwrap(),
-                ),
-            )),
-            Arc::new(FileStore::new(dir.path())),
-            Arc::new(LeaderFlag::new(true)),
-            false,
-            Metrics::new(&registry).unwrap(),
-            History::new(1),
-            None,
-        )
-        .with_dry_run_override(None);
-        let mut last = std::fs::read_to_string(&path).ok();
-        assert_eq!(check(&engine, &path, &mut last), Reload::Unchanged);
+    fn an_unchanged_file_is_not_reloaded() {
+        let mut w = Watched::new();
+        assert_eq!(w.check(), Reload::Unchanged);
+    }
 
-        std::fs::write(
-            &path,
-            "guards: {dry_run: true}\nrules:\n- name: b\n  match: {alertname: Y}\n  actions: [{kind: notify}]\n",
-        )
-        .unwrap();
-        assert_eq!(check(&engine, &path, &mut last), Reload::Applied);
-        assert_eq!(engine.policy().rules[0].name, "b");
-        assert!(engine.dry_run(), "dry run follows the reloaded policy");
+    #[test]
+    fn a_changed_policy_is_applied() {
+        let mut w = Watched::new();
+        assert_eq!(w.write_and_check(SECOND), Reload::Applied);
+        assert_eq!(w.rule(), "b");
+    }
 
-        std::fs::write(&path, "rules:\n- name: c\n  actions: [{kind: explode}]\n").unwrap();
-        match check(&engine, &path, &mut last) {
+    #[test]
+    fn dry_run_follows_the_reloaded_policy() {
+        let mut w = Watched::new();
+        assert!(!w.engine.dry_run());
+        w.write_and_check(SECOND);
+        assert!(w.engine.dry_run());
+    }
+
+    #[test]
+    fn an_invalid_policy_is_rejected_naming_the_file_and_field_and_the_old_one_stays() {
+        let mut w = Watched::new();
+        match w.write_and_check(INVALID) {
             Reload::Rejected(why) => {
                 assert!(why.contains("rules[0].actions[0].kind"), "{why}");
                 assert!(why.contains("policy.yaml"), "{why}");
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(engine.policy().rules[0].name, "b", "the old policy stays");
-        // Said once, not every poll.
-        assert_eq!(check(&engine, &path, &mut last), Reload::Unchanged);
-        std::fs::remove_file(&path).unwrap();
-        assert!(matches!(
-            check(&engine, &path, &mut last),
-            Reload::Rejected(_)
-        ));
-        assert_eq!(engine.policy().rules[0].name, "b");
-        let m = &engine.metrics.policy_reloads;
+        assert_eq!(w.rule(), "a", "the old policy stays");
+    }
+
+    #[test]
+    fn a_rejected_policy_is_said_once_not_every_poll() {
+        let mut w = Watched::new();
+        w.write_and_check(INVALID);
+        assert_eq!(w.check(), Reload::Unchanged);
+    }
+
+    #[test]
+    fn a_deleted_policy_file_is_rejected_and_the_old_policy_stays() {
+        let mut w = Watched::new();
+        std::fs::remove_file(&w.path).unwrap();
+        assert!(matches!(w.check(), Reload::Rejected(_)));
+        assert_eq!(w.rule(), "a");
+    }
+
+    #[test]
+    fn reloads_are_counted_by_result() {
+        let mut w = Watched::new();
+        w.write_and_check(SECOND);
+        w.write_and_check(INVALID);
+        std::fs::remove_file(&w.path).unwrap();
+        w.check();
+        let m = &w.engine.metrics.policy_reloads;
         assert_eq!(m.with_label_values(&["success"]).get(), 1);
         assert_eq!(m.with_label_values(&["failure"]).get(), 2);
     }

@@ -1,65 +1,59 @@
 //! Against a real Alertmanager (testbed): an alert posted to Alertmanager reaches the healer's
 //! webhook; every escalation step fails to verify; the healer posts `RemediationFailed`, which
-//! Alertmanager then holds with the right labels.
+//! Alertmanager then holds with the right labels. An alert Alertmanager does not hold is never
+//! acted on.
+//!
+//! Waits follow what the healer recorded ([`Recording::wait_for`]), not the clock; their bound
+//! only ends a test that went wrong.
 
 mod support;
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use alertmanager::{AlertmanagerClient, Matcher, PostableAlert};
-use auto_healer::local::FileStore;
-use auto_healer::platform::LeaderFlag;
-use auto_healer::{Adapters, AppState, Config, app};
-use service_kit::Context;
+use http::StatusCode;
+use support::healer::{TOKEN, TestHealer, WEBHOOK, payload};
 use support::recording::Recording;
+use testbed::{Alertmanager, AlertmanagerConfig};
+
+/// A real Alertmanager whose `auto-healer` receiver posts to `healer` with the webhook token.
+async fn alertmanager_sending_to(healer: SocketAddr) -> Alertmanager {
+    let config = AlertmanagerConfig::new().webhook_with_token(
+        "auto-healer",
+        format!("http://{healer}{WEBHOOK}"),
+        TOKEN,
+    );
+    Alertmanager::start(&config.to_yaml()).await
+}
+
+/// A healer whose every step fails to verify, confirming alerts with (and escalating to) `am`.
+fn failing_healer(am: &Alertmanager) -> (TestHealer, Recording) {
+    let platform = Recording::default();
+    *platform.fail_verify.lock().unwrap() = true;
+    let url = am.url();
+    let healer = TestHealer::new(Arc::new(platform.clone()), |c| {
+        c.alertmanager_url = Some(url);
+    });
+    (healer, platform)
+}
+
+fn free_addr() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, testbed::free_port()))
+}
+
+fn remediation_failed() -> Vec<Matcher> {
+    vec![Matcher::equal("alertname", "RemediationFailed")]
+}
 
 #[tokio::test]
 async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
     // The healer, served on a free port, is Alertmanager's webhook receiver.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let healer = format!("http://{}", listener.local_addr().unwrap());
-    let am = testbed::Alertmanager::start(
-        &testbed::AlertmanagerConfig::new()
-            .webhook_with_token(
-                "auto-healer",
-                format!("{healer}/webhook/alertmanager"),
-                "hook-token",
-            )
-            .to_yaml(),
-    )
-    .await;
-
-    let dir = tempfile::tempdir().unwrap();
-    let ctx = Context::for_tests(auto_healer::SERVICE);
-    let config = Config {
-        state_dir: dir.path().to_owned(),
-        alertmanager_url: Some(am.url()),
-        token: Some("hook-token".to_owned().into()),
-        ..Config::default()
-    };
-    let platform = Recording::default();
-    *platform.fail_verify.lock().unwrap() = true;
-    let state = AppState::with_adapters(
-        &ctx,
-        config,
-        Adapters {
-            lease_task: None,
-            platform: Arc::new(platform.clone()),
-            store: Arc::new(FileStore::new(dir.path())),
-            leader: Arc::new(LeaderFlag::new(true)),
-        },
-    )
-    .unwrap();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, service_kit::assemble(&ctx, app(state))).await;
-    });
-
-    let client = AlertmanagerClient::new(
-        am.url(),
-        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
-    )
-    .unwrap();
+    let addr = free_addr();
+    let am = alertmanager_sending_to(addr).await;
+    let (healer, platform) = failing_healer(&am);
+    let _served = healer.serve_on(addr).await;
+    let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
     client
         .post_alerts(&[PostableAlert::new([
             ("alertname", "PodCrashLooping"),
@@ -74,25 +68,22 @@ async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
         .await
         .unwrap();
 
-    let arrived = testbed::wait_until(Duration::from_secs(30), || async {
-        !client
-            .alerts(&[Matcher::equal("alertname", "RemediationFailed")])
-            .await
-            .unwrap_or_default()
-            .is_empty()
-    })
-    .await;
+    let escalated = platform.wait_for_escalation().await;
+    assert_eq!(
+        platform.actions(),
+        ["delete-pod", "rollout-restart", "rollback"]
+    );
     assert!(
-        arrived,
-        "no RemediationFailed in Alertmanager; healer records: {:?}\n{}",
-        platform.records(),
+        escalated
+            .message
+            .contains("RemediationFailed sent to Alertmanager"),
+        "{}\n{}",
+        escalated.message,
         am.log_tail()
     );
-    let alerts = client
-        .alerts(&[Matcher::equal("alertname", "RemediationFailed")])
-        .await
-        .unwrap();
-    assert_eq!(alerts.len(), 1);
+    // Alertmanager answered the post: it holds the alert now.
+    let alerts = client.alerts(&remediation_failed()).await.unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
     let l = &alerts[0].labels;
     for (k, v) in [
         ("severity", "critical"),
@@ -112,46 +103,28 @@ async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
         "the healer must not be asked to heal its own failure"
     );
     assert!(alerts[0].annotations["summary"].contains("deployment/organism/heart"));
-    let steps: Vec<String> = platform
-        .executed()
-        .iter()
-        .map(|e| e.action.clone())
-        .collect();
-    assert_eq!(steps, ["delete-pod", "rollout-restart", "rollback"]);
+}
 
-    // A forged alert straight to the webhook (with the token, as a replay would have it):
-    // Alertmanager holds no such alert, so the healer does nothing and says why.
-    let forged = alertmanager::WebhookMessage::builder("auto-healer")
-        .alert(alertmanager::Alert::firing([
-            ("alertname", "Forged"),
-            ("namespace", "organism"),
-            ("pod", "brain-abc"),
-            ("workload", "brain"),
-            ("remediation", "restart-pod"),
-        ]))
-        .build();
-    let resp = testbed::http_client()
-        .post(format!("{healer}/webhook/alertmanager"))
-        .bearer_auth("hook-token")
-        .json(&forged)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
-    let refused = testbed::wait_until(Duration::from_secs(10), || async {
-        platform
-            .records()
-            .iter()
-            .any(|r| r.alertname == "Forged" && r.guard.as_deref() == Some("unconfirmed"))
-    })
-    .await;
-    assert!(refused, "{:?}", platform.records());
-    assert!(
-        !platform
-            .executed()
-            .iter()
-            .any(|e| e.target.key().contains("brain")),
-        "acted on a forged alert"
-    );
-    server.abort();
+#[tokio::test]
+async fn an_alert_alertmanager_does_not_hold_is_not_acted_on() {
+    // Nothing is posted to Alertmanager here: its receiver is never called.
+    let am = alertmanager_sending_to(free_addr()).await;
+    let (healer, platform) = failing_healer(&am);
+    // A forged alert straight to the webhook (with the token, as a replay would have it).
+    let forged = alertmanager::Alert::firing([
+        ("alertname", "Forged"),
+        ("namespace", "organism"),
+        ("pod", "brain-abc"),
+        ("workload", "brain"),
+        ("remediation", "restart-pod"),
+    ]);
+    let reply = healer.post_raw(payload(vec![forged])).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    platform
+        .wait_for("refused as unconfirmed", |p| p.count("skipped") == 1)
+        .await;
+    let record = &platform.records()[0];
+    assert_eq!(record.alertname, "Forged");
+    assert_eq!(record.guard.as_deref(), Some("unconfirmed"), "{record:?}");
+    assert!(platform.executed().is_empty(), "acted on a forged alert");
 }

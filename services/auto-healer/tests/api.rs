@@ -1,171 +1,123 @@
 //! Intake and history through the router: validation with reasons, auth, size limit, the
 //! bounded queue, leadership, and the decisions that follow.
+//!
+//! Every test runs on paused time: the engine works the queue on the test's own runtime, and a
+//! wait for what it did ([`Recording::wait_for`]) can only run out once nothing is left to run,
+//! never because the machine is slow.
 
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use alertmanager::{Alert, WebhookMessage};
 use auto_healer::core::Target;
-use auto_healer::local::FileStore;
-use auto_healer::platform::LeaderFlag;
-use auto_healer::{Adapters, AppState, Config, app};
-use axum::body::Body;
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::Value;
-use service_kit::Context;
+use support::healer::{TestHealer, WEBHOOK, crashing, payload, settle};
 use support::recording::Recording;
-use tower::ServiceExt;
+use testbed::Reply;
 
-struct TestApp {
-    router: axum::Router,
-    platform: Recording,
-    leader: LeaderFlag,
-    _dir: tempfile::TempDir,
-    _ctx: Context,
-}
-
-fn test_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
-    let ctx = Context::for_tests(auto_healer::SERVICE);
-    let mut config = Config {
-        state_dir: dir.path().to_owned(),
-        token: Some(TOKEN.to_owned().into()),
-        ..Config::default()
-    };
-    tweak(&mut config);
+/// A healer over a recording platform, with the default configuration changed by `tweak`.
+fn healer(tweak: impl FnOnce(&mut auto_healer::Config)) -> (TestHealer, Recording) {
     let platform = Recording::default();
-    let leader = LeaderFlag::new(true);
-    let state = AppState::with_adapters(
-        &ctx,
-        config,
-        Adapters {
-            lease_task: None,
-            platform: Arc::new(platform.clone()),
-            store: Arc::new(FileStore::new(dir.path())),
-            leader: Arc::new(leader.clone()),
-        },
-    )
-    .unwrap();
-    TestApp {
-        router: app(state),
-        platform,
-        leader,
-        _dir: dir,
-        _ctx: ctx,
-    }
+    let healer = TestHealer::new(Arc::new(platform.clone()), tweak);
+    (healer, platform)
 }
 
-async fn send(app: &TestApp, req: Request<Body>) -> (StatusCode, Value) {
-    let resp = app.router.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, body)
+/// `reply` has `status`, and nothing was acted on once everything queued could run.
+async fn assert_refused(reply: &Reply, status: StatusCode, platform: &Recording) {
+    assert_eq!(reply.status, status, "{}", reply.text);
+    settle().await;
+    assert!(platform.executed().is_empty(), "nothing acted");
 }
 
-/// The webhook token of [`test_app`] unless a test sets another.
-const TOKEN: &str = "test-healer-token";
-
-fn post(body: impl Into<Body>) -> Request<Body> {
-    Request::post("/webhook/alertmanager")
+/// A webhook POST of a valid message with `header` set to `value` (the token is sent too).
+fn post_with_header(header: &'static str, value: &str) -> Request<axum::body::Body> {
+    let mut request = Request::post(WEBHOOK)
         .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(body.into())
-        .unwrap()
+        .body(payload(vec![crashing("p", "organism")]).into())
+        .unwrap();
+    request.headers_mut().insert(header, value.parse().unwrap());
+    request
 }
 
-fn crashing(pod: &str, namespace: &str) -> Alert {
-    Alert::firing([
-        ("alertname", "PodCrashLooping"),
-        ("namespace", namespace),
-        ("pod", pod),
-        ("workload", "heart"),
-        ("workload_kind", "Deployment"),
-        ("remediation", "restart-pod"),
-        ("severity", "warning"),
-    ])
-}
-
-fn payload(alerts: Vec<Alert>) -> String {
-    serde_json::to_string(
-        &WebhookMessage::builder("auto-healer")
-            .alerts(alerts)
-            .build(),
-    )
-    .unwrap()
-}
-
-async fn wait_for(cond: impl Fn() -> bool) -> bool {
-    for _ in 0..100 {
-        if cond() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
-#[tokio::test]
-async fn a_valid_alert_is_accepted_fast_then_acted_on_and_listed() {
-    let app = test_app(|_| {});
-    let (status, body) = send(&app, post(payload(vec![crashing("heart-abc", "organism")]))).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(body["accepted"], 1);
-    assert!(
-        wait_for(|| app.platform.executed().len() == 1).await,
-        "no action issued"
-    );
-    let ex = &app.platform.executed()[0];
-    assert_eq!(ex.action, "delete-pod");
+#[tokio::test(start_paused = true)]
+async fn a_valid_alert_is_accepted_then_acted_on_and_verified() {
+    let (healer, platform) = healer(|_| {});
+    let reply = healer
+        .post_alerts(vec![crashing("heart-abc", "organism")])
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    assert_eq!(reply.body["accepted"], 1);
+    platform
+        .wait_for("healed", |p| p.count("healed") == 1)
+        .await;
+    let executed = platform.executed();
+    assert_eq!(executed.len(), 1);
+    assert_eq!(executed[0].action, "delete-pod");
     assert_eq!(
-        ex.target,
+        executed[0].target,
         Target::Pod {
             namespace: "organism".into(),
             name: "heart-abc".into()
         }
     );
-    assert!(wait_for(|| app.platform.records().iter().any(|r| r.result == "healed")).await);
+}
 
-    // A second alert in kube-system is skipped by the namespace guard, and the history is
-    // newest first.
-    let (status, _) = send(&app, post(payload(vec![crashing("dns-1", "kube-system")]))).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    assert!(wait_for(|| app.platform.records().iter().any(|r| r.result == "skipped")).await);
-    let (status, body) = send(
-        &app,
-        Request::get("/api/v1/actions?limit=10")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
-    let actions = body["actions"].as_array().unwrap();
-    let results: Vec<&str> = actions
-        .iter()
-        .map(|a| a["result"].as_str().unwrap())
-        .collect();
-    assert_eq!(results, ["skipped", "healed", "acted"], "{body}");
-    assert_eq!(actions[0]["guard"], "namespace");
+#[tokio::test(start_paused = true)]
+async fn an_alert_in_a_denied_namespace_is_skipped_with_the_guard_named() {
+    let (healer, platform) = healer(|_| {});
+    let reply = healer
+        .post_alerts(vec![crashing("dns-1", "kube-system")])
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    platform
+        .wait_for("skipped", |p| p.count("skipped") == 1)
+        .await;
+    let record = &platform.records()[0];
+    assert_eq!(record.guard.as_deref(), Some("namespace"));
     assert!(
-        actions[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("kube-system is denied")
+        record.message.contains("kube-system is denied"),
+        "{}",
+        record.message
     );
-    assert_eq!(
-        app.platform.executed().len(),
-        1,
+    assert!(
+        platform.executed().is_empty(),
         "the skipped alert did not act"
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
+async fn the_history_lists_decisions_newest_first() {
+    let (healer, platform) = healer(|_| {});
+    healer
+        .post_alerts(vec![crashing("heart-abc", "organism")])
+        .await;
+    platform
+        .wait_for("healed", |p| p.count("healed") == 1)
+        .await;
+    healer
+        .post_alerts(vec![crashing("dns-1", "kube-system")])
+        .await;
+    platform
+        .wait_for("skipped", |p| p.count("skipped") == 1)
+        .await;
+    let reply = healer.client.get("/api/v1/actions?limit=10").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let results: Vec<&str> = reply.body["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["skipped", "healed", "acted"], "{}", reply.text);
+    assert_eq!(reply.body["actions"][0]["guard"], "namespace");
+}
+
+/// Each row is one kind of bad payload: 400 `invalid_webhook`, the reason, and the field.
+#[tokio::test(start_paused = true)]
 async fn bad_payloads_get_400_with_the_reason() {
-    let app = test_app(|_| {});
+    let (healer, platform) = healer(|_| {});
     let good: Value = serde_json::from_str(&payload(vec![crashing("p", "organism")])).unwrap();
     let mut wrong_version = good.clone();
     wrong_version["version"] = "3".into();
@@ -199,240 +151,250 @@ async fn bad_payloads_get_400_with_the_reason() {
         ("{\"version\":\"4\",\"alerts\":[]}".into(), "", None),
     ];
     for (body, reason, field) in cases {
-        let (status, resp) = send(&app, post(body.clone())).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {resp}");
-        assert_eq!(resp["error"]["code"], "invalid_webhook");
+        let reply = healer.post_raw(body.clone()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{body} -> {}",
+            reply.text
+        );
+        assert_eq!(reply.error_code(), Some("invalid_webhook"), "{body}");
         assert!(
-            resp["error"]["message"].as_str().unwrap().contains(reason),
-            "{resp}"
+            reply.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(reason),
+            "{body} -> {}",
+            reply.text
         );
         if let Some(f) = field {
-            assert_eq!(resp["error"]["field"], f, "{resp}");
+            assert_eq!(reply.body["error"]["field"], f, "{body} -> {}", reply.text);
         }
     }
-    assert!(app.platform.executed().is_empty());
+    settle().await;
+    assert!(platform.executed().is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_huge_body_gets_413_json() {
-    let app = test_app(|c| c.max_body = 64 * 1024);
+    let (healer, _platform) = healer(|c| c.max_body = 64 * 1024);
     let huge = format!(
         "{{\"version\":\"4\",\"pad\":\"{}\"}}",
         "x".repeat(200 * 1024)
     );
-    let (status, body) = send(&app, post(huge)).await;
-    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(body["error"]["code"], "payload_too_large");
+    let reply = healer.post_raw(huge).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.error_code(), Some("payload_too_large"));
 }
 
-#[tokio::test]
-async fn the_token_is_required_when_set() {
-    let app = test_app(|c| c.token = Some("s3cret".to_owned().into()));
-    let (status, body) = send(&app, post(payload(vec![crashing("p", "organism")]))).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(body["error"]["code"], "unauthorized");
-    let mut req = post(payload(vec![crashing("p", "organism")]));
-    req.headers_mut()
-        .insert("authorization", "Bearer s3cret".parse().unwrap());
-    let (status, _) = send(&app, req).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
+#[tokio::test(start_paused = true)]
+async fn a_wrong_token_gets_401() {
+    let (healer, platform) = healer(|c| c.token = Some("s3cret".to_owned().into()));
+    let reply = healer.post_alerts(vec![crashing("p", "organism")]).await;
+    assert_eq!(reply.error_code(), Some("unauthorized"));
+    assert_refused(&reply, StatusCode::UNAUTHORIZED, &platform).await;
 }
 
-#[tokio::test]
-async fn the_webhook_is_closed_without_a_token_and_takes_json_only() {
-    let app = test_app(|c| c.token = None);
-    let (status, body) = send(&app, post(payload(vec![crashing("p", "organism")]))).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(body["error"]["code"], "not_configured");
-    let app = test_app(|_| {});
-    let mut req = post(payload(vec![crashing("p", "organism")]));
-    req.headers_mut()
-        .insert("content-type", "text/plain".parse().unwrap());
-    assert_eq!(send(&app, req).await.0, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let mut req = post(payload(vec![crashing("p", "organism")]));
-    req.headers_mut()
-        .insert("origin", "http://evil.example".parse().unwrap());
-    assert_eq!(send(&app, req).await.0, StatusCode::FORBIDDEN);
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert!(app.platform.executed().is_empty(), "nothing acted");
+#[tokio::test(start_paused = true)]
+async fn without_a_configured_token_the_webhook_is_closed() {
+    let (healer, platform) = healer(|c| c.token = None);
+    let reply = healer.post_alerts(vec![crashing("p", "organism")]).await;
+    assert_eq!(reply.error_code(), Some("not_configured"));
+    assert_refused(&reply, StatusCode::FORBIDDEN, &platform).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
+async fn a_body_that_is_not_json_gets_415() {
+    let (healer, platform) = healer(|_| {});
+    let reply = healer
+        .client
+        .send(post_with_header("content-type", "text/plain"))
+        .await;
+    assert_refused(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE, &platform).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cross_origin_post_gets_403() {
+    let (healer, platform) = healer(|_| {});
+    let reply = healer
+        .client
+        .send(post_with_header("origin", "http://evil.example"))
+        .await;
+    assert_refused(&reply, StatusCode::FORBIDDEN, &platform).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_full_queue_answers_503_so_alertmanager_retries() {
-    let app = test_app(|c| c.queue_capacity = 3);
+    let (healer, platform) = healer(|c| c.queue_capacity = 3);
     let alerts: Vec<Alert> = (0..10)
         .map(|i| crashing(&format!("p{i}"), "organism"))
         .collect();
-    let (status, body) = send(&app, post(payload(alerts))).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let reply = healer.post_alerts(alerts).await;
     assert!(
-        body["error"]["message"]
+        reply.body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("queue is full")
+            .contains("queue is full"),
+        "{}",
+        reply.text
     );
-    assert!(app.platform.executed().is_empty(), "all or nothing");
+    // All or nothing: not even the first three were queued.
+    assert_refused(&reply, StatusCode::SERVICE_UNAVAILABLE, &platform).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_non_leader_refuses_with_503() {
-    let app = test_app(|_| {});
-    app.leader.set(false);
-    let (status, body) = send(&app, post(payload(vec![crashing("p", "organism")]))).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (healer, _platform) = healer(|_| {});
+    healer.leader.set(false);
+    let reply = healer.post_alerts(vec![crashing("p", "organism")]).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(
-        body["error"]["message"]
+        reply.body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("not the leader")
+            .contains("not the leader"),
+        "{}",
+        reply.text
     );
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn resolved_alerts_are_ignored() {
-    let app = test_app(|_| {});
+    let (healer, _platform) = healer(|_| {});
     let msg = WebhookMessage::builder("auto-healer")
         .alert(crashing("p", "organism").resolved_now())
         .build();
-    let (status, body) = send(&app, post(serde_json::to_string(&msg).unwrap())).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    assert_eq!(body["accepted"], 0);
-    assert_eq!(body["ignored_resolved"], 1);
+    let reply = healer.post_raw(serde_json::to_string(&msg).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert_eq!(reply.body["accepted"], 0);
+    assert_eq!(reply.body["ignored_resolved"], 1);
 }
 
-#[tokio::test]
+/// Each row is one bad query of the history: 400.
+#[tokio::test(start_paused = true)]
 async fn history_limit_is_validated() {
-    let app = test_app(|_| {});
+    let (healer, _platform) = healer(|_| {});
     for q in ["limit=0", "limit=abc", "limit=100000", "bogus=1"] {
-        let (status, body) = send(
-            &app,
-            Request::get(format!("/api/v1/actions?{q}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body}");
+        let reply = healer.client.get(&format!("/api/v1/actions?{q}")).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{q}: {}", reply.text);
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn failed_verification_escalates_step_by_step_then_stops() {
-    let app = test_app(|_| {});
-    *app.platform.fail_verify.lock().unwrap() = true;
-    let (status, _) = send(&app, post(payload(vec![crashing("heart-abc", "organism")]))).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    assert!(
-        wait_for(|| app
-            .platform
-            .records()
-            .iter()
-            .any(|r| r.result == "escalated"))
-        .await
+    let (healer, platform) = healer(|_| {});
+    *platform.fail_verify.lock().unwrap() = true;
+    let reply = healer
+        .post_alerts(vec![crashing("heart-abc", "organism")])
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let escalated = platform.wait_for_escalation().await;
+    assert_eq!(
+        platform.actions(),
+        ["delete-pod", "rollout-restart", "rollback"]
     );
-    let actions: Vec<String> = app
-        .platform
-        .executed()
-        .iter()
-        .map(|e| e.action.clone())
-        .collect();
-    assert_eq!(actions, ["delete-pod", "rollout-restart", "rollback"]);
-    let last = app.platform.records().last().cloned().unwrap();
-    assert_eq!(last.result, "escalated");
     assert!(
-        last.message.contains("no ALERTMANAGER_URL"),
+        escalated.message.contains("no ALERTMANAGER_URL"),
         "{}",
-        last.message
+        escalated.message
     );
 }
 
-#[tokio::test]
-async fn duplicates_are_handled_once_and_non_actionable_alerts_take_no_queue_room() {
-    // A queue of one: 300 alerts no rule acts on, the same actionable alert three times.
-    let app = test_app(|c| c.queue_capacity = 1);
-    let mut alerts: Vec<Alert> = (0..300)
-        .map(|i| {
-            Alert::firing([
-                ("alertname", format!("Noise{i}")),
-                ("severity", "info".into()),
-            ])
-        })
-        .collect();
-    for _ in 0..3 {
-        alerts.push(crashing("heart-abc", "organism"));
-    }
-    let (status, body) = send(&app, post(payload(alerts))).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(body["accepted"], 1, "{body}");
-    assert_eq!(body["ignored_duplicate"], 2, "{body}");
-    assert_eq!(body["ignored_not_actionable"], 300, "{body}");
-    assert!(wait_for(|| app.platform.executed().len() == 1).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(app.platform.executed().len(), 1, "handled once");
+#[tokio::test(start_paused = true)]
+async fn the_same_alert_twice_in_one_message_is_handled_once() {
+    let (healer, platform) = healer(|_| {});
+    let reply = healer
+        .post_alerts(vec![crashing("heart-abc", "organism"); 3])
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    assert_eq!(reply.body["accepted"], 1, "{}", reply.text);
+    assert_eq!(reply.body["ignored_duplicate"], 2, "{}", reply.text);
+    platform
+        .wait_for("healed", |p| p.count("healed") == 1)
+        .await;
+    settle().await;
+    assert_eq!(platform.executed().len(), 1, "handled once");
 }
 
-#[tokio::test]
-async fn starts_at_in_the_future_or_far_past_is_clamped_and_said() {
-    let app = test_app(|_| {});
+#[tokio::test(start_paused = true)]
+async fn alerts_no_rule_acts_on_take_no_queue_room() {
+    // A queue of one: 300 alerts no rule acts on, and one actionable alert.
+    let (healer, _platform) = healer(|c| c.queue_capacity = 1);
+    let mut alerts: Vec<Alert> = (0..300).map(noise).collect();
+    alerts.push(crashing("heart-abc", "organism"));
+    let reply = healer.post_alerts(alerts).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    assert_eq!(reply.body["accepted"], 1, "{}", reply.text);
+    assert_eq!(reply.body["ignored_not_actionable"], 300, "{}", reply.text);
+}
+
+#[tokio::test(start_paused = true)]
+async fn alerts_left_out_at_intake_are_counted_by_reason() {
+    let (healer, _platform) = healer(|_| {});
+    let mut alerts: Vec<Alert> = (0..2).map(noise).collect();
+    alerts.extend(vec![crashing("heart-abc", "organism"); 4]);
+    healer.post_alerts(alerts).await;
+    let metrics = healer.client.metrics().await;
+    let ignored = "auto_healer_alerts_ignored_total";
+    assert_eq!(
+        metrics.value(ignored, &[("reason", "duplicate")]),
+        Some(3.0)
+    );
+    assert_eq!(
+        metrics.value(ignored, &[("reason", "not-actionable")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        metrics.value("auto_healer_skips_total", &[("guard", "no-rule")]),
+        Some(2.0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn starts_at_in_the_future_or_far_past_is_clamped_and_counted() {
+    let (healer, _platform) = healer(|_| {});
     let now = time::OffsetDateTime::now_utc();
     let alerts = vec![
         crashing("a", "organism").with_starts_at(now + time::Duration::days(365)),
         crashing("b", "organism").with_starts_at(now - time::Duration::days(400)),
         crashing("c", "organism").with_starts_at(now - time::Duration::minutes(5)),
     ];
-    let (status, body) = send(&app, post(payload(alerts))).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    assert_eq!(body["starts_at_clamped"], 2, "{body}");
-    let clamp = auto_healer::routes::clamp_starts_at;
-    assert_eq!(clamp(now + time::Duration::days(1), now), now);
-    assert_eq!(
-        clamp(now - time::Duration::days(30), now),
-        now - auto_healer::routes::MAX_ALERT_AGE
-    );
-    let recent = now - time::Duration::minutes(5);
-    assert_eq!(clamp(recent, now), recent);
+    let reply = healer.post_alerts(alerts).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.text);
+    assert_eq!(reply.body["starts_at_clamped"], 2, "{}", reply.text);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_stop_is_told_once_and_later_alerts_are_left_alone() {
-    let app = test_app(|c| c.policy.guards.cooldown = std::time::Duration::ZERO);
-    *app.platform.fail_verify.lock().unwrap() = true;
-    let (status, _) = send(&app, post(payload(vec![crashing("heart-abc", "organism")]))).await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    assert!(
-        wait_for(|| app
-            .platform
-            .records()
-            .iter()
-            .any(|r| r.result == "escalated"))
-        .await
-    );
+    let (healer, platform) = healer(|c| c.policy.guards.cooldown = std::time::Duration::ZERO);
+    *platform.fail_verify.lock().unwrap() = true;
+    let reply = healer
+        .post_alerts(vec![crashing("heart-abc", "organism")])
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    platform.wait_for_escalation().await;
     // Alertmanager repeats the alert: no action, no second escalation, the guard named.
     for _ in 0..3 {
-        let (status, _) = send(&app, post(payload(vec![crashing("heart-abc", "organism")]))).await;
-        assert_eq!(status, StatusCode::ACCEPTED);
+        let reply = healer
+            .post_alerts(vec![crashing("heart-abc", "organism")])
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED);
     }
-    assert!(
-        wait_for(|| app
-            .platform
-            .records()
-            .iter()
-            .filter(|r| r.result == "skipped")
-            .count()
-            == 3)
-        .await
-    );
-    let records = app.platform.records();
-    assert_eq!(
-        records.iter().filter(|r| r.result == "escalated").count(),
-        1
-    );
-    for r in records.iter().filter(|r| r.result == "skipped") {
+    platform
+        .wait_for("three skips", |p| p.count("skipped") == 3)
+        .await;
+    assert_eq!(platform.count("escalated"), 1);
+    for r in platform.records().iter().filter(|r| r.result == "skipped") {
         assert!(r.message.contains("left alone until"), "{}", r.message);
         assert!(r.guard.is_some(), "{r:?}");
     }
-    assert_eq!(
-        app.platform.executed().len(),
-        3,
-        "delete, restart, rollback"
-    );
+    assert_eq!(platform.executed().len(), 3, "delete, restart, rollback");
+}
+
+/// An alert no rule of the default policy acts on.
+fn noise(i: usize) -> Alert {
+    Alert::firing([
+        ("alertname", format!("Noise{i}")),
+        ("severity", "info".into()),
+    ])
 }

@@ -136,94 +136,149 @@ fn state_with(
 
 const SUBJECT: &str = "deployment/organism/heart";
 
+/// Asserts that `case` is skipped by `guard` with a reason containing `reason`.
+#[track_caller]
+fn assert_skipped_by(case: &Case, guard: Guard, reason: &str) {
+    match case.decide() {
+        Decision::Skip {
+            guard: g,
+            reason: r,
+            ..
+        } => {
+            assert_eq!(g, guard, "{}: {r}", case.name);
+            assert!(
+                r.contains(reason),
+                "{}: reason {r:?} lacks {reason:?}",
+                case.name
+            );
+        }
+        other => panic!("{}: expected a skip by {guard:?}, got {other:?}", case.name),
+    }
+}
+
 #[test]
-fn each_guard_blocks_with_its_name_and_reason() {
-    let mut cases: Vec<(Case, Guard, &str)> = Vec::new();
+fn an_alert_no_rule_matches_is_skipped() {
+    let c = Case::new(
+        "no rule",
+        AlertFacts {
+            labels: labels(&[("alertname", "Whatever")]),
+            starts_at: NOW,
+        },
+    );
+    assert_skipped_by(&c, Guard::NoRule, "no policy rule");
+}
 
-    cases.push((
-        Case::new(
-            "no rule",
-            AlertFacts {
-                labels: labels(&[("alertname", "Whatever")]),
-                starts_at: NOW,
-            },
-        ),
-        Guard::NoRule,
-        "no policy rule",
-    ));
-
+#[test]
+fn kube_system_is_denied_by_default() {
     let mut c = Case::new(
         "kube-system denied by default",
         pod_alert(&[("namespace", "kube-system")]),
     );
     c.cluster.annotations.clear();
-    cases.push((c, Guard::Namespace, "namespace kube-system is denied"));
+    assert_skipped_by(&c, Guard::Namespace, "namespace kube-system is denied");
+}
 
+#[test]
+fn a_namespace_outside_the_allow_list_is_skipped() {
     let mut c = Case::new("allow list", pod_alert(&[]));
     c.policy.guards.namespaces_allow = vec!["other".into()];
-    cases.push((c, Guard::Namespace, "not in the allow list"));
+    assert_skipped_by(&c, Guard::Namespace, "not in the allow list");
+}
 
+#[test]
+fn the_opt_out_annotation_on_the_workload_is_honoured() {
     let mut c = Case::new("opt-out annotation on the workload", pod_alert(&[]));
     c.cluster.annotations.push((
         SUBJECT.into(),
         labels(&[("organism.dev/auto-heal", "false")]),
     ));
-    cases.push((
-        c,
+    assert_skipped_by(
+        &c,
         Guard::OptOut,
         "deployment/organism/heart has organism.dev/auto-heal=\"false\"",
-    ));
+    );
+}
 
-    cases.push((
-        Case::new("dependency", pod_alert(&[("dependency", "postgres")])),
-        Guard::Dependency,
-        "dependency postgres is failing",
-    ));
+#[test]
+fn a_failing_dependency_is_not_remediated_downstream() {
+    let c = Case::new("dependency", pod_alert(&[("dependency", "postgres")]));
+    assert_skipped_by(&c, Guard::Dependency, "dependency postgres is failing");
+}
 
+#[test]
+fn a_subject_cooling_down_is_skipped() {
     let mut c = Case::new("cooldown", pod_alert(&[]));
     c.state = state_with(SUBJECT, vec![], Some(NOW + Duration::seconds(30)));
-    cases.push((c, Guard::Cooldown, "cooling down for 30 s"));
+    assert_skipped_by(&c, Guard::Cooldown, "cooling down for 30 s");
+}
 
+#[test]
+fn a_subject_being_remediated_is_skipped() {
     let mut c = Case::new("in progress", pod_alert(&[]));
     c.in_flight.insert(SUBJECT.into());
-    cases.push((c, Guard::InProgress, "being remediated"));
+    assert_skipped_by(&c, Guard::InProgress, "being remediated");
+}
 
+#[test]
+fn the_rate_limit_is_applied() {
     let mut c = Case::new("rate limit", pod_alert(&[]));
     c.state.actions = (0..10)
         .map(|i| Timestamp(NOW - Duration::seconds(10 * i)))
         .collect();
-    cases.push((c, Guard::RateLimit, "10 actions in the last 10m (limit 10)"));
+    assert_skipped_by(
+        &c,
+        Guard::RateLimit,
+        "10 actions in the last 10m (limit 10)",
+    );
+}
 
+#[test]
+fn the_concurrency_limit_is_applied() {
     let mut c = Case::new("concurrency", pod_alert(&[]));
     c.in_flight = ["a".to_owned(), "b".to_owned()].into();
-    cases.push((c, Guard::Concurrency, "2 actions in progress (limit 2)"));
+    assert_skipped_by(&c, Guard::Concurrency, "2 actions in progress (limit 2)");
+}
 
+#[test]
+fn the_blast_radius_limit_is_applied() {
     let mut c = Case::new("blast radius", pod_alert(&[]));
     c.cluster.workload_pods = Some(PodCounts {
         total: 3,
         disrupted_others: 1,
     });
-    cases.push((
-        c,
+    assert_skipped_by(
+        &c,
         Guard::BlastRadius,
         "1 of 3 pods are already disrupted; at most 1 at once (34%)",
-    ));
+    );
+}
 
+#[test]
+fn only_one_node_is_cordoned_at_a_time() {
     let mut c = Case::new("one node at a time", node_alert("n1"));
     c.cluster.nodes[2].unschedulable = true;
-    cases.push((c, Guard::OneNode, "node n3 is already cordoned"));
+    assert_skipped_by(&c, Guard::OneNode, "node n3 is already cordoned");
+}
 
+#[test]
+fn the_last_schedulable_node_is_not_cordoned() {
     let mut c = Case::new("last schedulable node", node_alert("n1"));
     c.cluster.nodes.truncate(2);
     c.cluster.nodes[1].ready = false;
-    cases.push((c, Guard::LastNode, "n1 is the last schedulable node"));
+    assert_skipped_by(&c, Guard::LastNode, "n1 is the last schedulable node");
+}
 
+#[test]
+fn no_node_is_acted_on_in_a_storm() {
     let mut c = Case::new("storm", node_alert("n1"));
     for n in &mut c.cluster.nodes[..3] {
         n.ready = false;
     }
-    cases.push((c, Guard::Storm, "3 of 4 nodes are unhealthy"));
+    assert_skipped_by(&c, Guard::Storm, "3 of 4 nodes are unhealthy");
+}
 
+#[test]
+fn uncordon_waits_for_the_node_to_be_ready() {
     let mut c = Case::new(
         "uncordon waits for Ready",
         AlertFacts {
@@ -236,31 +291,11 @@ fn each_guard_blocks_with_its_name_and_reason() {
         },
     );
     c.cluster.nodes[1].ready = false;
-    cases.push((c, Guard::NodeNotReady, "node n2 is not Ready"));
-
-    for (case, guard, reason) in cases {
-        match case.decide() {
-            Decision::Skip {
-                guard: g,
-                reason: r,
-                ..
-            } => {
-                assert_eq!(g, guard, "{}: {r}", case.name);
-                assert!(
-                    r.contains(reason),
-                    "{}: reason {r:?} lacks {reason:?}",
-                    case.name
-                );
-            }
-            other => panic!("{}: expected a skip by {guard:?}, got {other:?}", case.name),
-        }
-    }
+    assert_skipped_by(&c, Guard::NodeNotReady, "node n2 is not Ready");
 }
 
-#[test]
-fn a_clean_alert_acts_and_dry_run_only_records() {
-    let mut c = Case::new("clean", pod_alert(&[]));
-    let expected = Plan {
+fn clean_plan() -> Plan {
+    Plan {
         rule: "crashing-pod".into(),
         step: 0,
         action: Action::DeletePod,
@@ -269,43 +304,60 @@ fn a_clean_alert_acts_and_dry_run_only_records() {
             name: "heart-7d9-abc".into(),
         },
         passed_over: vec![],
-    };
-    assert_eq!(c.decide(), Decision::Act(expected.clone()));
-    c.dry_run = true;
-    assert_eq!(c.decide(), Decision::DryRun(expected));
-    // Dry run still applies the guards first.
-    c.alert
-        .labels
-        .insert("namespace".into(), "kube-system".into());
-    assert!(matches!(
-        c.decide(),
-        Decision::Skip {
-            guard: Guard::Namespace,
-            ..
-        }
-    ));
+    }
 }
 
 #[test]
-fn repeats_within_the_window_escalate_step_by_step() {
-    let rule = "crashing-pod";
+fn a_clean_alert_acts() {
+    let c = Case::new("clean", pod_alert(&[]));
+    assert_eq!(c.decide(), Decision::Act(clean_plan()));
+}
+
+#[test]
+fn a_dry_run_decides_the_same_plan_and_only_records_it() {
+    let mut c = Case::new("clean dry run", pod_alert(&[]));
+    c.dry_run = true;
+    assert_eq!(c.decide(), Decision::DryRun(clean_plan()));
+}
+
+#[test]
+fn a_dry_run_still_applies_the_guards() {
+    let mut c = Case::new(
+        "guarded dry run",
+        pod_alert(&[("namespace", "kube-system")]),
+    );
+    c.dry_run = true;
+    assert_skipped_by(&c, Guard::Namespace, "namespace kube-system is denied");
+}
+
+/// Failed attempts of the `crashing-pod` rule at steps `0..steps`, one a minute, the last
+/// `minutes_ago - steps + 1` minutes before now.
+fn failed_steps(steps: usize, minutes_ago: i64) -> Vec<Attempt> {
+    (0..steps)
+        .map(|k| {
+            attempt_at_step(
+                NOW - Duration::minutes(minutes_ago - k as i64),
+                "crashing-pod",
+                k,
+                Outcome::Failed,
+            )
+        })
+        .collect()
+}
+
+/// A case where only the escalation decides: the flap guard out of the way.
+fn escalation_case(attempts: Vec<Attempt>) -> Case {
     let mut c = Case::new("escalation", pod_alert(&[]));
-    // This test is about the escalation alone: the flap guard out of the way.
     c.policy.guards.flap_max_repairs = 100;
+    c.state = state_with(SUBJECT, attempts, None);
+    c
+}
+
+#[test]
+fn repeats_within_the_window_take_the_next_step() {
     let steps = [Action::DeletePod, Action::RolloutRestart, Action::Rollback];
     for (i, expected) in steps.iter().enumerate() {
-        let attempts = (0..i)
-            .map(|k| {
-                attempt_at_step(
-                    NOW - Duration::minutes(20 - k as i64),
-                    rule,
-                    k,
-                    Outcome::Failed,
-                )
-            })
-            .collect();
-        c.state = state_with(SUBJECT, attempts, None);
-        match c.decide() {
+        match escalation_case(failed_steps(i, 20)).decide() {
             Decision::Act(p) => {
                 assert_eq!(p.step, i);
                 assert_eq!(&p.action, expected);
@@ -313,53 +365,41 @@ fn repeats_within_the_window_escalate_step_by_step() {
             other => panic!("step {i}: {other:?}"),
         }
     }
-    // The fourth step is notify.
-    c.state = state_with(
-        SUBJECT,
-        (0..3)
-            .map(|k| {
-                attempt_at_step(
-                    NOW - Duration::minutes(12 - k as i64),
-                    rule,
-                    k,
-                    Outcome::Failed,
-                )
-            })
-            .collect(),
-        None,
-    );
+}
+
+#[test]
+fn the_notify_step_escalates_to_people() {
+    let c = escalation_case(failed_steps(3, 12));
     assert!(
         matches!(c.decide(), Decision::Escalate { guard: None, .. }),
         "{:?}",
         c.decide()
     );
-    // Attempts older than the window do not count: back to step 0.
-    c.state = state_with(
-        SUBJECT,
+}
+
+#[test]
+fn attempts_older_than_the_window_start_over_at_step_0() {
+    let c = escalation_case(
         (0..3)
-            .map(|k| attempt(NOW - Duration::minutes(31 + k), rule, Outcome::Failed))
-            .collect(),
-        None,
-    );
-    assert!(matches!(c.decide(), Decision::Act(Plan { step: 0, .. })));
-    // Rollback targets the Deployment.
-    c.state = state_with(
-        SUBJECT,
-        (0..2)
             .map(|k| {
-                attempt_at_step(
-                    NOW - Duration::minutes(6 - k as i64),
-                    rule,
-                    k,
+                attempt(
+                    NOW - Duration::minutes(31 + k),
+                    "crashing-pod",
                     Outcome::Failed,
                 )
             })
             .collect(),
-        None,
     );
+    assert!(matches!(c.decide(), Decision::Act(Plan { step: 0, .. })));
+}
+
+#[test]
+fn rollback_targets_the_deployment() {
+    let c = escalation_case(failed_steps(2, 6));
     assert!(matches!(
         c.decide(),
         Decision::Act(Plan {
+            action: Action::Rollback,
             target: Target::Workload {
                 kind: WorkloadKind::Deployment,
                 ..
@@ -370,25 +410,10 @@ fn repeats_within_the_window_escalate_step_by_step() {
 }
 
 #[test]
-fn exhausted_escalation_and_flapping_escalate_with_the_guard_named() {
-    let mut policy = Policy::default_policy();
-    policy.rules[0].actions.pop(); // no trailing notify: running out escalates
+fn running_out_of_steps_escalates_as_exhausted() {
     let mut c = Case::new("exhausted", pod_alert(&[]));
-    c.policy = policy;
-    c.state = state_with(
-        SUBJECT,
-        (0..3)
-            .map(|k| {
-                attempt_at_step(
-                    NOW - Duration::minutes(3 - k as i64),
-                    "crashing-pod",
-                    k,
-                    Outcome::Failed,
-                )
-            })
-            .collect(),
-        None,
-    );
+    c.policy.rules[0].actions.pop(); // no trailing notify: running out escalates
+    c.state = state_with(SUBJECT, failed_steps(3, 3), None);
     assert!(matches!(
         c.decide(),
         Decision::Escalate {
@@ -396,7 +421,10 @@ fn exhausted_escalation_and_flapping_escalate_with_the_guard_named() {
             ..
         }
     ));
+}
 
+#[test]
+fn flapping_escalates_with_the_flap_guard_named() {
     let mut c = Case::new("flap", pod_alert(&[]));
     c.state = state_with(
         SUBJECT,
@@ -415,8 +443,8 @@ fn exhausted_escalation_and_flapping_escalate_with_the_guard_named() {
     }
 }
 
-#[test]
-fn retry_ignores_cooldown_and_in_progress_but_not_other_guards() {
+/// Step 0 failed 20 s ago: the subject is cooling down and still in flight.
+fn retry_case() -> Case {
     let mut c = Case::new("retry", pod_alert(&[]));
     c.state = state_with(
         SUBJECT,
@@ -428,6 +456,12 @@ fn retry_ignores_cooldown_and_in_progress_but_not_other_guards() {
         Some(NOW + Duration::seconds(100)),
     );
     c.in_flight.insert(SUBJECT.into());
+    c
+}
+
+#[test]
+fn a_retry_takes_the_next_step_despite_cooldown_and_in_progress() {
+    let mut c = retry_case();
     c.trigger = Trigger::Retry { after: 0 };
     assert!(matches!(
         c.decide(),
@@ -437,37 +471,62 @@ fn retry_ignores_cooldown_and_in_progress_but_not_other_guards() {
             ..
         })
     ));
-    c.trigger = Trigger::Alert;
-    assert!(matches!(
-        c.decide(),
-        Decision::Skip {
-            guard: Guard::InProgress,
-            ..
-        }
-    ));
 }
 
 #[test]
-fn local_platform_restarts_services() {
-    let alert = AlertFacts {
-        labels: labels(&[
-            ("alertname", "ServiceDown"),
-            ("instance", "127.0.0.1:8081"),
-            ("remediation", "restart-pod"),
-        ]),
+fn a_new_alert_during_the_remediation_is_left_to_it() {
+    let c = retry_case();
+    assert_skipped_by(&c, Guard::InProgress, "being remediated");
+}
+
+#[test]
+fn a_retry_is_still_refused_by_the_other_guards() {
+    let mut c = retry_case();
+    c.trigger = Trigger::Retry { after: 0 };
+    c.cluster.annotations.push((
+        SUBJECT.into(),
+        labels(&[("organism.dev/auto-heal", "false")]),
+    ));
+    assert_skipped_by(&c, Guard::OptOut, "organism.dev/auto-heal=\"false\"");
+}
+
+fn local_alert(labels_: &[(&str, &str)]) -> AlertFacts {
+    AlertFacts {
+        labels: labels(labels_),
         starts_at: NOW,
-    };
-    let d = decide(Input {
-        alert: &alert,
-        policy: &Policy::default_policy(),
-        state: &GuardState::default(),
+    }
+}
+
+/// `decide` on the local platform with nothing in flight.
+fn decide_locally(alert: &AlertFacts, policy: &Policy, state: &GuardState) -> Decision {
+    decide(Input {
+        alert,
+        policy,
+        state,
         cluster: &ClusterSnapshot::default(),
         in_flight: &BTreeSet::new(),
         now: NOW,
         trigger: Trigger::Alert,
         platform: PlatformKind::Local,
         dry_run: false,
-    });
+    })
+}
+
+fn heart_down() -> AlertFacts {
+    local_alert(&[
+        ("alertname", "ServiceDown"),
+        ("instance", "127.0.0.1:8081"),
+        ("remediation", "restart-pod"),
+    ])
+}
+
+#[test]
+fn locally_a_restart_pod_alert_restarts_the_service() {
+    let d = decide_locally(
+        &heart_down(),
+        &Policy::default_policy(),
+        &GuardState::default(),
+    );
     assert_eq!(
         d,
         Decision::Act(Plan {
@@ -480,27 +539,39 @@ fn local_platform_restarts_services() {
             passed_over: vec![],
         })
     );
+}
+
+#[test]
+fn locally_the_subject_is_the_service_its_port_names() {
     assert_eq!(
-        subject_of(&alert.labels, PlatformKind::Local),
+        subject_of(&heart_down().labels, PlatformKind::Local),
         "service/heart"
     );
 }
 
 #[test]
-fn caps() {
+fn replicas_grow_by_the_step_up_to_the_cap() {
     assert_eq!(next_replicas(2, 1, 4), Some(3));
     assert_eq!(next_replicas(3, 5, 4), Some(4));
     assert_eq!(next_replicas(4, 1, 4), None);
+}
+
+#[test]
+fn the_memory_limit_grows_by_the_factor_up_to_the_cap() {
     assert_eq!(next_memory_limit(256, 1.5, 1000), Some(384));
     assert_eq!(next_memory_limit(900, 1.5, 1000), Some(1000));
     assert_eq!(next_memory_limit(1000, 1.5, 1000), None);
+}
+
+#[test]
+fn the_disruption_allowance_is_the_share_rounded_down_but_at_least_one() {
     assert_eq!(disruption_allowance(3, 0.34), 1);
     assert_eq!(disruption_allowance(10, 0.34), 3);
     assert_eq!(disruption_allowance(1, 0.34), 1);
 }
 
-#[test]
-fn state_round_trips_and_prunes() {
+/// A state with an attempt three hours old on [`SUBJECT`] and a healed one now on `node/n`.
+fn state_with_an_old_and_a_new_attempt() -> GuardState {
     let mut s = state_with(
         SUBJECT,
         vec![attempt(NOW - Duration::hours(3), "r", Outcome::Healed)],
@@ -515,28 +586,40 @@ fn state_round_trips_and_prunes() {
     };
     s.record_act("node/n", &plan, NOW, std::time::Duration::from_secs(60));
     s.set_outcome("node/n", NOW, Outcome::Healed);
+    s
+}
+
+#[test]
+fn the_state_round_trips_through_json() {
+    let s = state_with_an_old_and_a_new_attempt();
     let text = serde_json::to_string(&s).unwrap();
     let back: GuardState = serde_json::from_str(&text).unwrap();
     assert_eq!(back, s);
+}
+
+#[test]
+fn prune_forgets_what_is_older_than_it_keeps() {
+    let mut s = state_with_an_old_and_a_new_attempt();
     s.prune(NOW, 3600);
     assert!(!s.subjects.contains_key(SUBJECT));
     assert_eq!(s.subjects["node/n"].attempts[0].outcome, Outcome::Healed);
+}
+
+fn flap_case(attempts: Vec<Attempt>) -> Case {
+    let mut c = Case::new("flap on failures", pod_alert(&[]));
+    c.state = state_with(SUBJECT, attempts, None);
+    c
 }
 
 #[test]
 fn every_attempt_counts_toward_the_flap_guard_whatever_its_outcome() {
     // Issue 19: a restart whose verification failed or timed out is as much a restart as one
     // that healed. Two failed attempts and a pending one are three attempts.
-    let mut c = Case::new("flap on failures", pod_alert(&[]));
-    c.state = state_with(
-        SUBJECT,
-        vec![
-            attempt_at_step(NOW - Duration::minutes(50), "other", 0, Outcome::Failed),
-            attempt_at_step(NOW - Duration::minutes(40), "other", 0, Outcome::Failed),
-            attempt_at_step(NOW - Duration::minutes(30), "other", 0, Outcome::Pending),
-        ],
-        None,
-    );
+    let c = flap_case(vec![
+        attempt_at_step(NOW - Duration::minutes(50), "other", 0, Outcome::Failed),
+        attempt_at_step(NOW - Duration::minutes(40), "other", 0, Outcome::Failed),
+        attempt_at_step(NOW - Duration::minutes(30), "other", 0, Outcome::Pending),
+    ]);
     match c.decide() {
         Decision::Escalate {
             guard: Some(Guard::Flap),
@@ -551,66 +634,88 @@ fn every_attempt_counts_toward_the_flap_guard_whatever_its_outcome() {
         }
         other => panic!("{other:?}"),
     }
-    // Two attempts: still allowed.
-    c.state
-        .subjects
-        .get_mut(SUBJECT)
-        .unwrap()
-        .attempts
-        .remove(0);
-    assert!(matches!(c.decide(), Decision::Act(_)), "{:?}", c.decide());
-    // The window is half-open: an attempt exactly one window old no longer counts.
-    c.state = state_with(
-        SUBJECT,
-        vec![
-            attempt_at_step(NOW - Duration::hours(1), "other", 0, Outcome::Failed),
-            attempt_at_step(NOW - Duration::minutes(40), "other", 0, Outcome::Failed),
-            attempt_at_step(NOW - Duration::minutes(30), "other", 0, Outcome::Failed),
-        ],
-        None,
-    );
+}
+
+#[test]
+fn attempts_below_the_flap_limit_are_allowed() {
+    let c = flap_case(vec![
+        attempt_at_step(NOW - Duration::minutes(40), "other", 0, Outcome::Failed),
+        attempt_at_step(NOW - Duration::minutes(30), "other", 0, Outcome::Pending),
+    ]);
     assert!(matches!(c.decide(), Decision::Act(_)), "{:?}", c.decide());
 }
 
 #[test]
-fn a_stop_is_escalated_once_then_holds_until_it_ends() {
-    let mut c = Case::new("stop", pod_alert(&[]));
-    let stop = Stop {
+fn the_flap_window_is_half_open() {
+    // An attempt exactly one window old no longer counts.
+    let c = flap_case(vec![
+        attempt_at_step(NOW - Duration::hours(1), "other", 0, Outcome::Failed),
+        attempt_at_step(NOW - Duration::minutes(40), "other", 0, Outcome::Failed),
+        attempt_at_step(NOW - Duration::minutes(30), "other", 0, Outcome::Failed),
+    ]);
+    assert!(matches!(c.decide(), Decision::Act(_)), "{:?}", c.decide());
+}
+
+/// A flap stop taken 5 minutes ago, holding 5 more minutes, people told.
+fn flap_stop() -> Stop {
+    Stop {
         guard: Some(Guard::Flap),
         reason: "too many".into(),
         rule: "crashing-pod".into(),
         at: NOW - Duration::minutes(5),
         until: NOW + Duration::minutes(5),
         notified: true,
-    };
-    c.state = state_with(SUBJECT, vec![], None);
-    c.state.record_stop(SUBJECT, stop.clone());
-    match c.decide() {
-        Decision::Skip { guard, reason, .. } => {
-            assert_eq!(guard, Guard::Flap);
-            assert!(reason.contains("left alone until"), "{reason}");
-        }
-        other => panic!("{other:?}"),
     }
-    // Not notified yet (Alertmanager was down): the next alert posts it again, same stop.
-    c.state.subjects.get_mut(SUBJECT).unwrap().stop = Some(Stop {
+}
+
+fn stopped_case(stop: Stop) -> Case {
+    let mut c = Case::new("stop", pod_alert(&[]));
+    c.state = state_with(SUBJECT, vec![], None);
+    c.state.record_stop(SUBJECT, stop);
+    c
+}
+
+#[test]
+fn a_stop_that_holds_leaves_the_subject_alone() {
+    let c = stopped_case(flap_stop());
+    assert_skipped_by(&c, Guard::Flap, "left alone until");
+}
+
+#[test]
+fn a_stop_people_were_not_told_of_is_escalated_again() {
+    // Alertmanager was down: the next alert posts it again, same stop.
+    let stop = Stop {
         notified: false,
-        ..stop.clone()
-    });
+        ..flap_stop()
+    };
+    let c = stopped_case(stop.clone());
     assert!(matches!(
         c.decide(),
         Decision::Escalate { again: Some(at), .. } if at == stop.at
     ));
-    // Once it ended, the subject is acted on again.
-    c.state.subjects.get_mut(SUBJECT).unwrap().stop = Some(Stop { until: NOW, ..stop });
+}
+
+#[test]
+fn once_a_stop_ended_the_subject_is_acted_on_again() {
+    let c = stopped_case(Stop {
+        until: NOW,
+        ..flap_stop()
+    });
     assert!(matches!(c.decide(), Decision::Act(_)));
-    // prune forgets ended stops.
+}
+
+#[test]
+fn prune_forgets_ended_stops() {
+    let mut c = stopped_case(Stop {
+        until: NOW,
+        ..flap_stop()
+    });
     c.state.prune(NOW, 3600);
     assert!(!c.state.subjects.contains_key(SUBJECT));
 }
 
 #[test]
-fn steps_without_a_target_are_passed_over_and_said() {
+fn a_step_without_a_target_is_passed_over_and_said() {
     // No `pod` label: delete-pod cannot run, rollout-restart can.
     let mut c = Case::new("no pod label", pod_alert(&[]));
     c.alert.labels.remove("pod");
@@ -628,7 +733,12 @@ fn steps_without_a_target_are_passed_over_and_said() {
         }
         other => panic!("{other:?}"),
     }
-    // Nothing usable at all: straight to the notify step, saying why each step was passed.
+}
+
+#[test]
+fn with_no_usable_step_the_escalation_goes_to_notify_saying_why() {
+    let mut c = Case::new("no pod or workload label", pod_alert(&[]));
+    c.alert.labels.remove("pod");
     c.alert.labels.remove("workload");
     match c.decide() {
         Decision::Escalate {
@@ -648,18 +758,13 @@ fn steps_without_a_target_are_passed_over_and_said() {
     }
 }
 
-#[test]
-fn locally_rollback_is_passed_over_and_the_escalation_ends_in_notify() {
-    // Issue 17: two restarts of the gateway, then rollback has no local equivalent: the healer
-    // moves on to notify instead of skipping "no-target" forever.
-    let alert = AlertFacts {
-        labels: labels(&[
-            ("alertname", "ServiceDown"),
-            ("service", "api-gateway"),
-            ("remediation", "restart-pod"),
-        ]),
-        starts_at: NOW,
-    };
+/// Two failed restarts of the gateway (steps 0 and 1), locally.
+fn gateway_restarted_twice() -> (AlertFacts, Policy, GuardState) {
+    let alert = local_alert(&[
+        ("alertname", "ServiceDown"),
+        ("service", "api-gateway"),
+        ("remediation", "restart-pod"),
+    ]);
     let mut policy = Policy::default_policy();
     policy.guards.flap_max_repairs = 10;
     let mut state = GuardState::default();
@@ -680,18 +785,15 @@ fn locally_rollback_is_passed_over_and_the_escalation_ends_in_notify() {
                 outcome: Outcome::Failed,
             });
     }
-    let d = decide(Input {
-        alert: &alert,
-        policy: &policy,
-        state: &state,
-        cluster: &ClusterSnapshot::default(),
-        in_flight: &BTreeSet::new(),
-        now: NOW,
-        trigger: Trigger::Alert,
-        platform: PlatformKind::Local,
-        dry_run: false,
-    });
-    match d {
+    (alert, policy, state)
+}
+
+#[test]
+fn locally_rollback_is_passed_over_and_the_escalation_ends_in_notify() {
+    // Issue 17: two restarts of the gateway, then rollback has no local equivalent: the healer
+    // moves on to notify instead of skipping "no-target" forever.
+    let (alert, policy, state) = gateway_restarted_twice();
+    match decide_locally(&alert, &policy, &state) {
         Decision::Escalate {
             guard: None,
             reason,
@@ -706,21 +808,14 @@ fn locally_rollback_is_passed_over_and_the_escalation_ends_in_notify() {
         }
         other => panic!("{other:?}"),
     }
-    // Without a trailing notify, running out is `exhausted`.
+}
+
+#[test]
+fn locally_without_a_trailing_notify_running_out_is_exhausted() {
+    let (alert, mut policy, state) = gateway_restarted_twice();
     policy.rules[0].actions.pop();
-    let d = decide(Input {
-        alert: &alert,
-        policy: &policy,
-        state: &state,
-        cluster: &ClusterSnapshot::default(),
-        in_flight: &BTreeSet::new(),
-        now: NOW,
-        trigger: Trigger::Alert,
-        platform: PlatformKind::Local,
-        dry_run: false,
-    });
     assert!(matches!(
-        d,
+        decide_locally(&alert, &policy, &state),
         Decision::Escalate {
             guard: Some(Guard::Exhausted),
             ..

@@ -379,49 +379,7 @@ async fn run_timeline(t: &Timeline) -> Result<(), TestCaseError> {
                 pod,
                 script,
             } => {
-                world.active.lock().unwrap().insert(*workload);
-                *world.script.lock().unwrap() = script.clone();
-                let a = alert(*workload, *pod);
-                let before = world.now();
-                let leader_before = world.leader.is_leader();
-                let (model_count, _) = counts(&world, &subject(*workload), before, t.flap_window);
-                let acted_before = world.acted.lock().unwrap().len();
-                let handled = tokio::time::timeout(StdDuration::from_secs(2), async {
-                    tokio::select! {
-                        biased;
-                        _ = eng.handle(a) => false,
-                        () = world.crash.notified() => true,
-                    }
-                })
-                .await;
-                prop_assert!(
-                    handled.is_ok(),
-                    "event {i}: the alert was not handled within 2 s"
-                );
-                restart = handled.unwrap_or(false);
-                // One alert never loops: each retry takes a later step.
-                let acted_now = world.acted.lock().unwrap().len() - acted_before;
-                prop_assert!(
-                    acted_now <= t.actions.len(),
-                    "event {i}: one alert led to {acted_now} actions ({} steps)",
-                    t.actions.len()
-                );
-                // Liveness of the flap stop: a confirmed alert on a subject at its limit finds
-                // a stop in force (escalated now, or earlier).
-                if leader_before && model_count >= t.k as usize {
-                    let s = load(dir.path()).await;
-                    let holds = s
-                        .subjects
-                        .get(&subject(*workload))
-                        .and_then(|r| r.stop.as_ref())
-                        .is_some_and(|s| s.holds(before));
-                    prop_assert!(
-                        holds,
-                        "event {i}: {} had {model_count} actions in the window (K = {}) and no stop holds",
-                        subject(*workload),
-                        t.k
-                    );
-                }
+                restart = fire(t, &world, &eng, dir.path(), (*workload, *pod, script), i).await?;
             }
             Event::Resolve { workload } => {
                 world.active.lock().unwrap().remove(workload);
@@ -462,6 +420,64 @@ async fn run_timeline(t: &Timeline) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The alert about `workload` fires, its actions going as `script` says: the engine handles it
+/// (or a crash in the middle of a verification ends the handling), and one alert never loops
+/// and a confirmed alert on a subject at its limit finds a stop in force. Returns whether the
+/// healer crashed.
+async fn fire(
+    t: &Timeline,
+    world: &World,
+    eng: &Engine,
+    dir: &std::path::Path,
+    (workload, pod, script): (usize, bool, &Vec<(bool, Verify)>),
+    i: usize,
+) -> Result<bool, TestCaseError> {
+    world.active.lock().unwrap().insert(workload);
+    *world.script.lock().unwrap() = script.clone();
+    let a = alert(workload, pod);
+    let before = world.now();
+    let leader_before = world.leader.is_leader();
+    let (model_count, _) = counts(world, &subject(workload), before, t.flap_window);
+    let acted_before = world.acted.lock().unwrap().len();
+    let handled = tokio::time::timeout(StdDuration::from_secs(2), async {
+        tokio::select! {
+            biased;
+            _ = eng.handle(a) => false,
+            () = world.crash.notified() => true,
+        }
+    })
+    .await;
+    prop_assert!(
+        handled.is_ok(),
+        "event {i}: the alert was not handled: the engine is stuck"
+    );
+    let restart = handled.unwrap_or(false);
+    // One alert never loops: each retry takes a later step.
+    let acted_now = world.acted.lock().unwrap().len() - acted_before;
+    prop_assert!(
+        acted_now <= t.actions.len(),
+        "event {i}: one alert led to {acted_now} actions ({} steps)",
+        t.actions.len()
+    );
+    // Liveness of the flap stop: a confirmed alert on a subject at its limit finds
+    // a stop in force (escalated now, or earlier).
+    if leader_before && model_count >= t.k as usize {
+        let s = load(dir).await;
+        let holds = s
+            .subjects
+            .get(&subject(workload))
+            .and_then(|r| r.stop.as_ref())
+            .is_some_and(|s| s.holds(before));
+        prop_assert!(
+            holds,
+            "event {i}: {} had {model_count} actions in the window (K = {}) and no stop holds",
+            subject(workload),
+            t.k
+        );
+    }
+    Ok(restart)
+}
+
 /// Actions on `subject` in the half-open window `(now - window, now]`, and in total.
 fn counts(world: &World, subject: &str, now: OffsetDateTime, window: u64) -> (usize, usize) {
     let acted = world.acted.lock().unwrap();
@@ -473,6 +489,7 @@ fn counts(world: &World, subject: &str, now: OffsetDateTime, window: u64) -> (us
     (recent, on.len())
 }
 
+/// The five properties after event `i`.
 fn check(
     t: &Timeline,
     world: &World,
@@ -483,61 +500,86 @@ fn check(
     let acted = world.acted.lock().unwrap().clone();
     let records = world.records.lock().unwrap().clone();
     for a in &acted {
-        // 1. At most K actions per subject in any flap window.
-        let in_window = acted
+        check_limits(t, &acted, a, i)?;
+        check_no_action_under_a_guard(a, &records, stops, i)?;
+    }
+    check_each_stop_escalated_once(&records, stops, i)?;
+    check_no_action_lost(world, state, i)
+}
+
+/// 1. At most K actions per subject in any flap window; 2. the rate limit; both over the window
+///    ending at action `a`.
+fn check_limits(t: &Timeline, acted: &[Acted], a: &Acted, i: usize) -> Result<(), TestCaseError> {
+    let in_window = acted
+        .iter()
+        .filter(|b| {
+            b.subject == a.subject
+                && b.at > a.at - Duration::seconds(t.flap_window as i64)
+                && b.at <= a.at
+        })
+        .count();
+    prop_assert!(
+        in_window <= t.k as usize,
+        "event {i}: {in_window} actions on {} within {} s (K = {}): {:?}",
+        a.subject,
+        t.flap_window,
+        t.k,
+        acted
             .iter()
-            .filter(|b| {
-                b.subject == a.subject
-                    && b.at > a.at - Duration::seconds(t.flap_window as i64)
-                    && b.at <= a.at
-            })
-            .count();
-        prop_assert!(
-            in_window <= t.k as usize,
-            "event {i}: {in_window} actions on {} within {} s (K = {}): {:?}",
-            a.subject,
-            t.flap_window,
-            t.k,
-            acted
-                .iter()
-                .filter(|b| b.subject == a.subject)
-                .map(|b| (b.at - START).whole_seconds())
-                .collect::<Vec<_>>()
-        );
-        // 2. The rate limit.
-        let global = acted
-            .iter()
-            .filter(|b| b.at > a.at - Duration::seconds(t.rate_window as i64) && b.at <= a.at)
-            .count();
-        prop_assert!(
-            global <= t.rate_max as usize,
-            "event {i}: {global} actions within {} s (limit {})",
-            t.rate_window,
-            t.rate_max
-        );
-        // 3. Never while a guard holds.
-        prop_assert!(a.leader, "event {i}: acted as a follower");
-        prop_assert!(
-            a.confirmed,
-            "event {i}: acted on an alert Alertmanager does not hold"
-        );
-        for (s, at, until) in stops {
-            // The stop is in force from its escalation on (found below, exactly one).
-            let escalated = records.iter().find(|(_, r)| {
-                r.result == "escalated" && &r.subject == s && r.at >= *at && r.at < *until
-            });
-            if let Some((e, _)) = escalated {
-                prop_assert!(
-                    !(s == &a.subject && a.seq > *e && a.at < *until),
-                    "event {i}: acted on {s} at +{} s while its stop (+{} s .. +{} s) held",
-                    (a.at - START).whole_seconds(),
-                    (*at - START).whole_seconds(),
-                    (*until - START).whole_seconds()
-                );
-            }
+            .filter(|b| b.subject == a.subject)
+            .map(|b| (b.at - START).whole_seconds())
+            .collect::<Vec<_>>()
+    );
+    let global = acted
+        .iter()
+        .filter(|b| b.at > a.at - Duration::seconds(t.rate_window as i64) && b.at <= a.at)
+        .count();
+    prop_assert!(
+        global <= t.rate_max as usize,
+        "event {i}: {global} actions within {} s (limit {})",
+        t.rate_window,
+        t.rate_max
+    );
+    Ok(())
+}
+
+/// 3. Action `a` was not taken while a guard held: as a follower, on an alert Alertmanager does
+///    not hold, or while a recorded stop held.
+fn check_no_action_under_a_guard(
+    a: &Acted,
+    records: &[(u64, AuditRecord)],
+    stops: &[StopSeen],
+    i: usize,
+) -> Result<(), TestCaseError> {
+    prop_assert!(a.leader, "event {i}: acted as a follower");
+    prop_assert!(
+        a.confirmed,
+        "event {i}: acted on an alert Alertmanager does not hold"
+    );
+    for (s, at, until) in stops {
+        // The stop is in force from its escalation on (found below, exactly one).
+        let escalated = records.iter().find(|(_, r)| {
+            r.result == "escalated" && &r.subject == s && r.at >= *at && r.at < *until
+        });
+        if let Some((e, _)) = escalated {
+            prop_assert!(
+                !(s == &a.subject && a.seq > *e && a.at < *until),
+                "event {i}: acted on {s} at +{} s while its stop (+{} s .. +{} s) held",
+                (a.at - START).whole_seconds(),
+                (*at - START).whole_seconds(),
+                (*until - START).whole_seconds()
+            );
         }
     }
-    // 4. Every stop escalated exactly once; no escalation outside a stop.
+    Ok(())
+}
+
+/// 4. Every stop escalated exactly once; no escalation outside a stop.
+fn check_each_stop_escalated_once(
+    records: &[(u64, AuditRecord)],
+    stops: &[StopSeen],
+    i: usize,
+) -> Result<(), TestCaseError> {
     for (s, at, until) in stops {
         let n = records
             .iter()
@@ -565,8 +607,12 @@ fn check(
             (r.at - START).whole_seconds()
         );
     }
-    // 5. Every action is counted in the persisted state, none lost (nothing is old enough to
-    //    be pruned in a timeline).
+    Ok(())
+}
+
+/// 5. Every action is counted in the persisted state, none lost (nothing is old enough to be
+///    pruned in a timeline).
+fn check_no_action_lost(world: &World, state: &GuardState, i: usize) -> Result<(), TestCaseError> {
     for w in 0..WORKLOADS {
         let s = subject(w);
         let (_, total) = counts(world, &s, world.now(), 0);
@@ -584,9 +630,13 @@ fn check(
     Ok(())
 }
 
+/// A runtime on paused time: the engine's only timer here is the 2 s bound on handling one
+/// alert, which then runs out only when the engine has nothing left to do (stuck), never
+/// because the machine is slow.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .start_paused(true)
         .build()
         .unwrap()
 }
@@ -628,15 +678,18 @@ fn sim_cases() -> u32 {
         .unwrap_or(192)
 }
 
-#[tokio::test]
-async fn dry_run_advances_the_escalation_as_the_real_run_would() {
-    let policy = Policy::from_yaml(
+/// Three steps (delete-pod, rollout-restart, notify) in a 10 m window, no cooldown.
+fn escalating_policy() -> Policy {
+    Policy::from_yaml(
         "guards: {cooldown: 0s, flap_max_repairs: 10}\nrules:\n- name: crashing\n  match: {remediation: restart-pod}\n  \
          escalation_window: 10m\n  actions: [{kind: delete-pod}, {kind: rollout-restart}, {kind: notify}]\n",
     )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let world = Arc::new(World {
+    .unwrap()
+}
+
+/// A world for workload 0 whose every action heals.
+fn healing_world() -> Arc<World> {
+    Arc::new(World {
         clock: Arc::new(Mutex::new(START)),
         leader: LeaderFlag::new(true),
         active: Mutex::new([0].into()),
@@ -646,12 +699,21 @@ async fn dry_run_advances_the_escalation_as_the_real_run_would() {
         seq: std::sync::atomic::AtomicU64::new(0),
         crash: tokio::sync::Notify::new(),
         verify_timeout: 5,
-    });
+    })
+}
+
+/// A dry-run engine handles the same alert four times, 30 s apart; returns each result, action
+/// and step.
+async fn dry_run_four_times(
+    world: &Arc<World>,
+    dir: &std::path::Path,
+    policy: &Policy,
+) -> Vec<(String, Option<String>, Option<usize>)> {
     let clock = world.clock.clone();
     let dry = Engine::new(
         Arc::new(policy.clone()),
         Arc::new(SimPlatform(world.clone())),
-        Arc::new(FileStore::new(dir.path())),
+        Arc::new(FileStore::new(dir)),
         Arc::new(world.leader.clone()),
         true,
         Metrics::new(&prometheus::Registry::new()).unwrap(),
@@ -665,6 +727,13 @@ async fn dry_run_advances_the_escalation_as_the_real_run_would() {
         let r = dry.handle(alert(0, true)).await;
         seen.push((r.result.clone(), r.action.clone(), r.step));
     }
+    seen
+}
+
+#[tokio::test]
+async fn dry_run_advances_the_escalation_as_the_real_run_would() {
+    let (world, dir) = (healing_world(), tempfile::tempdir().unwrap());
+    let seen = dry_run_four_times(&world, dir.path(), &escalating_policy()).await;
     assert_eq!(
         seen,
         [
@@ -683,11 +752,20 @@ async fn dry_run_advances_the_escalation_as_the_real_run_would() {
         "{}",
         records[2].1.message
     );
-    assert!(
-        world.acted.lock().unwrap().is_empty(),
-        "a dry run acts on nothing"
-    );
-    // The real run is not held back by what the dry run decided.
+}
+
+#[tokio::test]
+async fn a_dry_run_acts_on_nothing() {
+    let (world, dir) = (healing_world(), tempfile::tempdir().unwrap());
+    dry_run_four_times(&world, dir.path(), &escalating_policy()).await;
+    assert!(world.acted.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_real_run_is_not_held_back_by_what_a_dry_run_decided() {
+    let (world, dir) = (healing_world(), tempfile::tempdir().unwrap());
+    let policy = escalating_policy();
+    dry_run_four_times(&world, dir.path(), &policy).await;
     let real = engine(&world, dir.path(), &policy);
     let r = real.handle(alert(0, true)).await;
     assert_eq!((r.result.as_str(), r.step), ("healed", Some(0)));

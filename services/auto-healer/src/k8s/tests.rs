@@ -14,9 +14,9 @@ use time::OffsetDateTime;
 use super::lease::LeaseElector;
 use super::state::ConfigMapStore;
 use super::*;
-use crate::core::{GuardState, Outcome};
+use crate::core::GuardState;
 use crate::platform::{LeaderFlag, Leadership, StateStore, StoreError, update_state};
-use testbed::kube_mock::{call, scripted, status_body};
+use testbed::kube_mock::{SCRIPT_WAIT, call, scripted, status_body};
 
 const MERGE: &str = "application/merge-patch+json";
 const STRATEGIC: &str = "application/strategic-merge-patch+json";
@@ -266,7 +266,7 @@ fn node(name: &str, ready: bool, unschedulable: bool) -> Value {
 }
 
 #[tokio::test]
-async fn cordon_and_uncordon() {
+async fn cordon_marks_the_node_unschedulable_and_says_who_did() {
     let (client, task) = scripted(vec![
         call("PATCH", "/api/v1/nodes/n1", node("n1", false, true))
             .content_type(MERGE)
@@ -277,6 +277,18 @@ async fn cordon_and_uncordon() {
                     "auto-healer"
                 );
             }),
+    ]);
+    let n1 = Target::Node { name: "n1".into() };
+    platform(client)
+        .execute(&Action::Cordon, &n1, &Labels::new())
+        .await
+        .unwrap();
+    task.done().await;
+}
+
+#[tokio::test]
+async fn uncordon_makes_the_node_schedulable_and_removes_the_mark() {
+    let (client, task) = scripted(vec![
         call("PATCH", "/api/v1/nodes/n1", node("n1", true, false)).body(|b| {
             assert_eq!(b["spec"], json!({"unschedulable": false}));
             // null in a merge patch removes the annotation.
@@ -290,12 +302,9 @@ async fn cordon_and_uncordon() {
             );
         }),
     ]);
-    let p = platform(client);
     let n1 = Target::Node { name: "n1".into() };
-    p.execute(&Action::Cordon, &n1, &Labels::new())
-        .await
-        .unwrap();
-    p.execute(&Action::Uncordon, &n1, &Labels::new())
+    platform(client)
+        .execute(&Action::Uncordon, &n1, &Labels::new())
         .await
         .unwrap();
     task.done().await;
@@ -375,7 +384,9 @@ async fn drain_evicts_through_the_eviction_api_respecting_pdbs() {
     task.done().await;
 }
 
-#[tokio::test]
+/// On paused time: the drain's 1 s timeout and its retries are exact, and the 5 s bound runs
+/// out only if the drain never gives up, not because the machine is slow.
+#[tokio::test(start_paused = true)]
 async fn drain_gives_up_when_a_pdb_keeps_refusing() {
     let mut script = vec![
         call("PATCH", "/api/v1/nodes/n1", node("n1", false, true)),
@@ -573,29 +584,32 @@ async fn events_are_created_on_the_target() {
     task.done().await;
 }
 
-#[tokio::test]
-async fn guard_state_configmap_uses_optimistic_concurrency() {
-    let cm = |rv: &str, data: &GuardState| {
-        json!({"metadata": {"name": "auto-healer-state", "resourceVersion": rv},
-        "data": {"state.json": serde_json::to_string(data).unwrap()}})
-    };
-    let mut s1 = GuardState::default();
-    s1.actions.push(crate::core::Timestamp(
+/// The state ConfigMap at `rv` holding `data`.
+fn state_configmap(rv: &str, data: &GuardState) -> Value {
+    json!({"metadata": {"name": "auto-healer-state", "resourceVersion": rv},
+    "data": {"state.json": serde_json::to_string(data).unwrap()}})
+}
+
+/// A state with one action, at 12:00.
+fn one_action() -> GuardState {
+    let mut s = GuardState::default();
+    s.actions.push(crate::core::Timestamp(
         time::macros::datetime!(2026-11-01 12:00 UTC),
     ));
-    let s1c = s1.clone();
+    s
+}
+
+const STATE_CONFIGMAP: &str = "/api/v1/namespaces/organism/configmaps/auto-healer-state";
+
+#[tokio::test]
+async fn an_absent_state_configmap_loads_empty_and_the_first_save_creates_it() {
+    let s1 = one_action();
     let (client, task) = scripted(vec![
-        // load: absent → empty; save → create
-        call(
-            "GET",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            status_body(404, "NotFound"),
-        )
-        .status(404),
+        call("GET", STATE_CONFIGMAP, status_body(404, "NotFound")).status(404),
         call(
             "POST",
             "/api/v1/namespaces/organism/configmaps",
-            cm("1", &s1),
+            state_configmap("1", &s1),
         )
         .status(201)
         .body(|b| {
@@ -605,30 +619,25 @@ async fn guard_state_configmap_uses_optimistic_concurrency() {
                 serde_json::from_str(b["data"]["state.json"].as_str().unwrap()).unwrap();
             assert_eq!(st.actions.len(), 1);
         }),
-        // update: load v1, replace → 409 conflict; reload v2, replace with resourceVersion 2 → ok
-        call(
-            "GET",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            cm("1", &s1),
-        ),
-        call(
-            "PUT",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            status_body(409, "Conflict"),
-        )
-        .status(409)
-        .body(|b| assert_eq!(b["metadata"]["resourceVersion"], "1")),
-        call(
-            "GET",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            cm("2", &s1c),
-        ),
-        call(
-            "PUT",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            cm("3", &s1c),
-        )
-        .body(|b| {
+    ]);
+    let store = ConfigMapStore::new(client, "organism");
+    let (state, version) = store.load().await.unwrap();
+    assert_eq!((state, version), (GuardState::default(), None));
+    store.save(&s1, None).await.unwrap();
+    task.done().await;
+}
+
+#[tokio::test]
+async fn an_update_after_a_conflict_is_applied_again_to_the_reloaded_state() {
+    let s1 = one_action();
+    // Load v1, replace → 409; reload v2, replace with resourceVersion 2 → ok.
+    let (client, task) = scripted(vec![
+        call("GET", STATE_CONFIGMAP, state_configmap("1", &s1)),
+        call("PUT", STATE_CONFIGMAP, status_body(409, "Conflict"))
+            .status(409)
+            .body(|b| assert_eq!(b["metadata"]["resourceVersion"], "1")),
+        call("GET", STATE_CONFIGMAP, state_configmap("2", &s1)),
+        call("PUT", STATE_CONFIGMAP, state_configmap("3", &s1)).body(|b| {
             assert_eq!(b["metadata"]["resourceVersion"], "2");
             let st: GuardState =
                 serde_json::from_str(b["data"]["state.json"].as_str().unwrap()).unwrap();
@@ -640,9 +649,6 @@ async fn guard_state_configmap_uses_optimistic_concurrency() {
         }),
     ]);
     let store = ConfigMapStore::new(client, "organism");
-    let (state, version) = store.load().await.unwrap();
-    assert_eq!((state, version), (GuardState::default(), None));
-    store.save(&s1, None).await.unwrap();
     let mut calls = 0;
     update_state(&store, |s| {
         calls += 1;
@@ -654,18 +660,12 @@ async fn guard_state_configmap_uses_optimistic_concurrency() {
     .unwrap();
     assert_eq!(calls, 2, "one retry after the conflict");
     task.done().await;
-    let _ = Outcome::Healed;
 }
 
 #[tokio::test]
 async fn configmap_conflict_is_reported_as_conflict() {
     let (client, task) = scripted(vec![
-        call(
-            "PUT",
-            "/api/v1/namespaces/organism/configmaps/auto-healer-state",
-            status_body(409, "Conflict"),
-        )
-        .status(409),
+        call("PUT", STATE_CONFIGMAP, status_body(409, "Conflict")).status(409),
     ]);
     let store = ConfigMapStore::new(client, "organism");
     assert!(matches!(
@@ -694,14 +694,31 @@ fn elector(client: Client, id: &str) -> LeaseElector {
     )
 }
 
-#[tokio::test(start_paused = true)]
-async fn lease_acquire_renew_and_take_over_by_local_time() {
+/// `try_acquire_or_renew` on paused time: a request the script does not answer (an
+/// unexpected write) fails the test at once instead of hanging it.
+async fn try_acquire(
+    e: &mut LeaseElector,
+    wall: OffsetDateTime,
+    local: tokio::time::Instant,
+) -> bool {
+    tokio::time::timeout(SCRIPT_WAIT, e.try_acquire_or_renew(wall, local))
+        .await
+        .expect("the elector sent a request the script does not answer")
+        .unwrap()
+}
+
+/// The wall-clock time the tests' leases carry, and a renewTime an hour before it: compared
+/// with our clock such a record would look long expired, but client-go judges a lease by the
+/// local time we saw its record change, so its renewTime is irrelevant.
+fn wall_and_stale() -> (OffsetDateTime, OffsetDateTime) {
     let wall = OffsetDateTime::now_utc();
-    // b's record carries a renewTime an hour in the past by our wall clock: compared with our
-    // clock it would look long expired. client-go judges from the local time we saw it change.
-    let stale = wall - time::Duration::hours(1);
+    (wall, wall - time::Duration::hours(1))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_lease_is_created_with_this_instance_as_holder() {
+    let (wall, _) = wall_and_stale();
     let (client, task) = scripted(vec![
-        // acquire: absent → create
         call("GET", LEASE, status_body(404, "NotFound")).status(404),
         call("POST", LEASES, lease_json("a", wall, "1", 0))
             .status(201)
@@ -711,7 +728,17 @@ async fn lease_acquire_renew_and_take_over_by_local_time() {
                 assert_eq!(b["spec"]["leaseDurationSeconds"], 15);
                 assert_eq!(b["spec"]["leaseTransitions"], 0);
             }),
-        // renew: held by me → replace with the resourceVersion read, acquireTime kept
+    ]);
+    let mut e = elector(client, "a");
+    let t0 = tokio::time::Instant::now();
+    assert!(try_acquire(&mut e, wall, t0).await, "acquired");
+    task.done().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_holder_renews_with_the_version_it_read_keeping_its_acquire_time() {
+    let (wall, _) = wall_and_stale();
+    let (client, task) = scripted(vec![
         call("GET", LEASE, lease_json("a", wall, "1", 0)),
         call("PUT", LEASE, lease_json("a", wall, "2", 0)).body(move |b| {
             assert_eq!(b["metadata"]["resourceVersion"], "1");
@@ -719,45 +746,68 @@ async fn lease_acquire_renew_and_take_over_by_local_time() {
             let kept = b["spec"]["acquireTime"].as_str().unwrap();
             assert!(kept.starts_with(&rfc3339(wall)[..26]), "{kept}");
         }),
-        // b took it (we saw the record change): not leader, no write
+    ]);
+    let mut e = elector(client, "a");
+    let t0 = tokio::time::Instant::now();
+    assert!(try_acquire(&mut e, wall, t0).await, "renewed");
+    task.done().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn another_holders_lease_is_live_for_its_duration_of_our_time_since_we_saw_it_change() {
+    let (wall, stale) = wall_and_stale();
+    // No write: b holds it at first sight and still 14 s later, unchanged.
+    let (client, task) = scripted(vec![
         call("GET", LEASE, lease_json("b", stale, "5", 1)),
-        // 14 s later, unchanged: still b's (its renewTime is irrelevant)
         call("GET", LEASE, lease_json("b", stale, "5", 1)),
-        // 16 s after we saw it change, unchanged: expired → take over, transitions + 1
+    ]);
+    let mut e = elector(client, "a");
+    let t0 = tokio::time::Instant::now();
+    assert!(!try_acquire(&mut e, wall, t0).await, "held by b");
+    assert!(
+        !try_acquire(&mut e, wall, t0 + Duration::from_secs(14)).await,
+        "b's lease is live for 15 s of our time after we saw it change"
+    );
+    task.done().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_unchanged_for_its_duration_is_taken_over_with_one_more_transition() {
+    let (wall, stale) = wall_and_stale();
+    let (client, task) = scripted(vec![
+        call("GET", LEASE, lease_json("b", stale, "5", 1)),
         call("GET", LEASE, lease_json("b", stale, "5", 1)),
         call("PUT", LEASE, lease_json("a", wall, "6", 2)).body(|b| {
             assert_eq!(b["metadata"]["resourceVersion"], "5");
             assert_eq!(b["spec"]["holderIdentity"], "a");
             assert_eq!(b["spec"]["leaseTransitions"], 2);
         }),
-        // b renewed in between (record changed) and then a racing write won → 409 → not leader
-        call("GET", LEASE, lease_json("b", stale, "8", 3)),
     ]);
     let mut e = elector(client, "a");
     let t0 = tokio::time::Instant::now();
-    assert!(e.try_acquire_or_renew(wall, t0).await.unwrap(), "acquired");
-    assert!(e.try_acquire_or_renew(wall, t0).await.unwrap(), "renewed");
+    assert!(!try_acquire(&mut e, wall, t0).await);
     assert!(
-        !e.try_acquire_or_renew(wall, t0).await.unwrap(),
-        "held by b"
-    );
-    assert!(
-        !e.try_acquire_or_renew(wall, t0 + Duration::from_secs(14))
-            .await
-            .unwrap(),
-        "b's lease is live for 15 s of our time after we saw it change"
-    );
-    assert!(
-        e.try_acquire_or_renew(wall, t0 + Duration::from_secs(16))
-            .await
-            .unwrap(),
+        try_acquire(&mut e, wall, t0 + Duration::from_secs(16)).await,
         "taken over once unchanged for 15 s of our time"
     );
+    task.done().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_whose_record_changed_is_live_again_from_that_moment() {
+    let (wall, stale) = wall_and_stale();
+    // b renewed between our looks (a new renewTime, however skewed its clock): no write.
+    let renewed = stale + time::Duration::seconds(16);
+    let (client, task) = scripted(vec![
+        call("GET", LEASE, lease_json("b", stale, "5", 1)),
+        call("GET", LEASE, lease_json("b", renewed, "8", 1)),
+    ]);
+    let mut e = elector(client, "a");
+    let t0 = tokio::time::Instant::now();
+    assert!(!try_acquire(&mut e, wall, t0).await);
     assert!(
-        !e.try_acquire_or_renew(wall, t0 + Duration::from_secs(17))
-            .await
-            .unwrap(),
-        "b's new record is live again"
+        !try_acquire(&mut e, wall, t0 + Duration::from_secs(16)).await,
+        "b's changed record is live again"
     );
     task.done().await;
 }

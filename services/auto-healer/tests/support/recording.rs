@@ -9,6 +9,12 @@ use auto_healer::core::{self, ClusterSnapshot, Labels, Target};
 use auto_healer::platform::{AdapterError, AuditRecord, Platform};
 use auto_healer::policy::Action;
 use futures::future::BoxFuture;
+use tokio::sync::watch;
+
+/// How long [`Recording::wait_for`] waits: a bound for a test that went wrong, not a timing
+/// requirement (under paused time it passes only once nothing else can run).
+#[allow(dead_code)]
+pub const RECORDING_WAIT: Duration = Duration::from_secs(60);
 
 /// One `execute` call.
 #[allow(dead_code)]
@@ -27,8 +33,8 @@ pub struct Recording {
     pub records: Arc<Mutex<Vec<AuditRecord>>>,
     pub snapshot: Arc<Mutex<ClusterSnapshot>>,
     pub fail_verify: Arc<Mutex<bool>>,
-    /// Notified on every `execute`.
-    pub executed_signal: Arc<tokio::sync::Notify>,
+    /// How many `execute` calls and audit records there were; every one bumps it.
+    pub changes: watch::Sender<u64>,
 }
 
 #[allow(dead_code)]
@@ -36,8 +42,55 @@ impl Recording {
     pub fn executed(&self) -> Vec<Executed> {
         self.executed.lock().unwrap().clone()
     }
+
     pub fn records(&self) -> Vec<AuditRecord> {
         self.records.lock().unwrap().clone()
+    }
+
+    /// The actions executed, in order.
+    pub fn actions(&self) -> Vec<String> {
+        self.executed().into_iter().map(|e| e.action).collect()
+    }
+
+    /// How many audit records have `result`.
+    pub fn count(&self, result: &str) -> usize {
+        self.records().iter().filter(|r| r.result == result).count()
+    }
+
+    /// Waits until `done` holds, checked after every `execute` call and audit record; panics,
+    /// naming `what` and showing what was recorded, after [`RECORDING_WAIT`].
+    pub async fn wait_for(&self, what: &str, done: impl Fn(&Self) -> bool) {
+        let mut changes = self.changes.subscribe();
+        let waited = tokio::time::timeout(RECORDING_WAIT, async {
+            while !done(self) {
+                changes
+                    .changed()
+                    .await
+                    .expect("the recording outlives the wait");
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "{what}: not so after {RECORDING_WAIT:?}; executed {:?}, records {:?}",
+            self.actions(),
+            self.records()
+        );
+    }
+
+    /// Waits for the one `escalated` record and returns it.
+    pub async fn wait_for_escalation(&self) -> AuditRecord {
+        self.wait_for("escalated", |p| p.count("escalated") == 1)
+            .await;
+        let records = self.records();
+        records
+            .into_iter()
+            .find(|r| r.result == "escalated")
+            .expect("the escalated record waited for")
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
     }
 }
 
@@ -63,6 +116,7 @@ impl Platform for Recording {
             target: target.clone(),
             at: Instant::now(),
         });
+        self.changed();
         Box::pin(async move { Ok(format!("{} {}", action.name(), target.key())) })
     }
     fn verify<'a>(
@@ -85,6 +139,7 @@ impl Platform for Recording {
     }
     fn record<'a>(&'a self, r: &'a AuditRecord) -> BoxFuture<'a, Result<(), AdapterError>> {
         self.records.lock().unwrap().push(r.clone());
+        self.changed();
         Box::pin(async { Ok(()) })
     }
 }
