@@ -1,7 +1,6 @@
 //! The classifiers on real Kubernetes JSON (`kubectl get -o json` Lists under tests/fixtures/):
 //! every finding type, and a healthy cluster with none.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use health_monitor::classify::{
@@ -13,16 +12,12 @@ use k8s_openapi::api::core::v1::Node;
 use serde_json::Value;
 use time::macros::datetime;
 
+mod support;
+use support::fixture;
+
 /// The fixtures' "now": 2026-11-22T10:00:00Z.
 fn now() -> i64 {
     datetime!(2026-11-22 10:00:00 UTC).unix_timestamp()
-}
-
-fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Loads a `kind: List` into a cluster snapshot, by each item's kind.

@@ -15,6 +15,9 @@ use testbed::{HttpSink, Prometheus, PrometheusOptions, wait_until};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::scrape;
+
 fn set_value(target: &HttpSink, v: f64) {
     target.set_response(
         StatusCode::OK,
@@ -97,10 +100,7 @@ impl Checked {
 
     /// PromQL queries answered or failed so far.
     fn queries(&self) -> f64 {
-        let text = prometheus::TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
-            .unwrap();
-        testbed::Metrics::new(text).sum("health_monitor_prometheus_queries_total", &[])
+        scrape(&self.registry).sum("health_monitor_prometheus_queries_total", &[])
     }
 
     fn metric_check(&self) -> Option<Finding> {

@@ -11,6 +11,9 @@ use health_monitor::publish::{Publisher, Sink};
 use http::StatusCode;
 use testbed::{Alertmanager, AlertmanagerConfig, HttpSink, wait_until};
 
+mod support;
+use support::scrape;
+
 fn crash_loop(pod: &str) -> Finding {
     let mut o = ObjectRef::new("Pod", Some("organism"), pod);
     o.node = Some("kind-worker".into());
@@ -39,14 +42,6 @@ fn metrics() -> (prometheus::Registry, Metrics) {
     let registry = prometheus::Registry::new();
     let m = Metrics::new(&registry).unwrap();
     (registry, m)
-}
-
-/// The registry's exposition, as `/metrics` would serve it.
-fn scrape(registry: &prometheus::Registry) -> testbed::Metrics {
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&registry.gather())
-        .unwrap();
-    testbed::Metrics::new(text)
 }
 
 /// A bound for waits on Alertmanager (1 s grouping): a test gone wrong, not a timing

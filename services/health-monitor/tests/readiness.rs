@@ -2,7 +2,6 @@
 //! not carry the body), so a failing `database` check makes the finding name the dependency and
 //! drop the restart. The pod is a real HTTP server on 127.0.0.1.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,21 +15,16 @@ use health_monitor::metrics::Metrics;
 use http::StatusCode;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{reflector, watcher};
-use serde_json::{Value, json};
+use serde_json::json;
 use testbed::{Served, wait_until};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::fixture_item;
+
 fn brain_pod(port: u16) -> Pod {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods-unhealthy.json");
-    let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut pod = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["metadata"]["name"] == "brain-7c8d9f6b5-p0o9i")
-        .unwrap()
-        .clone();
+    let mut pod = fixture_item("pods-unhealthy.json", "brain-7c8d9f6b5-p0o9i");
     // Not ready for ten minutes (by the wall clock), reachable on 127.0.0.1:port.
     let since = (time::OffsetDateTime::now_utc() - time::Duration::minutes(10))
         .format(&time::format_description::well_known::Rfc3339)
