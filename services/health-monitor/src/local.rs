@@ -293,6 +293,10 @@ mod tests {
         let f = classify_probe(&target(), &out, 3, 2, &DependencyRules::default()).unwrap();
         assert_eq!(f.dependency, None);
         assert_eq!(f.remediation, Some(Remediation::RestartPod));
+    }
+
+    #[test]
+    fn a_ready_answer_is_no_finding_whatever_came_before() {
         let ok = ProbeOutcome::Alive(Ok((200, "{}".into())));
         assert_eq!(
             classify_probe(&target(), &ok, 5, 2, &DependencyRules::default()),
