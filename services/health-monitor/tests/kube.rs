@@ -56,19 +56,17 @@ fn kinds_of(board: &CurrentFindings) -> Vec<(FindingKind, String)> {
         .collect()
 }
 
-/// A pod watcher, reflector and evaluator over a scripted API server, as the service runs
-/// them.
-struct PodWatch {
-    server: kube_mock::ApiServer,
+/// Watchers and reflectors of pods (and nodes, when asked) over `client`, feeding an evaluator
+/// that writes to a board, as the service runs them.
+struct Watching {
     board: CurrentFindings,
     registry: prometheus::Registry,
     shutdown: CancellationToken,
     _config: watch::Sender<Arc<FileConfig>>,
 }
 
-impl PodWatch {
-    fn start() -> Self {
-        let (client, server) = kube_mock::pair();
+impl Watching {
+    fn start(client: kube::Client, nodes: bool) -> Self {
         let registry = prometheus::Registry::new();
         let metrics = Metrics::new(&registry).unwrap();
         let shutdown = CancellationToken::new();
@@ -79,18 +77,24 @@ impl PodWatch {
             ready: None,
             shutdown: shutdown.clone(),
         };
-        let store = kube_watch::reflect(
-            Api::<Pod>::all(client),
+        let mut stores = Stores::default();
+        stores.pods.push(kube_watch::reflect(
+            Api::<Pod>::all(client.clone()),
             watcher::Config::default(),
             Kind::Pod,
             |p: &Pod| Some(kube_watch::target_of_object(p, Kind::Pod)),
-            wc,
-        );
+            wc.clone(),
+        ));
+        if nodes {
+            stores.nodes.push(kube_watch::reflect(
+                Api::<Node>::all(client),
+                watcher::Config::default(),
+                Kind::Node,
+                |n: &Node| Some(kube_watch::target_of_object(n, Kind::Node)),
+                wc,
+            ));
+        }
         let board = CurrentFindings::new();
-        let stores = Stores {
-            pods: vec![store],
-            ..Stores::default()
-        };
         let evaluator = Evaluator::new(stores, board.clone(), metrics);
         let (config, cfg_rx) = watch::channel(Arc::new(FileConfig::default()));
         tokio::spawn(kube_watch::run_evaluator(
@@ -100,11 +104,32 @@ impl PodWatch {
             shutdown.clone(),
         ));
         Self {
-            server,
             board,
             registry,
             shutdown,
             _config: config,
+        }
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A pod watcher over a scripted API server that the test answers step by step.
+struct PodWatch {
+    server: kube_mock::ApiServer,
+    watching: Watching,
+}
+
+impl PodWatch {
+    fn start() -> Self {
+        let (client, server) = kube_mock::pair();
+        Self {
+            server,
+            watching: Watching::start(client, false),
         }
     }
 
@@ -121,12 +146,16 @@ impl PodWatch {
             want.iter().map(|(k, n)| (*k, (*n).to_owned())).collect();
         want.sort_by_key(|(k, n)| (k.as_str(), n.clone()));
         let seen = wait_until(kube_mock::SCRIPT_WAIT, || async {
-            let mut have = kinds_of(&self.board);
+            let mut have = kinds_of(&self.watching.board);
             have.sort_by_key(|(k, n)| (k.as_str(), n.clone()));
             have == want
         })
         .await;
-        assert!(seen, "want {want:?}, have {:?}", kinds_of(&self.board));
+        assert!(
+            seen,
+            "want {want:?}, have {:?}",
+            kinds_of(&self.watching.board)
+        );
     }
 
     /// The initial list (one crash-looping pod at 1000), then a watch from 1000 in which a pod
@@ -163,12 +192,6 @@ impl PodWatch {
     }
 }
 
-impl Drop for PodWatch {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
 #[tokio::test]
 async fn listed_and_watched_pods_become_findings() {
     let mut w = PodWatch::start();
@@ -189,8 +212,8 @@ async fn a_410_gone_is_counted_as_a_watch_error() {
     let mut w = PodWatch::start();
     w.list_then_watch_until_gone().await;
     w.relist_healthy().await;
-    let errors =
-        scrape(&w.registry).value("health_monitor_watch_errors_total", &[("resource", "pods")]);
+    let errors = scrape(&w.watching.registry)
+        .value("health_monitor_watch_errors_total", &[("resource", "pods")]);
     assert_eq!(errors, Some(1.0));
 }
 
@@ -209,8 +232,8 @@ async fn after_a_relist_the_watch_resumes_from_the_new_version() {
     .await;
     w.wait_for_findings(&[(FindingKind::CrashLoopBackOff, "heart-6d5f7c9b8-h7k2m")])
         .await;
-    let events =
-        scrape(&w.registry).value("health_monitor_watch_events_total", &[("resource", "pods")]);
+    let events = scrape(&w.watching.registry)
+        .value("health_monitor_watch_events_total", &[("resource", "pods")]);
     assert!(events.is_some_and(|n| n >= 4.0), "{events:?}");
 }
 
@@ -261,25 +284,17 @@ fn fixture_node(name: &str) -> Value {
 /// the auto-healer's `oom-killed` and `node-recovered` rules match. A human's cordon is not
 /// touched.
 struct Listed {
-    board: CurrentFindings,
-    shutdown: CancellationToken,
+    watching: Watching,
     _server: kube_mock::ApiServer,
-    _config: watch::Sender<Arc<FileConfig>>,
-}
-
-impl Drop for Listed {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 impl Listed {
     fn find(&self, kind: FindingKind) -> Finding {
-        self.board
-            .all()
-            .into_iter()
+        let all = self.watching.board.all();
+        all.iter()
             .find(|f| f.finding == kind)
-            .unwrap_or_else(|| panic!("no {kind}: {:#?}", self.board.all()))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind}: {all:#?}"))
     }
 }
 
@@ -312,44 +327,7 @@ fn cordoned_nodes() -> Value {
 /// remediations are on the board.
 async fn listed_oom_and_cordons() -> Listed {
     let (client, mut server) = kube_mock::pair();
-    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
-    let shutdown = CancellationToken::new();
-    let (tx, rx) = mpsc::channel::<Change>(100);
-    let wc = WatchContext {
-        tx,
-        metrics: metrics.clone(),
-        ready: None,
-        shutdown: shutdown.clone(),
-    };
-    let pods = kube_watch::reflect(
-        Api::<Pod>::all(client.clone()),
-        watcher::Config::default(),
-        Kind::Pod,
-        |p: &Pod| Some(kube_watch::target_of_object(p, Kind::Pod)),
-        wc.clone(),
-    );
-    let nodes = kube_watch::reflect(
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default(),
-        Kind::Node,
-        |n: &Node| Some(kube_watch::target_of_object(n, Kind::Node)),
-        wc,
-    );
-    let board = CurrentFindings::new();
-    let stores = Stores {
-        pods: vec![pods],
-        nodes: vec![nodes],
-        ..Stores::default()
-    };
-    let evaluator = Evaluator::new(stores, board.clone(), metrics);
-    let (config, cfg_rx) = watch::channel(Arc::new(FileConfig::default()));
-    tokio::spawn(kube_watch::run_evaluator(
-        evaluator,
-        rx,
-        cfg_rx,
-        shutdown.clone(),
-    ));
-
+    let watching = Watching::start(client, true);
     // Each watcher lists, then watches; the watches are held open and silent: the lists are
     // what these tests are about.
     let lists_and_watches = vec![
@@ -369,6 +347,7 @@ async fn listed_oom_and_cordons() -> Listed {
     .await
     .expect("lists and watches timed out");
 
+    let board = &watching.board;
     let both = wait_until(kube_mock::SCRIPT_WAIT, || async {
         let all = board.all();
         all.iter()
@@ -378,10 +357,8 @@ async fn listed_oom_and_cordons() -> Listed {
     .await;
     assert!(both, "{:#?}", board.all());
     Listed {
-        board,
-        shutdown,
+        watching,
         _server: server,
-        _config: config,
     }
 }
 
@@ -411,7 +388,7 @@ async fn a_listed_node_the_healer_cordoned_and_ready_again_asks_to_be_uncordoned
 #[tokio::test]
 async fn a_listed_node_a_human_cordoned_gets_no_remediation() {
     let listed = listed_oom_and_cordons().await;
-    let all = listed.board.all();
+    let all = listed.watching.board.all();
     assert!(
         all.iter()
             .all(|f| !(f.object.name == "kind-worker6" && f.remediation.is_some())),

@@ -18,7 +18,10 @@ use health_monitor::finding::FindingKind;
 use health_monitor::{AppState, Config, Environment};
 use http::StatusCode;
 use service_kit::{Context, EnvReader};
-use testbed::{Alertmanager, AlertmanagerConfig, HttpSink, Served, TestRouter, wait_until};
+use testbed::{Alertmanager, HttpSink, Served, TestRouter, wait_until};
+
+mod support;
+use support::alertmanager_notifying;
 
 /// A bound for waits on things that take a few probe rounds (500 ms each).
 const WAIT: Duration = Duration::from_secs(20);
@@ -157,14 +160,7 @@ struct RealAlertmanager {
 
 impl RealAlertmanager {
     async fn start() -> Self {
-        let receiver = HttpSink::start().await;
-        let am = Alertmanager::start(
-            &AlertmanagerConfig::new()
-                .webhook("auto-healer", format!("{}/hook", receiver.url()))
-                .to_yaml(),
-        )
-        .await;
-        let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
+        let (am, receiver, client) = alertmanager_notifying("/hook").await;
         Self {
             am,
             client,
@@ -415,14 +411,20 @@ async fn the_config_file_is_read_at_start() {
     assert_eq!(config.file.local.targets[0].name, "heart");
 }
 
-#[tokio::test]
-async fn a_bad_edit_is_counted_and_the_last_good_config_stays() {
+/// A monitor reading its configuration from a file (probing a live `heart`), once it has
+/// probed: the file watcher has then taken the file's first modification time.
+async fn monitor_of_a_file() -> (tempfile::TempDir, std::path::PathBuf, Organ, Monitor) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("health-monitor.yaml");
     let organ = Organ::start().await;
     let monitor = Monitor::start(file_config(&path, &organ));
-    // Probed once: the file watcher has taken the file's first modification time.
     monitor.wait_for_probes("heart", "ready", 1.0).await;
+    (dir, path, organ, monitor)
+}
+
+#[tokio::test]
+async fn a_bad_edit_is_counted_and_the_last_good_config_stays() {
+    let (_dir, path, _organ, monitor) = monitor_of_a_file().await;
     std::fs::write(&path, "local:\n  interval: often\n").unwrap();
     let rejected = wait_until(WAIT, || async {
         let metrics = monitor.app.metrics().await;
@@ -440,12 +442,7 @@ async fn a_bad_edit_is_counted_and_the_last_good_config_stays() {
 
 #[tokio::test]
 async fn a_good_edit_probes_the_new_targets() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("health-monitor.yaml");
-    let organ = Organ::start().await;
-    let monitor = Monitor::start(file_config(&path, &organ));
-    // Probed once: the file watcher has taken the file's first modification time.
-    monitor.wait_for_probes("heart", "ready", 1.0).await;
+    let (_dir, path, _organ, monitor) = monitor_of_a_file().await;
     let dead = format!("http://127.0.0.1:{}", testbed::free_port());
     std::fs::write(
         &path,

@@ -9,10 +9,10 @@ use health_monitor::finding::{Finding, FindingKind, ObjectRef, Remediation, Seve
 use health_monitor::metrics::Metrics;
 use health_monitor::publish::{Publisher, Sink};
 use http::StatusCode;
-use testbed::{Alertmanager, AlertmanagerConfig, HttpSink, wait_until};
+use testbed::{Alertmanager, HttpSink, wait_until};
 
 mod support;
-use support::scrape;
+use support::{alertmanager_notifying, scrape};
 
 fn crash_loop(pod: &str) -> Finding {
     let mut o = ObjectRef::new("Pod", Some("organism"), pod);
@@ -60,17 +60,7 @@ struct ToAlertmanager {
 
 impl ToAlertmanager {
     async fn start() -> Self {
-        let sink = HttpSink::start().await;
-        let am = Alertmanager::start(
-            &AlertmanagerConfig::new()
-                .webhook(
-                    "auto-healer",
-                    format!("{}/webhook/alertmanager", sink.url()),
-                )
-                .to_yaml(),
-        )
-        .await;
-        let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
+        let (am, sink, client) = alertmanager_notifying("/webhook/alertmanager").await;
         let (registry, m) = metrics();
         let publisher = Publisher::new(Sink::Alertmanager(client.clone()), fast_config(), m, None);
         Self {

@@ -1,12 +1,14 @@
-//! What health-monitor's test files share: the real Kubernetes objects under `tests/fixtures`
-//! and reading a metrics registry as `/metrics` serves it.
+//! What health-monitor's test files share: the real Kubernetes objects under `tests/fixtures`,
+//! reading a metrics registry as `/metrics` serves it, and a real Alertmanager to publish to.
 //!
 //! Each test file uses part of it.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 
+use alertmanager::AlertmanagerClient;
 use serde_json::Value;
+use testbed::{Alertmanager, AlertmanagerConfig, HttpSink};
 
 /// The text of `tests/fixtures/<name>`.
 pub fn fixture(name: &str) -> String {
@@ -34,4 +36,14 @@ pub fn scrape(registry: &prometheus::Registry) -> testbed::Metrics {
         .encode_to_string(&registry.gather())
         .unwrap();
     testbed::Metrics::new(text)
+}
+
+/// A real Alertmanager notifying receiver `auto-healer` (an HTTP sink, at `path`), and a client
+/// of its API.
+pub async fn alertmanager_notifying(path: &str) -> (Alertmanager, HttpSink, AlertmanagerClient) {
+    let sink = HttpSink::start().await;
+    let config = AlertmanagerConfig::new().webhook("auto-healer", format!("{}{path}", sink.url()));
+    let am = Alertmanager::start(&config.to_yaml()).await;
+    let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
+    (am, sink, client)
 }
