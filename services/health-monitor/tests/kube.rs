@@ -3,7 +3,6 @@
 //! (resource version expired) makes the watcher re-list, and the re-list replaces the store.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use health_monitor::board::CurrentFindings;
 use health_monitor::config::FileConfig;
@@ -239,25 +238,21 @@ async fn after_a_relist_the_watch_resumes_from_the_new_version() {
 
 #[tokio::test]
 async fn control_plane_checks_use_the_api_servers_verbose_health_endpoints() {
-    let (client, mut server) = kube_mock::pair();
-    let check = tokio::spawn(async move { kube_watch::check_control_plane(&client).await });
-    for (path, status, file) in [
+    let calls = [
         ("/livez", 200, "livez-ok.txt"),
         ("/readyz", 500, "readyz-etcd-failed.txt"),
-    ] {
-        let body = fixture(file).into_bytes();
-        let call = get(path, Value::Null)
+    ]
+    .into_iter()
+    .map(|(path, status, file)| {
+        get(path, Value::Null)
             .param("verbose", "")
             .status(status)
-            .raw(body);
-        tokio::time::timeout(Duration::from_secs(10), server.serve(call))
-            .await
-            .expect("the check sent no request within 10 s");
-    }
-    let findings = tokio::time::timeout(Duration::from_secs(10), check)
-        .await
-        .unwrap()
-        .unwrap();
+            .raw(fixture(file).into_bytes())
+    })
+    .collect();
+    let (client, script) = kube_mock::scripted(calls);
+    let findings = kube_watch::check_control_plane(&client).await;
+    script.done().await;
     assert_eq!(findings.len(), 1, "{findings:#?}");
     assert_eq!(findings[0].finding, FindingKind::ControlPlaneUnhealthy);
     assert_eq!(findings[0].object.name, "etcd");
