@@ -276,7 +276,11 @@ async fn a_hung_collector_holds_no_request() {
 #[tokio::test]
 async fn a_hung_collector_does_not_stall_shutdown() {
     let (collector, mut svc) = relay_with_a_hung_collector("collector-hung").await;
-    testbed::http_client().get(svc.url("/hello/x")).send().await.unwrap();
+    testbed::http_client()
+        .get(svc.url("/hello/x"))
+        .send()
+        .await
+        .unwrap();
     collector
         .wait_for_requests(1, Duration::from_secs(30))
         .await;

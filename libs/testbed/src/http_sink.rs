@@ -292,7 +292,14 @@ mod tests {
         let sink = HttpSink::start().await;
         sink.hold();
         let url = format!("{}/slow", sink.url());
-        let call = tokio::spawn(async move { crate::process::http_client().get(url).send().await.unwrap().status() });
+        let call = tokio::spawn(async move {
+            crate::process::http_client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
         sink.wait_for_requests(1, Duration::from_secs(5)).await;
         tokio::task::yield_now().await;
         assert!(!call.is_finished(), "answered while held");

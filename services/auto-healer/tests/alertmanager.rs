@@ -53,7 +53,11 @@ async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
     let am = alertmanager_sending_to(addr).await;
     let (healer, platform) = failing_healer(&am);
     let _served = healer.serve_on(addr).await;
-    let client = AlertmanagerClient::new(am.url(), reqwest::Client::new()).unwrap();
+    let client = AlertmanagerClient::new(
+        am.url(),
+        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
+    )
+    .unwrap();
     client
         .post_alerts(&[PostableAlert::new([
             ("alertname", "PodCrashLooping"),

@@ -154,7 +154,8 @@ fn pod_ready(p: usize) -> bool {
     !matches!(p % 100, 13 | 41)
 }
 
-fn pod(p: usize) -> Pod {
+/// Pod `p`'s metadata: a pod of Deployment `p % DEPLOYMENTS`'s ReplicaSet.
+fn pod_meta(p: usize) -> ObjectMeta {
     let d = p % DEPLOYMENTS;
     let app = format!("app-{d:04}");
     let hash = format!("{:x}", 0x5f00_0000 + d);
@@ -175,7 +176,31 @@ fn pod(p: usize) -> Pod {
         controller: Some(true),
         block_owner_deletion: Some(true),
     }]);
-    let (state, ready, restarts, last) = match p % 100 {
+    m
+}
+
+fn running_since(started: i64) -> ContainerState {
+    ContainerState {
+        running: Some(ContainerStateRunning {
+            started_at: Some(time(started)),
+        }),
+        ..ContainerState::default()
+    }
+}
+
+fn terminated(exit_code: i32, reason: &str, finished: i64) -> Option<ContainerStateTerminated> {
+    Some(ContainerStateTerminated {
+        exit_code,
+        reason: Some(reason.to_owned()),
+        finished_at: Some(time(finished)),
+        ..ContainerStateTerminated::default()
+    })
+}
+
+/// Pod `p`'s container: its state, readiness, restart count and last termination. One pod in
+/// a hundred crash-loops, one was OOM-killed once, one is not ready.
+fn container(p: usize) -> (ContainerState, bool, i32, Option<ContainerStateTerminated>) {
+    match p % 100 {
         13 => (
             ContainerState {
                 waiting: Some(ContainerStateWaiting {
@@ -186,41 +211,21 @@ fn pod(p: usize) -> Pod {
             },
             false,
             9,
-            Some(ContainerStateTerminated {
-                exit_code: 1,
-                reason: Some("Error".to_owned()),
-                finished_at: Some(time(NOW - 60)),
-                ..ContainerStateTerminated::default()
-            }),
+            terminated(1, "Error", NOW - 60),
         ),
         29 => (
-            ContainerState {
-                running: Some(ContainerStateRunning {
-                    started_at: Some(time(NOW - 300)),
-                }),
-                ..ContainerState::default()
-            },
+            running_since(NOW - 300),
             true,
             1,
-            Some(ContainerStateTerminated {
-                exit_code: 137,
-                reason: Some("OOMKilled".to_owned()),
-                finished_at: Some(time(NOW - 301)),
-                ..ContainerStateTerminated::default()
-            }),
+            terminated(137, "OOMKilled", NOW - 301),
         ),
-        _ => (
-            ContainerState {
-                running: Some(ContainerStateRunning {
-                    started_at: Some(time(NOW - 80_000)),
-                }),
-                ..ContainerState::default()
-            },
-            p % 100 != 41,
-            0,
-            None,
-        ),
-    };
+        _ => (running_since(NOW - 80_000), p % 100 != 41, 0, None),
+    }
+}
+
+fn pod(p: usize) -> Pod {
+    let app = format!("app-{:04}", p % DEPLOYMENTS);
+    let (state, ready, restarts, last) = container(p);
     let ready_cond = |t: &str| PodCondition {
         type_: t.to_owned(),
         status: if ready { "True" } else { "False" }.to_owned(),
@@ -229,7 +234,7 @@ fn pod(p: usize) -> Pod {
         ..PodCondition::default()
     };
     Pod {
-        metadata: m,
+        metadata: pod_meta(p),
         spec: Some(PodSpec {
             node_name: Some(format!("node-{:04}", p % NODES)),
             containers: vec![Container {
@@ -352,7 +357,8 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn main() {
+/// Reflector stores holding the synthetic cluster.
+fn stores() -> Stores {
     let t = Instant::now();
     let stores = Stores {
         pods: vec![store_of(PODS, pod)],
@@ -372,8 +378,21 @@ fn main() {
         cluster.events.len(),
         t.elapsed()
     );
+    stores
+}
 
-    let cfg = FileConfig::default();
+/// Prints the median, min and max of `runs` after `what`; returns the median.
+fn report_runs(what: &str, runs: Vec<Duration>, tail: &str) -> Duration {
+    let (min, max) = (*runs.iter().min().unwrap(), *runs.iter().max().unwrap());
+    let m = median(runs);
+    println!("{what}: median {m:?}, min {min:?}, max {max:?}{tail}");
+    m
+}
+
+/// 1. The pure classifier over a snapshot (Arcs shared with the stores, no copy); returns the
+///    number of findings.
+fn bench_classifier(stores: &Stores, cfg: &FileConfig) -> usize {
+    let cluster = stores.snapshot();
     let filter = cfg.namespace_filter();
     let ctx = Ctx {
         now: NOW,
@@ -381,8 +400,6 @@ fn main() {
         dependencies: &cfg.dependencies,
         namespaces: &filter,
     };
-
-    // 1. The pure classifier over a snapshot (Arcs shared with the stores, no copy).
     let mut since = SinceTracker::default();
     let mut runs = Vec::new();
     let mut count = 0;
@@ -391,32 +408,30 @@ fn main() {
         count = classify_cluster(&cluster, &ctx, &mut since).len();
         runs.push(start.elapsed());
     }
-    let classify_median = median(runs.clone());
-    println!(
-        "classifier sweep: median {classify_median:?}, min {:?}, max {:?} ({count} findings)",
-        runs.iter().min().unwrap(),
-        runs.iter().max().unwrap()
-    );
-    drop(cluster);
+    report_runs("classifier sweep", runs, &format!(" ({count} findings)"));
+    count
+}
 
-    // 2. The evaluator's sweep: reflector stores → snapshot → classify → findings board.
-    let registry = prometheus::Registry::new();
-    let metrics = Metrics::new(&registry).expect("metrics register");
-    let board = CurrentFindings::new();
-    let mut evaluator = Evaluator::new(stores, board.clone(), metrics);
-    let mut runs = Vec::new();
-    for _ in 0..20 {
-        runs.push(evaluator.sweep(&cfg, NOW));
+/// 2. The evaluator's sweep: reflector stores → snapshot → classify → findings board; returns
+///    the median.
+fn bench_sweep(evaluator: &mut Evaluator, board: &CurrentFindings, cfg: &FileConfig) -> Duration {
+    let runs: Vec<Duration> = (0..20).map(|_| evaluator.sweep(cfg, NOW)).collect();
+    let tail = format!("; board holds {} findings", board.all().len());
+    report_runs("evaluator sweep (stores → board)", runs, &tail)
+}
+
+/// The mean time of `evaluator.apply` over `changes`.
+fn mean_apply(evaluator: &mut Evaluator, cfg: &FileConfig, changes: &[Change]) -> Duration {
+    let start = Instant::now();
+    for c in changes {
+        evaluator.apply(c, cfg, NOW);
     }
-    let sweep_median = median(runs.clone());
-    println!(
-        "evaluator sweep (stores → board): median {sweep_median:?}, min {:?}, max {:?}; board holds {} findings",
-        runs.iter().min().unwrap(),
-        runs.iter().max().unwrap(),
-        board.all().len()
-    );
+    start.elapsed() / changes.len() as u32
+}
 
-    // 3. Per-event evaluation: one pod change each, then one node change each.
+/// 3. Per-event evaluation: one pod change each, then one node change each; returns the
+///    pods' mean.
+fn bench_per_event(evaluator: &mut Evaluator, cfg: &FileConfig) -> Duration {
     let changes: Vec<Change> = (0..PODS)
         .map(|p| {
             let (namespace, name) = pod_name(p);
@@ -427,11 +442,7 @@ fn main() {
             }
         })
         .collect();
-    let start = Instant::now();
-    for c in &changes {
-        evaluator.apply(c, &cfg, NOW);
-    }
-    let per_event = start.elapsed() / changes.len() as u32;
+    let per_event = mean_apply(evaluator, cfg, &changes);
     let node_changes: Vec<Change> = (0..NODES)
         .map(|i| Change::Object {
             kind: Kind::Node,
@@ -439,16 +450,26 @@ fn main() {
             name: format!("node-{i:04}"),
         })
         .collect();
-    let start = Instant::now();
-    for c in &node_changes {
-        evaluator.apply(c, &cfg, NOW);
-    }
-    let per_node_event = start.elapsed() / node_changes.len() as u32;
+    let per_node_event = mean_apply(evaluator, cfg, &node_changes);
     println!(
         "per-event evaluation: pod {per_event:?}, node {per_node_event:?} (mean over {} + {} changes)",
         changes.len(),
         node_changes.len()
     );
+    per_event
+}
+
+fn main() {
+    let stores = stores();
+    let cfg = FileConfig::default();
+    let count = bench_classifier(&stores, &cfg);
+
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::new(&registry).expect("metrics register");
+    let board = CurrentFindings::new();
+    let mut evaluator = Evaluator::new(stores, board.clone(), metrics);
+    let sweep_median = bench_sweep(&mut evaluator, &board, &cfg);
+    let per_event = bench_per_event(&mut evaluator, &cfg);
     assert_eq!(
         board.all().len(),
         count,

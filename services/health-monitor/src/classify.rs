@@ -9,9 +9,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, DeploymentCondition, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ContainerStatus, Event, Node, Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{
+    ContainerStatus, Event, Node, NodeCondition, Pod, PodCondition, PodStatus,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
@@ -667,124 +669,151 @@ pub fn classify_pod(pod: &Pod, ctx: &Ctx<'_>, events: &EventIndex) -> Vec<Findin
 
 /// Classifies one node.
 pub fn classify_node(node: &Node, ctx: &Ctx<'_>, since: &mut SinceTracker) -> Vec<Finding> {
-    let th = ctx.thresholds;
     let node_name = name(&node.metadata);
     let mut object = ObjectRef::new("Node", None, node_name);
     object.node = Some(node_name.to_owned());
-    let mut out = Vec::new();
-    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
-    for c in conditions.into_iter().flatten() {
-        let since_t = c.last_transition_time.as_ref().map(ts).unwrap_or(ctx.now);
-        let msg = c.message.as_deref().unwrap_or("");
-        match (c.type_.as_str(), c.status.as_str()) {
-            ("Ready", "False" | "Unknown")
-                if ctx.now - since_t > th.not_ready_after.as_secs() as i64 =>
-            {
-                out.push(
-                    Finding::new(
-                        FindingKind::NodeNotReady,
-                        Severity::Critical,
-                        object.clone(),
-                        format!("Node {node_name} is not ready"),
-                        format!(
-                            "Ready={} for {} ({}: {msg}).",
-                            c.status,
-                            age(ctx.now, since_t),
-                            c.reason.as_deref().unwrap_or("")
-                        ),
-                    )
-                    .with_remediation(Some(Remediation::CordonDrain))
-                    .with_since(Some(since_t)),
-                );
-            }
-            (kind @ ("MemoryPressure" | "DiskPressure" | "PIDPressure"), "True") => {
-                let finding = match kind {
-                    "MemoryPressure" => FindingKind::NodeMemoryPressure,
-                    "DiskPressure" => FindingKind::NodeDiskPressure,
-                    _ => FindingKind::NodePidPressure,
-                };
-                out.push(
-                    Finding::new(
-                        finding,
-                        Severity::Warning,
-                        object.clone(),
-                        format!("Node {node_name} has {kind}"),
-                        format!("{kind} since {} ago: {msg}", age(ctx.now, since_t)),
-                    )
-                    .with_since(Some(since_t)),
-                );
-            }
-            _ => {}
-        }
-    }
+    let conditions: &[NodeCondition] = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let mut out: Vec<Finding> = conditions
+        .iter()
+        .filter_map(|c| node_condition(c, &object, ctx))
+        .collect();
     let key = format!("cordoned/{node_name}");
-    let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
-    if cordoned {
-        let taint_time = node
-            .spec
-            .as_ref()
-            .and_then(|s| s.taints.as_ref())
-            .and_then(|ts| {
-                ts.iter()
-                    .find(|t| t.key == "node.kubernetes.io/unschedulable")
-            })
-            .and_then(|t| t.time_added.as_ref())
-            .map(ts);
-        let since_t = taint_time.unwrap_or_else(|| since.since(&key, ctx.now));
-        let by_healer = node
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(CORDONED_BY_ANNOTATION))
-            .is_some_and(|v| v == "auto-healer");
-        let ready_since = conditions
-            .into_iter()
-            .flatten()
-            .find(|c| c.type_ == "Ready" && c.status == "True")
-            .map(|c| c.last_transition_time.as_ref().map(ts).unwrap_or(ctx.now));
-        let pressure = conditions.into_iter().flatten().any(|c| {
-            matches!(
-                c.type_.as_str(),
-                "MemoryPressure" | "DiskPressure" | "PIDPressure"
-            ) && c.status == "True"
-        });
-        if by_healer
-            && !pressure
-            && let Some(ready_t) = ready_since
-            && ctx.now - ready_t > th.not_ready_after.as_secs() as i64
-        {
-            // Ready again for as long as it took to be cordoned: the healer's cordon is over.
-            out.push(
-                Finding::new(
-                    FindingKind::NodeRecovered,
-                    Severity::Info,
-                    object,
-                    format!("Node {node_name}, cordoned by the auto-healer, is Ready again"),
-                    format!(
-                        "Ready for {} and cordoned since {} ago by the auto-healer ({CORDONED_BY_ANNOTATION}); it can take pods again.",
-                        age(ctx.now, ready_t),
-                        age(ctx.now, since_t)
-                    ),
-                )
-                .with_remediation(Some(Remediation::Uncordon))
-                .with_since(Some(ready_t)),
-            );
-        } else if ctx.now - since_t > th.cordoned_for.as_secs() as i64 {
-            out.push(
-                Finding::new(
-                    FindingKind::NodeCordonedLong,
-                    Severity::Info,
-                    object,
-                    format!("Node {node_name} has been cordoned for {}", age(ctx.now, since_t)),
-                    "The node is unschedulable; uncordon it when the maintenance is over, or remove it.",
-                )
-                .with_since(Some(since_t)),
-            );
-        }
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        let since_t = cordoned_since(node).unwrap_or_else(|| since.since(&key, ctx.now));
+        out.extend(cordoned(node, conditions, object, ctx, since_t));
     } else {
         since.clear(&key);
     }
     out
+}
+
+/// A node condition that is a finding: not Ready for longer than the threshold, or a
+/// resource pressure.
+fn node_condition(c: &NodeCondition, object: &ObjectRef, ctx: &Ctx<'_>) -> Option<Finding> {
+    let node_name = &object.name;
+    let since_t = c.last_transition_time.as_ref().map(ts).unwrap_or(ctx.now);
+    let msg = c.message.as_deref().unwrap_or("");
+    match (c.type_.as_str(), c.status.as_str()) {
+        ("Ready", "False" | "Unknown")
+            if ctx.now - since_t > ctx.thresholds.not_ready_after.as_secs() as i64 =>
+        {
+            Some(
+                Finding::new(
+                    FindingKind::NodeNotReady,
+                    Severity::Critical,
+                    object.clone(),
+                    format!("Node {node_name} is not ready"),
+                    format!(
+                        "Ready={} for {} ({}: {msg}).",
+                        c.status,
+                        age(ctx.now, since_t),
+                        c.reason.as_deref().unwrap_or("")
+                    ),
+                )
+                .with_remediation(Some(Remediation::CordonDrain))
+                .with_since(Some(since_t)),
+            )
+        }
+        (kind @ ("MemoryPressure" | "DiskPressure" | "PIDPressure"), "True") => {
+            let finding = match kind {
+                "MemoryPressure" => FindingKind::NodeMemoryPressure,
+                "DiskPressure" => FindingKind::NodeDiskPressure,
+                _ => FindingKind::NodePidPressure,
+            };
+            Some(
+                Finding::new(
+                    finding,
+                    Severity::Warning,
+                    object.clone(),
+                    format!("Node {node_name} has {kind}"),
+                    format!("{kind} since {} ago: {msg}", age(ctx.now, since_t)),
+                )
+                .with_since(Some(since_t)),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// When the node's unschedulable taint was added, if the taint says.
+fn cordoned_since(node: &Node) -> Option<i64> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .and_then(|ts| {
+            ts.iter()
+                .find(|t| t.key == "node.kubernetes.io/unschedulable")
+        })
+        .and_then(|t| t.time_added.as_ref())
+        .map(ts)
+}
+
+/// The finding of a node cordoned since `since_t`: recovered when the auto-healer cordoned it
+/// and it has been Ready without pressure for long enough, cordoned too long otherwise.
+fn cordoned(
+    node: &Node,
+    conditions: &[NodeCondition],
+    object: ObjectRef,
+    ctx: &Ctx<'_>,
+    since_t: i64,
+) -> Option<Finding> {
+    let th = ctx.thresholds;
+    let node_name = object.name.clone();
+    let by_healer = node
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CORDONED_BY_ANNOTATION))
+        .is_some_and(|v| v == "auto-healer");
+    let ready_since = conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| c.last_transition_time.as_ref().map(ts).unwrap_or(ctx.now));
+    let pressure = conditions.iter().any(|c| {
+        matches!(
+            c.type_.as_str(),
+            "MemoryPressure" | "DiskPressure" | "PIDPressure"
+        ) && c.status == "True"
+    });
+    if by_healer
+        && !pressure
+        && let Some(ready_t) = ready_since
+        && ctx.now - ready_t > th.not_ready_after.as_secs() as i64
+    {
+        // Ready again for as long as it took to be cordoned: the healer's cordon is over.
+        Some(
+            Finding::new(
+                FindingKind::NodeRecovered,
+                Severity::Info,
+                object,
+                format!("Node {node_name}, cordoned by the auto-healer, is Ready again"),
+                format!(
+                    "Ready for {} and cordoned since {} ago by the auto-healer ({CORDONED_BY_ANNOTATION}); it can take pods again.",
+                    age(ctx.now, ready_t),
+                    age(ctx.now, since_t)
+                ),
+            )
+            .with_remediation(Some(Remediation::Uncordon))
+            .with_since(Some(ready_t)),
+        )
+    } else if ctx.now - since_t > th.cordoned_for.as_secs() as i64 {
+        Some(
+            Finding::new(
+                FindingKind::NodeCordonedLong,
+                Severity::Info,
+                object,
+                format!("Node {node_name} has been cordoned for {}", age(ctx.now, since_t)),
+                "The node is unschedulable; uncordon it when the maintenance is over, or remove it.",
+            )
+            .with_since(Some(since_t)),
+        )
+    } else {
+        None
+    }
 }
 
 fn workload_object(kind: &str, meta: &ObjectMeta) -> ObjectRef {
@@ -805,45 +834,19 @@ pub fn classify_deployment(
     pods_dependency: Option<&str>,
 ) -> Vec<Finding> {
     let ns = d.metadata.namespace.as_deref().unwrap_or("");
-    if !ctx.namespaces.allows(ns) {
+    if !ctx.namespaces.allows(ns) || d.spec.paused == Some(true) {
         return Vec::new();
     }
-    let n = name(&d.metadata);
-    let object = workload_object("Deployment", &d.metadata);
-    let service = service_of(&d.metadata);
-    if d.spec.paused == Some(true) {
-        return Vec::new();
-    }
+    let stuck = rollout_stuck(d);
     let desired = d.spec.replicas.unwrap_or(1);
-    let status = d.status.as_ref();
-    let conditions = status.and_then(|s| s.conditions.as_ref());
-    let condition =
-        |t: &str| conditions.and_then(|cs| cs.iter().find(|c| c.type_.as_deref() == Some(t)));
-    let mut out = Vec::new();
-    if let Some(c) = condition("Progressing")
-        && c.status.as_deref() == Some("False")
-        && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-    {
-        out.push(
-            Finding::new(
-                FindingKind::DeploymentProgressDeadlineExceeded,
-                Severity::Critical,
-                object.clone(),
-                format!("Deployment {ns}/{n} rollout is stuck"),
-                format!(
-                    "ProgressDeadlineExceeded: {}",
-                    c.message.as_deref().unwrap_or("")
-                ),
-            )
-            .with_remediation(Some(Remediation::Rollback))
-            .with_service(service.clone())
-            .with_since(c.last_transition_time.as_ref().map(ts)),
-        );
-    }
-    let available = status.and_then(|s| s.available_replicas).unwrap_or(0);
-    let key = format!("deployment-unavailable/{ns}/{n}");
-    if desired > 0 && available < desired {
-        let since_t = match condition("Available") {
+    let available = d
+        .status
+        .as_ref()
+        .and_then(|s| s.available_replicas)
+        .unwrap_or(0);
+    let key = format!("deployment-unavailable/{ns}/{}", name(&d.metadata));
+    let unavailable = if desired > 0 && available < desired {
+        let since_t = match deployment_condition(d, "Available") {
             Some(c) if c.status.as_deref() == Some("False") => c
                 .last_transition_time
                 .as_ref()
@@ -851,42 +854,89 @@ pub fn classify_deployment(
                 .unwrap_or_else(|| since.since(&key, ctx.now)),
             _ => since.since(&key, ctx.now),
         };
-        if ctx.now - since_t > ctx.thresholds.not_ready_after.as_secs() as i64 {
-            let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
-            let rolling = updated < desired
-                || out
-                    .iter()
-                    .any(|f| f.finding == FindingKind::DeploymentProgressDeadlineExceeded);
-            out.push(
-                Finding::new(
-                    FindingKind::DeploymentReplicasUnavailable,
-                    if available == 0 {
-                        Severity::Critical
-                    } else {
-                        Severity::Warning
-                    },
-                    object,
-                    format!(
-                        "Deployment {ns}/{n} has {}/{desired} replicas available",
-                        available
-                    ),
-                    format!(
-                        "{} of {desired} replicas unavailable for {}{}.",
-                        desired - available,
-                        age(ctx.now, since_t),
-                        if rolling { " during a rollout" } else { "" }
-                    ),
-                )
-                .with_remediation((!rolling).then_some(Remediation::RolloutRestart))
-                .with_dependency(pods_dependency.map(str::to_owned))
-                .with_service(service)
-                .with_since(Some(since_t)),
-            );
-        }
+        (ctx.now - since_t > ctx.thresholds.not_ready_after.as_secs() as i64)
+            .then(|| replicas_unavailable(d, ctx, since_t, stuck.is_some(), pods_dependency))
     } else {
         since.clear(&key);
+        None
+    };
+    stuck.into_iter().chain(unavailable).collect()
+}
+
+/// The Deployment's status condition of type `type_`.
+fn deployment_condition<'a>(d: &'a Deployment, type_: &str) -> Option<&'a DeploymentCondition> {
+    d.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_.as_deref() == Some(type_)))
+}
+
+/// `deployment-progress-deadline-exceeded` when the rollout stopped progressing.
+fn rollout_stuck(d: &Deployment) -> Option<Finding> {
+    let c = deployment_condition(d, "Progressing")?;
+    if c.status.as_deref() != Some("False")
+        || c.reason.as_deref() != Some("ProgressDeadlineExceeded")
+    {
+        return None;
     }
-    out
+    let ns = d.metadata.namespace.as_deref().unwrap_or("");
+    let n = name(&d.metadata);
+    Some(
+        Finding::new(
+            FindingKind::DeploymentProgressDeadlineExceeded,
+            Severity::Critical,
+            workload_object("Deployment", &d.metadata),
+            format!("Deployment {ns}/{n} rollout is stuck"),
+            format!(
+                "ProgressDeadlineExceeded: {}",
+                c.message.as_deref().unwrap_or("")
+            ),
+        )
+        .with_remediation(Some(Remediation::Rollback))
+        .with_service(service_of(&d.metadata))
+        .with_since(c.last_transition_time.as_ref().map(ts)),
+    )
+}
+
+/// `deployment-replicas-unavailable` for replicas short since `since_t`; a rollout in
+/// progress (or stuck) gets no restart remediation.
+fn replicas_unavailable(
+    d: &Deployment,
+    ctx: &Ctx<'_>,
+    since_t: i64,
+    stuck: bool,
+    pods_dependency: Option<&str>,
+) -> Finding {
+    let ns = d.metadata.namespace.as_deref().unwrap_or("");
+    let n = name(&d.metadata);
+    let desired = d.spec.replicas.unwrap_or(1);
+    let status = d.status.as_ref();
+    let available = status.and_then(|s| s.available_replicas).unwrap_or(0);
+    let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
+    let rolling = updated < desired || stuck;
+    Finding::new(
+        FindingKind::DeploymentReplicasUnavailable,
+        if available == 0 {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
+        workload_object("Deployment", &d.metadata),
+        format!(
+            "Deployment {ns}/{n} has {}/{desired} replicas available",
+            available
+        ),
+        format!(
+            "{} of {desired} replicas unavailable for {}{}.",
+            desired - available,
+            age(ctx.now, since_t),
+            if rolling { " during a rollout" } else { "" }
+        ),
+    )
+    .with_remediation((!rolling).then_some(Remediation::RolloutRestart))
+    .with_dependency(pods_dependency.map(str::to_owned))
+    .with_service(service_of(&d.metadata))
+    .with_since(Some(since_t))
 }
 
 /// Classifies one StatefulSet.

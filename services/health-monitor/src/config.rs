@@ -448,10 +448,17 @@ impl FileConfig {
         Self::parse(&text, &file)
     }
 
+    /// The first field that is wrong, with why; checked after parsing, in file order.
     fn validate(&self) -> Result<(), (String, String)> {
         if self.interval.is_zero() {
             return Err(("interval".into(), "must be more than 0".into()));
         }
+        self.validate_checks()?;
+        self.validate_urls()?;
+        self.validate_local_and_publish()
+    }
+
+    fn validate_checks(&self) -> Result<(), (String, String)> {
         let mut names = std::collections::HashSet::new();
         for (i, c) in self.checks.iter().enumerate() {
             if c.name.trim().is_empty() {
@@ -487,22 +494,26 @@ impl FileConfig {
                 }
             }
         }
-        for (i, t) in self.local.targets.iter().enumerate() {
-            if !is_http_url(&t.url) {
+        Ok(())
+    }
+
+    fn validate_urls(&self) -> Result<(), (String, String)> {
+        let targets = self.local.targets.iter().enumerate();
+        let targets = targets.map(|(i, t)| (format!("local.targets[{i}].url"), &t.url));
+        let receivers = self.receivers.iter().enumerate();
+        let receivers = receivers.map(|(i, r)| (format!("receivers[{i}].url"), &r.url));
+        for (field, url) in targets.chain(receivers) {
+            if !is_http_url(url) {
                 return Err((
-                    format!("local.targets[{i}].url"),
-                    format!("expected an http:// or https:// URL, got {:?}", t.url),
+                    field,
+                    format!("expected an http:// or https:// URL, got {url:?}"),
                 ));
             }
         }
-        for (i, r) in self.receivers.iter().enumerate() {
-            if !is_http_url(&r.url) {
-                return Err((
-                    format!("receivers[{i}].url"),
-                    format!("expected an http:// or https:// URL, got {:?}", r.url),
-                ));
-            }
-        }
+        Ok(())
+    }
+
+    fn validate_local_and_publish(&self) -> Result<(), (String, String)> {
         if self.local.interval.is_zero() {
             return Err(("local.interval".into(), "must be more than 0".into()));
         }
@@ -657,9 +668,13 @@ receivers:
     }
 
     #[test]
-    fn interval_is_humantime_and_a_bare_number_is_refused() {
+    fn interval_is_humantime() {
         let c = FileConfig::parse("interval: 1m 30s\n", "f").unwrap();
         assert_eq!(c.interval(), Duration::from_secs(90));
+    }
+
+    #[test]
+    fn a_bare_number_interval_is_refused_naming_the_new_form() {
         let e = FileConfig::parse("interval: 30\n", "f").unwrap_err();
         assert_eq!(e.field, "interval");
         assert!(e.reason.contains("write 30s"), "{e}");

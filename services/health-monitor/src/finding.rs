@@ -464,13 +464,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn labels_follow_the_contract_and_dependency_drops_restart() {
+    /// A not-ready pod of a Deployment, blamed on the database, with a restart offered.
+    fn not_ready_for_the_database() -> Finding {
         let mut object = ObjectRef::new("Pod", Some("organism"), "user-service-7d9-abc");
         object.node = Some("kind-worker".into());
         object.workload_kind = Some("Deployment".into());
         object.workload = Some("user-service".into());
-        let f = Finding::new(
+        Finding::new(
             FindingKind::PodNotReady,
             Severity::Warning,
             object,
@@ -479,8 +479,12 @@ mod tests {
         )
         .with_remediation(Some(Remediation::RestartPod))
         .with_service(Some("user-service".into()))
-        .with_dependency(Some("database".into()));
-        let alert = f.to_alert("https://runbooks.example/RUNBOOKS.md");
+        .with_dependency(Some("database".into()))
+    }
+
+    #[test]
+    fn labels_follow_the_contract() {
+        let alert = not_ready_for_the_database().to_alert("https://runbooks.example/RUNBOOKS.md");
         let l = &alert.labels;
         assert_eq!(l["alertname"], "PodNotReady");
         assert_eq!(l["severity"], "warning");
@@ -492,16 +496,29 @@ mod tests {
         assert_eq!(l["finding"], "pod-not-ready");
         assert_eq!(l["dependency"], "database");
         assert_eq!(l["service"], "user-service");
-        assert!(
-            !l.contains_key("remediation"),
-            "no restart when a dependency is at fault"
-        );
+    }
+
+    #[test]
+    fn the_runbook_link_points_at_the_alert_section() {
+        let alert = not_ready_for_the_database().to_alert("https://runbooks.example/RUNBOOKS.md");
         assert_eq!(
             alert.annotations["runbook_url"],
             "https://runbooks.example/RUNBOOKS.md#podnotready"
         );
-        // A dependency does not block a non-restart remediation.
-        let g = f.clone().with_remediation(Some(Remediation::Cleanup));
+    }
+
+    #[test]
+    fn a_dependency_at_fault_drops_the_restart() {
+        let l = not_ready_for_the_database().alert_labels();
+        assert!(
+            !l.contains_key("remediation"),
+            "no restart when a dependency is at fault"
+        );
+    }
+
+    #[test]
+    fn a_dependency_does_not_block_a_remediation_other_than_restart() {
+        let g = not_ready_for_the_database().with_remediation(Some(Remediation::Cleanup));
         assert_eq!(g.alert_labels()["remediation"], "cleanup");
     }
 

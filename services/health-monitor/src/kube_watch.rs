@@ -235,69 +235,17 @@ impl Evaluator {
             namespaces: &filter,
         };
         let (key, findings) = match kind {
-            Kind::Pod | Kind::Event => {
-                let findings = match get(&self.stores.pods, ns, name) {
-                    Some(pod) => {
-                        let mut events = classify::index_events(
-                            self.stores
-                                .events
-                                .iter()
-                                .flat_map(Store::state)
-                                .filter(|e| {
-                                    e.involved_object.name.as_deref() == Some(name.as_str())
-                                        && e.involved_object.namespace.as_deref()
-                                            == Some(ns.as_str())
-                                })
-                                .collect::<Vec<_>>()
-                                .iter()
-                                .map(AsRef::as_ref),
-                        );
-                        let key = (ns.clone(), name.clone());
-                        if let Some(checks) = self.readiness.get(ns, name) {
-                            classify::merge_readiness(&mut events, [(&key, &checks)]);
-                        }
-                        classify::classify_pod(&pod, &ctx, &events)
-                    }
-                    None => Vec::new(),
-                };
-                (key_of("Pod", ns, name), findings)
-            }
+            Kind::Pod | Kind::Event => (key_of("Pod", ns, name), self.pod(ns, name, &ctx)),
             Kind::Node => {
                 let f = get(&self.stores.nodes, "", name)
                     .map(|n| classify::classify_node(&n, &ctx, &mut self.since))
                     .unwrap_or_default();
                 (key_of("Node", "", name), f)
             }
-            Kind::Deployment => {
-                let f = match get(&self.stores.deployments, ns, name) {
-                    Some(d) => {
-                        let all_events: Vec<Arc<Event>> =
-                            self.stores.events.iter().flat_map(Store::state).collect();
-                        let mut events =
-                            classify::index_events(all_events.iter().map(AsRef::as_ref));
-                        classify::merge_readiness(&mut events, &self.readiness.snapshot());
-                        let pod_findings: Vec<Finding> = self
-                            .stores
-                            .pods
-                            .iter()
-                            .flat_map(|s| {
-                                s.state_filter(|p| {
-                                    p.metadata.namespace.as_deref() == Some(ns.as_str())
-                                        && workloads::owner_from_metadata(p).is_some_and(|o| {
-                                            o.kind == "Deployment" && o.name == *name
-                                        })
-                                })
-                            })
-                            .flat_map(|p| classify::classify_pod(&p, &ctx, &events))
-                            .collect();
-                        let deps = classify::dependency_of_pods(&pod_findings);
-                        let dep = deps.values().next().map(String::as_str);
-                        classify::classify_deployment(&d, &ctx, &mut self.since, dep)
-                    }
-                    None => Vec::new(),
-                };
-                (key_of("Deployment", ns, name), f)
-            }
+            Kind::Deployment => (
+                key_of("Deployment", ns, name),
+                self.deployment(ns, name, &ctx),
+            ),
             Kind::StatefulSet => {
                 let f = get(&self.stores.statefulsets, ns, name)
                     .map(|s| classify::classify_statefulset(&s, &ctx, &mut self.since))
@@ -316,32 +264,85 @@ impl Evaluator {
                     .unwrap_or_default();
                 (key_of("HorizontalPodAutoscaler", ns, name), f)
             }
-            Kind::EndpointSlice => {
-                let slices: Vec<Arc<EndpointSlice>> = self
-                    .stores
-                    .endpoint_slices
-                    .iter()
-                    .flat_map(|s| {
-                        s.state_filter(|e| {
-                            e.metadata.namespace.as_deref() == Some(ns.as_str())
-                                && e.metadata
-                                    .labels
-                                    .as_ref()
-                                    .and_then(|l| l.get("kubernetes.io/service-name"))
-                                    == Some(name)
-                        })
-                    })
-                    .collect();
-                let f = if slices.is_empty() {
-                    Vec::new()
-                } else {
-                    let refs: Vec<&EndpointSlice> = slices.iter().map(AsRef::as_ref).collect();
-                    classify::classify_service_endpoints(ns, name, &refs, &ctx, &mut self.since)
-                };
-                (key_of("Service", ns, name), f)
-            }
+            Kind::EndpointSlice => (key_of("Service", ns, name), self.service(ns, name, &ctx)),
         };
         self.board.set_object(Source::Kubernetes, &key, findings);
+    }
+
+    /// The findings of pod `ns/name`, with the Warning events about it and its failing
+    /// readiness checks.
+    fn pod(&self, ns: &str, name: &str, ctx: &Ctx<'_>) -> Vec<Finding> {
+        let Some(pod) = get(&self.stores.pods, ns, name) else {
+            return Vec::new();
+        };
+        let about_pod: Vec<Arc<Event>> = self
+            .stores
+            .events
+            .iter()
+            .flat_map(Store::state)
+            .filter(|e| {
+                e.involved_object.name.as_deref() == Some(name)
+                    && e.involved_object.namespace.as_deref() == Some(ns)
+            })
+            .collect();
+        let mut events = classify::index_events(about_pod.iter().map(AsRef::as_ref));
+        let key = (ns.to_owned(), name.to_owned());
+        if let Some(checks) = self.readiness.get(ns, name) {
+            classify::merge_readiness(&mut events, [(&key, &checks)]);
+        }
+        classify::classify_pod(&pod, ctx, &events)
+    }
+
+    /// The findings of Deployment `ns/name`, naming the dependency its pods wait for, if any.
+    fn deployment(&mut self, ns: &str, name: &str, ctx: &Ctx<'_>) -> Vec<Finding> {
+        let Some(d) = get(&self.stores.deployments, ns, name) else {
+            return Vec::new();
+        };
+        let all_events: Vec<Arc<Event>> =
+            self.stores.events.iter().flat_map(Store::state).collect();
+        let mut events = classify::index_events(all_events.iter().map(AsRef::as_ref));
+        classify::merge_readiness(&mut events, &self.readiness.snapshot());
+        let pod_findings: Vec<Finding> = self
+            .stores
+            .pods
+            .iter()
+            .flat_map(|s| {
+                s.state_filter(|p| {
+                    p.metadata.namespace.as_deref() == Some(ns)
+                        && workloads::owner_from_metadata(p)
+                            .is_some_and(|o| o.kind == "Deployment" && o.name == name)
+                })
+            })
+            .flat_map(|p| classify::classify_pod(&p, ctx, &events))
+            .collect();
+        let deps = classify::dependency_of_pods(&pod_findings);
+        let dep = deps.values().next().map(String::as_str);
+        classify::classify_deployment(&d, ctx, &mut self.since, dep)
+    }
+
+    /// The findings of Service `ns/name` from its EndpointSlices (none when it has none).
+    fn service(&mut self, ns: &str, name: &str, ctx: &Ctx<'_>) -> Vec<Finding> {
+        let slices: Vec<Arc<EndpointSlice>> = self
+            .stores
+            .endpoint_slices
+            .iter()
+            .flat_map(|s| {
+                s.state_filter(|e| {
+                    e.metadata.namespace.as_deref() == Some(ns)
+                        && e.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("kubernetes.io/service-name"))
+                            .map(String::as_str)
+                            == Some(name)
+                })
+            })
+            .collect();
+        if slices.is_empty() {
+            return Vec::new();
+        }
+        let refs: Vec<&EndpointSlice> = slices.iter().map(AsRef::as_ref).collect();
+        classify::classify_service_endpoints(ns, name, &refs, ctx, &mut self.since)
     }
 }
 

@@ -30,7 +30,7 @@ use axum::extract::State;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use service_kit::extract::Query;
-use service_kit::{Context, EnvReader};
+use service_kit::{Context, EnvReader, ReadyFlag};
 use tokio::sync::{mpsc, watch};
 
 use crate::board::CurrentFindings;
@@ -217,124 +217,23 @@ impl AppState {
     ) -> Result<Self, StartError> {
         let metrics = Metrics::new(&ctx.registry)?;
         let board = CurrentFindings::new();
-        let (tx, rx) = watch::channel(Arc::new(config.file.clone()));
-        let shutdown = ctx.shutdown.clone();
-
-        if let Some(path) = config.config_path.clone() {
-            tokio::spawn(config::watch_file(
-                path,
-                config.config_poll,
-                tx,
-                metrics.config_reload_failures.clone(),
-                shutdown.clone(),
-            ));
-        } else {
-            // Keep the sender alive so receivers do not see a closed channel.
-            let token = shutdown.clone();
-            tokio::spawn(async move {
-                token.cancelled().await;
-                drop(tx);
-            });
-        }
-
+        let rx = spawn_config_watch(&config, &metrics, ctx.shutdown.clone());
+        let work = Workers {
+            ctx,
+            config: rx.clone(),
+            board: board.clone(),
+            metrics: metrics.clone(),
+        };
         match (config.mode, client) {
             (Environment::Kubernetes, Some(client)) => {
-                let ready = ctx
-                    .readiness
-                    .flag("kubernetes", "a Kubernetes watch is failing");
-                let (changes_tx, ctx_rx) = mpsc::channel(10_000);
-                let wc = kube_watch::WatchContext {
-                    tx: changes_tx,
-                    metrics: metrics.clone(),
-                    ready: Some(ready),
-                    shutdown: shutdown.clone(),
-                };
-                let stores = kube_watch::start_watchers(&client, &config.file.namespaces, &wc);
-                let reports = kube_watch::ReadinessReports::default();
-                tokio::spawn(kube_watch::run_readiness_probes(
-                    stores.pods.clone(),
-                    reports.clone(),
-                    wc.tx.clone(),
-                    // Each probe bounds itself to 1 s (probe_readiness).
-                    ctx.http_client_with_timeouts(
-                        Duration::from_millis(500),
-                        Duration::from_secs(1),
-                    ),
-                    rx.clone(),
-                    Duration::from_secs(5),
-                    shutdown.clone(),
-                ));
-                let evaluator = kube_watch::Evaluator::new(stores, board.clone(), metrics.clone())
-                    .with_readiness(reports);
-                tokio::spawn(kube_watch::run_evaluator(
-                    evaluator,
-                    ctx_rx,
-                    rx.clone(),
-                    shutdown.clone(),
-                ));
-                tokio::spawn(kube_watch::run_control_plane(
-                    client,
-                    rx.clone(),
-                    board.clone(),
-                    shutdown.clone(),
-                ));
+                work.watch_kubernetes(client, &config.file);
             }
-            _ => {
-                let http = ctx.http_client_with_timeouts(
-                    config.file.local.timeout,
-                    config.file.local.timeout,
-                );
-                tokio::spawn(local::run_prober(
-                    http,
-                    rx.clone(),
-                    board.clone(),
-                    metrics.clone(),
-                    shutdown.clone(),
-                ));
-            }
+            _ => work.probe_local(&config.file),
         }
-
         if let Some(url) = &config.prometheus_url {
-            let prom = promql::PromClient::new(url, ctx.http_client());
-            let check = prom.clone();
-            ctx.readiness.add("prometheus", move || {
-                let c = check.clone();
-                Box::pin(async move { c.ready().await })
-            });
-            tokio::spawn(promql::run_checks(
-                prom,
-                rx.clone(),
-                board.clone(),
-                metrics.clone(),
-                shutdown.clone(),
-                None,
-            ));
+            work.check_promql(url);
         }
-
-        let (sink, ready) = if let Some(url) = &config.alertmanager_url {
-            let http =
-                ctx.http_client_with_timeouts(Duration::from_secs(2), Duration::from_secs(5));
-            let client = alertmanager::AlertmanagerClient::new(url, http)?;
-            let check = client.clone().with_timeout(Duration::from_millis(900));
-            ctx.readiness.add("alertmanager", move || {
-                let c = check.clone();
-                Box::pin(async move { c.ready().await.map_err(|e| e.to_string()) })
-            });
-            (Sink::Alertmanager(client), None)
-        } else {
-            let receivers = config.receivers();
-            if receivers.is_empty() {
-                (Sink::Nowhere, None)
-            } else {
-                let flag = ctx.readiness.flag(
-                    "webhook-receivers",
-                    "a webhook receiver is failing; deliveries are retried",
-                );
-                let http =
-                    ctx.http_client_with_timeouts(Duration::from_secs(2), Duration::from_secs(5));
-                (Sink::Webhooks { http, receivers }, Some(flag))
-            }
-        };
+        let (sink, ready) = publish_sink(ctx, &config)?;
         let publisher = Publisher::new(sink, config.file.publish.clone(), metrics.clone(), ready);
         tokio::spawn(run_publisher(
             publisher,
@@ -342,7 +241,7 @@ impl AppState {
             metrics,
             rx.clone(),
             config.publish_tick,
-            shutdown,
+            ctx.shutdown.clone(),
         ));
         Ok(Self {
             board,
@@ -355,6 +254,145 @@ impl AppState {
     pub fn board(&self) -> &CurrentFindings {
         &self.board
     }
+}
+
+/// The configuration in force: the file's reloads (when there is a file) on a watch channel
+/// that stays open until `shutdown`.
+fn spawn_config_watch(
+    config: &Config,
+    metrics: &Metrics,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> watch::Receiver<Arc<FileConfig>> {
+    let (tx, rx) = watch::channel(Arc::new(config.file.clone()));
+    if let Some(path) = config.config_path.clone() {
+        tokio::spawn(config::watch_file(
+            path,
+            config.config_poll,
+            tx,
+            metrics.config_reload_failures.clone(),
+            shutdown,
+        ));
+    } else {
+        // Keep the sender alive so receivers do not see a closed channel.
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            drop(tx);
+        });
+    }
+    rx
+}
+
+/// What every background task is given: the configuration in force, the board it writes
+/// findings to and the metrics; each stops on the context's shutdown token.
+struct Workers<'a> {
+    ctx: &'a Context,
+    config: watch::Receiver<Arc<FileConfig>>,
+    board: CurrentFindings,
+    metrics: Metrics,
+}
+
+impl Workers<'_> {
+    /// Kubernetes mode: the watchers, the pods' readiness probes, the evaluator and the
+    /// control-plane checks.
+    fn watch_kubernetes(&self, client: kube::Client, file: &FileConfig) {
+        let shutdown = &self.ctx.shutdown;
+        let ready = self
+            .ctx
+            .readiness
+            .flag("kubernetes", "a Kubernetes watch is failing");
+        let (changes_tx, changes_rx) = mpsc::channel(10_000);
+        let wc = kube_watch::WatchContext {
+            tx: changes_tx,
+            metrics: self.metrics.clone(),
+            ready: Some(ready),
+            shutdown: shutdown.clone(),
+        };
+        let stores = kube_watch::start_watchers(&client, &file.namespaces, &wc);
+        let reports = kube_watch::ReadinessReports::default();
+        tokio::spawn(kube_watch::run_readiness_probes(
+            stores.pods.clone(),
+            reports.clone(),
+            wc.tx.clone(),
+            // Each probe bounds itself to 1 s (probe_readiness).
+            self.ctx
+                .http_client_with_timeouts(Duration::from_millis(500), Duration::from_secs(1)),
+            self.config.clone(),
+            Duration::from_secs(5),
+            shutdown.clone(),
+        ));
+        let evaluator =
+            kube_watch::Evaluator::new(stores, self.board.clone(), self.metrics.clone())
+                .with_readiness(reports);
+        tokio::spawn(kube_watch::run_evaluator(
+            evaluator,
+            changes_rx,
+            self.config.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(kube_watch::run_control_plane(
+            client,
+            self.config.clone(),
+            self.board.clone(),
+            shutdown.clone(),
+        ));
+    }
+
+    /// Local mode: HTTP probes of the file's targets.
+    fn probe_local(&self, file: &FileConfig) {
+        let http = self
+            .ctx
+            .http_client_with_timeouts(file.local.timeout, file.local.timeout);
+        tokio::spawn(local::run_prober(
+            http,
+            self.config.clone(),
+            self.board.clone(),
+            self.metrics.clone(),
+            self.ctx.shutdown.clone(),
+        ));
+    }
+
+    /// The file's PromQL checks against Prometheus at `url`, which readiness also asks.
+    fn check_promql(&self, url: &str) {
+        let prom = promql::PromClient::new(url, self.ctx.http_client());
+        let check = prom.clone();
+        self.ctx.readiness.add("prometheus", move || {
+            let c = check.clone();
+            Box::pin(async move { c.ready().await })
+        });
+        tokio::spawn(promql::run_checks(
+            prom,
+            self.config.clone(),
+            self.board.clone(),
+            self.metrics.clone(),
+            self.ctx.shutdown.clone(),
+            None,
+        ));
+    }
+}
+
+/// Where findings go: Alertmanager when configured (readiness asks it), else the webhook
+/// receivers (with a readiness flag their deliveries set), else nowhere.
+fn publish_sink(ctx: &Context, config: &Config) -> Result<(Sink, Option<ReadyFlag>), StartError> {
+    if let Some(url) = &config.alertmanager_url {
+        let http = ctx.http_client_with_timeouts(Duration::from_secs(2), Duration::from_secs(5));
+        let client = alertmanager::AlertmanagerClient::new(url, http)?;
+        let check = client.clone().with_timeout(Duration::from_millis(900));
+        ctx.readiness.add("alertmanager", move || {
+            let c = check.clone();
+            Box::pin(async move { c.ready().await.map_err(|e| e.to_string()) })
+        });
+        return Ok((Sink::Alertmanager(client), None));
+    }
+    let receivers = config.receivers();
+    if receivers.is_empty() {
+        return Ok((Sink::Nowhere, None));
+    }
+    let flag = ctx.readiness.flag(
+        "webhook-receivers",
+        "a webhook receiver is failing; deliveries are retried",
+    );
+    let http = ctx.http_client_with_timeouts(Duration::from_secs(2), Duration::from_secs(5));
+    Ok((Sink::Webhooks { http, receivers }, Some(flag)))
 }
 
 /// Syncs the publisher with the board every `tick` until `shutdown`; updates the findings

@@ -86,49 +86,7 @@ pub fn classify_probe(
         ),
         ProbeOutcome::Alive(Ok((200..=299, _))) => None,
         ProbeOutcome::Alive(Ok((status, body))) => {
-            let failing = serde_json::from_str::<ReadyBody>(body)
-                .map(|b| b.failing)
-                .unwrap_or_default();
-            let checks: Vec<String> = failing
-                .iter()
-                .map(|c| {
-                    if c.reason.is_empty() {
-                        c.check.clone()
-                    } else {
-                        format!("{} ({})", c.check, c.reason)
-                    }
-                })
-                .collect();
-            let dependency = dependencies
-                .find(failing.iter().map(|c| c.check.as_str()))
-                .or_else(|| {
-                    failing
-                        .iter()
-                        .find(|c| dependencies.0.contains_key(&c.check))
-                        .map(|c| c.check.clone())
-                });
-            let mut f = Finding::new(
-                FindingKind::ServiceNotReady,
-                Severity::Warning,
-                object(target),
-                format!("{name} is not ready"),
-                if checks.is_empty() {
-                    format!("{}/readyz answered {status}: {}", target.url, body.trim())
-                } else {
-                    format!(
-                        "{}/readyz answered {status}; failing: {}.",
-                        target.url,
-                        checks.join(", ")
-                    )
-                },
-            )
-            .with_remediation(Some(Remediation::RestartPod))
-            .with_dependency(dependency)
-            .with_service(Some(name.clone()));
-            if let Some(first) = failing.first() {
-                f.labels.insert("check".to_owned(), first.check.clone());
-            }
-            Some(f)
+            Some(not_ready(target, *status, body, dependencies))
         }
         ProbeOutcome::Alive(Err(why)) => Some(
             Finding::new(
@@ -141,6 +99,61 @@ pub fn classify_probe(
             .with_service(Some(name.clone())),
         ),
     }
+}
+
+/// `service-not-ready` for a `/readyz` that answered `status` with `body`: the failing checks
+/// named (the first as label `check`), and the dependency among them, if any.
+fn not_ready(
+    target: &LocalTarget,
+    status: u16,
+    body: &str,
+    dependencies: &DependencyRules,
+) -> Finding {
+    let failing = serde_json::from_str::<ReadyBody>(body)
+        .map(|b| b.failing)
+        .unwrap_or_default();
+    let checks: Vec<String> = failing
+        .iter()
+        .map(|c| {
+            if c.reason.is_empty() {
+                c.check.clone()
+            } else {
+                format!("{} ({})", c.check, c.reason)
+            }
+        })
+        .collect();
+    let dependency = dependencies
+        .find(failing.iter().map(|c| c.check.as_str()))
+        .or_else(|| {
+            failing
+                .iter()
+                .find(|c| dependencies.0.contains_key(&c.check))
+                .map(|c| c.check.clone())
+        });
+    let detail = if checks.is_empty() {
+        format!("{}/readyz answered {status}: {}", target.url, body.trim())
+    } else {
+        format!(
+            "{}/readyz answered {status}; failing: {}.",
+            target.url,
+            checks.join(", ")
+        )
+    };
+    let name = &target.name;
+    let mut f = Finding::new(
+        FindingKind::ServiceNotReady,
+        Severity::Warning,
+        object(target),
+        format!("{name} is not ready"),
+        detail,
+    )
+    .with_remediation(Some(Remediation::RestartPod))
+    .with_dependency(dependency)
+    .with_service(Some(name.clone()));
+    if let Some(first) = failing.first() {
+        f.labels.insert("check".to_owned(), first.check.clone());
+    }
+    f
 }
 
 /// Probes `target` once: `/healthz`, then (when alive) `/readyz`.
@@ -280,6 +293,10 @@ mod tests {
         let f = classify_probe(&target(), &out, 3, 2, &DependencyRules::default()).unwrap();
         assert_eq!(f.dependency, None);
         assert_eq!(f.remediation, Some(Remediation::RestartPod));
+    }
+
+    #[test]
+    fn a_ready_answer_is_no_finding_whatever_came_before() {
         let ok = ProbeOutcome::Alive(Ok((200, "{}".into())));
         assert_eq!(
             classify_probe(&target(), &ok, 5, 2, &DependencyRules::default()),

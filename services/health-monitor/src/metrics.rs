@@ -1,5 +1,6 @@
 //! health-monitor's own metrics, registered on the process registry.
 
+use prometheus::core::Collector;
 use prometheus::{
     Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
@@ -40,33 +41,30 @@ pub struct Metrics {
 impl Metrics {
     /// Creates the metrics and registers them on `registry`.
     pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let r = Registering(registry);
         let m = Self {
-            findings: GaugeVec::new(
+            findings: r.add(GaugeVec::new(
                 Opts::new(
                     "health_monitor_findings",
                     "Current findings by kind, severity and namespace.",
                 ),
                 &["finding", "severity", "namespace"],
-            )?,
-            health_score: Gauge::new(
+            )?)?,
+            health_score: r.add(Gauge::new(
                 "health_monitor_cluster_health_score",
                 "Share of watched things without a critical or warning finding (0..1).",
-            )?,
-            watch_events: IntCounterVec::new(
-                Opts::new(
-                    "health_monitor_watch_events_total",
-                    "Kubernetes watch events received, by resource.",
-                ),
+            )?)?,
+            watch_events: r.counters(
+                "health_monitor_watch_events_total",
+                "Kubernetes watch events received, by resource.",
                 &["resource"],
             )?,
-            watch_errors: IntCounterVec::new(
-                Opts::new(
-                    "health_monitor_watch_errors_total",
-                    "Kubernetes watch errors (re-lists included), by resource.",
-                ),
+            watch_errors: r.counters(
+                "health_monitor_watch_errors_total",
+                "Kubernetes watch errors (re-lists included), by resource.",
                 &["resource"],
             )?,
-            sweep_duration: Histogram::with_opts(
+            sweep_duration: r.add(Histogram::with_opts(
                 HistogramOpts::new(
                     "health_monitor_sweep_duration_seconds",
                     "Duration of a full classification sweep.",
@@ -74,65 +72,44 @@ impl Metrics {
                 .buckets(vec![
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                 ]),
-            )?,
-            last_sweep: Gauge::new(
+            )?)?,
+            last_sweep: r.add(Gauge::new(
                 "health_monitor_last_sweep_timestamp_seconds",
                 "Unix time of the last completed full sweep.",
-            )?,
-            published: IntCounterVec::new(
-                Opts::new(
-                    "health_monitor_alerts_published_total",
-                    "Alerts delivered, by sink and status.",
-                ),
+            )?)?,
+            published: r.counters(
+                "health_monitor_alerts_published_total",
+                "Alerts delivered, by sink and status.",
                 &["sink", "status"],
             )?,
-            publish_failures: IntCounterVec::new(
-                Opts::new(
-                    "health_monitor_publish_failures_total",
-                    "Failed deliveries (retried), by sink and reason.",
-                ),
+            publish_failures: r.counters(
+                "health_monitor_publish_failures_total",
+                "Failed deliveries (retried), by sink and reason.",
                 &["sink", "reason"],
             )?,
-            publish_dropped: IntCounter::new(
+            publish_dropped: r.add(IntCounter::new(
                 "health_monitor_publish_dropped_total",
                 "Alerts dropped because the retry queue was full.",
-            )?,
-            queue_depth: IntGauge::new(
+            )?)?,
+            queue_depth: r.add(IntGauge::new(
                 "health_monitor_publish_queue_depth",
                 "Alerts waiting for (re)delivery.",
-            )?,
-            probes: IntCounterVec::new(
-                Opts::new(
-                    "health_monitor_probes_total",
-                    "Local probes, by target and result.",
-                ),
+            )?)?,
+            probes: r.counters(
+                "health_monitor_probes_total",
+                "Local probes, by target and result.",
                 &["target", "result"],
             )?,
-            prom_queries: IntCounterVec::new(
-                Opts::new(
-                    "health_monitor_prometheus_queries_total",
-                    "PromQL queries, by result.",
-                ),
+            prom_queries: r.counters(
+                "health_monitor_prometheus_queries_total",
+                "PromQL queries, by result.",
                 &["result"],
             )?,
-            config_reload_failures: IntCounter::new(
+            config_reload_failures: r.add(IntCounter::new(
                 "health_monitor_config_reload_failures_total",
                 "Configuration file changes rejected as invalid.",
-            )?,
+            )?)?,
         };
-        registry.register(Box::new(m.findings.clone()))?;
-        registry.register(Box::new(m.health_score.clone()))?;
-        registry.register(Box::new(m.watch_events.clone()))?;
-        registry.register(Box::new(m.watch_errors.clone()))?;
-        registry.register(Box::new(m.sweep_duration.clone()))?;
-        registry.register(Box::new(m.last_sweep.clone()))?;
-        registry.register(Box::new(m.published.clone()))?;
-        registry.register(Box::new(m.publish_failures.clone()))?;
-        registry.register(Box::new(m.publish_dropped.clone()))?;
-        registry.register(Box::new(m.queue_depth.clone()))?;
-        registry.register(Box::new(m.probes.clone()))?;
-        registry.register(Box::new(m.prom_queries.clone()))?;
-        registry.register(Box::new(m.config_reload_failures.clone()))?;
         m.health_score.set(1.0);
         Ok(m)
     }
@@ -149,5 +126,26 @@ impl Metrics {
                 ])
                 .inc();
         }
+    }
+}
+
+/// Registers each metric as it is created.
+struct Registering<'a>(&'a Registry);
+
+impl Registering<'_> {
+    /// Registers `metric` and hands it back.
+    fn add<M: Collector + Clone + 'static>(&self, metric: M) -> prometheus::Result<M> {
+        self.0.register(Box::new(metric.clone()))?;
+        Ok(metric)
+    }
+
+    /// A counter family `name` with `labels`, registered.
+    fn counters(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> prometheus::Result<IntCounterVec> {
+        self.add(IntCounterVec::new(Opts::new(name, help), labels)?)
     }
 }

@@ -66,6 +66,37 @@ const BATCH: usize = 500;
 /// Concurrent webhook deliveries.
 const WEBHOOK_CONCURRENCY: usize = 8;
 
+/// One webhook message due to one receiver (destination `dest` of alert `key`).
+struct WebhookJob {
+    key: String,
+    dest: usize,
+    resolved: bool,
+    receiver: Receiver,
+    message: WebhookMessage,
+}
+
+/// Posts `message` to `receiver`; the failure reason is a metric label.
+async fn post_webhook(
+    http: &telemetry::client::HttpClient,
+    receiver: &Receiver,
+    message: &WebhookMessage,
+) -> Result<(), &'static str> {
+    let mut req = http
+        .request(telemetry::client::Method::POST, &receiver.url)
+        .json(message);
+    if let Some(token) = &receiver.bearer_token {
+        req = req.bearer_auth(token);
+    }
+    match http.send(req).await {
+        Ok(resp) if resp.status().is_success() => Ok(()),
+        Ok(resp) if resp.status().is_server_error() => Err("http_5xx"),
+        Ok(_) => Err("http_4xx"),
+        Err(e) if e.is_timeout() => Err("timeout"),
+        Err(e) if e.is_connect() => Err("connect"),
+        Err(_) => Err("transport"),
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Dest {
     last_sent: Option<Instant>,
@@ -338,7 +369,24 @@ impl Publisher {
         receivers: &[Receiver],
         now: Instant,
     ) {
+        let jobs = self.due_webhooks(receivers, now);
+        let results: Vec<_> = futures::stream::iter(jobs.into_iter().map(|job| {
+            let http = http.clone();
+            async move {
+                let outcome = post_webhook(&http, &job.receiver, &job.message).await;
+                (job, outcome)
+            }
+        }))
+        .buffer_unordered(WEBHOOK_CONCURRENCY)
+        .collect()
+        .await;
+        self.record_webhook_results(results, now);
+    }
+
+    /// One message per (alert, receiver) that is due now.
+    fn due_webhooks(&self, receivers: &[Receiver], now: Instant) -> Vec<WebhookJob> {
         let every = self.config.repeat_interval;
+        let generator_url = self.config.generator_url.clone().unwrap_or_default();
         let mut jobs = Vec::new();
         for (key, t) in &self.tracked {
             let resolved = t.resolved_at.is_some();
@@ -354,54 +402,42 @@ impl Publisher {
                     t.annotations.clone(),
                     t.starts_at,
                     t.resolved_at,
-                    self.config.generator_url.clone().unwrap_or_default(),
+                    generator_url.clone(),
                 );
                 let message = WebhookMessage::builder(receiver.name.clone())
                     .group_by_all()
-                    .external_url(self.config.generator_url.clone().unwrap_or_default())
+                    .external_url(generator_url.clone())
                     .alert(alert)
                     .build();
-                jobs.push((key.clone(), i, resolved, receiver.clone(), message));
+                jobs.push(WebhookJob {
+                    key: key.clone(),
+                    dest: i,
+                    resolved,
+                    receiver: receiver.clone(),
+                    message,
+                });
             }
         }
-        let results: Vec<_> = futures::stream::iter(jobs.into_iter().map(
-            |(key, i, resolved, receiver, message)| {
-                let http = http.clone();
-                async move {
-                    let mut req = http
-                        .request(telemetry::client::Method::POST, &receiver.url)
-                        .json(&message);
-                    if let Some(token) = &receiver.bearer_token {
-                        req = req.bearer_auth(token);
-                    }
-                    let outcome = match http.send(req).await {
-                        Ok(resp) if resp.status().is_success() => Ok(()),
-                        Ok(resp) => Err(if resp.status().is_server_error() {
-                            "http_5xx"
-                        } else {
-                            "http_4xx"
-                        }),
-                        Err(e) if e.is_timeout() => Err("timeout"),
-                        Err(e) if e.is_connect() => Err("connect"),
-                        Err(_) => Err("transport"),
-                    };
-                    (key, i, resolved, receiver.name, outcome)
-                }
-            },
-        ))
-        .buffer_unordered(WEBHOOK_CONCURRENCY)
-        .collect()
-        .await;
+        jobs
+    }
+
+    /// Marks each delivery sent or failed, counts it, and sets the readiness flag: down when
+    /// any attempt failed, up when all succeeded (unchanged when none was due).
+    fn record_webhook_results(
+        &mut self,
+        results: Vec<(WebhookJob, Result<(), &'static str>)>,
+        now: Instant,
+    ) {
         let attempted = !results.is_empty();
         let mut any_failed = false;
-        for (key, i, resolved, receiver, outcome) in results {
-            let Some(t) = self.tracked.get_mut(&key) else {
+        for (job, outcome) in results {
+            let Some(t) = self.tracked.get_mut(&job.key) else {
                 continue;
             };
             match outcome {
                 Ok(()) => {
-                    t.dests[i].sent(now, resolved);
-                    let status = if resolved { "resolved" } else { "firing" };
+                    t.dests[job.dest].sent(now, job.resolved);
+                    let status = if job.resolved { "resolved" } else { "firing" };
                     self.metrics
                         .published
                         .with_label_values(&["webhook", status])
@@ -409,11 +445,12 @@ impl Publisher {
                 }
                 Err(reason) => {
                     any_failed = true;
-                    t.dests[i].failed(now);
+                    t.dests[job.dest].failed(now);
                     self.metrics
                         .publish_failures
                         .with_label_values(&["webhook", reason])
                         .inc();
+                    let receiver = &job.receiver.name;
                     tracing::warn!(receiver = %receiver, reason, "webhook delivery failed; will retry");
                 }
             }

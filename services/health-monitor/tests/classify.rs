@@ -1,7 +1,6 @@
 //! The classifiers on real Kubernetes JSON (`kubectl get -o json` Lists under tests/fixtures/):
 //! every finding type, and a healthy cluster with none.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use health_monitor::classify::{
@@ -13,16 +12,12 @@ use k8s_openapi::api::core::v1::Node;
 use serde_json::Value;
 use time::macros::datetime;
 
+mod support;
+use support::fixture;
+
 /// The fixtures' "now": 2026-11-22T10:00:00Z.
 fn now() -> i64 {
     datetime!(2026-11-22 10:00:00 UTC).unix_timestamp()
-}
-
-fn fixture(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Loads a `kind: List` into a cluster snapshot, by each item's kind.
@@ -115,13 +110,29 @@ fn find<'a>(findings: &'a [Finding], kind: FindingKind, name: &str) -> &'a Findi
         })
 }
 
-#[test]
-fn every_pod_node_and_workload_finding_from_real_objects() {
+/// The findings of the unhealthy fixtures at the fixtures' "now" (first sight).
+fn findings_now() -> Vec<Finding> {
+    let env = Env::new();
+    classify_cluster(
+        &unhealthy_cluster(),
+        &env.ctx(now()),
+        &mut SinceTracker::default(),
+    )
+}
+
+/// The findings of the unhealthy fixtures seen at "now" and again `not_ready_after` (120 s)
+/// and a second later: conditions without a timestamp of their own have lasted long enough.
+fn findings_later() -> Vec<Finding> {
     let cluster = unhealthy_cluster();
     let env = Env::new();
     let mut since = SinceTracker::default();
-    let findings = classify_cluster(&cluster, &env.ctx(now()), &mut since);
+    classify_cluster(&cluster, &env.ctx(now()), &mut since);
+    classify_cluster(&cluster, &env.ctx(now() + 121), &mut since)
+}
 
+#[test]
+fn a_crash_looping_pod_is_critical_with_a_restart_and_the_contract_labels() {
+    let findings = findings_now();
     let f = find(
         &findings,
         FindingKind::CrashLoopBackOff,
@@ -144,7 +155,11 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
     assert_eq!(labels["service"], "heart");
     assert_eq!(labels["finding"], "crash-loop-back-off");
     assert_eq!(labels["remediation"], "restart-pod");
+}
 
+#[test]
+fn a_first_oom_kill_has_no_remediation_and_dates_from_the_kill() {
+    let findings = findings_now();
     let f = find(&findings, FindingKind::OomKilled, "brain-7c8d9f6b5-q9w8e");
     assert_eq!(
         f.remediation, None,
@@ -154,7 +169,11 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
         f.since,
         Some(datetime!(2026-11-22 09:55:01 UTC).unix_timestamp())
     );
+}
 
+#[test]
+fn an_image_that_cannot_be_pulled_asks_for_a_rollback_naming_the_image() {
+    let findings = findings_now();
     let f = find(
         &findings,
         FindingKind::ImagePullBackOff,
@@ -162,7 +181,11 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
     );
     assert_eq!(f.remediation, Some(Remediation::Rollback));
     assert!(f.description.contains("0.1.1-typo"), "{}", f.description);
+}
 
+#[test]
+fn a_missing_secret_is_a_config_error_without_remediation() {
+    let findings = findings_now();
     let f = find(
         &findings,
         FindingKind::CreateContainerConfigError,
@@ -175,7 +198,11 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
         f.description
     );
     assert_eq!(f.remediation, None);
+}
 
+#[test]
+fn an_unschedulable_pod_says_why_and_has_no_node() {
+    let findings = findings_now();
     let f = find(
         &findings,
         FindingKind::PodUnschedulable,
@@ -187,9 +214,13 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
         f.description
     );
     assert_eq!(f.object.node, None);
+}
 
-    // Not ready because of the database (named by the readiness probe's failing check): the
-    // dependency is set and there is no restart remediation.
+/// Not ready because of the database (named by the readiness probe's failing check): the
+/// dependency is set and there is no restart remediation.
+#[test]
+fn a_pod_not_ready_for_its_database_names_it_and_gets_no_restart() {
+    let findings = findings_now();
     let f = find(
         &findings,
         FindingKind::PodNotReady,
@@ -199,11 +230,19 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
     assert_eq!(f.remediation, None);
     assert_eq!(f.alert_labels()["dependency"], "database");
     assert!(!f.alert_labels().contains_key("remediation"));
-    // Not ready for no named reason: restart allowed.
+}
+
+#[test]
+fn a_pod_not_ready_for_no_named_reason_may_be_restarted() {
+    let findings = findings_now();
     let f = find(&findings, FindingKind::PodNotReady, "brain-7c8d9f6b5-p0o9i");
     assert_eq!(f.dependency, None);
     assert_eq!(f.remediation, Some(Remediation::RestartPod));
+}
 
+#[test]
+fn a_pod_restarting_often_says_how_often() {
+    let findings = findings_now();
     let f = find(
         &findings,
         FindingKind::PodRestarting,
@@ -214,7 +253,11 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
         "{}",
         f.description
     );
+}
 
+#[test]
+fn an_evicted_pod_lingering_is_info_to_clean_up() {
+    let findings = findings_now();
     let f = find(
         &findings,
         FindingKind::PodFailedLingering,
@@ -223,25 +266,48 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
     assert_eq!(f.remediation, Some(Remediation::Cleanup));
     assert_eq!(f.severity, Severity::Info);
     assert!(f.summary.contains("Evicted"), "{}", f.summary);
+}
 
+#[test]
+fn a_pod_stuck_terminating_is_cleaned_up() {
+    let findings = findings_now();
     let f = find(
         &findings,
         FindingKind::PodStuckTerminating,
         "brain-7c8d9f6b5-t5r4e",
     );
     assert_eq!(f.remediation, Some(Remediation::Cleanup));
+}
 
+#[test]
+fn a_node_not_ready_is_cordoned_and_drained_and_labelled_by_node_only() {
+    let findings = findings_now();
     let f = find(&findings, FindingKind::NodeNotReady, "kind-worker3");
     assert_eq!(f.remediation, Some(Remediation::CordonDrain));
     assert_eq!(f.alert_labels()["node"], "kind-worker3");
     assert!(!f.alert_labels().contains_key("pod"));
+}
+
+#[test]
+fn node_pressures_are_findings_of_their_own_kind() {
+    let findings = findings_now();
     find(&findings, FindingKind::NodeMemoryPressure, "kind-worker2");
     find(&findings, FindingKind::NodeDiskPressure, "kind-worker4");
     find(&findings, FindingKind::NodePidPressure, "kind-worker5");
+}
+
+#[test]
+fn a_node_the_healer_cordoned_and_ready_again_is_to_be_uncordoned() {
+    let findings = findings_now();
     let f = find(&findings, FindingKind::NodeRecovered, "kind-worker8");
     assert_eq!(f.remediation, Some(Remediation::Uncordon));
     assert_eq!(f.alert_labels()["node"], "kind-worker8");
     assert_eq!(f.alert_labels()["remediation"], "uncordon");
+}
+
+#[test]
+fn a_node_a_human_cordoned_is_only_reported_as_cordoned_long() {
+    let findings = findings_now();
     assert!(
         findings
             .iter()
@@ -253,7 +319,11 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
         f.since,
         Some(datetime!(2026-11-20 09:00:00 UTC).unix_timestamp())
     );
+}
 
+#[test]
+fn a_stuck_rollout_asks_for_a_rollback() {
+    let findings = findings_now();
     let f = find(
         &findings,
         FindingKind::DeploymentProgressDeadlineExceeded,
@@ -261,6 +331,11 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
     );
     assert_eq!(f.remediation, Some(Remediation::Rollback));
     assert_eq!(f.alert_labels()["workload"], "api-gateway");
+}
+
+#[test]
+fn a_deployment_unavailable_for_its_database_names_it_and_gets_no_restart() {
+    let findings = findings_now();
     let f = find(
         &findings,
         FindingKind::DeploymentReplicasUnavailable,
@@ -276,12 +351,25 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
         f.remediation, None,
         "no rollout restart for a database outage"
     );
+}
 
+#[test]
+fn an_hpa_at_its_maximum_asks_to_scale_up() {
+    let findings = findings_now();
     let f = find(&findings, FindingKind::HpaAtMaxReplicas, "heart");
     assert_eq!(f.remediation, Some(Remediation::ScaleUp));
     assert_eq!(f.alert_labels()["workload"], "heart");
+    assert!(
+        findings
+            .iter()
+            .all(|f| !(f.finding == FindingKind::HpaAtMaxReplicas
+                && f.object.name == "user-service"))
+    );
+}
 
-    // Nothing about the healthy objects.
+#[test]
+fn the_healthy_objects_among_the_unhealthy_have_no_findings() {
+    let findings = findings_now();
     for healthy in [
         "heart-6d5f7c9b8-h7k2m",
         "db-migrate-29381-abcde",
@@ -296,14 +384,11 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
                 .collect::<Vec<_>>()
         );
     }
-    assert!(
-        findings
-            .iter()
-            .all(|f| !(f.finding == FindingKind::HpaAtMaxReplicas
-                && f.object.name == "user-service"))
-    );
+}
 
-    // Conditions without a timestamp of their own are not findings at first sight...
+#[test]
+fn conditions_without_a_timestamp_are_not_findings_at_first_sight() {
+    let findings = findings_now();
     for kind in [
         FindingKind::StatefulsetNotReady,
         FindingKind::DaemonsetNotReady,
@@ -314,8 +399,11 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
             "{kind} must wait for not_ready_after"
         );
     }
-    // ...but are once they have lasted longer than not_ready_after.
-    let later = classify_cluster(&cluster, &env.ctx(now() + 121), &mut since);
+}
+
+#[test]
+fn a_statefulset_short_of_ready_replicas_for_long_enough_is_critical_since_first_sight() {
+    let later = findings_later();
     let f = find(
         &later,
         FindingKind::StatefulsetNotReady,
@@ -323,12 +411,22 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
     );
     assert_eq!(f.severity, Severity::Critical);
     assert_eq!(f.since, Some(now()));
+}
+
+#[test]
+fn a_daemonset_not_ready_for_long_enough_is_a_finding_in_its_namespace() {
+    let later = findings_later();
     let f = find(
         &later,
         FindingKind::DaemonsetNotReady,
         "prometheus-node-exporter",
     );
     assert_eq!(f.object.namespace.as_deref(), Some("monitoring"));
+}
+
+#[test]
+fn a_service_without_ready_endpoints_for_long_enough_names_its_pods() {
+    let later = findings_later();
     let f = find(&later, FindingKind::ServiceNoReadyEndpoints, "user-service");
     assert!(
         f.description.contains("user-service-6c7d8e9f0-r5t6y"),
@@ -342,11 +440,13 @@ fn every_pod_node_and_workload_finding_from_real_objects() {
             .all(|f| !(f.finding == FindingKind::ServiceNoReadyEndpoints
                 && f.object.name == "heart"))
     );
+}
 
-    // Every kind the Kubernetes classifiers can produce was produced.
-    let mut kinds: Vec<FindingKind> = later
+#[test]
+fn the_fixtures_cover_every_kind_the_kubernetes_classifiers_produce() {
+    let mut kinds: Vec<FindingKind> = findings_later()
         .iter()
-        .chain(findings.iter())
+        .chain(findings_now().iter())
         .map(|f| f.finding)
         .collect();
     kinds.sort();
@@ -404,8 +504,12 @@ fn an_oom_kill_after_a_restart_asks_for_more_memory() {
         "{}",
         f.description
     );
+}
 
-    // Outside the restart window it is history, not a finding.
+#[test]
+fn an_oom_kill_outside_the_restart_window_is_history() {
+    let env = Env::new();
+    let pod = oom_killed_twice();
     let later = health_monitor::classify::classify_pod(
         &pod,
         &env.ctx(now() + 3600),
@@ -414,51 +518,73 @@ fn an_oom_kill_after_a_restart_asks_for_more_memory() {
     assert!(later.iter().all(|f| f.finding != FindingKind::OomKilled));
 }
 
-#[test]
-fn a_healer_cordoned_node_is_uncordoned_only_when_ready_long_enough() {
+/// kind-worker8 of the fixture: cordoned by the healer, Ready since 09:40.
+fn healer_cordoned_node() -> Node {
     let mut cluster = Cluster::default();
     load(&mut cluster, "nodes.json");
-    let node: Node = (**cluster
+    (**cluster
         .nodes
         .iter()
         .find(|n| n.metadata.name.as_deref() == Some("kind-worker8"))
         .unwrap())
-    .clone();
+    .clone()
+}
+
+#[test]
+fn a_healer_cordoned_node_ready_for_too_short_a_time_is_not_recovered() {
     let env = Env::new();
-    let mut since = SinceTracker::default();
     // Ready since 09:40; not_ready_after is 2 minutes: at 09:41 it is too early.
     let early = datetime!(2026-11-22 09:41:00 UTC).unix_timestamp();
     assert!(
-        classify_node(&node, &env.ctx(early), &mut since)
-            .iter()
-            .all(|f| f.finding != FindingKind::NodeRecovered)
+        classify_node(
+            &healer_cordoned_node(),
+            &env.ctx(early),
+            &mut SinceTracker::default()
+        )
+        .iter()
+        .all(|f| f.finding != FindingKind::NodeRecovered)
     );
-    let f = classify_node(&node, &env.ctx(now()), &mut since);
+}
+
+#[test]
+fn a_healer_cordoned_node_ready_long_enough_is_to_be_uncordoned() {
+    let env = Env::new();
+    let node = healer_cordoned_node();
+    let f = classify_node(&node, &env.ctx(now()), &mut SinceTracker::default());
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_eq!(f[0].finding, FindingKind::NodeRecovered);
     assert_eq!(f[0].remediation, Some(Remediation::Uncordon));
+}
 
-    // Not Ready: no uncordon (the healer's node-not-ready path owns it).
-    let mut sick = node.clone();
+/// Not Ready: no uncordon (the healer's node-not-ready path owns it).
+#[test]
+fn a_healer_cordoned_node_not_ready_is_not_recovered() {
+    let env = Env::new();
+    let mut sick = healer_cordoned_node();
     for c in sick.status.as_mut().unwrap().conditions.as_mut().unwrap() {
         if c.type_ == "Ready" {
             c.status = "False".into();
         }
     }
     assert!(
-        classify_node(&sick, &env.ctx(now()), &mut since)
+        classify_node(&sick, &env.ctx(now()), &mut SinceTracker::default())
             .iter()
             .all(|f| f.finding != FindingKind::NodeRecovered)
     );
-    // Uncordoned (the healer removed its annotation with the cordon): nothing left to do.
-    let mut done = node.clone();
+}
+
+/// Uncordoned (the healer removed its annotation with the cordon): nothing left to do.
+#[test]
+fn an_uncordoned_node_has_no_findings() {
+    let env = Env::new();
+    let mut done = healer_cordoned_node();
     done.spec.as_mut().unwrap().unschedulable = Some(false);
     done.metadata
         .annotations
         .as_mut()
         .unwrap()
         .remove("organism.dev/cordoned-by");
-    assert!(classify_node(&done, &env.ctx(now()), &mut since).is_empty());
+    assert!(classify_node(&done, &env.ctx(now()), &mut SinceTracker::default()).is_empty());
 }
 
 #[test]
@@ -482,7 +608,7 @@ fn a_cordon_without_a_timestamp_is_timed_from_first_sight() {
 }
 
 #[test]
-fn namespace_filter_include_and_exclude() {
+fn an_included_namespace_is_the_only_one_classified_besides_nodes() {
     let cluster = unhealthy_cluster();
     let mut env = Env::new();
     env.namespaces.include = vec!["monitoring".into()];
@@ -504,12 +630,20 @@ fn namespace_filter_include_and_exclude() {
         later.iter().any(|f| f.finding == FindingKind::NodeNotReady),
         "nodes are cluster-scoped"
     );
+}
 
+#[test]
+fn an_excluded_namespace_is_not_classified() {
+    let cluster = unhealthy_cluster();
+    let mut env = Env::new();
     env.namespaces = NamespaceFilter {
         include: vec![],
         exclude: vec!["organism".into()],
     };
+    let mut since = SinceTracker::default();
+    classify_cluster(&cluster, &env.ctx(now()), &mut since);
     let f = classify_cluster(&cluster, &env.ctx(now() + 200), &mut since);
+    assert!(!f.is_empty());
     assert!(
         f.iter()
             .all(|f| f.object.namespace.as_deref() != Some("organism"))
@@ -571,7 +705,16 @@ fn apiserver_health_names_the_failing_check() {
     assert_eq!(f[0].object.name, "etcd");
     assert_eq!(f[0].alert_labels()["component"], "etcd");
     assert_eq!(f[0].alert_labels()["alertname"], "ControlPlaneUnhealthy");
+}
+
+#[test]
+fn a_healthy_apiserver_has_no_findings() {
+    let livez = Ok((200, fixture("livez-ok.txt")));
     assert!(classify_apiserver_health(&livez, &Ok((200, fixture("livez-ok.txt")))).is_empty());
+}
+
+#[test]
+fn an_unreachable_apiserver_is_one_finding_about_the_apiserver() {
     let down = classify_apiserver_health(
         &Err("connection refused".into()),
         &Err("connection refused".into()),

@@ -2,7 +2,6 @@
 //! not carry the body), so a failing `database` check makes the finding name the dependency and
 //! drop the restart. The pod is a real HTTP server on 127.0.0.1.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,21 +15,16 @@ use health_monitor::metrics::Metrics;
 use http::StatusCode;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::{reflector, watcher};
-use serde_json::{Value, json};
-use testbed::wait_until;
+use serde_json::json;
+use testbed::{Served, wait_until};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+use support::fixture_item;
+
 fn brain_pod(port: u16) -> Pod {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pods-unhealthy.json");
-    let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut pod = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["metadata"]["name"] == "brain-7c8d9f6b5-p0o9i")
-        .unwrap()
-        .clone();
+    let mut pod = fixture_item("pods-unhealthy.json", "brain-7c8d9f6b5-p0o9i");
     // Not ready for ten minutes (by the wall clock), reachable on 127.0.0.1:port.
     let since = (time::OffsetDateTime::now_utc() - time::Duration::minutes(10))
         .format(&time::format_description::well_known::Rfc3339)
@@ -45,8 +39,8 @@ fn brain_pod(port: u16) -> Pod {
     serde_json::from_value(pod).unwrap()
 }
 
-#[tokio::test]
-async fn a_failing_database_check_reported_by_the_pod_names_the_dependency() {
+/// The pod's own server: `/readyz` answers 503 with a failing `database` check.
+async fn brain_serving() -> Served {
     let app = Router::new().route(
         "/readyz",
         get(|| async {
@@ -56,62 +50,85 @@ async fn a_failing_database_check_reported_by_the_pod_names_the_dependency() {
             )
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    Served::start(app).await
+}
 
-    let pod = brain_pod(port);
+fn http_client() -> telemetry::client::HttpClient {
+    let metrics = telemetry::client::ClientMetrics::new(&prometheus::Registry::new()).unwrap();
+    telemetry::client::HttpClient::new(metrics)
+}
+
+/// A reflector store holding `pod`.
+fn store_of(pod: Pod) -> reflector::Store<Pod> {
+    let (store, mut writer) = reflector::store::<Pod>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(pod));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    store
+}
+
+/// An evaluator over `store` using `reports`, writing to a fresh board.
+fn evaluator(
+    store: reflector::Store<Pod>,
+    reports: &ReadinessReports,
+) -> (Evaluator, CurrentFindings) {
+    let board = CurrentFindings::new();
+    let metrics = Metrics::new(&prometheus::Registry::new()).unwrap();
+    let stores = Stores {
+        pods: vec![store],
+        ..Stores::default()
+    };
+    let evaluator = Evaluator::new(stores, board.clone(), metrics).with_readiness(reports.clone());
+    (evaluator, board)
+}
+
+#[test]
+fn the_readiness_url_resolves_the_named_port() {
+    let pod = brain_pod(8123);
     assert_eq!(
         kube_watch::readiness_url(&pod).as_deref(),
-        Some(format!("http://127.0.0.1:{port}/readyz").as_str()),
-        "the named port `http` is resolved"
+        Some("http://127.0.0.1:8123/readyz"),
     );
-    let metrics = telemetry::client::ClientMetrics::new(&prometheus::Registry::new()).unwrap();
-    let http = telemetry::client::HttpClient::new(metrics);
-    let checks = kube_watch::probe_readiness(&http, &kube_watch::readiness_url(&pod).unwrap())
+}
+
+#[tokio::test]
+async fn probing_a_pod_reads_its_failing_checks() {
+    let server = brain_serving().await;
+    let pod = brain_pod(server.addr().port());
+    let url = kube_watch::readiness_url(&pod).unwrap();
+    let checks = kube_watch::probe_readiness(&http_client(), &url)
         .await
         .unwrap();
     assert_eq!(checks, vec!["database: pool timed out".to_owned()]);
+}
 
-    let (store, mut writer) = reflector::store::<Pod>();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitApply(pod.clone()));
-    writer.apply_watcher_event(&watcher::Event::InitDone);
-
-    let registry = prometheus::Registry::new();
-    let metrics = Metrics::new(&registry).unwrap();
-    let board = CurrentFindings::new();
+#[test]
+fn a_not_ready_pod_not_yet_asked_may_be_restarted() {
     let reports = ReadinessReports::default();
-    let cfg = FileConfig::default();
-    let mut evaluator = Evaluator::new(
-        Stores {
-            pods: vec![store.clone()],
-            ..Stores::default()
-        },
-        board.clone(),
-        metrics,
-    )
-    .with_readiness(reports.clone());
-
-    // Before the pod was asked: an unexplained not-ready pod, restart allowed.
+    let (mut evaluator, board) = evaluator(store_of(brain_pod(8123)), &reports);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    evaluator.sweep(&cfg, now);
+    evaluator.sweep(&FileConfig::default(), now);
     let f = board.all();
     assert_eq!(f.len(), 1, "{f:#?}");
     assert_eq!(f[0].finding, FindingKind::PodNotReady);
     assert_eq!(f[0].remediation, Some(Remediation::RestartPod));
+}
 
-    // The prober asks it; the changed report re-classifies the pod.
+/// The prober asks the pod; the changed report re-classifies it.
+#[tokio::test]
+async fn a_failing_database_check_reported_by_the_pod_names_the_dependency() {
+    let server = brain_serving().await;
+    let store = store_of(brain_pod(server.addr().port()));
+    let reports = ReadinessReports::default();
+    let (evaluator, board) = evaluator(store.clone(), &reports);
     let (tx, rx) = mpsc::channel::<Change>(10);
-    let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(cfg));
+    let (_cfg_tx, cfg_rx) = watch::channel(Arc::new(FileConfig::default()));
     let shutdown = CancellationToken::new();
     tokio::spawn(kube_watch::run_readiness_probes(
         vec![store],
         reports.clone(),
         tx,
-        http,
+        http_client(),
         cfg_rx.clone(),
         Duration::from_millis(200),
         shutdown.clone(),
@@ -122,7 +139,7 @@ async fn a_failing_database_check_reported_by_the_pod_names_the_dependency() {
         cfg_rx,
         shutdown.clone(),
     ));
-    let named = wait_until(Duration::from_secs(5), || async {
+    let named = wait_until(Duration::from_secs(20), || async {
         board
             .all()
             .first()
@@ -138,5 +155,4 @@ async fn a_failing_database_check_reported_by_the_pod_names_the_dependency() {
         Some(vec!["database: pool timed out".to_owned()])
     );
     shutdown.cancel();
-    server.abort();
 }

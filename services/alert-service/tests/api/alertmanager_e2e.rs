@@ -59,7 +59,8 @@ async fn flow() -> Flow {
     let client = AlertmanagerClient::new(
         am.url(),
         telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
-    ).unwrap();
+    )
+    .unwrap();
     let alert = alert("E2EHeartDown")
         .critical()
         .service("heart")
