@@ -570,7 +570,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    // Before any TLS client: the OTLP http exporter builds one inside `telemetry::init`.
+    // Once per process, before any TLS client (kube's, the traced client's, the OTLP exporters').
     crypto_provider::install();
     let telemetry = match telemetry::init(&ctx.base.telemetry, &ctx.registry) {
         Ok(t) => t,

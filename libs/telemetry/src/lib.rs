@@ -101,50 +101,17 @@ pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, 
         .find(|(k, _)| k == "service.instance.id")
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let resource = resource(config, &instance_id);
     metrics::register_target_info(registry, config, &instance_id)?;
     let export_metrics = export::ExportMetrics::new(registry)?;
-
-    let mut tracer_provider = None;
-    let mut logger_provider = None;
-    if !config.sdk_disabled {
-        let mut builder = SdkTracerProvider::builder()
-            .with_resource(resource.clone())
-            .with_sampler(sampler(config.sampler));
-        if let Some(otlp) = &config.otlp
-            && let Some(endpoint) = &otlp.traces_endpoint
-        {
-            let exporter = span_exporter(otlp, endpoint).map_err(|source| Error::Exporter {
-                signal: "traces",
-                source,
-            })?;
-            builder = builder.with_span_processor(export::span_processor(
-                exporter,
-                otlp.max_queue_size,
-                export_metrics.clone(),
-            ));
-        }
-        tracer_provider = Some(builder.build());
-
-        if let Some(otlp) = &config.otlp
-            && let Some(endpoint) = &otlp.logs_endpoint
-        {
-            let exporter = log_exporter(otlp, endpoint).map_err(|source| Error::Exporter {
-                signal: "logs",
-                source,
-            })?;
-            logger_provider = Some(
-                SdkLoggerProvider::builder()
-                    .with_resource(resource)
-                    .with_log_processor(export::log_processor(
-                        exporter,
-                        otlp.max_queue_size,
-                        export_metrics,
-                    ))
-                    .build(),
-            );
-        }
-    }
+    let (tracer_provider, logger_provider) = if config.sdk_disabled {
+        (None, None)
+    } else {
+        let resource = resource(config, &instance_id);
+        (
+            Some(tracer_provider(config, resource.clone(), &export_metrics)?),
+            logger_provider(config, resource, export_metrics)?,
+        )
+    };
 
     opentelemetry::global::set_text_map_propagator(
         opentelemetry::propagation::TextMapCompositePropagator::new(vec![
@@ -152,11 +119,88 @@ pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, 
             Box::new(BaggagePropagator::new()),
         ]),
     );
+    let log_filter = install_subscriber(
+        &config.log_filter,
+        tracer_provider.as_ref(),
+        logger_provider.as_ref(),
+    )?;
+    Ok(Telemetry {
+        guard: Guard {
+            exporting: config.otlp.is_some() && !config.sdk_disabled,
+            tracer_provider,
+            logger_provider,
+        },
+        log_filter,
+        instance_id,
+    })
+}
 
-    let (filter_layer, handle) = reload::Layer::new(build_filter(&config.log_filter));
+/// The process's tracer provider: the configured sampler, and the bounded OTLP span pipeline
+/// when a traces endpoint is set.
+fn tracer_provider(
+    config: &TelemetryConfig,
+    resource: Resource,
+    export_metrics: &export::ExportMetrics,
+) -> Result<SdkTracerProvider, Error> {
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(sampler(config.sampler));
+    if let Some(otlp) = &config.otlp
+        && let Some(endpoint) = &otlp.traces_endpoint
+    {
+        let exporter = span_exporter(otlp, endpoint).map_err(|source| Error::Exporter {
+            signal: "traces",
+            source,
+        })?;
+        builder = builder.with_span_processor(export::span_processor(
+            exporter,
+            otlp.max_queue_size,
+            export_metrics.clone(),
+        ));
+    }
+    Ok(builder.build())
+}
+
+/// The process's logger provider with the bounded OTLP log pipeline, when a logs endpoint is set.
+fn logger_provider(
+    config: &TelemetryConfig,
+    resource: Resource,
+    export_metrics: export::ExportMetrics,
+) -> Result<Option<SdkLoggerProvider>, Error> {
+    let Some((otlp, endpoint)) = config
+        .otlp
+        .as_ref()
+        .and_then(|otlp| Some((otlp, otlp.logs_endpoint.as_ref()?)))
+    else {
+        return Ok(None);
+    };
+    let exporter = log_exporter(otlp, endpoint).map_err(|source| Error::Exporter {
+        signal: "logs",
+        source,
+    })?;
+    Ok(Some(
+        SdkLoggerProvider::builder()
+            .with_resource(resource)
+            .with_log_processor(export::log_processor(
+                exporter,
+                otlp.max_queue_size,
+                export_metrics,
+            ))
+            .build(),
+    ))
+}
+
+/// Installs the global subscriber: the reloadable `RUST_LOG` filter, the OTel span and log
+/// bridges (without the exporters' own stack) and the JSON lines on stdout.
+fn install_subscriber(
+    log_filter: &str,
+    tracer_provider: Option<&SdkTracerProvider>,
+    logger_provider: Option<&SdkLoggerProvider>,
+) -> Result<LogFilter, Error> {
+    let (filter_layer, handle) = reload::Layer::new(build_filter(log_filter));
     let not_export_stack =
         FilterFn::new(|meta| !EXPORT_STACK.iter().any(|t| meta.target().starts_with(t)));
-    let otel_traces = tracer_provider.as_ref().map(|p| {
+    let otel_traces = tracer_provider.map(|p| {
         opentelemetry::global::set_tracer_provider(p.clone());
         tracing_opentelemetry::layer()
             .with_tracer(p.tracer("organism"))
@@ -169,7 +213,7 @@ pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, 
             .with_tracked_inactivity(false)
             .with_filter(not_export_stack.clone())
     });
-    let otel_logs = logger_provider.as_ref().map(|p| {
+    let otel_logs = logger_provider.map(|p| {
         opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p)
             .with_filter(not_export_stack)
     });
@@ -179,18 +223,9 @@ pub fn init(config: &TelemetryConfig, registry: &Registry) -> Result<Telemetry, 
         .with(otel_logs)
         .with(fmt::JsonLayer::new(std::io::stdout))
         .try_init()?;
-
-    Ok(Telemetry {
-        guard: Guard {
-            exporting: config.otlp.is_some() && !config.sdk_disabled,
-            tracer_provider,
-            logger_provider,
-        },
-        log_filter: LogFilter {
-            handle: Arc::new(handle),
-            current: Arc::new(Mutex::new(config.log_filter.clone())),
-        },
-        instance_id,
+    Ok(LogFilter {
+        handle: Arc::new(handle),
+        current: Arc::new(Mutex::new(log_filter.to_owned())),
     })
 }
 
@@ -244,6 +279,8 @@ pub fn span_exporter(
     endpoint: &str,
 ) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
     use opentelemetry_otlp::{WithHttpConfig as _, WithTonicConfig as _};
+    // The http/protobuf exporter builds a reqwest client, which needs the process's provider.
+    crypto_provider::install();
     let builder = opentelemetry_otlp::SpanExporter::builder();
     match otlp.protocol {
         config::Protocol::Grpc => {
@@ -290,6 +327,8 @@ fn log_exporter(
     otlp: &config::OtlpConfig,
     endpoint: &str,
 ) -> Result<opentelemetry_otlp::LogExporter, opentelemetry_otlp::ExporterBuildError> {
+    // The http/protobuf exporter builds a reqwest client, which needs the process's provider.
+    crypto_provider::install();
     let builder = opentelemetry_otlp::LogExporter::builder();
     match otlp.protocol {
         config::Protocol::Grpc => builder

@@ -58,8 +58,6 @@ async fn one_line_per_request_with_the_server_span_ids() {
     let config = TelemetryConfig::from_env(&env, "fallback", "1.0.0").unwrap();
     assert_eq!(config.access_log, AccessLogConfig::default());
     let registry = Registry::new();
-    // The http/protobuf exporter builds a reqwest client, which needs the process's provider.
-    crypto_provider::install();
     let telemetry = telemetry::init(&config, &registry).unwrap();
     let metrics = ServerMetrics::new(&registry)
         .unwrap()

@@ -14,8 +14,6 @@ use telemetry::config::{OtlpConfig, Protocol};
 use telemetry::span_exporter;
 
 fn config(protocol: Protocol, timeout: Duration) -> OtlpConfig {
-    // The http/protobuf exporter builds a reqwest client, which needs the process's provider.
-    crypto_provider::install();
     OtlpConfig {
         protocol,
         traces_endpoint: None,
