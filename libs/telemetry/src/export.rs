@@ -65,6 +65,16 @@ struct Gauge {
 }
 
 impl Gauge {
+    fn new(signal: &'static str, cap: usize, metrics: ExportMetrics) -> Self {
+        Self {
+            signal,
+            pending: AtomicUsize::new(0),
+            cap,
+            failing: AtomicBool::new(false),
+            metrics,
+        }
+    }
+
     /// Reserves a slot for one item, or counts it as dropped.
     fn admit(&self) -> bool {
         if self.pending.fetch_add(1, Ordering::Relaxed) >= self.cap {
@@ -119,13 +129,7 @@ pub(crate) fn span_processor<E: SpanExporter + 'static>(
     cap: usize,
     metrics: ExportMetrics,
 ) -> BoundedSpanProcessor {
-    let gauge = Arc::new(Gauge {
-        signal: "traces",
-        pending: AtomicUsize::new(0),
-        cap,
-        failing: AtomicBool::new(false),
-        metrics,
-    });
+    let gauge = Arc::new(Gauge::new("traces", cap, metrics));
     let inner = opentelemetry_sdk::trace::BatchSpanProcessor::builder(CountingSpanExporter {
         inner: exporter,
         gauge: gauge.clone(),
@@ -146,13 +150,7 @@ pub(crate) fn log_processor<E: LogExporter + 'static>(
     cap: usize,
     metrics: ExportMetrics,
 ) -> BoundedLogProcessor {
-    let gauge = Arc::new(Gauge {
-        signal: "logs",
-        pending: AtomicUsize::new(0),
-        cap,
-        failing: AtomicBool::new(false),
-        metrics,
-    });
+    let gauge = Arc::new(Gauge::new("logs", cap, metrics));
     let inner = opentelemetry_sdk::logs::BatchLogProcessor::builder(CountingLogExporter {
         inner: exporter,
         gauge: gauge.clone(),
@@ -296,16 +294,7 @@ mod tests {
     fn gauge(cap: usize) -> (Gauge, Registry) {
         let registry = Registry::new();
         let metrics = ExportMetrics::new(&registry).unwrap();
-        (
-            Gauge {
-                signal: "traces",
-                pending: AtomicUsize::new(0),
-                cap,
-                failing: AtomicBool::new(false),
-                metrics,
-            },
-            registry,
-        )
+        (Gauge::new("traces", cap, metrics), registry)
     }
 
     #[test]
