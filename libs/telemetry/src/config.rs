@@ -230,18 +230,19 @@ fn read_exporter(reader: &mut EnvReader<'_>) -> OtlpConfig {
             _ => Err("expected a positive integer".to_owned()),
         },
     );
-    let traces_endpoint = read_endpoint(
-        reader,
-        protocol,
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        "v1/traces",
-    );
-    let logs_endpoint = read_endpoint(
-        reader,
-        protocol,
-        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
-        "v1/logs",
-    );
+    let traces_endpoint = read_exporter_choice(reader, "OTEL_TRACES_EXPORTER")
+        .then(|| {
+            read_endpoint(
+                reader,
+                protocol,
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "v1/traces",
+            )
+        })
+        .flatten();
+    let logs_endpoint = read_exporter_choice(reader, "OTEL_LOGS_EXPORTER")
+        .then(|| read_endpoint(reader, protocol, "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "v1/logs"))
+        .flatten();
     let traces_headers = read_traces_headers(reader);
     let compression = read_compression(reader);
     OtlpConfig {
@@ -253,6 +254,17 @@ fn read_exporter(reader: &mut EnvReader<'_>) -> OtlpConfig {
         traces_headers,
         compression,
     }
+}
+
+/// `OTEL_TRACES_EXPORTER` / `OTEL_LOGS_EXPORTER`: whether the signal is exported (`otlp`, the
+/// default) or not at all (`none`). Other exporters of the specification (`console`, `zipkin`)
+/// are not built in and are refused by name.
+fn read_exporter_choice(reader: &mut EnvReader<'_>, var: &str) -> bool {
+    reader.parse_with(var, true, |raw| match raw {
+        "otlp" => Ok(true),
+        "none" => Ok(false),
+        _ => Err("expected otlp or none (the exporters this build has)".to_owned()),
+    })
 }
 
 /// One signal's endpoint: its own variable as given, else `OTEL_EXPORTER_OTLP_ENDPOINT` with
@@ -473,6 +485,43 @@ mod tests {
         assert_eq!(c.log_filter, "info");
         assert_eq!(c.access_log, AccessLogConfig::default());
         assert_eq!(c.access_log.level, Some(tracing::Level::INFO));
+    }
+
+    #[test]
+    fn a_signal_whose_exporter_is_none_is_not_exported() {
+        let c = read(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_LOGS_EXPORTER", "none"),
+        ])
+        .unwrap();
+        let otlp = c.otlp.unwrap();
+        assert_eq!(
+            otlp.traces_endpoint.as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert_eq!(otlp.logs_endpoint, None);
+        let c = read(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_LOGS_EXPORTER", "otlp"),
+        ])
+        .unwrap();
+        let otlp = c.otlp.unwrap();
+        assert_eq!(otlp.traces_endpoint, None);
+        assert_eq!(
+            otlp.logs_endpoint.as_deref(),
+            Some("http://collector:4318/v1/logs")
+        );
+    }
+
+    #[test]
+    fn an_exporter_this_build_lacks_is_refused_by_name() {
+        let errors = read(&[("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].to_string().contains("OTEL_TRACES_EXPORTER"),
+            "{errors:?}"
+        );
     }
 
     #[test]
