@@ -669,6 +669,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn recent_rows_show_every_outbox_column_by_name() {
+        let (s, _d) = store().await;
+        s.enqueue(1000, &[row("k", i64::MIN)]).await.unwrap();
+        let c = s.claim("a", 2000, 10_000, 10).await.unwrap();
+        assert!(
+            s.mark_failed(&c[0].id, "a", 2001, 9000, false, "refused")
+                .await
+                .unwrap()
+        );
+        let rows = s.recent_rows(10).await.unwrap();
+        assert_eq!(
+            rows,
+            [serde_json::json!({
+                "id": c[0].id, "kind": "notification", "channel": "log", "group_key": "g",
+                "status": "firing", "state": "pending", "attempts": 1, "last_error": "refused",
+                "created_at": 1000, "updated_at": 2001,
+            })]
+        );
+        assert_eq!(
+            s.outbox_counts().await.unwrap(),
+            BTreeMap::from([("pending".to_owned(), 1)])
+        );
+    }
+
+    #[tokio::test]
     async fn idempotency_key_dedups_within_the_window_and_requeues_after() {
         let (s, _d) = store().await;
         let r = s.enqueue(1000, &[row("k", i64::MIN)]).await.unwrap();
