@@ -90,13 +90,7 @@ impl<'de> Deserialize<'de> for Fingerprint {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::label_set as labels;
 
     #[test]
     fn empty_set_is_the_fnv_offset_basis() {

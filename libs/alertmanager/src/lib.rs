@@ -27,3 +27,16 @@ pub use webhook::{Alert, PayloadError, Status, WebhookMessage, WebhookMessageBui
 
 /// Labels or annotations: names to values, in name order.
 pub type LabelSet = BTreeMap<String, String>;
+
+/// A [`LabelSet`] from borrowed pairs; a later pair wins over an earlier one with the same name.
+///
+/// ```
+/// let set = alertmanager::label_set(&[("severity", "page"), ("alertname", "HeartDown")]);
+/// assert_eq!(set.keys().collect::<Vec<_>>(), ["alertname", "severity"]);
+/// ```
+pub fn label_set(pairs: &[(&str, &str)]) -> LabelSet {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}

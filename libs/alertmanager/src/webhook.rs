@@ -705,15 +705,9 @@ fn null_as_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<LabelSet,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::label_set as labels;
     use serde_json::json;
     use time::macros::datetime;
-
-    fn labels(pairs: &[(&str, &str)]) -> LabelSet {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
 
     /// A payload as Alertmanager 0.25 sends it (shape taken from a real delivery).
     fn sample() -> Value {

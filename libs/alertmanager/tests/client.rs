@@ -7,7 +7,7 @@ use alertmanager::{
     AlertState, AlertmanagerClient, Matcher, PostableAlert, PostableSilence, SilenceState, Status,
     WebhookMessage,
 };
-use testbed::{Alertmanager, AlertmanagerConfig, HttpSink, wait_until};
+use testbed::{Alertmanager, AlertmanagerConfig, HttpSink, alertmanager_client, wait_until};
 use time::OffsetDateTime;
 
 async fn alertmanager() -> (Alertmanager, HttpSink, AlertmanagerClient) {
@@ -18,11 +18,7 @@ async fn alertmanager() -> (Alertmanager, HttpSink, AlertmanagerClient) {
             .to_yaml(),
     )
     .await;
-    let client = AlertmanagerClient::new(
-        am.url(),
-        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
-    )
-    .unwrap();
+    let client = am.client();
     (am, sink, client)
 }
 
@@ -187,11 +183,7 @@ async fn a_rejected_request_is_a_permanent_4xx() {
 #[tokio::test]
 async fn nothing_listening_is_a_transient_connect_failure() {
     let port = testbed::free_port();
-    let dead = AlertmanagerClient::new(
-        format!("http://127.0.0.1:{port}"),
-        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
-    )
-    .unwrap();
+    let dead = alertmanager_client(format!("http://127.0.0.1:{port}"));
     let err = dead.ready().await.unwrap_err();
     assert_eq!(err.metric_label(), "connect", "{err:?}");
     assert!(err.is_transient());
@@ -202,12 +194,8 @@ async fn nothing_listening_is_a_transient_connect_failure() {
 #[tokio::test]
 async fn a_silent_server_is_cut_by_the_request_timeout() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent = AlertmanagerClient::new(
-        format!("http://{}", listener.local_addr().unwrap()),
-        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
-    )
-    .unwrap()
-    .with_timeout(Duration::from_millis(300));
+    let silent = alertmanager_client(format!("http://{}", listener.local_addr().unwrap()))
+        .with_timeout(Duration::from_millis(300));
     let err = silent.silences().await.unwrap_err();
     assert_eq!(err.metric_label(), "timeout", "{err:?}");
     assert!(err.is_transient());

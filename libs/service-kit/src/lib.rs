@@ -22,5 +22,5 @@ pub use config::{BaseConfig, ConfigError, EnvReader};
 pub use env_config::duration;
 pub use error::ApiError;
 pub use health::{Readiness, ReadyFlag};
-pub use server::{Context, assemble, launch, serve, shutdown_signal};
+pub use server::{Context, assemble, identity, launch, serve, shutdown_signal};
 pub use tokio_util::sync::CancellationToken;

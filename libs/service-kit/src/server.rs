@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use http::{HeaderMap, HeaderName, StatusCode};
 use prometheus::Registry;
 use tokio::net::TcpListener;
@@ -83,6 +83,17 @@ impl Context {
     pub fn http_client_with_timeouts(&self, connect: Duration, total: Duration) -> HttpClient {
         HttpClient::with_timeouts(self.client_metrics.clone(), connect, total)
     }
+}
+
+/// The `GET /` route every service answers with: `{"service": ..., "version": ...}`. The caller
+/// passes its own `env!("CARGO_PKG_VERSION")`, which names the service's crate, not this one.
+pub fn identity<S>(service: &'static str, version: &'static str) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    get(
+        move || async move { axum::Json(serde_json::json!({"service": service, "version": version})) },
+    )
 }
 
 /// Adds `/healthz`, `/readyz`, `/metrics`, `/admin/log-filter`, JSON 404/405, the body limit,

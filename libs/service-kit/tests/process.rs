@@ -75,6 +75,18 @@ impl Service {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The text of its `/metrics`.
+    async fn metrics(&self) -> String {
+        testbed::http_client()
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     fn log_lines(&self) -> Vec<Value> {
         self.stdout
             .lock()
@@ -147,14 +159,7 @@ async fn a_request_across_two_services_is_one_trace_in_spans_and_logs() {
         .await;
     let spans = sink.spans();
     if !arrived {
-        let metrics = testbed::http_client()
-            .get(a.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = a.metrics().await;
         let otel: Vec<&str> = metrics.lines().filter(|l| l.starts_with("otel_")).collect();
         panic!(
             "spans/logs not received: {spans:#?}\nexport metrics of svc-a: {otel:#?}\nstdout: {:#?}",
@@ -309,14 +314,7 @@ async fn exports_to_a_dead_collector_are_counted_as_dropped() {
         let r = client.get(down.url("/hello/x")).send().await.unwrap();
         assert_eq!(r.status(), 200);
     }
-    let metrics = client
-        .get(down.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = down.metrics().await;
     assert!(
         metrics.contains("otel_export_dropped_items_total"),
         "{metrics}"

@@ -39,6 +39,7 @@ fn app(ctx: &Context) -> Router {
             "/users",
             post(|Json(u): Json<NewUser>| async move { u.name }),
         )
+        .route("/", service_kit::identity("router-test", "1.2.3"))
         .route("/panic", get(panics))
         .route(
             "/plain",
@@ -110,6 +111,16 @@ async fn liveness_does_not_follow_readiness() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_root_names_the_service_and_its_version() {
+    let reply = test_app().get("/").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        reply.body,
+        serde_json::json!({"service": "router-test", "version": "1.2.3"})
+    );
 }
 
 #[tokio::test]

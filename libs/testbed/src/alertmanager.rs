@@ -65,6 +65,18 @@ impl Alertmanager {
         std::fs::write(self.config_path(), config_yaml).expect("write alertmanager.yml");
         self.server.reload().await;
     }
+
+    /// An API client of this server; see [`alertmanager_client`].
+    pub fn client(&self) -> alertmanager::AlertmanagerClient {
+        alertmanager_client(self.url())
+    }
+}
+
+/// An API client of the Alertmanager at `url` (a real one, or a dead or silent address), with
+/// client metrics registered nowhere.
+pub fn alertmanager_client(url: impl AsRef<str>) -> alertmanager::AlertmanagerClient {
+    let http = telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered());
+    alertmanager::AlertmanagerClient::new(url, http).expect("an http:// Alertmanager URL")
 }
 
 /// One webhook receiver.

@@ -70,7 +70,9 @@ use std::future::Future;
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::{Duration, Instant};
 
-pub use crate::alertmanager::{Alertmanager, AlertmanagerConfig, WebhookReceiver};
+pub use crate::alertmanager::{
+    Alertmanager, AlertmanagerConfig, WebhookReceiver, alertmanager_client,
+};
 pub use crate::http_sink::{HttpSink, RecordedRequest};
 pub use crate::metrics::{MetricSample, Metrics};
 pub use crate::postgres::Postgres;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use alertmanager::{AlertmanagerClient, Fingerprint, Matcher, Status, WebhookMessage};
+use alertmanager::{Fingerprint, Matcher, Status, WebhookMessage};
 use testbed::{
     Alertmanager, AlertmanagerConfig, HttpSink, Prometheus, PrometheusOptions, RuleFile,
 };
@@ -73,11 +73,7 @@ async fn rule_fires_and_alertmanager_delivers_a_parseable_webhook() {
     assert_eq!(alert.fingerprint, Fingerprint::of_labels(&alert.labels));
 
     // ... and the one its API reports.
-    let client = AlertmanagerClient::new(
-        am.url(),
-        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
-    )
-    .unwrap();
+    let client = am.client();
     client.ready().await.unwrap();
     let listed = client
         .alerts(&[Matcher::equal("alertname", "TestbedAlwaysFiring")])

@@ -199,6 +199,7 @@ fn clip(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alertmanager::label_set as labels;
     use serde_json::json;
     use testbed::kube_mock::{self, Call, get, status_body};
 
@@ -209,13 +210,6 @@ mod tests {
             timeout: Duration::from_millis(timeout_ms),
             max_alerts: 3,
         }
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> LabelSet {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
     }
 
     const POD: &str = "/api/v1/namespaces/organism/pods/heart-7d9c8b6f5-abcde";

@@ -327,11 +327,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route(
             "/",
-            get(|| async {
-                axum::Json(
-                    serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")}),
-                )
-            }),
+            service_kit::identity(SERVICE, env!("CARGO_PKG_VERSION")),
         )
         .route("/webhook/alertmanager", post(intake::webhook))
         .route(

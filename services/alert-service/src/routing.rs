@@ -172,14 +172,8 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alertmanager::label_set as labels;
     use proptest::prelude::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> LabelSet {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
 
     fn routes(yaml: &str) -> Routes {
         let specs: Vec<RouteSpec> = serde_yaml_ng::from_str(yaml).unwrap();

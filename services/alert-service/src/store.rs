@@ -8,8 +8,8 @@
 
 use std::collections::BTreeMap;
 
+use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
 
 /// A store error (the database is unreachable or rejected a statement).
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +127,7 @@ pub enum Enqueued {
 }
 
 /// A claimed outbox row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
     /// Row id.
     pub id: String,
@@ -141,8 +141,8 @@ pub struct Claimed {
     pub attempts: i64,
 }
 
-/// A recorded alert.
-#[derive(Debug, Clone)]
+/// A recorded alert (a row of `alerts`).
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AlertRecord {
     /// Fingerprint.
     pub fingerprint: String,
@@ -205,26 +205,22 @@ pub struct Store {
     pool: AnyPool,
 }
 
-const ALERT_COLUMNS: &str = "fingerprint, starts_at, labels, annotations, group_key, channels, status, first_seen, resolved_at, acked_at, acked_by, ack_comment, silence_id, escalation_level";
-
-fn alert_record(r: &AnyRow) -> Result<AlertRecord> {
-    Ok(AlertRecord {
-        fingerprint: r.try_get("fingerprint")?,
-        starts_at: r.try_get("starts_at")?,
-        labels: r.try_get("labels")?,
-        annotations: r.try_get("annotations")?,
-        group_key: r.try_get("group_key")?,
-        channels: r.try_get("channels")?,
-        status: r.try_get("status")?,
-        first_seen: r.try_get("first_seen")?,
-        resolved_at: r.try_get("resolved_at")?,
-        acked_at: r.try_get("acked_at")?,
-        acked_by: r.try_get("acked_by")?,
-        ack_comment: r.try_get("ack_comment")?,
-        silence_id: r.try_get("silence_id")?,
-        escalation_level: r.try_get("escalation_level")?,
-    })
+/// An outbox row as [`Store::recent_rows`] shows it.
+#[derive(sqlx::FromRow, serde::Serialize)]
+struct OutboxRow {
+    id: String,
+    kind: String,
+    channel: String,
+    group_key: String,
+    status: String,
+    state: String,
+    attempts: i64,
+    last_error: Option<String>,
+    created_at: i64,
+    updated_at: i64,
 }
+
+const ALERT_COLUMNS: &str = "fingerprint, starts_at, labels, annotations, group_key, channels, status, first_seen, resolved_at, acked_at, acked_by, ack_comment, silence_id, escalation_level";
 
 impl Store {
     /// Connects to `url` (`sqlite://path` — created if missing — or `postgres://...`) and
@@ -376,7 +372,7 @@ impl Store {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claimed>> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as(
             "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3
              WHERE id IN (SELECT id FROM outbox
                           WHERE state = 'pending' AND next_attempt_at <= $3 AND (lease_until IS NULL OR lease_until < $3)
@@ -389,18 +385,7 @@ impl Store {
         .bind(now)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Claimed {
-                    id: r.try_get("id")?,
-                    kind: r.try_get("kind")?,
-                    channel: r.try_get("channel")?,
-                    payload: r.try_get("payload")?,
-                    attempts: r.try_get("attempts")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Marks a claimed row sent; `false` if the lease was lost meanwhile.
@@ -453,49 +438,35 @@ impl Store {
 
     /// Rows by state.
     pub async fn outbox_counts(&self) -> Result<BTreeMap<String, i64>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("state")?, r.try_get("n")?)))
-            .collect()
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().collect())
     }
 
     /// The most recent rows (newest first): (id, kind, channel, state, attempts, last_error).
     pub async fn recent_rows(&self, limit: i64) -> Result<Vec<serde_json::Value>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT id, kind, channel, group_key, status, state, attempts, last_error, created_at, updated_at FROM outbox ORDER BY updated_at DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(serde_json::json!({
-                    "id": r.try_get::<String, _>("id")?,
-                    "kind": r.try_get::<String, _>("kind")?,
-                    "channel": r.try_get::<String, _>("channel")?,
-                    "group_key": r.try_get::<String, _>("group_key")?,
-                    "status": r.try_get::<String, _>("status")?,
-                    "state": r.try_get::<String, _>("state")?,
-                    "attempts": r.try_get::<i64, _>("attempts")?,
-                    "last_error": r.try_get::<Option<String>, _>("last_error")?,
-                    "created_at": r.try_get::<i64, _>("created_at")?,
-                    "updated_at": r.try_get::<i64, _>("updated_at")?,
-                }))
-            })
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(|row: OutboxRow| serde_json::json!(row))
+            .collect())
     }
 
     /// The latest record of an alert.
     pub async fn find_alert(&self, fingerprint: &str) -> Result<Option<AlertRecord>> {
-        let row = sqlx::query(&format!(
+        Ok(sqlx::query_as(&format!(
             "SELECT {ALERT_COLUMNS} FROM alerts WHERE fingerprint = $1 ORDER BY starts_at DESC LIMIT 1"
         ))
         .bind(fingerprint)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(alert_record).transpose()
+        .await?)
     }
 
     /// Marks an acknowledge link's `nonce` used; `false` when it already was (a replay). Forgets
@@ -577,15 +548,11 @@ impl Store {
                AND severity IN ({}) ORDER BY first_seen LIMIT 500",
             marks.join(", ")
         );
-        let mut q = sqlx::query(&sql).bind(seen_before).bind(max_level);
+        let mut q = sqlx::query_as(&sql).bind(seen_before).bind(max_level);
         for s in severities {
             q = q.bind(*s);
         }
-        q.fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(alert_record)
-            .collect()
+        Ok(q.fetch_all(&self.pool).await?)
     }
 
     /// Raises an alert's escalation level; `false` if it already was at least `level`.
@@ -656,7 +623,7 @@ impl Store {
         let dead = self.in_window("SELECT COUNT(*) FROM outbox WHERE state = 'dead' AND updated_at >= $1 AND updated_at < $2", from, to).await?;
         let mean_ack_ms = self.in_window("SELECT CAST(AVG(acked_at - starts_at) AS DOUBLE PRECISION) FROM alerts WHERE acked_at >= $1 AND acked_at < $2", from, to).await?;
         let mean_resolve_ms = self.in_window("SELECT CAST(AVG(resolved_at - starts_at) AS DOUBLE PRECISION) FROM alerts WHERE resolved_at >= $1 AND resolved_at < $2", from, to).await?;
-        let noisy = sqlx::query(
+        let noisiest = sqlx::query_as(
             "SELECT alertname, CAST(SUM(receipts) AS BIGINT) AS n, COUNT(*) AS c FROM alerts
              WHERE last_seen >= $1 AND first_seen < $2 GROUP BY alertname ORDER BY n DESC, alertname LIMIT 5",
         )
@@ -664,10 +631,6 @@ impl Store {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        let noisiest = noisy
-            .iter()
-            .map(|r| Ok((r.try_get("alertname")?, r.try_get("n")?, r.try_get("c")?)))
-            .collect::<Result<Vec<_>>>()?;
         Ok(ReportCounts {
             fired,
             resolved,
@@ -703,6 +666,31 @@ mod tests {
             payload: "{}".into(),
             renotify_before,
         }
+    }
+
+    #[tokio::test]
+    async fn recent_rows_show_every_outbox_column_by_name() {
+        let (s, _d) = store().await;
+        s.enqueue(1000, &[row("k", i64::MIN)]).await.unwrap();
+        let c = s.claim("a", 2000, 10_000, 10).await.unwrap();
+        assert!(
+            s.mark_failed(&c[0].id, "a", 2001, 9000, false, "refused")
+                .await
+                .unwrap()
+        );
+        let rows = s.recent_rows(10).await.unwrap();
+        assert_eq!(
+            rows,
+            [serde_json::json!({
+                "id": c[0].id, "kind": "notification", "channel": "log", "group_key": "g",
+                "status": "firing", "state": "pending", "attempts": 1, "last_error": "refused",
+                "created_at": 1000, "updated_at": 2001,
+            })]
+        );
+        assert_eq!(
+            s.outbox_counts().await.unwrap(),
+            BTreeMap::from([("pending".to_owned(), 1)])
+        );
     }
 
     #[tokio::test]

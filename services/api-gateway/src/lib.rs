@@ -37,7 +37,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use http::StatusCode;
 use service_kit::{ApiError, Context};
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -126,11 +125,7 @@ pub fn app(state: AppState) -> Router {
         .merge(chaos.routes())
         .route(
             "/",
-            get(|| async {
-                axum::Json(
-                    serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")}),
-                )
-            }),
+            service_kit::identity(SERVICE, env!("CARGO_PKG_VERSION")),
         )
 }
 

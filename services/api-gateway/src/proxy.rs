@@ -232,10 +232,10 @@ impl Upstream {
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/user/{id}", get(get_user))
-        .route("/users", get(users).post(users_with_body))
+        .route("/users", get(users).post(users))
         .route(
             "/users/{id}",
-            get(user_by_id).put(user_by_id_with_body).delete(user_by_id),
+            get(user_by_id).put(user_by_id).delete(user_by_id),
         )
         .route("/beat", get(beat))
         .route("/think", get(think))
@@ -274,6 +274,20 @@ fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError>
     })
 }
 
+/// The body for a method that sends one upstream (POST, PUT); `None` for the others, whose body
+/// is not passed on.
+fn body_for(
+    method: &Method,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Option<Bytes>, ApiError> {
+    if matches!(*method, Method::POST | Method::PUT) {
+        body_or_error(body).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// The old singular path: always a GET upstream, a HEAD here too.
 async fn get_user(
     State(state): State<AppState>,
     Path(UserId { id }): Path<UserId>,
@@ -291,26 +305,14 @@ async fn users(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-) -> Response {
-    state
-        .upstreams()
-        .users
-        .forward(method, &with_query("/users", &uri), &headers, None)
-        .await
-}
-
-async fn users_with_body(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body_or_error(body)?;
+    let body = body_for(&method, body)?;
+    let path = with_query("/users", &uri);
     Ok(state
         .upstreams()
         .users
-        .forward(method, &with_query("/users", &uri), &headers, Some(body))
+        .forward(method, &path, &headers, body)
         .await)
 }
 
@@ -319,26 +321,14 @@ async fn user_by_id(
     Path(UserId { id }): Path<UserId>,
     method: Method,
     headers: HeaderMap,
-) -> Response {
-    state
-        .upstreams()
-        .users
-        .forward(method, &format!("/users/{id}"), &headers, None)
-        .await
-}
-
-async fn user_by_id_with_body(
-    State(state): State<AppState>,
-    Path(UserId { id }): Path<UserId>,
-    method: Method,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body_or_error(body)?;
+    let body = body_for(&method, body)?;
+    let path = format!("/users/{id}");
     Ok(state
         .upstreams()
         .users
-        .forward(method, &format!("/users/{id}"), &headers, Some(body))
+        .forward(method, &path, &headers, body)
         .await)
 }
 

@@ -166,11 +166,7 @@ pub fn app(state: AppState) -> Router {
         .route("/think/pulse", get(think::think_pulse))
         .route(
             "/",
-            get(|| async {
-                axum::Json(
-                    serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")}),
-                )
-            }),
+            service_kit::identity(SERVICE, env!("CARGO_PKG_VERSION")),
         )
         .with_state(state);
     chaos.wrap(business).merge(chaos.routes())

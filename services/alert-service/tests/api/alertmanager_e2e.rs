@@ -56,11 +56,7 @@ async fn flow() -> Flow {
             .to_yaml(),
     )
     .await;
-    let client = AlertmanagerClient::new(
-        am.url(),
-        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
-    )
-    .unwrap();
+    let client = am.client();
     let alert = alert("E2EHeartDown")
         .critical()
         .service("heart")
