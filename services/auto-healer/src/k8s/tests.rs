@@ -20,6 +20,8 @@ use testbed::kube_mock::{Call, SCRIPT_WAIT, call, scripted, status_body};
 
 const MERGE: &str = "application/merge-patch+json";
 const STRATEGIC: &str = "application/strategic-merge-patch+json";
+/// The API path of the Deployment `heart()` targets.
+const HEART_DEPLOYMENT: &str = "/apis/apps/v1/namespaces/organism/deployments/heart";
 
 fn platform(client: Client) -> KubePlatform {
     KubePlatform::new(
@@ -93,7 +95,7 @@ async fn rollout_restart_patches_restarted_at_like_kubectl() {
         assert!(at >= before - time::Duration::seconds(1) && at <= OffsetDateTime::now_utc());
     };
     let (client, task) = scripted(vec![
-        call("PATCH", "/apis/apps/v1/namespaces/organism/deployments/heart", deployment(3, 3)).content_type(MERGE).body(check),
+        call("PATCH", HEART_DEPLOYMENT, deployment(3, 3)).content_type(MERGE).body(check),
         call("PATCH", "/apis/apps/v1/namespaces/organism/statefulsets/db", json!({"metadata": {"name": "db"}, "spec": {"selector": {}, "template": {}, "serviceName": "db"}})).content_type(MERGE).body(check),
     ]);
     let p = platform(client);
@@ -121,11 +123,7 @@ async fn rollback_restores_the_previous_replica_set_template() {
                                      "spec": {"containers": [{"name": "heart", "image": image}]}}}})
     };
     let (client, task) = scripted(vec![
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 1),
-        ),
+        call("GET", HEART_DEPLOYMENT, deployment(3, 1)),
         call(
             "GET",
             "/apis/apps/v1/namespaces/organism/replicasets",
@@ -137,22 +135,18 @@ async fn rollback_restores_the_previous_replica_set_template() {
             ]}),
         )
         .query("labelSelector=app%3Dheart"),
-        call(
-            "PATCH",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 1),
-        )
-        .content_type(STRATEGIC)
-        .body(|b| {
-            let t = &b["spec"]["template"];
-            assert_eq!(t["$patch"], "replace");
-            assert_eq!(t["spec"]["containers"][0]["image"], "organism:2");
-            assert_eq!(
-                t["metadata"]["labels"],
-                json!({"app": "heart"}),
-                "pod-template-hash removed"
-            );
-        }),
+        call("PATCH", HEART_DEPLOYMENT, deployment(3, 1))
+            .content_type(STRATEGIC)
+            .body(|b| {
+                let t = &b["spec"]["template"];
+                assert_eq!(t["$patch"], "replace");
+                assert_eq!(t["spec"]["containers"][0]["image"], "organism:2");
+                assert_eq!(
+                    t["metadata"]["labels"],
+                    json!({"app": "heart"}),
+                    "pod-template-hash removed"
+                );
+            }),
     ]);
     let out = platform(client)
         .execute(&Action::Rollback, &heart(), &Labels::new())
@@ -229,23 +223,15 @@ async fn raise_hpa_min_replicas() {
 #[tokio::test]
 async fn raise_memory_limit_is_capped() {
     let (client, task) = scripted(vec![
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 3),
-        ),
-        call(
-            "PATCH",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 3),
-        )
-        .content_type(STRATEGIC)
-        .body(|b| {
-            assert_eq!(
-                b["spec"]["template"]["spec"]["containers"],
-                json!([{"name": "heart", "resources": {"limits": {"memory": "300Mi"}}}])
-            );
-        }),
+        call("GET", HEART_DEPLOYMENT, deployment(3, 3)),
+        call("PATCH", HEART_DEPLOYMENT, deployment(3, 3))
+            .content_type(STRATEGIC)
+            .body(|b| {
+                assert_eq!(
+                    b["spec"]["template"]["spec"]["containers"],
+                    json!([{"name": "heart", "resources": {"limits": {"memory": "300Mi"}}}])
+                );
+            }),
     ]);
     let action = Action::RaiseMemoryLimit {
         factor: 1.5,
@@ -483,15 +469,11 @@ async fn snapshot_of_a_pod_follows_its_owners_and_counts_disrupted_pods() {
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "heart", "uid": "dep-uid"}]},
             "spec": {"selector": {}}}),
         ),
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            {
-                let mut d = deployment(3, 2);
-                d["metadata"]["annotations"]["organism.dev/auto-heal"] = json!("false");
-                d
-            },
-        ),
+        call("GET", HEART_DEPLOYMENT, {
+            let mut d = deployment(3, 2);
+            d["metadata"]["annotations"]["organism.dev/auto-heal"] = json!("false");
+            d
+        }),
         call(
             "GET",
             "/api/v1/namespaces/organism/pods",
@@ -518,21 +500,9 @@ async fn snapshot_of_a_pod_follows_its_owners_and_counts_disrupted_pods() {
 #[tokio::test]
 async fn verify_polls_until_the_deployment_is_ready() {
     let (client, task) = scripted(vec![
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 1),
-        ),
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 2),
-        ),
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 3),
-        ),
+        call("GET", HEART_DEPLOYMENT, deployment(3, 1)),
+        call("GET", HEART_DEPLOYMENT, deployment(3, 2)),
+        call("GET", HEART_DEPLOYMENT, deployment(3, 3)),
     ]);
     platform(client)
         .verify(&Action::RolloutRestart, &heart(), Duration::from_secs(5))
