@@ -234,11 +234,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route(
             "/",
-            get(|| async {
-                axum::Json(
-                    serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")}),
-                )
-            }),
+            service_kit::server::identity(SERVICE, env!("CARGO_PKG_VERSION")),
         )
         .route(
             "/webhook/alertmanager",

@@ -85,6 +85,19 @@ fn brain_deployment() -> Target {
     }
 }
 
+/// `d` is the `oom-killed` rule's memory-limit raise on brain's Deployment.
+fn assert_raises_brains_memory_limit(d: Decision) {
+    let Decision::Act(plan) = d else {
+        panic!("expected an action, got {d:?}")
+    };
+    assert_eq!(plan.rule, "oom-killed");
+    assert!(
+        matches!(plan.action, Action::RaiseMemoryLimit { .. }),
+        "{plan:?}"
+    );
+    assert_eq!(plan.target, brain_deployment());
+}
+
 #[test]
 fn health_monitors_oom_killed_finding_raises_the_memory_limit() {
     let policy = chart_policy();
@@ -105,15 +118,7 @@ fn health_monitors_oom_killed_finding_raises_the_memory_limit() {
             ("remediation", "raise-memory"),
         ]),
     );
-    let Decision::Act(plan) = d else {
-        panic!("expected an action, got {d:?}")
-    };
-    assert_eq!(plan.rule, "oom-killed");
-    assert!(
-        matches!(plan.action, Action::RaiseMemoryLimit { .. }),
-        "{plan:?}"
-    );
-    assert_eq!(plan.target, brain_deployment());
+    assert_raises_brains_memory_limit(d);
 }
 
 #[test]
@@ -145,15 +150,7 @@ fn the_memory_leak_persists_rule_raises_the_memory_limit() {
         );
     }
     let d = decide_k8s(&policy, l);
-    let Decision::Act(plan) = d else {
-        panic!("expected an action, got {d:?}")
-    };
-    assert_eq!(plan.rule, "oom-killed");
-    assert!(
-        matches!(plan.action, Action::RaiseMemoryLimit { .. }),
-        "{plan:?}"
-    );
-    assert_eq!(plan.target, brain_deployment());
+    assert_raises_brains_memory_limit(d);
 }
 
 #[test]

@@ -939,6 +939,18 @@ fn replicas_unavailable(
     .with_since(Some(since_t))
 }
 
+/// Since when the not-ready condition `key` has held, once it has held longer than the
+/// not-ready threshold; `None` while it is younger, and when it does not hold (its start is then
+/// forgotten).
+fn not_ready_since(since: &mut SinceTracker, key: &str, holds: bool, ctx: &Ctx<'_>) -> Option<i64> {
+    if !holds {
+        since.clear(key);
+        return None;
+    }
+    let since_t = since.since(key, ctx.now);
+    (ctx.now - since_t > ctx.thresholds.not_ready_after.as_secs() as i64).then_some(since_t)
+}
+
 /// Classifies one StatefulSet.
 pub fn classify_statefulset(
     s: &StatefulSet,
@@ -957,14 +969,9 @@ pub fn classify_statefulset(
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     let key = format!("statefulset-not-ready/{ns}/{n}");
-    if desired == 0 || ready >= desired {
-        since.clear(&key);
+    let Some(since_t) = not_ready_since(since, &key, desired > 0 && ready < desired, ctx) else {
         return Vec::new();
-    }
-    let since_t = since.since(&key, ctx.now);
-    if ctx.now - since_t <= ctx.thresholds.not_ready_after.as_secs() as i64 {
-        return Vec::new();
-    }
+    };
     vec![
         Finding::new(
             FindingKind::StatefulsetNotReady,
@@ -1002,14 +1009,9 @@ pub fn classify_daemonset(d: &DaemonSet, ctx: &Ctx<'_>, since: &mut SinceTracker
         .unwrap_or(0)
         .max(desired - status.number_ready);
     let key = format!("daemonset-not-ready/{ns}/{n}");
-    if unavailable <= 0 {
-        since.clear(&key);
+    let Some(since_t) = not_ready_since(since, &key, unavailable > 0, ctx) else {
         return Vec::new();
-    }
-    let since_t = since.since(&key, ctx.now);
-    if ctx.now - since_t <= ctx.thresholds.not_ready_after.as_secs() as i64 {
-        return Vec::new();
-    }
+    };
     vec![
         Finding::new(
             FindingKind::DaemonsetNotReady,
@@ -1100,14 +1102,9 @@ pub fn classify_service_endpoints(
         .iter()
         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
         .count();
-    if ready > 0 {
-        since.clear(&key);
+    let Some(since_t) = not_ready_since(since, &key, ready == 0, ctx) else {
         return Vec::new();
-    }
-    let since_t = since.since(&key, ctx.now);
-    if ctx.now - since_t <= ctx.thresholds.not_ready_after.as_secs() as i64 {
-        return Vec::new();
-    }
+    };
     let object = ObjectRef::new("Service", Some(ns), service);
     let pods: Vec<&str> = endpoints
         .iter()

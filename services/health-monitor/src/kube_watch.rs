@@ -740,6 +740,16 @@ fn not_ready(pod: &Pod) -> bool {
             .any(|c| c.type_ == "Ready" && c.status != "True")
 }
 
+/// Tells the classifier that pod `namespace/name` changed; `false` once nobody listens.
+async fn pod_changed(tx: &mpsc::Sender<Change>, namespace: String, name: String) -> bool {
+    let change = Change::Object {
+        kind: Kind::Pod,
+        namespace,
+        name,
+    };
+    tx.send(change).await.is_ok()
+}
+
 /// Every `period`, asks each not-ready pod (in the watched namespaces) for its readiness
 /// answer, so a failing check naming a dependency (`database`) reaches the classifier;
 /// a changed report re-classifies the pod. Unreachable pods are skipped (no report).
@@ -787,29 +797,15 @@ pub async fn run_readiness_probes(
                     continue;
                 }
             };
-            if reports.set(&ns, &name, Some(checks)) {
-                let change = Change::Object {
-                    kind: Kind::Pod,
-                    namespace: ns,
-                    name,
-                };
-                if tx.send(change).await.is_err() {
-                    return;
-                }
+            if reports.set(&ns, &name, Some(checks)) && !pod_changed(&tx, ns, name).await {
+                return;
             }
         }
         // Pods that became ready (or went away) lose their report.
         for (ns, name) in reports.snapshot().into_keys() {
             let still = get(&pods, &ns, &name).is_some_and(|p| not_ready(&p));
-            if !still && reports.set(&ns, &name, None) {
-                let change = Change::Object {
-                    kind: Kind::Pod,
-                    namespace: ns,
-                    name,
-                };
-                if tx.send(change).await.is_err() {
-                    return;
-                }
+            if !still && reports.set(&ns, &name, None) && !pod_changed(&tx, ns, name).await {
+                return;
             }
         }
         tokio::select! {

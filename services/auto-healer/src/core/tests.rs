@@ -605,7 +605,13 @@ fn prune_forgets_what_is_older_than_it_keeps() {
     assert_eq!(s.subjects["node/n"].attempts[0].outcome, Outcome::Healed);
 }
 
-fn flap_case(attempts: Vec<Attempt>) -> Case {
+/// A crash alert for the subject whose earlier attempts (by another rule) were each
+/// `(how long ago, outcome)`.
+fn flap_case(attempts: &[(Duration, Outcome)]) -> Case {
+    let attempts = attempts
+        .iter()
+        .map(|&(ago, outcome)| attempt_at_step(NOW - ago, "other", 0, outcome))
+        .collect();
     let mut c = Case::new("flap on failures", pod_alert(&[]));
     c.state = state_with(SUBJECT, attempts, None);
     c
@@ -615,10 +621,10 @@ fn flap_case(attempts: Vec<Attempt>) -> Case {
 fn every_attempt_counts_toward_the_flap_guard_whatever_its_outcome() {
     // Issue 19: a restart whose verification failed or timed out is as much a restart as one
     // that healed. Two failed attempts and a pending one are three attempts.
-    let c = flap_case(vec![
-        attempt_at_step(NOW - Duration::minutes(50), "other", 0, Outcome::Failed),
-        attempt_at_step(NOW - Duration::minutes(40), "other", 0, Outcome::Failed),
-        attempt_at_step(NOW - Duration::minutes(30), "other", 0, Outcome::Pending),
+    let c = flap_case(&[
+        (Duration::minutes(50), Outcome::Failed),
+        (Duration::minutes(40), Outcome::Failed),
+        (Duration::minutes(30), Outcome::Pending),
     ]);
     match c.decide() {
         Decision::Escalate {
@@ -638,9 +644,9 @@ fn every_attempt_counts_toward_the_flap_guard_whatever_its_outcome() {
 
 #[test]
 fn attempts_below_the_flap_limit_are_allowed() {
-    let c = flap_case(vec![
-        attempt_at_step(NOW - Duration::minutes(40), "other", 0, Outcome::Failed),
-        attempt_at_step(NOW - Duration::minutes(30), "other", 0, Outcome::Pending),
+    let c = flap_case(&[
+        (Duration::minutes(40), Outcome::Failed),
+        (Duration::minutes(30), Outcome::Pending),
     ]);
     assert!(matches!(c.decide(), Decision::Act(_)), "{:?}", c.decide());
 }
@@ -648,10 +654,10 @@ fn attempts_below_the_flap_limit_are_allowed() {
 #[test]
 fn the_flap_window_is_half_open() {
     // An attempt exactly one window old no longer counts.
-    let c = flap_case(vec![
-        attempt_at_step(NOW - Duration::hours(1), "other", 0, Outcome::Failed),
-        attempt_at_step(NOW - Duration::minutes(40), "other", 0, Outcome::Failed),
-        attempt_at_step(NOW - Duration::minutes(30), "other", 0, Outcome::Failed),
+    let c = flap_case(&[
+        (Duration::hours(1), Outcome::Failed),
+        (Duration::minutes(40), Outcome::Failed),
+        (Duration::minutes(30), Outcome::Failed),
     ]);
     assert!(matches!(c.decide(), Decision::Act(_)), "{:?}", c.decide());
 }

@@ -278,6 +278,26 @@ impl KubePlatform {
         Ok(snap)
     }
 
+    /// Patches workload `name` of `kind` in `ns` with the default patch parameters.
+    async fn patch_workload(
+        &self,
+        ns: &str,
+        kind: WorkloadKind,
+        name: &str,
+        patch: &Patch<&serde_json::Value>,
+    ) -> Result<(), AdapterError> {
+        workloads::patch(
+            self.client.clone(),
+            ns,
+            kind,
+            name,
+            &PatchParams::default(),
+            patch,
+        )
+        .await
+        .map_err(api_err)
+    }
+
     async fn rollout_restart(
         &self,
         ns: &str,
@@ -287,16 +307,8 @@ impl KubePlatform {
         let now = rfc3339(OffsetDateTime::now_utc());
         let patch =
             json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
-        workloads::patch(
-            self.client.clone(),
-            ns,
-            kind,
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-        .map_err(api_err)?;
+        self.patch_workload(ns, kind, name, &Patch::Merge(&patch))
+            .await?;
         Ok(format!(
             "restarted {} {ns}/{name} (restartedAt {now})",
             kind.as_str()
@@ -500,16 +512,8 @@ impl KubePlatform {
         let patch = json!({"spec": {"template": {"spec": {"containers": [
             {"name": c.name, "resources": {"limits": {"memory": next_q}}}
         ]}}}});
-        workloads::patch(
-            self.client.clone(),
-            ns,
-            kind,
-            name,
-            &PatchParams::default(),
-            &Patch::Strategic(&patch),
-        )
-        .await
-        .map_err(api_err)?;
+        self.patch_workload(ns, kind, name, &Patch::Strategic(&patch))
+            .await?;
         Ok(format!(
             "raised the memory limit of {ns}/{name} container {} from {} to {next_q}",
             c.name,

@@ -16,10 +16,12 @@ use super::state::ConfigMapStore;
 use super::*;
 use crate::core::GuardState;
 use crate::platform::{LeaderFlag, Leadership, StateStore, StoreError, update_state};
-use testbed::kube_mock::{SCRIPT_WAIT, call, scripted, status_body};
+use testbed::kube_mock::{Call, SCRIPT_WAIT, call, scripted, status_body};
 
 const MERGE: &str = "application/merge-patch+json";
 const STRATEGIC: &str = "application/strategic-merge-patch+json";
+/// The API path of the Deployment `heart()` targets.
+const HEART_DEPLOYMENT: &str = "/apis/apps/v1/namespaces/organism/deployments/heart";
 
 fn platform(client: Client) -> KubePlatform {
     KubePlatform::new(
@@ -93,7 +95,7 @@ async fn rollout_restart_patches_restarted_at_like_kubectl() {
         assert!(at >= before - time::Duration::seconds(1) && at <= OffsetDateTime::now_utc());
     };
     let (client, task) = scripted(vec![
-        call("PATCH", "/apis/apps/v1/namespaces/organism/deployments/heart", deployment(3, 3)).content_type(MERGE).body(check),
+        call("PATCH", HEART_DEPLOYMENT, deployment(3, 3)).content_type(MERGE).body(check),
         call("PATCH", "/apis/apps/v1/namespaces/organism/statefulsets/db", json!({"metadata": {"name": "db"}, "spec": {"selector": {}, "template": {}, "serviceName": "db"}})).content_type(MERGE).body(check),
     ]);
     let p = platform(client);
@@ -121,11 +123,7 @@ async fn rollback_restores_the_previous_replica_set_template() {
                                      "spec": {"containers": [{"name": "heart", "image": image}]}}}})
     };
     let (client, task) = scripted(vec![
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 1),
-        ),
+        call("GET", HEART_DEPLOYMENT, deployment(3, 1)),
         call(
             "GET",
             "/apis/apps/v1/namespaces/organism/replicasets",
@@ -137,22 +135,18 @@ async fn rollback_restores_the_previous_replica_set_template() {
             ]}),
         )
         .query("labelSelector=app%3Dheart"),
-        call(
-            "PATCH",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 1),
-        )
-        .content_type(STRATEGIC)
-        .body(|b| {
-            let t = &b["spec"]["template"];
-            assert_eq!(t["$patch"], "replace");
-            assert_eq!(t["spec"]["containers"][0]["image"], "organism:2");
-            assert_eq!(
-                t["metadata"]["labels"],
-                json!({"app": "heart"}),
-                "pod-template-hash removed"
-            );
-        }),
+        call("PATCH", HEART_DEPLOYMENT, deployment(3, 1))
+            .content_type(STRATEGIC)
+            .body(|b| {
+                let t = &b["spec"]["template"];
+                assert_eq!(t["$patch"], "replace");
+                assert_eq!(t["spec"]["containers"][0]["image"], "organism:2");
+                assert_eq!(
+                    t["metadata"]["labels"],
+                    json!({"app": "heart"}),
+                    "pod-template-hash removed"
+                );
+            }),
     ]);
     let out = platform(client)
         .execute(&Action::Rollback, &heart(), &Labels::new())
@@ -229,23 +223,15 @@ async fn raise_hpa_min_replicas() {
 #[tokio::test]
 async fn raise_memory_limit_is_capped() {
     let (client, task) = scripted(vec![
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 3),
-        ),
-        call(
-            "PATCH",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 3),
-        )
-        .content_type(STRATEGIC)
-        .body(|b| {
-            assert_eq!(
-                b["spec"]["template"]["spec"]["containers"],
-                json!([{"name": "heart", "resources": {"limits": {"memory": "300Mi"}}}])
-            );
-        }),
+        call("GET", HEART_DEPLOYMENT, deployment(3, 3)),
+        call("PATCH", HEART_DEPLOYMENT, deployment(3, 3))
+            .content_type(STRATEGIC)
+            .body(|b| {
+                assert_eq!(
+                    b["spec"]["template"]["spec"]["containers"],
+                    json!([{"name": "heart", "resources": {"limits": {"memory": "300Mi"}}}])
+                );
+            }),
     ]);
     let action = Action::RaiseMemoryLimit {
         factor: 1.5,
@@ -483,15 +469,11 @@ async fn snapshot_of_a_pod_follows_its_owners_and_counts_disrupted_pods() {
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "heart", "uid": "dep-uid"}]},
             "spec": {"selector": {}}}),
         ),
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            {
-                let mut d = deployment(3, 2);
-                d["metadata"]["annotations"]["organism.dev/auto-heal"] = json!("false");
-                d
-            },
-        ),
+        call("GET", HEART_DEPLOYMENT, {
+            let mut d = deployment(3, 2);
+            d["metadata"]["annotations"]["organism.dev/auto-heal"] = json!("false");
+            d
+        }),
         call(
             "GET",
             "/api/v1/namespaces/organism/pods",
@@ -518,21 +500,9 @@ async fn snapshot_of_a_pod_follows_its_owners_and_counts_disrupted_pods() {
 #[tokio::test]
 async fn verify_polls_until_the_deployment_is_ready() {
     let (client, task) = scripted(vec![
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 1),
-        ),
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 2),
-        ),
-        call(
-            "GET",
-            "/apis/apps/v1/namespaces/organism/deployments/heart",
-            deployment(3, 3),
-        ),
+        call("GET", HEART_DEPLOYMENT, deployment(3, 1)),
+        call("GET", HEART_DEPLOYMENT, deployment(3, 2)),
+        call("GET", HEART_DEPLOYMENT, deployment(3, 3)),
     ]);
     platform(client)
         .verify(&Action::RolloutRestart, &heart(), Duration::from_secs(5))
@@ -707,6 +677,19 @@ async fn try_acquire(
         .unwrap()
 }
 
+/// Runs `script` against elector "a", trying at each `(seconds after the first try, whether it
+/// leads, why)`, and expects the script used up.
+async fn tries(script: Vec<Call>, wall: OffsetDateTime, attempts: &[(u64, bool, &str)]) {
+    let (client, task) = scripted(script);
+    let mut e = elector(client, "a");
+    let t0 = tokio::time::Instant::now();
+    for &(after, leads, why) in attempts {
+        let at = t0 + Duration::from_secs(after);
+        assert_eq!(try_acquire(&mut e, wall, at).await, leads, "{why}");
+    }
+    task.done().await;
+}
+
 /// The wall-clock time the tests' leases carry, and a renewTime an hour before it: compared
 /// with our clock such a record would look long expired, but client-go judges a lease by the
 /// local time we saw its record change, so its renewTime is irrelevant.
@@ -718,7 +701,7 @@ fn wall_and_stale() -> (OffsetDateTime, OffsetDateTime) {
 #[tokio::test(start_paused = true)]
 async fn a_missing_lease_is_created_with_this_instance_as_holder() {
     let (wall, _) = wall_and_stale();
-    let (client, task) = scripted(vec![
+    let script = vec![
         call("GET", LEASE, status_body(404, "NotFound")).status(404),
         call("POST", LEASES, lease_json("a", wall, "1", 0))
             .status(201)
@@ -728,17 +711,14 @@ async fn a_missing_lease_is_created_with_this_instance_as_holder() {
                 assert_eq!(b["spec"]["leaseDurationSeconds"], 15);
                 assert_eq!(b["spec"]["leaseTransitions"], 0);
             }),
-    ]);
-    let mut e = elector(client, "a");
-    let t0 = tokio::time::Instant::now();
-    assert!(try_acquire(&mut e, wall, t0).await, "acquired");
-    task.done().await;
+    ];
+    tries(script, wall, &[(0, true, "acquired")]).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_holder_renews_with_the_version_it_read_keeping_its_acquire_time() {
     let (wall, _) = wall_and_stale();
-    let (client, task) = scripted(vec![
+    let script = vec![
         call("GET", LEASE, lease_json("a", wall, "1", 0)),
         call("PUT", LEASE, lease_json("a", wall, "2", 0)).body(move |b| {
             assert_eq!(b["metadata"]["resourceVersion"], "1");
@@ -746,35 +726,26 @@ async fn the_holder_renews_with_the_version_it_read_keeping_its_acquire_time() {
             let kept = b["spec"]["acquireTime"].as_str().unwrap();
             assert!(kept.starts_with(&rfc3339(wall)[..26]), "{kept}");
         }),
-    ]);
-    let mut e = elector(client, "a");
-    let t0 = tokio::time::Instant::now();
-    assert!(try_acquire(&mut e, wall, t0).await, "renewed");
-    task.done().await;
+    ];
+    tries(script, wall, &[(0, true, "renewed")]).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn another_holders_lease_is_live_for_its_duration_of_our_time_since_we_saw_it_change() {
     let (wall, stale) = wall_and_stale();
     // No write: b holds it at first sight and still 14 s later, unchanged.
-    let (client, task) = scripted(vec![
+    let script = vec![
         call("GET", LEASE, lease_json("b", stale, "5", 1)),
         call("GET", LEASE, lease_json("b", stale, "5", 1)),
-    ]);
-    let mut e = elector(client, "a");
-    let t0 = tokio::time::Instant::now();
-    assert!(!try_acquire(&mut e, wall, t0).await, "held by b");
-    assert!(
-        !try_acquire(&mut e, wall, t0 + Duration::from_secs(14)).await,
-        "b's lease is live for 15 s of our time after we saw it change"
-    );
-    task.done().await;
+    ];
+    let live = "b's lease is live for 15 s of our time after we saw it change";
+    tries(script, wall, &[(0, false, "held by b"), (14, false, live)]).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_lease_unchanged_for_its_duration_is_taken_over_with_one_more_transition() {
     let (wall, stale) = wall_and_stale();
-    let (client, task) = scripted(vec![
+    let script = vec![
         call("GET", LEASE, lease_json("b", stale, "5", 1)),
         call("GET", LEASE, lease_json("b", stale, "5", 1)),
         call("PUT", LEASE, lease_json("a", wall, "6", 2)).body(|b| {
@@ -782,15 +753,9 @@ async fn a_lease_unchanged_for_its_duration_is_taken_over_with_one_more_transiti
             assert_eq!(b["spec"]["holderIdentity"], "a");
             assert_eq!(b["spec"]["leaseTransitions"], 2);
         }),
-    ]);
-    let mut e = elector(client, "a");
-    let t0 = tokio::time::Instant::now();
-    assert!(!try_acquire(&mut e, wall, t0).await);
-    assert!(
-        try_acquire(&mut e, wall, t0 + Duration::from_secs(16)).await,
-        "taken over once unchanged for 15 s of our time"
-    );
-    task.done().await;
+    ];
+    let taken = "taken over once unchanged for 15 s of our time";
+    tries(script, wall, &[(0, false, "held by b"), (16, true, taken)]).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -798,18 +763,12 @@ async fn a_lease_whose_record_changed_is_live_again_from_that_moment() {
     let (wall, stale) = wall_and_stale();
     // b renewed between our looks (a new renewTime, however skewed its clock): no write.
     let renewed = stale + time::Duration::seconds(16);
-    let (client, task) = scripted(vec![
+    let script = vec![
         call("GET", LEASE, lease_json("b", stale, "5", 1)),
         call("GET", LEASE, lease_json("b", renewed, "8", 1)),
-    ]);
-    let mut e = elector(client, "a");
-    let t0 = tokio::time::Instant::now();
-    assert!(!try_acquire(&mut e, wall, t0).await);
-    assert!(
-        !try_acquire(&mut e, wall, t0 + Duration::from_secs(16)).await,
-        "b's changed record is live again"
-    );
-    task.done().await;
+    ];
+    let live = "b's changed record is live again";
+    tries(script, wall, &[(0, false, "held by b"), (16, false, live)]).await;
 }
 
 #[tokio::test]
