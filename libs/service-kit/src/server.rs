@@ -149,17 +149,6 @@ pub fn assemble(ctx: &Context, routes: Router) -> Router {
     )
 }
 
-/// The `GET /` route of a service: `{"service": service, "version": version}`. Pass the
-/// service's own `env!("CARGO_PKG_VERSION")`: here it would name service-kit's version.
-pub fn identity<S: Clone + Send + Sync + 'static>(
-    service: &'static str,
-    version: &'static str,
-) -> axum::routing::MethodRouter<S> {
-    get(
-        move || async move { axum::Json(serde_json::json!({"service": service, "version": version})) },
-    )
-}
-
 /// The longest `x-request-id` accepted from a client; a longer one is replaced.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 

@@ -330,15 +330,3 @@ async fn an_oversize_request_id_is_replaced() {
     let response = app.clone().oneshot(req).await.unwrap();
     assert_eq!(response.headers()["x-request-id"], ok.as_str());
 }
-
-#[tokio::test]
-async fn identity_names_the_service_and_its_version() {
-    let routes = Router::new().route("/", service_kit::server::identity("router-test", "1.2.3"));
-    let app = TestRouter::new(assemble(&Context::for_tests("router-test"), routes));
-    let answer = app.get("/").await;
-    assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(
-        answer.body,
-        serde_json::json!({"service": "router-test", "version": "1.2.3"})
-    );
-}

@@ -241,7 +241,14 @@ fn read_exporter(reader: &mut EnvReader<'_>) -> OtlpConfig {
         })
         .flatten();
     let logs_endpoint = read_exporter_choice(reader, "OTEL_LOGS_EXPORTER")
-        .then(|| read_endpoint(reader, protocol, "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "v1/logs"))
+        .then(|| {
+            read_endpoint(
+                reader,
+                protocol,
+                "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                "v1/logs",
+            )
+        })
         .flatten();
     let traces_headers = read_traces_headers(reader);
     let compression = read_compression(reader);

@@ -234,7 +234,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route(
             "/",
-            service_kit::server::identity(SERVICE, env!("CARGO_PKG_VERSION")),
+            service_kit::identity(SERVICE, env!("CARGO_PKG_VERSION")),
         )
         .route(
             "/webhook/alertmanager",

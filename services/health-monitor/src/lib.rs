@@ -474,7 +474,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route(
             "/",
-            service_kit::server::identity(SERVICE, env!("CARGO_PKG_VERSION")),
+            service_kit::identity(SERVICE, env!("CARGO_PKG_VERSION")),
         )
         .route("/api/v1/findings", get(findings))
         .route("/api/v1/config", get(effective_config))

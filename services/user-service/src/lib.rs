@@ -23,7 +23,6 @@ pub mod model;
 pub mod routes;
 
 use axum::Router;
-use axum::routing::get;
 use service_kit::Context;
 
 pub use config::Config;
@@ -78,10 +77,6 @@ pub fn app(state: AppState) -> Router {
     let business = routes::router().with_state(state);
     chaos.wrap(business).merge(chaos.routes()).route(
         "/",
-        get(|| async {
-            axum::Json(
-                serde_json::json!({"service": SERVICE, "version": env!("CARGO_PKG_VERSION")}),
-            )
-        }),
+        service_kit::identity(SERVICE, env!("CARGO_PKG_VERSION")),
     )
 }
