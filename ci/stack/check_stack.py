@@ -50,6 +50,16 @@ class Report:
     def note(self, text: str) -> None:
         print(f"      {text}", flush=True)
 
+    def outcome(self, check: str, problems: list[str], ok: str, failed: str = "") -> None:
+        """PASS with `ok` when `problems` is empty, else each problem as a note and FAIL with
+        `failed` (default: how many problems)."""
+        if not problems:
+            self.ok(check, ok)
+            return
+        for p in problems:
+            self.note(p)
+        self.fail(check, failed or f"{len(problems)} problem(s)")
+
     @property
     def failed(self) -> bool:
         return any(s == "FAIL" for s, _, _ in self.rows)
@@ -280,12 +290,7 @@ def check_helmfile(st: Stack) -> None:
         d = deps(key)
         if key != crd and creates_monitoring_objects(st, rel) and crd not in d:
             problems.append(f"release {key} creates prometheus-operator objects but does not need {crd}")
-    if problems:
-        for p in problems:
-            st.r.note(p)
-        st.r.fail("helmfile", f"{len(problems)} problem(s)")
-    else:
-        st.r.ok("helmfile", f"{len(st.releases)} releases pinned, values present, needs resolve, CRDs ordered")
+    st.r.outcome("helmfile", problems, f"{len(st.releases)} releases pinned, values present, needs resolve, CRDs ordered")
 
     helmfile = shutil.which("helmfile")
     helm3 = shutil.which("helm3")
@@ -499,13 +504,8 @@ def check_collector(st: Stack) -> None:
         problems.append("span metrics must reach Prometheus (prometheusremotewrite or prometheus exporter)")
     if "exemplar-storage" not in (pspec.get("enableFeatures") or []):
         problems.append("Prometheus enableFeatures must contain exemplar-storage")
-    if problems:
-        for p in problems:
-            st.r.note(p)
-        st.r.fail("collector pipelines", f"{len(problems)} problem(s)")
-    else:
-        st.r.ok("collector pipelines", f"{len(pipelines)} pipelines, {len(defined['connectors'])} connectors wired; "
-                "Tempo, Loki /otlp, remote write with exemplars")
+    st.r.outcome("collector pipelines", problems, f"{len(pipelines)} pipelines, {len(defined['connectors'])} connectors wired; "
+                 "Tempo, Loki /otlp, remote write with exemplars")
 
 
 def span_metric_names(st: Stack) -> set[str]:
@@ -609,12 +609,7 @@ def check_datasources(st: Stack) -> None:
             for m in metric_names(str(qd.get("query", "")).replace("$$", "$")):
                 if histogram_base(m) not in known:
                     problems.append(f"Tempo tracesToMetrics query {qd.get('name')!r} uses {m}, which the collector does not produce")
-    if problems:
-        for p in problems:
-            st.r.note(p)
-        st.r.fail("grafana datasources", f"{len(problems)} problem(s)")
-    else:
-        st.r.ok("grafana datasources", "fixed UIDs " + ", ".join(sorted(dss)) + "; exemplars, derived fields, trace links resolve")
+    st.r.outcome("grafana datasources", problems, "fixed UIDs " + ", ".join(sorted(dss)) + "; exemplars, derived fields, trace links resolve")
 
 
 PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
@@ -732,13 +727,9 @@ def check_dashboards(st: Stack) -> None:
                 problems.append(f"{fname}: panel {panel!r}: metric {m} is not in docs/CONTRACTS.md, "
                                 "the collector's span metrics or external_metrics")
     problems += promql_syntax(st, exprs)
-    if problems:
-        for p in problems:
-            st.r.note(p)
-        st.r.fail("dashboards", f"{len(problems)} problem(s) in {len(files)} dashboards")
-    else:
-        st.r.ok("dashboards", f"{len(files)} dashboards: JSON, unique uids, datasource UIDs provisioned, "
-                f"{len(exprs)} PromQL queries parse (promtool) and use known metrics")
+    st.r.outcome("dashboards", problems, f"{len(files)} dashboards: JSON, unique uids, datasource UIDs provisioned, "
+                 f"{len(exprs)} PromQL queries parse (promtool) and use known metrics",
+                 f"{len(problems)} problem(s) in {len(files)} dashboards")
 
 
 def promql_syntax(st: Stack, exprs) -> list[str]:
@@ -794,12 +785,7 @@ def check_dashboard_chart(st: Stack) -> None:
             problems.append(f"{f.name}: ConfigMap content differs from the file")
         elif len(rendered[f.name].encode()) > 1_000_000:
             problems.append(f"{f.name}: too large for a ConfigMap")
-    if problems:
-        for p in problems:
-            st.r.note(p)
-        st.r.fail("dashboard ConfigMaps", f"{len(problems)} problem(s)")
-    else:
-        st.r.ok("dashboard ConfigMaps", f"helm template renders {len(rendered)} ConfigMaps labelled {label}=\"{value}\"")
+    st.r.outcome("dashboard ConfigMaps", problems, f"helm template renders {len(rendered)} ConfigMaps labelled {label}=\"{value}\"")
 
 
 # --- wiring -------------------------------------------------------------------------------
@@ -859,13 +845,8 @@ def check_wiring(st: Stack) -> None:
             m = pat.search(url)
             if url and (not m or f"{m.group(1)}.{m.group(2)}" not in services):
                 problems.append(f"organism chart monitoring.{key}.url {url} is not a Service of the stack")
-    if problems:
-        for p in problems:
-            st.r.note(p)
-        st.r.fail("service wiring", f"{len(problems)} problem(s)")
-    else:
-        st.r.ok("service wiring", f"{found} in-cluster URLs in k8s/values resolve to the stack's Services and ports"
-                + ("; organism chart agrees" if ov.is_file() else ""))
+    st.r.outcome("service wiring", problems, f"{found} in-cluster URLs in k8s/values resolve to the stack's Services and ports"
+                 + ("; organism chart agrees" if ov.is_file() else ""))
 
 
 # --- Alertmanager -------------------------------------------------------------------------
@@ -919,12 +900,7 @@ def check_alertmanager(st: Stack) -> None:
     for name, url in wanted.items():
         if seen_urls.get(name) != url:
             problems.append(f"receiver {name} must post to {url} (docs/CONTRACTS.md), has {seen_urls.get(name)}")
-    if problems:
-        for p in problems:
-            st.r.note(p)
-        st.r.fail("alertmanager receivers", f"{len(problems)} problem(s)")
-    else:
-        st.r.ok("alertmanager receivers", "webhook URLs per CONTRACTS.md, bearer tokens from mounted Secret files only")
+    st.r.outcome("alertmanager receivers", problems, "webhook URLs per CONTRACTS.md, bearer tokens from mounted Secret files only")
 
     tests = load_yaml(st.root / "ci/stack/alertmanager-tests.yaml") or {}
     failed = []
@@ -935,12 +911,9 @@ def check_alertmanager(st: Stack) -> None:
         if res.returncode != 0:
             got = res.stdout.strip().splitlines()[0] if res.stdout.strip() else "?"
             failed.append(f"{t['name']}: expected {want}, got {got}")
-    if failed:
-        for p in failed:
-            st.r.note(p)
-        st.r.fail("alertmanager routes", f"{len(failed)} of {len(tests.get('routes') or [])} route tests failed")
-    else:
-        st.r.ok("alertmanager routes", f"{len(tests.get('routes') or [])} route tests (amtool config routes test)")
+    total = len(tests.get("routes") or [])
+    st.r.outcome("alertmanager routes", failed, f"{total} route tests (amtool config routes test)",
+                 f"{len(failed)} of {total} route tests failed")
     check_inhibition(st, path, tests.get("inhibitions") or [])
 
 
@@ -1006,13 +979,10 @@ def check_inhibition(st: Stack, config: Path, cases: list) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-    if problems:
-        for p in problems:
-            st.r.note(p)
-        st.r.fail("alertmanager inhibition", f"{len(problems)} expectation(s) not met by a real Alertmanager")
-    else:
-        n = sum(len(c["alerts"]) for c in cases)
-        st.r.ok("alertmanager inhibition", f"{len(cases)} cases, {n} alerts posted to a real Alertmanager behave as expected")
+    n = sum(len(c["alerts"]) for c in cases)
+    st.r.outcome("alertmanager inhibition", problems,
+                 f"{len(cases)} cases, {n} alerts posted to a real Alertmanager behave as expected",
+                 f"{len(problems)} expectation(s) not met by a real Alertmanager")
 
 
 # --- budget --------------------------------------------------------------------------------

@@ -744,20 +744,25 @@ def np_port_matches(ports: list | None, dst: Endpoint, port: int, proto: str) ->
 
 
 def np_allowed(st: Stack, src: Endpoint, dst: Endpoint, port: int, proto: str) -> tuple[bool, str]:
-    pols = st.of("NetworkPolicy")
-    if src.pod:
-        sel = [p for p in pols if p.ns == src.pod.ns and "Egress" in policy_types(p.doc)
-               and match_labels(p.doc["spec"].get("podSelector") or {}, src.pod.labels)]
-        if sel and not any(np_peer_ok(rule.get("to"), p.ns, dst) and np_port_matches(rule.get("ports"), dst, port, proto)
-                           for p in sel for rule in p.doc["spec"].get("egress") or []):
-            return False, f"egress of {src.label} denied by {', '.join(p.name for p in sel)}"
-    if dst.pod:
-        sel = [p for p in pols if p.ns == dst.pod.ns and "Ingress" in policy_types(p.doc)
-               and match_labels(p.doc["spec"].get("podSelector") or {}, dst.pod.labels)]
-        if sel and not any(np_peer_ok(rule.get("from"), p.ns, src) and np_port_matches(rule.get("ports"), dst, port, proto)
-                           for p in sel for rule in p.doc["spec"].get("ingress") or []):
-            return False, f"ingress of {dst.label} denied by {', '.join(p.name for p in sel)}"
+    for side, peer, kind in ((src, dst, "Egress"), (dst, src, "Ingress")):
+        denying = np_denying(st, side, peer, kind, dst, port, proto)
+        if denying:
+            return False, f"{kind.lower()} of {side.label} denied by {', '.join(p.name for p in denying)}"
     return True, "allowed"
+
+
+def np_denying(st: Stack, ep: Endpoint, peer: Endpoint, kind: str, dst: Endpoint, port: int, proto: str) -> list:
+    """The policies selecting `ep`'s pod for `kind` (Egress/Ingress) when none of their rules lets
+    `peer` through on `dst`'s `port`; empty when allowed or when no policy selects the pod."""
+    if not ep.pod:
+        return []
+    rules_key, peer_key = ("egress", "to") if kind == "Egress" else ("ingress", "from")
+    sel = [p for p in st.of("NetworkPolicy") if p.ns == ep.pod.ns and kind in policy_types(p.doc)
+           and match_labels(p.doc["spec"].get("podSelector") or {}, ep.pod.labels)]
+    if sel and not any(np_peer_ok(rule.get(peer_key), p.ns, peer) and np_port_matches(rule.get("ports"), dst, port, proto)
+                       for p in sel for rule in p.doc["spec"].get(rules_key) or []):
+        return sel
+    return []
 
 
 def np_peer_ok(peers: list | None, policy_ns: str, ep: Endpoint) -> bool:
