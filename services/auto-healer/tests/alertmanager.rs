@@ -11,7 +11,7 @@ mod support;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use alertmanager::{AlertmanagerClient, Matcher, PostableAlert};
+use alertmanager::{Matcher, PostableAlert};
 use http::StatusCode;
 use support::healer::{TOKEN, TestHealer, WEBHOOK, payload};
 use support::recording::Recording;
@@ -53,11 +53,7 @@ async fn remediation_failed_reaches_alertmanager_with_the_right_labels() {
     let am = alertmanager_sending_to(addr).await;
     let (healer, platform) = failing_healer(&am);
     let _served = healer.serve_on(addr).await;
-    let client = AlertmanagerClient::new(
-        am.url(),
-        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
-    )
-    .unwrap();
+    let client = am.client();
     client
         .post_alerts(&[PostableAlert::new([
             ("alertname", "PodCrashLooping"),

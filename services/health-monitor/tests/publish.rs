@@ -221,12 +221,8 @@ async fn a_delivered_resolve_is_counted_as_published() {
 /// A publisher to an Alertmanager nobody listens for, keeping at most two alerts.
 fn to_nowhere() -> (prometheus::Registry, Publisher) {
     let port = testbed::free_port();
-    let client = AlertmanagerClient::new(
-        format!("http://127.0.0.1:{port}"),
-        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
-    )
-    .unwrap()
-    .with_timeout(Duration::from_millis(500));
+    let client = testbed::alertmanager_client(format!("http://127.0.0.1:{port}"))
+        .with_timeout(Duration::from_millis(500));
     let (registry, m) = metrics();
     let config = PublishConfig {
         queue_capacity: 2,

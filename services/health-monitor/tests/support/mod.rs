@@ -44,10 +44,6 @@ pub async fn alertmanager_notifying(path: &str) -> (Alertmanager, HttpSink, Aler
     let sink = HttpSink::start().await;
     let config = AlertmanagerConfig::new().webhook("auto-healer", format!("{}{path}", sink.url()));
     let am = Alertmanager::start(&config.to_yaml()).await;
-    let client = AlertmanagerClient::new(
-        am.url(),
-        telemetry::client::HttpClient::new(telemetry::client::ClientMetrics::unregistered()),
-    )
-    .unwrap();
+    let client = am.client();
     (am, sink, client)
 }
