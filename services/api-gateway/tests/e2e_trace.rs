@@ -104,7 +104,9 @@ async fn user_lookups_are_one_trace_from_gateway_to_database() {
 
     let complete = sink
         .wait_for(Duration::from_secs(20), |spans, _| {
-            chain(spans, "/user/123").is_some() && chain(spans, "/user/999").is_some()
+            chain(spans, "/user/123").is_some()
+                && chain(spans, "/user/999").is_some()
+                && beat_trace(spans).is_some()
         })
         .await;
     let spans = sink.spans();
@@ -175,20 +177,28 @@ async fn user_lookups_are_one_trace_from_gateway_to_database() {
         );
     }
 
-    // /beat reached heart in a trace of its own, across the same hop.
-    let beat_server = spans
-        .iter()
-        .find(|s| s.span.name == "GET /beat" && s.parent_span_id().is_empty());
-    let beat_server = beat_server.expect("the gateway's /beat span");
-    assert!(
-        spans.iter().any(|s| s.trace_id() == beat_server.trace_id()
-            && s.span.name == "GET /beat"
-            && !s.parent_span_id().is_empty()),
-        "heart's span joins the gateway's trace"
-    );
+    // /beat reached heart in a trace of its own, across the same hop (the wait above required
+    // both spans: the batch holding /beat may be exported after the user lookups' ones).
+    let (beat_gateway, beat_heart) = beat_trace(&spans).unwrap();
+    assert_ne!(beat_gateway.trace_id(), ok.gateway.trace_id());
+    assert_eq!(beat_heart.trace_id(), beat_gateway.trace_id());
 
     drop(gateway);
     drop(users);
     drop(heart);
     telemetry.guard.shutdown(Duration::from_secs(2)).await;
+}
+
+/// The gateway's root `GET /beat` span and a `GET /beat` span with a parent in the same trace
+/// (heart's), once both have arrived.
+fn beat_trace(spans: &[ReceivedSpan]) -> Option<(&ReceivedSpan, &ReceivedSpan)> {
+    let root = spans
+        .iter()
+        .find(|s| s.span.name == "GET /beat" && s.parent_span_id().is_empty())?;
+    let child = spans.iter().find(|s| {
+        s.trace_id() == root.trace_id()
+            && s.span.name == "GET /beat"
+            && !s.parent_span_id().is_empty()
+    })?;
+    Some((root, child))
 }
